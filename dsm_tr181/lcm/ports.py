@@ -1,0 +1,150 @@
+"""The contracts between the LCM core and its adapters.
+
+Packagers turn a URL into an unpacked OCI bundle on disk; runtimes run a bundle as a
+container. Each implementation lives in its own module under ``dsm_tr181.packagers``
+or ``dsm_tr181.runtimes`` and is chosen by configuration (see ``dsm_tr181.adapters``).
+The core only ever sees these types.
+
+Errors: implementations raise :class:`dsm_tr181.errors.Fault` with the TR-181 fault
+the controller should see (for packagers the ``DUStateChange!`` fault codes:
+SERVER_UNREACHABLE, SERVER_INSECURE, CORRUPT_DATA, SYSTEM_RESOURCES_EXCEEDED, ...).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+# Called with (bytes done, total bytes or None when unknown). May be called from any
+# thread; the LCM marshals it onto its loop.
+ProgressCallback = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class PackageSource:
+    """Where a DU comes from. Credentials never appear in repr or logs."""
+
+    url: str
+    username: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
+    # Expected archive digest ("sha256:<hex>"), from the caller; the packager may
+    # also find one in a sibling ".sha256" file.
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What the packager learnt from an unpacked bundle (config.json, annotations)."""
+
+    path: Path  # the bundle directory: config.json + rootfs/
+    name: str
+    version: str = ""
+    vendor: str = ""
+    description: str = ""
+    digest: str = ""  # "sha256:<hex>" of the archive as fetched
+    disk_usage_kib: int = 0
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+class Packager(Protocol):
+    """Fetches and unpacks DU archives."""
+
+    async def unpack(self, source: PackageSource, target: Path, progress: ProgressCallback) -> BundleInfo:
+        """Fetch ``source`` and unpack it so that ``target`` becomes the bundle directory.
+
+        ``target`` must not exist; its parent does. Work happens in a staging
+        directory beside ``target`` (same filesystem) whose name starts with
+        ``.staging-``; it is renamed to ``target`` only when complete and removed on
+        any failure, so after a failure nothing new is left on disk.
+        """
+        ...
+
+    async def remove(self, bundle: Path) -> None:
+        """Delete an unpacked bundle directory (idempotent)."""
+        ...
+
+
+class ContainerState(enum.Enum):
+    ABSENT = "absent"  # the runtime does not know the container
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    state: ContainerState
+    pid: int = 0
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    """A container stopped on its own or after stop(); reported through watch()."""
+
+    container_id: str
+    exit_status: int | None  # exit code, or None when unknown
+    signal: int | None = None  # terminating signal, if it was killed by one
+
+
+@dataclass(frozen=True)
+class ContainerUsage:
+    memory_kib: int = -1  # resident memory of the container's processes
+    cpu_percent: int = -1
+    pids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class StartSpec:
+    container_id: str  # stable, derived from the EU (never random)
+    bundle: Path
+    log_path: Path  # stdout/stderr of the container go here (rotated by the runtime)
+    log_max_bytes: int = 1 << 20
+    log_backups: int = 2
+
+
+ExitCallback = Callable[[ContainerExit], None]
+
+
+class Runtime(Protocol):
+    """Runs OCI bundles. All methods are coroutines run on the daemon's loop."""
+
+    name: str
+
+    async def start(self, spec: StartSpec) -> ContainerStatus:
+        """Create and start the container; return once it runs (or raise Fault)."""
+        ...
+
+    async def stop(self, container_id: str, timeout: float) -> None:
+        """Ask the container to stop, kill it after ``timeout`` s, then delete it."""
+        ...
+
+    async def status(self, container_id: str) -> ContainerStatus: ...
+
+    async def usage(self, container_id: str) -> ContainerUsage: ...
+
+    async def list_ids(self) -> list[str]:
+        """Ids of every container this runtime holds for us (for orphan cleanup)."""
+        ...
+
+    async def remove(self, container_id: str) -> None:
+        """Forget a stopped or stale container (idempotent)."""
+        ...
+
+    def watch(self, callback: ExitCallback) -> None:
+        """Report every container exit to ``callback`` (called on the daemon's loop)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PausableRuntime(Runtime, Protocol):
+    """Optional ability: freeze and thaw a running container."""
+
+    async def pause(self, container_id: str) -> None: ...
+
+    async def resume(self, container_id: str) -> None: ...
