@@ -114,6 +114,8 @@ class Fault(Exception):
         self.code = code
         self.message = message
         self.path = path
+        # Per-parameter faults of a request that failed as a whole (USP param_errs).
+        self.details: list[Fault] = []
         super().__init__(self.describe())
 
     def describe(self) -> str:

@@ -1,0 +1,173 @@
+"""Regenerate ``dsm-tr181-2-19-1.xml`` from the Broadband Forum's TR-181 2.19.1 files.
+
+The product serves ``Device.SoftwareModules.`` (and the DeviceInfo log/config-file tables
+its references point at) exactly as TR-181 Issue 2 Amendment 19 Corrigendum 1 defines
+them. This script restates those definitions, unchanged, in one BBF-format DM document:
+
+* every object under ``Device.SoftwareModules.`` from the USP flavour, with its
+  parameters, commands and events;
+* the four CWMP-only parameters of the SoftwareModules profiles (``ExecEnv.{i}.Reset``,
+  ``ExecEnv.{i}.RequestedRunLevel``, ``ExecutionUnit.{i}.RequestedState``,
+  ``ExecutionUnit.{i}.SupportedDataModelList``) from the CWMP flavour, so that TR-069
+  controllers reaching the product through the RDK-B stack find them;
+* ``Device.DeviceInfo.VendorLogFile.{i}.`` and ``VendorConfigFile.{i}.`` (parameters only),
+  which ``VendorLogList``/``VendorConfigList`` reference;
+* the data types, templates and bibliography entries those definitions use.
+
+Usage: ``python datamodel/regenerate.py [--bbf ../shared/bbf]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+from pathlib import Path
+
+from lxml import etree
+
+HERE = Path(__file__).resolve().parent
+OUTPUT = HERE / "dsm-tr181-2-19-1.xml"
+SPEC = "urn:rdkcentral-org:dsm-tr181-2-19-1"
+
+SUBTREE = "Device.SoftwareModules."
+DEVICEINFO_TABLES = ("Device.DeviceInfo.VendorConfigFile.{i}.", "Device.DeviceInfo.VendorLogFile.{i}.")
+DEVICEINFO_COUNTS = ("VendorConfigFileNumberOfEntries", "VendorLogFileNumberOfEntries")
+CWMP_ONLY = {
+    "Device.SoftwareModules.ExecEnv.{i}.": ("Reset", "RequestedRunLevel"),
+    "Device.SoftwareModules.ExecutionUnit.{i}.": ("RequestedState", "SupportedDataModelList"),
+}
+
+
+def _objects(model: etree._Element) -> dict[str, etree._Element]:
+    return {obj.get("name"): obj for obj in model.findall("object")}
+
+
+def _strip_commands(obj: etree._Element) -> etree._Element:
+    obj = copy.deepcopy(obj)
+    for child in obj.findall("command") + obj.findall("event"):
+        obj.remove(child)
+    return obj
+
+
+def _device_info(objects: dict[str, etree._Element]) -> etree._Element:
+    """Device.DeviceInfo. reduced to the NumberOfEntries of the two tables served."""
+    info = copy.deepcopy(objects["Device.DeviceInfo."])
+    for child in list(info):
+        if child.tag in ("parameter", "command", "event") and child.get("name") not in DEVICEINFO_COUNTS:
+            info.remove(child)
+    return info
+
+
+def _root_object(objects: dict[str, etree._Element]) -> etree._Element:
+    root = copy.deepcopy(objects["Device."])
+    for child in list(root):
+        if child.tag != "description":
+            root.remove(child)
+    return root
+
+
+def _insert_cwmp_only(obj: etree._Element, cwmp_obj: etree._Element, names: tuple[str, ...]) -> None:
+    params = {p.get("name"): p for p in cwmp_obj.findall("parameter")}
+    last_param = obj.findall("parameter")[-1]
+    for name in reversed(names):
+        last_param.addnext(copy.deepcopy(params[name]))
+
+
+def _referenced(tree: etree._Element, pattern: str) -> set[str]:
+    text = etree.tostring(tree, encoding="unicode")
+    return set(re.findall(pattern, text))
+
+
+def _data_types(usp_root: etree._Element, model: etree._Element) -> list[etree._Element]:
+    defined = {dt.get("name"): dt for dt in usp_root.findall("dataType")}
+    wanted = {el.get("ref") for el in model.iter("dataType") if el.get("ref")}
+    closure: set[str] = set()
+    while wanted:
+        name = wanted.pop()
+        if name in closure:
+            continue
+        closure.add(name)
+        base = defined[name].get("base")
+        if base:
+            wanted.add(base)
+    # keep the BBF file's order (bases before derived types)
+    return [copy.deepcopy(dt) for name, dt in defined.items() if name in closure]
+
+
+def build(bbf: Path) -> etree._ElementTree:
+    parser = etree.XMLParser(remove_blank_text=False)
+    usp = etree.parse(str(bbf / "tr-181-2-19-1-usp-full.xml"), parser)
+    cwmp = etree.parse(str(bbf / "tr-181-2-19-1-cwmp-full.xml"), parser)
+    usp_root = usp.getroot()
+    usp_objects = _objects(usp_root.find("model"))
+    cwmp_objects = _objects(cwmp.getroot().find("model"))
+
+    model = etree.Element("model", name="Device:2.19")
+    model.text = "\n\n    "
+    members = [_root_object(usp_objects), _device_info(usp_objects)]
+    members += [_strip_commands(usp_objects[name]) for name in DEVICEINFO_TABLES]
+    for name, obj in usp_objects.items():
+        if name.startswith(SUBTREE):
+            obj = copy.deepcopy(obj)
+            if name in CWMP_ONLY:
+                _insert_cwmp_only(obj, cwmp_objects[name], CWMP_ONLY[name])
+            members.append(obj)
+    for obj in members:
+        obj.tail = "\n\n    "
+        model.append(obj)
+    members[-1].tail = "\n  "
+
+    document = etree.Element(usp_root.tag, nsmap=usp_root.nsmap)
+    for key, value in usp_root.attrib.items():
+        document.set(key, value)
+    document.set("spec", SPEC)
+    document.set("file", OUTPUT.name)
+    document.text = "\n\n  "
+
+    children: list[etree._Element] = _data_types(usp_root, model)
+    templates = _referenced(model, r"\{\{template\|([^}|]+)")
+    children += [copy.deepcopy(t) for t in usp_root.findall("template") if t.get("id") in templates]
+    bibrefs = _referenced(model, r"\{\{bibref\|([^}|]+)")
+    for definition in children:
+        bibrefs |= _referenced(definition, r"\{\{bibref\|([^}|]+)")
+    bibliography = etree.Element("bibliography")
+    bibliography.text = "\n    "
+    for ref in usp_root.find("bibliography").findall("reference"):
+        if ref.get("id") in bibrefs:
+            bibliography.append(copy.deepcopy(ref))
+    children.insert(0, bibliography)
+    children.append(model)
+    for child in children:
+        child.tail = "\n\n  "
+        document.append(child)
+    children[-1].tail = "\n"
+
+    license_comment = usp_root.getprevious()
+    header = etree.Comment(
+        "\n  dsm-tr181 supported data model: Device.SoftwareModules. restated from the\n"
+        "  Broadband Forum's TR-181 Issue 2 Amendment 19 Corrigendum 1 (tr-181-2-19-1-usp-full.xml,\n"
+        "  plus four CWMP-only parameters from tr-181-2-19-1-cwmp-full.xml). Generated by\n"
+        "  datamodel/regenerate.py; do not edit by hand. The definitions are the Broadband\n"
+        "  Forum's, under the licence below (also in datamodel/LICENSE-BBF).\n"
+    )
+    out = etree.ElementTree(document)
+    document.addprevious(header)
+    document.addprevious(copy.deepcopy(license_comment))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bbf", type=Path, default=HERE.parent.parent / "shared" / "bbf")
+    opts = parser.parse_args()
+    tree = build(opts.bbf)
+    tree.write(str(OUTPUT), xml_declaration=True, encoding="UTF-8")
+    with OUTPUT.open("ab") as fh:
+        fh.write(b"\n")
+    print(OUTPUT)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,783 @@
+"""The instance tree and the operations API every front end uses.
+
+Controller operations (``get``, ``get_instances``, ``set``, ``add``, ``delete``,
+``operate``) enforce the supported data model: access, types, unique keys, references.
+The product's own code uses the internal API (``add_row``, ``delete_row``, ``update``,
+``emit_event``), which may write read-only parameters but still checks types and keys.
+Behaviour is attached with ``on_get`` (computed values), ``on_set`` (validation and
+side effects of controller writes) and ``on_command`` (command handlers).
+
+All calls must come from one thread (the daemon's asyncio loop); asynchronous commands
+need that loop to be running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.schema.model import Access, Command, Object, Parameter, Schema
+from dsm_tr181.schema.types import Value
+from dsm_tr181.tree.nodes import Node, Table
+from dsm_tr181.tree.notifications import Kind, Notification, Notifications
+from dsm_tr181.tree.paths import Name, Path, PathKind, parse_path
+from dsm_tr181.tree.references import References
+from dsm_tr181.tree.resolve import Resolver
+from dsm_tr181.tree.results import (
+    AddResult,
+    DeleteResult,
+    GetPathResult,
+    InstanceResult,
+    OperateResult,
+    ParamError,
+    Request,
+    RequestState,
+    ResolvedObject,
+    SetResult,
+    UpdatedObject,
+)
+
+log = logging.getLogger(__name__)
+
+Getter = Callable[[Node], Value]
+Validator = Callable[[Node, Value], None]
+Applier = Callable[[Node, Value, Value], None]
+CommandHandler = Callable[["CommandCall"], "Mapping[str, Value] | Awaitable[Mapping[str, Value]]"]
+
+
+@dataclass
+class CommandCall:
+    """What a command handler receives: the object instance, typed input args, the request."""
+
+    node: Node
+    command: Command
+    args: dict[str, Value]  # relative names, instance numbers in table arguments
+    command_key: str = ""
+    request_id: str = ""  # asynchronous commands only
+
+    def rows(self, table: str) -> list[dict[str, Value]]:
+        """Arguments of a table argument ("HostObject.") grouped by instance, in order."""
+        grouped: dict[int, dict[str, Value]] = {}
+        for name, value in self.args.items():
+            if name.startswith(table):
+                number, _, rel = name[len(table) :].partition(".")
+                grouped.setdefault(int(number), {})[rel] = value
+        return [grouped[n] for n in sorted(grouped)]
+
+
+class DataModel:
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.notifications = Notifications()
+        self.references = References(self)
+        self._resolver = Resolver(self)
+        self._index: dict[str, Node] = {}  # instantiated object path (with dot) -> node
+        self._defaults: dict[str, dict[str, Value]] = {}
+        self._getters: dict[str, Getter] = {}  # schema parameter path -> getter
+        self._validators: dict[str, Validator] = {}
+        self._appliers: dict[str, Applier] = {}
+        self._commands: dict[str, CommandHandler] = {}
+        self.requests: dict[str, Request] = {}
+        self._request_ids = itertools.count(1)
+        self.root = self._new_node(schema.root, schema.root.path, None)
+        for node in self.root.walk():
+            self._index[node.path] = node
+
+    # == hooks ============================================================================
+
+    def on_get(self, path: str, getter: Getter) -> None:
+        """Compute parameter ``path`` (schema path, "{i}" for rows) when it is read."""
+        self._schema_param(path)
+        self._getters[path] = getter
+
+    def on_set(self, path: str, validate: Validator | None = None, apply: Applier | None = None) -> None:
+        """Check (``validate``, raise Fault to refuse) and act on (``apply``) controller writes."""
+        self._schema_param(path)
+        if validate:
+            self._validators[path] = validate
+        if apply:
+            self._appliers[path] = apply
+
+    def on_command(self, path: str, handler: CommandHandler) -> None:
+        if self.schema.command(path) is None:
+            raise KeyError(f"{path} is not a command of the supported data model")
+        self._commands[path] = handler
+
+    # == internal API =======================================================================
+
+    def find_node(self, path: str) -> Node | None:
+        """The node at a concrete object path (with or without the trailing dot), or None."""
+        node = self._index.get(path if path.endswith(".") else path + ".")
+        if node is None and "[" in path:
+            try:
+                nodes, _ = self._resolver.objects(parse_path(path if path.endswith(".") else path + "."))
+            except Fault:
+                return None
+            node = nodes[0] if len(nodes) == 1 else None
+        return node
+
+    def node(self, path: str) -> Node:
+        node = self.find_node(path)
+        if node is None:
+            raise Fault(FaultCode.OBJECT_NOT_FOUND, "no such object", path)
+        return node
+
+    def table(self, path: str) -> Table:
+        """The table at "Device.SoftwareModules.DeploymentUnit." (parent instances concrete)."""
+        parent_path, _, name = path.rstrip(".").rpartition(".")
+        parent = self.node(parent_path)
+        try:
+            return parent.tables[name]
+        except KeyError:
+            raise Fault(FaultCode.NOT_A_TABLE, "not a table", path) from None
+
+    def read(self, node: Node, name: str) -> Value:
+        """A parameter's current value (computed ones included), concealed ones too."""
+        getter = self._getters.get(node.schema.path + name)
+        return getter(node) if getter else node.values[name]
+
+    def value(self, path: str) -> Value:
+        obj, _, name = path.rpartition(".")
+        node = self.node(obj)
+        if name not in node.schema.parameters:
+            raise Fault(FaultCode.INVALID_PATH, "no such parameter", path)
+        return self.read(node, name)
+
+    def add_row(self, table_path: str, values: Mapping[str, Value] | None = None, number: int | None = None) -> Node:
+        """Create a row as the product's own code; Alias defaults to "cpe-<n>"."""
+        table = self.table(table_path)
+        row = self._create_row(table, number)
+        try:
+            for name, value in (values or {}).items():
+                parameter = self._parameter(row.schema, name, row.path)
+                row.values[name] = self.references.validate(row, parameter, parameter.type.check(value))
+            self._assign_alias(table, row)
+            self._attach_row(table, row)
+        except Fault as fault:
+            raise fault.at(row.path) from None
+        return row
+
+    def delete_row(self, target: Node | str) -> None:
+        row = target if isinstance(target, Node) else self.node(target)
+        parent = row.parent
+        if parent is None or not row.schema.multi_instance:
+            raise Fault(FaultCode.NOT_A_TABLE, "only table rows can be deleted", row.path)
+        table = parent.tables[row.schema.name]
+        gone = list(row.walk())
+        for node in reversed(gone):
+            self.references.forget(node)
+            del self._index[node.path]
+            if node is not row and node.schema.multi_instance:
+                node.parent.tables[node.schema.name].unindex(node)  # type: ignore[union-attr]
+        table.unindex(row)
+        del table.rows[row.number]
+        self._count(table)
+        for node in reversed(gone):
+            if node.schema.multi_instance:
+                self.notifications.publish(Notification(Kind.OBJECT_DELETION, node.path))
+        self.references.drop_targets([node.ref for node in gone])
+
+    def update(self, target: Node | str, values: Mapping[str, Value]) -> None:
+        """Write parameters as the product's own code (read-only ones included), atomically."""
+        node = target if isinstance(target, Node) else self.node(target)
+        checked: dict[str, Value] = {}
+        try:
+            for name, value in values.items():
+                parameter = self._parameter(node.schema, name, node.path)
+                checked[name] = self.references.validate(node, parameter, parameter.type.check(value))
+            self._check_keys(node, checked)
+        except Fault as fault:
+            raise fault.at(node.path) from None
+        self._commit(node, checked)
+
+    def emit_event(self, path: str, args: Mapping[str, Value]) -> None:
+        """Publish an event ("Device.SoftwareModules.DUStateChange!") with typed arguments."""
+        obj_path, _, name = path.rpartition(".")
+        node = self.node(obj_path)
+        event = node.schema.events.get(name)
+        if event is None:
+            raise Fault(FaultCode.INVALID_PATH, "no such event", path)
+        checked: dict[str, Value] = {}
+        for arg_name, arg in event.arguments.items():
+            value = args.get(arg_name)
+            checked[arg_name] = arg.type.check(value) if value is not None else arg.default_value()
+        unknown = set(args) - set(event.arguments)
+        if unknown:
+            raise Fault(FaultCode.INTERNAL_ERROR, f"unknown event arguments {sorted(unknown)}", path)
+        self.notifications.publish(Notification(Kind.EVENT, path, args=checked))
+
+    def subscribe(self, callback: Callable[[Notification], None], kinds: set[Kind] | None = None, prefix: str = ""):
+        return self.notifications.subscribe(callback, kinds, prefix)
+
+    # == controller operations ================================================================
+
+    def get(self, paths: Sequence[str], max_depth: int = 0) -> list[GetPathResult]:
+        """USP Get: one result per requested path; a failing path carries its fault."""
+        results = []
+        for requested in paths:
+            result = GetPathResult(requested)
+            try:
+                result.resolved = self._get_one(parse_path(requested), max_depth)
+            except Fault as fault:
+                if fault.code is FaultCode.OBJECT_NOT_FOUND:  # R-GET.0
+                    fault = Fault(FaultCode.INVALID_PATH, fault.message, fault.path or requested)
+                result.fault = fault.at(requested)
+            results.append(result)
+        return results
+
+    def get_values(self, paths: Sequence[str], max_depth: int = 0) -> dict[str, Value]:
+        """Get flattened to full parameter path -> value; the first failing path raises."""
+        flat: dict[str, Value] = {}
+        for result in self.get(paths, max_depth):
+            if result.fault:
+                raise result.fault
+            for obj in result.resolved:
+                for name, value in obj.params.items():
+                    flat[obj.path + name] = value
+        return flat
+
+    def get_instances(self, paths: Sequence[str], first_level_only: bool = False) -> list[InstanceResult]:
+        found: list[InstanceResult] = []
+        for requested in paths:
+            path = parse_path(requested)
+            if path.kind is not PathKind.OBJECT:
+                raise Fault(FaultCode.INVALID_PATH, "GetInstances takes object paths", requested)
+            nodes, tables = self._resolver.objects(path, expand_table=False)
+            starts = [row for t in tables for row in t.rows.values()] if tables else nodes
+            if tables and first_level_only:
+                candidates: Iterable[Node] = starts
+            elif first_level_only:
+                candidates = (row for n in starts for t in n.tables.values() for row in t.rows.values())
+            else:
+                candidates = (node for start in starts for node in start.walk())
+            found += [
+                InstanceResult(n.path, {k: n.values[k] for k in n.schema.key_parameters()})
+                for n in candidates
+                if n.schema.multi_instance
+            ]
+        return found
+
+    def set(self, updates: Mapping[str, Value], allow_partial: bool = False) -> SetResult:
+        """USP Set of parameter paths (search paths allowed) to text or typed values.
+
+        Without ``allow_partial`` all updates apply or none does (any failure raises,
+        listing every failed parameter in ``fault.details``). With it, each requested
+        object path stands alone and its failures are returned.
+        """
+        groups: dict[str, list[tuple[Node, Parameter, Value, str]]] = {}
+        errors: list[ParamError] = []
+        for requested, raw in updates.items():
+            group_key = requested.rpartition(".")[0]
+            try:
+                groups.setdefault(group_key, []).extend(self._plan_set(requested, raw))
+            except Fault as fault:
+                errors.append(ParamError(requested, fault.at(requested)))
+                groups.pop(group_key, None)
+        for group_key in list(groups):
+            try:
+                self._check_group_keys(groups[group_key])
+            except Fault as fault:
+                errors.append(ParamError(group_key, fault))
+                del groups[group_key]
+        if errors and not allow_partial:
+            raise _combined(errors)
+        result = SetResult(errors=errors)
+        applied: list[tuple[Node, dict[str, Value]]] = []
+        for plan in groups.values():
+            try:
+                applied += self._apply_group(plan)
+            except Fault as fault:
+                if not allow_partial:
+                    for node, old in reversed(applied):
+                        self._commit(node, old, notify=False)
+                    raise
+                result.errors.append(ParamError(plan[0][3], fault))
+        for node, old in applied:
+            result.updated.append(UpdatedObject(node.path, {name: self._shown(node, name) for name in old}))
+        return result
+
+    def add(
+        self, obj_path: str, params: Mapping[str, Value] | None = None, allow_partial: bool = False
+    ) -> list[AddResult]:
+        """USP Add of one row to each table ``obj_path`` selects."""
+        path = parse_path(obj_path)
+        if path.kind is not PathKind.OBJECT:
+            raise Fault(FaultCode.INVALID_PATH, "Add takes an object path", obj_path)
+        _, tables = self._resolver.objects(path, expand_table=False)
+        if not tables:
+            schema = self.schema_object(path)
+            code = FaultCode.NOT_CREATABLE if schema.multi_instance else FaultCode.NOT_A_TABLE
+            raise Fault(code, "not a table path (a table name must end the path)", obj_path)
+        results = []
+        for table in tables:
+            result = AddResult(obj_path)
+            try:
+                row = self._add_controller_row(table, params or {})
+                result.path = row.path
+                result.unique_keys = {k: row.values[k] for k in row.schema.key_parameters()}
+            except Fault as fault:
+                if not allow_partial:
+                    for done in results:
+                        self.delete_row(done.path)
+                    raise
+                result.fault = fault
+            results.append(result)
+        return results
+
+    def delete(self, obj_paths: Sequence[str], allow_partial: bool = False) -> list[DeleteResult]:
+        plans: list[tuple[DeleteResult, list[Node]]] = []
+        for requested in obj_paths:
+            result = DeleteResult(requested)
+            try:
+                path = parse_path(requested)
+                if path.kind is not PathKind.OBJECT:
+                    raise Fault(FaultCode.INVALID_PATH, "Delete takes object instance paths", requested)
+                nodes, tables = self._resolver.objects(path, expand_table=False)
+                if tables or any(not n.schema.multi_instance for n in nodes):
+                    raise Fault(FaultCode.NOT_A_TABLE, "not an object instance path", requested)
+                for node in nodes:
+                    if not node.schema.creatable:
+                        raise Fault(FaultCode.DELETE_FAILURE, "rows of this table cannot be deleted", node.path)
+                plans.append((result, nodes))
+            except Fault as fault:
+                if not allow_partial:
+                    raise
+                result.fault = fault.at(requested)
+                plans.append((result, []))
+        for result, nodes in plans:
+            for node in nodes:
+                if node.path in self._index:
+                    self.delete_row(node)
+                    result.deleted.append(node.path)
+        return [result for result, _ in plans]
+
+    def operate(
+        self, command_path: str, args: Mapping[str, Value] | None = None, command_key: str = ""
+    ) -> list[OperateResult]:
+        """USP Operate; per-object failures are returned, not raised (R-OPR.1)."""
+        path = parse_path(command_path)
+        if path.kind is not PathKind.COMMAND:
+            raise Fault(FaultCode.INVALID_PATH, "not a command path (it must end with '()')", command_path)
+        targets = self._resolver.leaves(path, "command")
+        if not targets and not path.is_search:
+            raise Fault(FaultCode.OBJECT_NOT_FOUND, "no such object", command_path)
+        return [self._operate_one(node, name, args or {}, command_key) for node, name in targets]
+
+    def operate_one(
+        self, command_path: str, args: Mapping[str, Value] | None = None, command_key: str = ""
+    ) -> OperateResult:
+        """Operate on exactly one object; its fault is raised."""
+        results = self.operate(command_path, args, command_key)
+        if len(results) != 1:
+            raise Fault(FaultCode.INVALID_PATH, f"{len(results)} objects match; exactly one expected", command_path)
+        if results[0].fault:
+            raise results[0].fault
+        return results[0]
+
+    # == schema lookups =========================================================================
+
+    def schema_object(self, path: Path) -> Object:
+        """The supported-model object of a path's object part (instances ignored)."""
+        obj = self.schema.root
+        for segment in path.object_segments()[1:]:
+            if not isinstance(segment, Name):
+                continue
+            if segment.follow is not None:
+                obj = self.reference_target(obj, segment.name)
+                continue
+            child = obj.children.get(segment.name)
+            if child is None:
+                raise Fault(FaultCode.INVALID_PATH, f"{obj.path}{segment.name} is not in the supported data model")
+            obj = child
+        return obj
+
+    def reference_target(self, obj: Object, name: str) -> Object:
+        """The table a reference parameter of ``obj`` points into (for reference following)."""
+        parameter = obj.parameters.get(name)
+        ref = parameter.type.path_ref if parameter else None
+        target = self.schema.objects.get(ref.target_parents[0] + "{i}.") if ref and ref.target_parents else None
+        if target is None:
+            raise Fault(FaultCode.INVALID_PATH, f"{obj.path}{name} is not a reference that can be followed")
+        return target
+
+    def schema_leaf(self, path: Path, kind: str) -> Object:
+        obj = self.schema_object(path)
+        known = {"parameter": obj.parameters, "command": obj.commands, "event": obj.events}[kind]
+        if path.leaf not in known:
+            raise Fault(FaultCode.INVALID_PATH, f"{obj.path} has no {kind} {path.leaf!r}", str(path))
+        return obj
+
+    # == internals: nodes =====================================================================
+
+    def _new_node(self, schema: Object, path: str, parent: Node | None, number: int = 0) -> Node:
+        node = Node(schema, path, parent, number)
+        defaults = self._defaults.get(schema.path)
+        if defaults is None:
+            defaults = self._defaults[schema.path] = {n: p.default_value() for n, p in schema.parameters.items()}
+        node.values = dict(defaults)
+        for name, child in schema.children.items():
+            if child.multi_instance:
+                node.tables[name] = Table(child, f"{path}{name}.", node)
+            else:
+                node.singles[name] = self._new_node(child, f"{path}{name}.", node)
+        return node
+
+    def _create_row(self, table: Table, number: int | None) -> Node:
+        maximum = table.schema.max_entries
+        if maximum is not None and len(table.rows) >= maximum:
+            raise Fault(FaultCode.RESOURCES_EXCEEDED, f"the table holds at most {maximum} rows", table.path)
+        number = table.allocate(number)
+        return self._new_node(table.schema, f"{table.path}{number}.", table.parent, number)
+
+    def _attach_row(self, table: Table, row: Node) -> None:
+        """Index and announce a fully valued new row."""
+        if table.key_conflict(row.values) is not None:
+            key = table.key_conflict(row.values)
+            assert key is not None
+            shown = ", ".join(f"{n}={row.values[n]!r}" for n in key.parameters)
+            raise Fault(FaultCode.DUPLICATE_KEY, f"a row with {shown} exists", row.path)
+        table.rows[row.number] = row
+        table.index(row)
+        for node in row.walk():
+            self._index[node.path] = node
+            for name, parameter in node.schema.parameters.items():
+                self.references.track(node, parameter, node.values[name])
+        self._count(table)
+        keys = {k: row.values[k] for k in row.schema.key_parameters()}
+        self.notifications.publish(Notification(Kind.OBJECT_CREATION, row.path, args=keys))
+
+    def _assign_alias(self, table: Table, row: Node) -> None:
+        if "Alias" not in row.schema.parameters or row.values["Alias"]:
+            return
+        alias = f"cpe-{row.number}"
+        suffix = itertools.count(1)
+        while table.find_alias(alias) is not None:
+            alias = f"cpe-{row.number}-{next(suffix)}"
+        row.values["Alias"] = alias
+
+    def _count(self, table: Table) -> None:
+        counter = table.schema.num_entries_parameter
+        if counter:
+            self._commit(table.parent, {counter: len(table.rows)})
+
+    def _add_controller_row(self, table: Table, params: Mapping[str, Value]) -> Node:
+        if not table.schema.creatable:
+            raise Fault(FaultCode.NOT_CREATABLE, "a controller cannot create rows in this table", table.path)
+        row = self._create_row(table, None)
+        try:
+            for rel, raw in params.items():
+                *subs, name = rel.split(".")
+                node = row
+                for sub in subs:
+                    if sub not in node.singles:
+                        raise Fault(FaultCode.UNSUPPORTED_PARAMETER, f"no sub-object {sub!r}", rel)
+                    node = node.singles[sub]
+                parameter = self._parameter(node.schema, name, row.path + rel, FaultCode.UNSUPPORTED_PARAMETER)
+                if parameter.access is Access.READ_ONLY:
+                    raise Fault(FaultCode.NOT_WRITABLE, "read-only parameter", row.path + rel)
+                value = self.references.validate(node, parameter, _parse(parameter, raw))
+                self._validate(node, parameter, value)
+                node.values[name] = value
+            self._assign_alias(table, row)
+            self._attach_row(table, row)
+        except Fault as fault:
+            raise fault.at(row.path) from None
+        return row
+
+    # == internals: values ======================================================================
+
+    def _commit(self, node: Node, values: Mapping[str, Value], notify: bool = True) -> None:
+        """Write checked values; keep key and reference indexes; announce changes."""
+        table = node.parent.tables.get(node.schema.name) if node.parent and node.schema.multi_instance else None
+        attached = node.path in self._index
+        if table is not None and attached:
+            table.unindex(node)
+        changed = []
+        for name, value in values.items():
+            old = node.values.get(name)
+            if old != value:
+                node.values[name] = value
+                changed.append(name)
+                if attached:
+                    self.references.track(node, node.schema.parameters[name], value, old)
+        if table is not None and attached:
+            table.index(node)
+        if notify and changed and attached:
+            for name in changed:
+                parameter = node.schema.parameters[name]
+                shown = parameter.type.default_value() if parameter.concealed else node.values[name]
+                self.notifications.publish(Notification(Kind.VALUE_CHANGE, node.path + name, value=shown))
+
+    def _check_keys(self, node: Node, changes: Mapping[str, Value]) -> None:
+        if not node.schema.unique_keys or node.parent is None or not node.schema.multi_instance:
+            return
+        if not set(changes) & set(node.schema.key_parameters()):
+            return
+        table = node.parent.tables[node.schema.name]
+        merged = {**node.values, **changes}
+        key = table.key_conflict(merged, ignore=node)
+        if key is not None:
+            shown = ", ".join(f"{n}={merged[n]!r}" for n in key.parameters)
+            raise Fault(FaultCode.DUPLICATE_KEY, f"another row has {shown}", node.path)
+
+    def _check_group_keys(self, plan: list[tuple[Node, Parameter, Value, str]]) -> None:
+        per_node: dict[Node, dict[str, Value]] = {}
+        for node, parameter, value, _ in plan:
+            per_node.setdefault(node, {})[parameter.name] = value
+        seen: dict[tuple[str, tuple[Value, ...]], Node] = {}
+        for node, changes in per_node.items():
+            self._check_keys(node, changes)
+            for key in node.schema.unique_keys:
+                if set(key.parameters) & set(changes):
+                    values = tuple({**node.values, **changes}[n] for n in key.parameters)
+                    other = seen.setdefault((node.schema.path + ",".join(key.parameters), values), node)
+                    if other is not node and node.parent is other.parent:
+                        raise Fault(FaultCode.DUPLICATE_KEY, f"{node.path} and {other.path} would share a key")
+
+    def _plan_set(self, requested: str, raw: Value) -> list[tuple[Node, Parameter, Value, str]]:
+        path = parse_path(requested)
+        if path.kind is not PathKind.PARAMETER:
+            raise Fault(FaultCode.INVALID_PATH, "Set takes parameter paths", requested)
+        plan = []
+        for node, name in self._resolver.leaves(path, "parameter"):
+            parameter = node.schema.parameters[name]
+            where = node.path + name
+            if parameter.access is not Access.READ_WRITE:
+                raise Fault(FaultCode.NOT_WRITABLE, "the parameter is not writable", where)
+            try:
+                value = self.references.validate(node, parameter, _parse(parameter, raw))
+                self._validate(node, parameter, value)
+            except Fault as fault:
+                raise fault.at(where) from None
+            plan.append((node, parameter, value, requested))
+        return plan
+
+    def _validate(self, node: Node, parameter: Parameter, value: Value) -> None:
+        validator = self._validators.get(node.schema.path + parameter.name)
+        if validator:
+            validator(node, value)
+
+    def _apply_group(self, plan: list[tuple[Node, Parameter, Value, str]]) -> list[tuple[Node, dict[str, Value]]]:
+        """Commit one requested path's changes, then run appliers; undo all if one fails."""
+        per_node: dict[Node, dict[str, Value]] = {}
+        for node, parameter, value, _ in plan:
+            per_node.setdefault(node, {})[parameter.name] = value
+        applied: list[tuple[Node, dict[str, Value]]] = []
+        for node, changes in per_node.items():
+            old = {name: node.values[name] for name in changes}
+            self._commit(node, changes, notify=False)
+            applied.append((node, old))
+        try:
+            for node, old in applied:
+                for name, before in old.items():
+                    applier = self._appliers.get(node.schema.path + name)
+                    if applier:
+                        applier(node, before, node.values[name])
+        except Fault:
+            for node, old in reversed(applied):
+                self._commit(node, old, notify=False)
+            raise
+        for node, old in applied:
+            for name, before in old.items():
+                if node.values[name] != before:
+                    parameter = node.schema.parameters[name]
+                    shown = parameter.type.default_value() if parameter.concealed else node.values[name]
+                    self.notifications.publish(Notification(Kind.VALUE_CHANGE, node.path + name, value=shown))
+        return applied
+
+    def _parameter(self, schema: Object, name: str, where: str, code: FaultCode = FaultCode.INVALID_PATH) -> Parameter:
+        parameter = schema.parameters.get(name)
+        if parameter is None:
+            raise Fault(code, f"{schema.path} has no parameter {name!r}", where)
+        return parameter
+
+    def _schema_param(self, path: str) -> Parameter:
+        parameter = self.schema.parameter(path)
+        if parameter is None:
+            raise KeyError(f"{path} is not a parameter of the supported data model")
+        return parameter
+
+    # == internals: get =============================================================================
+
+    def _get_one(self, path: Path, max_depth: int) -> list[ResolvedObject]:
+        if path.kind is PathKind.PARAMETER:
+            return [
+                ResolvedObject(node.path, node.schema, {name: self._shown(node, name)})
+                for node, name in self._resolver.leaves(path, "parameter")
+            ]
+        if path.kind is not PathKind.OBJECT:
+            raise Fault(FaultCode.INVALID_PATH, "Get takes object or parameter paths", str(path))
+        nodes, _ = self._resolver.objects(path)
+        resolved: list[ResolvedObject] = []
+        for start in nodes:
+            self._collect(start, max_depth, resolved)
+        return resolved
+
+    def _collect(self, node: Node, depth: int, out: list[ResolvedObject]) -> None:
+        out.append(ResolvedObject(node.path, node.schema, self._visible_values(node)))
+        if depth == 1:
+            return
+        below = depth - 1 if depth else 0
+        for child in node.singles.values():
+            self._collect(child, below, out)
+        for table in node.tables.values():
+            for row in table.rows.values():
+                self._collect(row, below, out)
+
+    def _visible_values(self, node: Node) -> dict[str, Value]:
+        values = dict(node.values)
+        schema_path = node.schema.path
+        for name, parameter in node.schema.parameters.items():
+            getter = self._getters.get(schema_path + name)
+            if parameter.concealed:
+                values[name] = parameter.type.default_value()
+            elif getter:
+                values[name] = getter(node)
+        return values
+
+    def _shown(self, node: Node, name: str) -> Value:
+        parameter = node.schema.parameters[name]
+        return parameter.type.default_value() if parameter.concealed else self.read(node, name)
+
+    # == internals: operate =========================================================================
+
+    def _operate_one(self, node: Node, name: str, raw_args: Mapping[str, Value], command_key: str) -> OperateResult:
+        command = node.schema.commands[name]
+        executed = node.path + name
+        handler = self._commands.get(command.path)
+        if handler is None:
+            return OperateResult(executed, fault=Fault(FaultCode.COMMAND_FAILURE, "command not implemented", executed))
+        try:
+            args = _command_args(command, raw_args)
+            call = CommandCall(node, command, args, command_key)
+            if command.is_async:
+                call.request_id = str(next(self._request_ids))
+            outcome = handler(call)
+        except Fault as fault:
+            return OperateResult(executed, fault=fault.at(executed))
+        except Exception:
+            log.exception("command %s failed", executed)
+            return OperateResult(executed, fault=Fault(FaultCode.INTERNAL_ERROR, "see the daemon log", executed))
+        if not command.is_async:
+            if inspect.isawaitable(outcome):
+                raise TypeError(f"handler of synchronous {command.path} returned an awaitable")
+            try:
+                return OperateResult(executed, outputs=_outputs(command, outcome))  # type: ignore[arg-type]
+            except Fault as fault:
+                return OperateResult(executed, fault=fault.at(executed))
+        return OperateResult(executed, request=self._start_request(call, executed, outcome))
+
+    def _start_request(self, call: CommandCall, executed: str, outcome: Any) -> Request:
+        loop = asyncio.get_running_loop()
+
+        async def run() -> dict[str, Value]:
+            result = await outcome if inspect.isawaitable(outcome) else outcome
+            return _outputs(call.command, result)
+
+        request = Request(call.request_id, executed, call.command_key, loop.create_task(run()))
+        self.requests[request.id] = request
+        request.future.add_done_callback(lambda future: self._finish_request(request, future))
+        return request
+
+    def _finish_request(self, request: Request, future: asyncio.Future[dict[str, Value]]) -> None:
+        self.requests.pop(request.id, None)
+        fault: Fault | None = None
+        outputs: dict[str, Value] = {}
+        if future.cancelled():
+            fault = Fault(FaultCode.COMMAND_CANCELED, "canceled", request.command)
+        elif isinstance(future.exception(), Fault):
+            fault = future.exception()  # type: ignore[assignment]
+        elif future.exception() is not None:
+            log.error("command %s failed", request.command, exc_info=future.exception())
+            fault = Fault(FaultCode.INTERNAL_ERROR, "see the daemon log", request.command)
+        else:
+            outputs = future.result()
+        request.state = RequestState.FAILED if fault else RequestState.COMPLETED
+        self.notifications.publish(
+            Notification(
+                Kind.OPERATION_COMPLETE,
+                request.command,
+                args=outputs,
+                request_id=request.id,
+                command_key=request.command_key,
+                fault=fault,
+            )
+        )
+
+
+def _parse(parameter: Parameter, raw: Value) -> Value:
+    return parameter.type.parse(raw) if isinstance(raw, str) else parameter.type.check(raw)
+
+
+def _combined(errors: list[ParamError]) -> Fault:
+    first = errors[0].fault
+    fault = Fault(first.code, first.message, first.path)
+    fault.details = [e.fault for e in errors]
+    return fault
+
+
+def _schema_name(name: str) -> str:
+    """ "HostObject.2.Source" -> "HostObject.{i}.Source"."""
+    return ".".join("{i}" if part.isdigit() else part for part in name.split("."))
+
+
+def _command_args(command: Command, raw: Mapping[str, Value]) -> dict[str, Value]:
+    """Validate input arguments: unknown ones ignored (R-OPR.6), defaults applied (R-OPR.7),
+    missing mandatory ones refused (R-OPR.5)."""
+    args: dict[str, Value] = {}
+    given_tables: dict[str, set[str]] = {}
+    for name, value in raw.items():
+        parameter = command.inputs.get(_schema_name(name))
+        if parameter is None:
+            log.info("%s: ignoring unknown input argument %r", command.path, name)
+            continue
+        if value == "" and not parameter.mandatory:
+            continue  # TR-106: an empty optional argument is an absent one
+        try:
+            args[name] = _parse(parameter, value)
+        except Fault as fault:
+            raise Fault(FaultCode.INVALID_COMMAND_ARGUMENTS, f"{name}: {fault.message}", command.path) from None
+        if "{i}" in parameter.name:
+            prefix = name[: len(name) - len(name.split(".")[-1])]
+            given_tables.setdefault(parameter.name.rsplit(".", 1)[0] + ".", set()).add(prefix)
+    for name, parameter in command.inputs.items():
+        if "{i}" in name:
+            table = name.rsplit(".", 1)[0] + "."
+            for prefix in given_tables.get(table, ()):
+                concrete = prefix + name.rsplit(".", 1)[1]
+                _default_or_missing(command, parameter, concrete, args)
+        elif _object_given(name, args):
+            _default_or_missing(command, parameter, name, args)
+    return args
+
+
+def _object_given(name: str, args: Mapping[str, Value]) -> bool:
+    """Arguments of a sub-object ("AutoRestart.Enable") are required, or defaulted, only
+    when the controller gives that sub-object at all."""
+    owner = name.rsplit(".", 1)[0] + "." if "." in name else ""
+    return not owner or any(arg.startswith(owner) for arg in args)
+
+
+def _default_or_missing(command: Command, parameter: Parameter, name: str, args: dict[str, Value]) -> None:
+    if name in args:
+        return
+    if parameter.mandatory:
+        raise Fault(FaultCode.INVALID_COMMAND_ARGUMENTS, f"mandatory input argument {name} is missing", command.path)
+    if parameter.default is not None:
+        args[name] = parameter.default_value()
+
+
+def _outputs(command: Command, result: Mapping[str, Value] | None) -> dict[str, Value]:
+    outputs: dict[str, Value] = {}
+    for name, value in (result or {}).items():
+        parameter = command.outputs.get(_schema_name(name))
+        if parameter is None:
+            raise Fault(FaultCode.INTERNAL_ERROR, f"unknown output argument {name!r}", command.path)
+        outputs[name] = parameter.type.check(value)
+    return outputs

@@ -1,0 +1,95 @@
+"""Object instances: single-instance objects and table rows (:class:`Node`), tables (:class:`Table`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.schema.model import Object, UniqueKey
+from dsm_tr181.schema.types import Value
+
+
+class Node:
+    """One object instance: its typed parameter values and its sub-objects."""
+
+    __slots__ = ("number", "parent", "path", "schema", "singles", "tables", "values")
+
+    def __init__(self, schema: Object, path: str, parent: Node | None, number: int = 0) -> None:
+        self.schema = schema
+        self.path = path  # instantiated path with trailing dot ("Device.SoftwareModules.ExecEnv.1.")
+        self.parent = parent
+        self.number = number  # instance number for table rows, 0 otherwise
+        self.values: dict[str, Value] = {}
+        self.singles: dict[str, Node] = {}
+        self.tables: dict[str, Table] = {}
+
+    @property
+    def ref(self) -> str:
+        """The path used in reference parameters (no trailing dot)."""
+        return self.path[:-1]
+
+    def walk(self) -> Iterator[Node]:
+        """This node and every node below it, depth first, in instance order."""
+        yield self
+        for child in self.singles.values():
+            yield from child.walk()
+        for table in self.tables.values():
+            for row in table.rows.values():
+                yield from row.walk()
+
+    def __repr__(self) -> str:
+        return f"<Node {self.path}>"
+
+
+class Table:
+    """A multi-instance object under a parent node: rows by instance number and key indexes."""
+
+    __slots__ = ("keys", "next_instance", "parent", "path", "rows", "schema")
+
+    def __init__(self, schema: Object, path: str, parent: Node) -> None:
+        self.schema = schema
+        self.path = path  # "Device.SoftwareModules.DeploymentUnit."
+        self.parent = parent
+        self.rows: dict[int, Node] = {}
+        # Instance numbers are never reused within a table (persisted by the store).
+        self.next_instance = 1
+        self.keys: dict[UniqueKey, dict[tuple[Value, ...], Node]] = {key: {} for key in schema.unique_keys}
+
+    def allocate(self, number: int | None = None) -> int:
+        if number is None:
+            number = self.next_instance
+        elif number in self.rows:
+            raise Fault(FaultCode.OBJECT_NOT_CREATED, f"instance {number} already exists", self.path)
+        self.next_instance = max(self.next_instance, number + 1)
+        return number
+
+    def key_applies(self, key: UniqueKey, values: dict[str, Value]) -> bool:
+        """TR-106: functional keys of a table with an Enable parameter bind enabled rows only."""
+        enable = self.schema.enable_parameter
+        return not (enable and key.functional and not values.get(enable, False))
+
+    def key_conflict(self, values: dict[str, Value], ignore: Node | None = None) -> UniqueKey | None:
+        for key, index in self.keys.items():
+            if not self.key_applies(key, values):
+                continue
+            holder = index.get(tuple(values[name] for name in key.parameters))
+            if holder is not None and holder is not ignore:
+                return key
+        return None
+
+    def index(self, row: Node) -> None:
+        for key, index in self.keys.items():
+            if self.key_applies(key, row.values):
+                index[tuple(row.values[name] for name in key.parameters)] = row
+
+    def unindex(self, row: Node) -> None:
+        for key, index in self.keys.items():
+            value = tuple(row.values[name] for name in key.parameters)
+            if index.get(value) is row:
+                del index[value]
+
+    def find_alias(self, alias: str) -> Node | None:
+        for key, index in self.keys.items():
+            if key.parameters == ("Alias",):
+                return index.get((alias,))
+        return None

@@ -1,0 +1,82 @@
+"""The tree's event bus: ValueChange, ObjectCreation, ObjectDeletion, Event, OperationComplete.
+
+Subscribers are plain callables run synchronously, in subscription order, on the thread
+that changed the tree (the daemon's loop). A subscriber that raises is logged and does
+not stop the others.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from dsm_tr181.errors import Fault
+from dsm_tr181.schema.types import Value
+
+log = logging.getLogger(__name__)
+
+
+class Kind(enum.Enum):
+    VALUE_CHANGE = "ValueChange"
+    OBJECT_CREATION = "ObjectCreation"
+    OBJECT_DELETION = "ObjectDeletion"
+    EVENT = "Event"
+    OPERATION_COMPLETE = "OperationComplete"
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: Kind
+    # ValueChange: parameter path; ObjectCreation/Deletion: object instance path (with dot);
+    # Event: event path ("Device.SoftwareModules.DUStateChange!"); OperationComplete: command path.
+    path: str
+    value: Value | None = None  # ValueChange
+    # ObjectCreation: unique keys; Event: arguments; OperationComplete: output arguments.
+    args: Mapping[str, Value] = field(default_factory=dict)
+    request_id: str = ""  # OperationComplete
+    command_key: str = ""  # OperationComplete
+    fault: Fault | None = None  # OperationComplete that failed
+
+
+Subscriber = Callable[[Notification], None]
+
+
+class Subscription:
+    def __init__(self, bus: Notifications, callback: Subscriber, kinds: frozenset[Kind], prefix: str) -> None:
+        self._bus = bus
+        self.callback = callback
+        self.kinds = kinds
+        self.prefix = prefix
+
+    def matches(self, note: Notification) -> bool:
+        return note.kind in self.kinds and note.path.startswith(self.prefix)
+
+    def cancel(self) -> None:
+        self._bus.unsubscribe(self)
+
+
+class Notifications:
+    def __init__(self) -> None:
+        self._subscriptions: list[Subscription] = []
+
+    def subscribe(self, callback: Subscriber, kinds: set[Kind] | None = None, prefix: str = "") -> Subscription:
+        sub = Subscription(self, callback, frozenset(kinds or Kind), prefix)
+        self._subscriptions.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subscriptions:
+            self._subscriptions.remove(sub)
+
+    def wants(self, kind: Kind) -> bool:
+        return any(kind in s.kinds for s in self._subscriptions)
+
+    def publish(self, note: Notification) -> None:
+        for sub in list(self._subscriptions):
+            if sub.matches(note):
+                try:
+                    sub.callback(note)
+                except Exception:
+                    log.exception("notification subscriber failed on %s %s", note.kind.value, note.path)
