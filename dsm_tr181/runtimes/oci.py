@@ -1,0 +1,408 @@
+"""Runtime adapter for the runc and crun command lines.
+
+Containers run detached from the daemon: each is created in a new session with an
+O_APPEND log file as its stdout/stderr, so it keeps running and logging while the
+daemon restarts. Exits are seen through pidfds (see :mod:`.reaper`); after a restart
+:meth:`OciRuntime.adopt` watches the containers of the state root again.
+
+Per container, besides the runtime's own state under ``--root``, the adapter keeps
+``<work>/containers/<id>.json`` (the log rotation policy, so rotation survives a
+restart) and the pid file written by ``create``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import time
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.ports import (
+    ContainerExit,
+    ContainerState,
+    ContainerStatus,
+    ContainerUsage,
+    ExitCallback,
+    StartSpec,
+)
+from dsm_tr181.runtimes.cgroups import UsageSample, sample_usage
+from dsm_tr181.runtimes.container_ids import check_container_id
+from dsm_tr181.runtimes.logrotate import LogPolicy, open_log, rotate_if_needed
+from dsm_tr181.runtimes.ocicli import OciCli, OciState
+from dsm_tr181.runtimes.reaper import ExitStatus, ExitWatcher, become_subreaper
+
+_log = logging.getLogger(__name__)
+
+KILL_WAIT = 5.0  # seconds to wait for the exit after SIGKILL before giving up
+_LIVE = (ContainerState.RUNNING, ContainerState.PAUSED)
+
+
+@dataclass(frozen=True)
+class OciRuntimeConfig:
+    """The ``[runtime]`` section for the runc / crun adapter."""
+
+    binary: str = "runc"  # name on PATH or path of runc or crun
+    root: str = ""  # --root state directory; "" = <state dir>/oci-<binary>/root
+    kill_timeout: float = 10.0  # SIGTERM -> SIGKILL grace when stop() gets none (TR-181 ShutdownDelay default)
+    systemd_cgroup: bool = False  # pass --systemd-cgroup
+    # Run every runtime command in a private mount namespace with cgroup2 mounted over
+    # /sys/fs/cgroup: lets crun, which rejects hybrid cgroup layouts, work on them.
+    cgroup2_mount_namespace: bool = False
+    log_check_interval: float = 5.0  # seconds between log size checks
+
+    def __post_init__(self) -> None:
+        if not self.binary:
+            raise ValueError("binary must not be empty")
+        if self.kill_timeout < 0:
+            raise ValueError("kill_timeout must be >= 0")
+        if self.log_check_interval <= 0:
+            raise ValueError("log_check_interval must be > 0")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> OciRuntimeConfig:
+        """Build from a config section; ValueError on unknown keys, wrong types or values."""
+        types = typing.get_type_hints(cls)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(key) for key in set(section) - set(known))
+        if unknown:
+            raise ValueError(f"unknown OCI runtime option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        values: dict[str, Any] = {}
+        for key, value in section.items():
+            wanted = types[key]
+            if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not wanted:
+                raise ValueError(f"OCI runtime option {key} must be {wanted.__name__}, not {type(value).__name__}")
+            values[key] = value
+        return cls(**values)
+
+
+@dataclass
+class _Tracked:
+    """A container whose init process is watched."""
+
+    pid: int
+    log: LogPolicy | None
+    exited: asyncio.Future[ContainerExit]
+    report: bool = True  # False while a failed start is cleaned up: not an exit to announce
+
+
+@dataclass(frozen=True)
+class _CpuMark:
+    pid: int
+    when: float
+    cpu_usec: int
+
+
+class OciRuntime:
+    """Runs OCI bundles with runc or crun; implements Runtime and PausableRuntime."""
+
+    def __init__(self, config: OciRuntimeConfig, state_dir: Path) -> None:
+        """``state_dir``: the daemon's state directory (holds ``oci-<binary>/``).
+
+        Makes this process a child subreaper. AdapterUnavailable if a binary is missing.
+        """
+        self.config = config
+        self.name = Path(config.binary).name
+        work = state_dir / f"oci-{self.name}"
+        self.root = Path(config.root) if config.root else work / "root"
+        self._files = work / "containers"
+        self._cli = OciCli(
+            config.binary,
+            self.root,
+            systemd_cgroup=config.systemd_cgroup,
+            cgroup2_namespace=config.cgroup2_mount_namespace,
+        )
+        for directory in (self.root, self._files):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        become_subreaper()
+        self._callbacks: list[ExitCallback] = []
+        self._tracked: dict[str, _Tracked] = {}
+        self._cpu_marks: dict[str, _CpuMark] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: ExitWatcher | None = None
+        self._rotation: asyncio.Task[None] | None = None
+
+    # -- Runtime -------------------------------------------------------------------
+
+    async def start(self, spec: StartSpec) -> ContainerStatus:
+        container_id = check_container_id(spec.container_id)
+        async with self._lock(container_id):
+            await self._clear_leftover(container_id)
+            policy = LogPolicy(spec.log_path, spec.log_max_bytes, spec.log_backups)
+            self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
+            try:
+                pid = await self._create(container_id, spec.bundle, policy)
+                tracked = self._track(container_id, pid, policy)
+                await self._cli.run("start", container_id)
+            except BaseException:
+                await self._discard(container_id)
+                raise
+        state = ContainerState.STOPPED if tracked.exited.done() else ContainerState.RUNNING
+        return ContainerStatus(state, pid)
+
+    async def stop(self, container_id: str, timeout: float | None = None) -> None:
+        """SIGTERM, SIGKILL after ``timeout`` s (default: kill_timeout), then delete. Idempotent."""
+        check_container_id(container_id)
+        grace = self.config.kill_timeout if timeout is None else max(0.0, timeout)
+        async with self._lock(container_id):
+            current = await self._cli.state(container_id)
+            if current is None:
+                self._forget_files(container_id)
+                return
+            if current.state in _LIVE:
+                await self._terminate(current, grace)
+            await self._cli.run("delete", "--force", container_id)
+            self._forget_files(container_id)
+
+    async def status(self, container_id: str) -> ContainerStatus:
+        current = await self._cli.state(check_container_id(container_id))
+        if current is None:
+            return ContainerStatus(ContainerState.ABSENT)
+        return ContainerStatus(current.state, current.pid)
+
+    async def usage(self, container_id: str) -> ContainerUsage:
+        current = await self._cli.state(check_container_id(container_id))
+        if current is None or current.state not in _LIVE or current.pid <= 0:
+            return ContainerUsage()
+        sample = await asyncio.to_thread(sample_usage, current.pid)
+        return ContainerUsage(
+            memory_kib=sample.memory_kib,
+            cpu_percent=self._cpu_percent(container_id, current.pid, sample),
+            pids=sample.pids,
+        )
+
+    async def list_ids(self) -> list[str]:
+        return [entry.container_id for entry in await self._cli.list_states()]
+
+    async def remove(self, container_id: str) -> None:
+        """``delete --force`` (kills a live container); idempotent."""
+        check_container_id(container_id)
+        async with self._lock(container_id):
+            if await self._cli.state(container_id) is not None:
+                await self._cli.run("delete", "--force", container_id)
+            self._forget_files(container_id)
+
+    def watch(self, callback: ExitCallback) -> None:
+        self._callbacks.append(callback)
+
+    async def close(self) -> None:
+        """Stop watching; containers keep running (a new instance can adopt them)."""
+        if self._rotation is not None:
+            self._rotation.cancel()
+            await asyncio.gather(self._rotation, return_exceptions=True)
+            self._rotation = None
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        for tracked in self._tracked.values():
+            tracked.exited.cancel()
+        self._tracked.clear()
+
+    # -- PausableRuntime -----------------------------------------------------------
+
+    async def pause(self, container_id: str) -> None:
+        async with self._lock(check_container_id(container_id)):
+            await self._cli.run("pause", container_id)
+
+    async def resume(self, container_id: str) -> None:
+        async with self._lock(check_container_id(container_id)):
+            await self._cli.run("resume", container_id)
+
+    # -- re-adoption ---------------------------------------------------------------
+
+    async def adopt(self) -> list[str]:
+        """Watch again the running and paused containers of the state root (after a restart).
+
+        Returns the ids now watched. Exits while nobody watched are not reported:
+        such containers are left STOPPED for the caller to find (status, list_ids).
+        """
+        adopted = []
+        for listed in await self._cli.list_states():
+            container_id = listed.container_id
+            if listed.state not in _LIVE:
+                continue
+            async with self._lock(container_id):
+                if container_id not in self._tracked and not await self._adopt_one(listed):
+                    continue
+            adopted.append(container_id)
+        return adopted
+
+    async def _adopt_one(self, listed: OciState) -> bool:
+        try:
+            self._track(listed.container_id, listed.pid, self._load_policy(listed.container_id))
+        except ProcessLookupError:
+            return False
+        # The pid came from the state file before the pidfd existed; the runtime checks
+        # the process start time, so "still live" means the pidfd is the container's init.
+        current = await self._cli.state(listed.container_id)
+        if current is None or current.state not in _LIVE or current.pid != listed.pid:
+            self._untrack(listed.container_id)
+            return False
+        return True
+
+    # -- internals -----------------------------------------------------------------
+
+    def _lock(self, container_id: str) -> asyncio.Lock:
+        """Serialises the lifecycle calls on one container."""
+        return self._locks.setdefault(container_id, asyncio.Lock())
+
+    async def _clear_leftover(self, container_id: str) -> None:
+        current = await self._cli.state(container_id)
+        if current is None:
+            return
+        if current.state in _LIVE:
+            raise Fault(FaultCode.COMMAND_FAILURE, f"container {container_id} is already {current.state.value}")
+        await self._cli.run("delete", "--force", container_id)
+
+    async def _create(self, container_id: str, bundle: Path, policy: LogPolicy) -> int:
+        """``create`` the container with its output on the log file; its init pid."""
+        pid_file = self._files / f"{container_id}.pid"
+        output = await asyncio.to_thread(open_log, policy)
+        try:
+            await self._cli.create(
+                container_id,
+                bundle,
+                pid_file=pid_file,
+                output=output,
+                error_log=self._files / f"{container_id}.create-error",
+            )
+        finally:
+            os.close(output)
+        try:
+            return int(pid_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise Fault(FaultCode.INTERNAL_ERROR, f"{self.name} create {container_id}: no pid file: {exc}") from None
+
+    async def _discard(self, container_id: str) -> None:
+        """Undo a failed start: delete the container, reap its init, announce nothing."""
+        tracked = self._tracked.get(container_id)
+        if tracked is not None:
+            tracked.report = False
+        try:
+            if await self._cli.state(container_id) is not None:
+                await self._cli.run("delete", "--force", container_id)
+        except Fault as exc:
+            _log.warning("cleanup after failed start of %s: %s", container_id, exc)
+        if tracked is not None:
+            await self._wait_exit(tracked, KILL_WAIT)
+            self._untrack(container_id)
+        self._forget_files(container_id)
+
+    async def _terminate(self, current: OciState, grace: float) -> None:
+        container_id = current.container_id
+        tracked = self._tracked.get(container_id)
+        if tracked is None:
+            try:
+                tracked = self._track(container_id, current.pid, self._load_policy(container_id))
+            except ProcessLookupError:
+                return
+        if current.state is ContainerState.PAUSED:  # a frozen process does not act on signals
+            await self._cli.run("resume", container_id)
+        for signal, wait in (("TERM", grace), ("KILL", KILL_WAIT)):
+            await self._signal(container_id, tracked, signal)
+            if await self._wait_exit(tracked, wait):
+                return
+        raise Fault(FaultCode.INTERNAL_ERROR, f"container {container_id} is still running after SIGKILL")
+
+    async def _signal(self, container_id: str, tracked: _Tracked, signal: str) -> None:
+        try:
+            await self._cli.run("kill", container_id, signal)
+        except Fault:
+            if tracked.exited.done():  # it exited meanwhile: nothing left to signal
+                return
+            current = await self._cli.state(container_id)
+            if current is not None and current.state in _LIVE:
+                raise
+
+    @staticmethod
+    async def _wait_exit(tracked: _Tracked, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(tracked.exited), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _track(self, container_id: str, pid: int, policy: LogPolicy | None) -> _Tracked:
+        """Watch ``pid`` as the init of ``container_id``; ProcessLookupError if it is gone."""
+        loop = asyncio.get_running_loop()
+        if self._watcher is None:
+            self._loop, self._watcher = loop, ExitWatcher(loop)
+        tracked = _Tracked(pid, policy, loop.create_future())
+        self._watcher.watch(pid, functools.partial(self._exited, container_id, tracked))
+        self._tracked[container_id] = tracked
+        if self._rotation is None:
+            self._rotation = loop.create_task(self._rotate_logs(), name=f"{self.name}-log-rotation")
+        return tracked
+
+    def _untrack(self, container_id: str) -> None:
+        tracked = self._tracked.pop(container_id, None)
+        if tracked is not None and self._watcher is not None:
+            self._watcher.forget(tracked.pid)
+            tracked.exited.cancel()
+
+    def _exited(self, container_id: str, tracked: _Tracked, status: ExitStatus) -> None:
+        if self._tracked.get(container_id) is tracked:
+            del self._tracked[container_id]
+        self._cpu_marks.pop(container_id, None)
+        event = ContainerExit(container_id, status.exit_status, status.signal)
+        if not tracked.exited.done():
+            tracked.exited.set_result(event)
+        if tracked.report and self._loop is not None:
+            for callback in self._callbacks:
+                self._loop.call_soon(callback, event)
+
+    async def _rotate_logs(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.log_check_interval)
+            policies = [tracked.log for tracked in self._tracked.values() if tracked.log is not None]
+            if policies:
+                await asyncio.to_thread(_rotate_all, policies)
+
+    def _cpu_percent(self, container_id: str, pid: int, sample: UsageSample) -> int:
+        """Share of all CPUs used since the previous call (first call: since the start)."""
+        if sample.cpu_usec is None:
+            return -1
+        now = time.monotonic()
+        previous = self._cpu_marks.get(container_id)
+        self._cpu_marks[container_id] = _CpuMark(pid, now, sample.cpu_usec)
+        if previous is not None and previous.pid == pid and now > previous.when:
+            used, elapsed = sample.cpu_usec - previous.cpu_usec, now - previous.when
+        elif sample.age_s:
+            used, elapsed = sample.cpu_usec, sample.age_s
+        else:
+            return -1
+        return max(0, min(100, round(used / (elapsed * 1e6 * (os.cpu_count() or 1)) * 100)))
+
+    def _policy_file(self, container_id: str) -> Path:
+        return self._files / f"{container_id}.json"
+
+    def _load_policy(self, container_id: str) -> LogPolicy | None:
+        try:
+            return LogPolicy.from_dict(json.loads(self._policy_file(container_id).read_text()))
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            _log.warning("ignoring log policy of %s: %s", container_id, exc)
+            return None
+
+    def _forget_files(self, container_id: str) -> None:
+        for name in (f"{container_id}.json", f"{container_id}.pid"):
+            (self._files / name).unlink(missing_ok=True)
+
+
+def _rotate_all(policies: list[LogPolicy]) -> None:
+    for policy in policies:
+        try:
+            rotate_if_needed(policy)
+        except OSError as exc:
+            _log.warning("cannot rotate %s: %s", policy.path, exc)
