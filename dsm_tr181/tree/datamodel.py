@@ -19,6 +19,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -42,6 +43,7 @@ from dsm_tr181.tree.results import (
     SetResult,
     UpdatedObject,
 )
+from dsm_tr181.tree.supported import SupportedObject, supported_dm
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class DataModel:
         self._index: dict[str, Node] = {}  # instantiated object path (with dot) -> node
         self._defaults: dict[str, dict[str, Value]] = {}
         self._getters: dict[str, Getter] = {}  # schema parameter path -> getter
+        self._special: dict[str, list[tuple[str, Getter]]] = {}
         self._validators: dict[str, Validator] = {}
         self._appliers: dict[str, Applier] = {}
         self._commands: dict[str, CommandHandler] = {}
@@ -95,6 +98,7 @@ class DataModel:
         """Compute parameter ``path`` (schema path, "{i}" for rows) when it is read."""
         self._schema_param(path)
         self._getters[path] = getter
+        self._special.clear()
 
     def on_set(self, path: str, validate: Validator | None = None, apply: Applier | None = None) -> None:
         """Check (``validate``, raise Fault to refuse) and act on (``apply``) controller writes."""
@@ -177,10 +181,10 @@ class DataModel:
                 node.parent.tables[node.schema.name].unindex(node)  # type: ignore[union-attr]
         table.unindex(row)
         del table.rows[row.number]
-        self._count(table)
         for node in reversed(gone):
             if node.schema.multi_instance:
                 self.notifications.publish(Notification(Kind.OBJECT_DELETION, node.path))
+        self._count(table)
         self.references.drop_targets([node.ref for node in gone])
 
     def update(self, target: Node | str, values: Mapping[str, Value]) -> None:
@@ -191,7 +195,7 @@ class DataModel:
             for name, value in values.items():
                 parameter = self._parameter(node.schema, name, node.path)
                 checked[name] = self.references.validate(node, parameter, parameter.type.check(value))
-            self._check_keys(node, checked)
+            self._check_keys({node: checked})
         except Fault as fault:
             raise fault.at(node.path) from None
         self._commit(node, checked)
@@ -263,6 +267,17 @@ class DataModel:
             ]
         return found
 
+    def get_supported_dm(
+        self,
+        paths: Sequence[str],
+        first_level_only: bool = False,
+        commands: bool = True,
+        events: bool = True,
+        params: bool = True,
+    ) -> dict[str, list[SupportedObject]]:
+        """USP GetSupportedDM: requested path -> supported objects at and below it."""
+        return {p: supported_dm(self.schema, p, first_level_only, commands, events, params) for p in paths}
+
     def set(self, updates: Mapping[str, Value], allow_partial: bool = False) -> SetResult:
         """USP Set of parameter paths (search paths allowed) to text or typed values.
 
@@ -273,18 +288,18 @@ class DataModel:
         groups: dict[str, list[tuple[Node, Parameter, Value, str]]] = {}
         errors: list[ParamError] = []
         for requested, raw in updates.items():
-            group_key = requested.rpartition(".")[0]
             try:
-                groups.setdefault(group_key, []).extend(self._plan_set(requested, raw))
+                groups[requested] = self._plan_set(requested, raw)
             except Fault as fault:
                 errors.append(ParamError(requested, fault.at(requested)))
-                groups.pop(group_key, None)
-        for group_key in list(groups):
+        if not allow_partial and not errors:
+            groups = {"": [step for plan in groups.values() for step in plan]}
+        for key in list(groups):
             try:
-                self._check_group_keys(groups[group_key])
+                self._check_keys(_changes(groups[key]))
             except Fault as fault:
-                errors.append(ParamError(group_key, fault))
-                del groups[group_key]
+                errors.append(ParamError(key or next(iter(updates)), fault))
+                del groups[key]
         if errors and not allow_partial:
             raise _combined(errors)
         result = SetResult(errors=errors)
@@ -448,9 +463,9 @@ class DataModel:
             self._index[node.path] = node
             for name, parameter in node.schema.parameters.items():
                 self.references.track(node, parameter, node.values[name])
-        self._count(table)
         keys = {k: row.values[k] for k in row.schema.key_parameters()}
         self.notifications.publish(Notification(Kind.OBJECT_CREATION, row.path, args=keys))
+        self._count(table)
 
     def _assign_alias(self, table: Table, row: Node) -> None:
         if "Alias" not in row.schema.parameters or row.values["Alias"]:
@@ -514,31 +529,26 @@ class DataModel:
                 shown = parameter.type.default_value() if parameter.concealed else node.values[name]
                 self.notifications.publish(Notification(Kind.VALUE_CHANGE, node.path + name, value=shown))
 
-    def _check_keys(self, node: Node, changes: Mapping[str, Value]) -> None:
-        if not node.schema.unique_keys or node.parent is None or not node.schema.multi_instance:
-            return
-        if not set(changes) & set(node.schema.key_parameters()):
-            return
-        table = node.parent.tables[node.schema.name]
-        merged = {**node.values, **changes}
-        key = table.key_conflict(merged, ignore=node)
-        if key is not None:
-            shown = ", ".join(f"{n}={merged[n]!r}" for n in key.parameters)
-            raise Fault(FaultCode.DUPLICATE_KEY, f"another row has {shown}", node.path)
-
-    def _check_group_keys(self, plan: list[tuple[Node, Parameter, Value, str]]) -> None:
-        per_node: dict[Node, dict[str, Value]] = {}
-        for node, parameter, value, _ in plan:
-            per_node.setdefault(node, {})[parameter.name] = value
-        seen: dict[tuple[str, tuple[Value, ...]], Node] = {}
-        for node, changes in per_node.items():
-            self._check_keys(node, changes)
-            for key in node.schema.unique_keys:
-                if set(key.parameters) & set(changes):
-                    values = tuple({**node.values, **changes}[n] for n in key.parameters)
-                    other = seen.setdefault((node.schema.path + ",".join(key.parameters), values), node)
-                    if other is not node and node.parent is other.parent:
-                        raise Fault(FaultCode.DUPLICATE_KEY, f"{node.path} and {other.path} would share a key")
+    def _check_keys(self, changes: Mapping[Node, Mapping[str, Value]]) -> None:
+        """Refuse changes that would give two rows of a table the same unique key."""
+        per_table: dict[Table, dict[Node, Mapping[str, Value]]] = {}
+        for node, values in changes.items():
+            schema = node.schema
+            relevant = {*schema.key_parameters(), schema.enable_parameter}
+            if schema.unique_keys and node.parent is not None and schema.multi_instance and relevant & set(values):
+                per_table.setdefault(node.parent.tables[schema.name], {})[node] = values
+        for table, changed in per_table.items():
+            for key in table.keys:
+                seen: dict[tuple[Value, ...], Node] = {}
+                for row in table.rows.values():
+                    merged = {**row.values, **changed.get(row, {})}
+                    if not table.key_applies(key, merged):
+                        continue
+                    value = tuple(merged[n] for n in key.parameters)
+                    other = seen.setdefault(value, row)
+                    if other is not row:
+                        shown = ", ".join(f"{n}={v!r}" for n, v in zip(key.parameters, value, strict=True))
+                        raise Fault(FaultCode.DUPLICATE_KEY, f"{other.path} and {row.path} would share {shown}")
 
     def _plan_set(self, requested: str, raw: Value) -> list[tuple[Node, Parameter, Value, str]]:
         path = parse_path(requested)
@@ -565,11 +575,8 @@ class DataModel:
 
     def _apply_group(self, plan: list[tuple[Node, Parameter, Value, str]]) -> list[tuple[Node, dict[str, Value]]]:
         """Commit one requested path's changes, then run appliers; undo all if one fails."""
-        per_node: dict[Node, dict[str, Value]] = {}
-        for node, parameter, value, _ in plan:
-            per_node.setdefault(node, {})[parameter.name] = value
         applied: list[tuple[Node, dict[str, Value]]] = []
-        for node, changes in per_node.items():
+        for node, changes in _changes(plan).items():
             old = {name: node.values[name] for name in changes}
             self._commit(node, changes, notify=False)
             applied.append((node, old))
@@ -608,7 +615,7 @@ class DataModel:
     def _get_one(self, path: Path, max_depth: int) -> list[ResolvedObject]:
         if path.kind is PathKind.PARAMETER:
             return [
-                ResolvedObject(node.path, node.schema, {name: self._shown(node, name)})
+                ResolvedObject(node.path, node.schema, MappingProxyType({name: self._shown(node, name)}))
                 for node, name in self._resolver.leaves(path, "parameter")
             ]
         if path.kind is not PathKind.OBJECT:
@@ -620,7 +627,19 @@ class DataModel:
         return resolved
 
     def _collect(self, node: Node, depth: int, out: list[ResolvedObject]) -> None:
-        out.append(ResolvedObject(node.path, node.schema, self._visible_values(node)))
+        """``node`` and its descendants (down to ``depth`` levels, 0 = all), in tree order.
+
+        Parameters are read-only views of the stored values, not copies: a front end
+        serialises them on the loop thread before the tree can change.
+        """
+        special = self._special_params(node.schema)
+        if special:
+            values = dict(node.values)
+            for name, getter in special:
+                values[name] = getter(node)
+            out.append(ResolvedObject(node.path, node.schema, MappingProxyType(values)))
+        else:
+            out.append(ResolvedObject(node.path, node.schema, MappingProxyType(node.values)))
         if depth == 1:
             return
         below = depth - 1 if depth else 0
@@ -630,16 +649,19 @@ class DataModel:
             for row in table.rows.values():
                 self._collect(row, below, out)
 
-    def _visible_values(self, node: Node) -> dict[str, Value]:
-        values = dict(node.values)
-        schema_path = node.schema.path
-        for name, parameter in node.schema.parameters.items():
-            getter = self._getters.get(schema_path + name)
-            if parameter.concealed:
-                values[name] = parameter.type.default_value()
-            elif getter:
-                values[name] = getter(node)
-        return values
+    def _special_params(self, schema: Object) -> list[tuple[str, Getter]]:
+        """Parameters of ``schema`` whose shown value is not the stored one (cached)."""
+        special = self._special.get(schema.path)
+        if special is None:
+            special = []
+            for name, parameter in schema.parameters.items():
+                if parameter.concealed:
+                    hidden = parameter.type.default_value()
+                    special.append((name, lambda node, hidden=hidden: hidden))
+                elif schema.path + name in self._getters:
+                    special.append((name, self._getters[schema.path + name]))
+            self._special[schema.path] = special
+        return special
 
     def _shown(self, node: Node, name: str) -> Value:
         parameter = node.schema.parameters[name]
@@ -709,6 +731,13 @@ class DataModel:
                 fault=fault,
             )
         )
+
+
+def _changes(plan: list[tuple[Node, Parameter, Value, str]]) -> dict[Node, dict[str, Value]]:
+    per_node: dict[Node, dict[str, Value]] = {}
+    for node, parameter, value, _ in plan:
+        per_node.setdefault(node, {})[parameter.name] = value
+    return per_node
 
 
 def _parse(parameter: Parameter, raw: Value) -> Value:

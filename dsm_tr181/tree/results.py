@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dsm_tr181.errors import Fault
@@ -11,13 +12,13 @@ from dsm_tr181.schema.model import Object
 from dsm_tr181.schema.types import Value
 
 
-@dataclass
+@dataclass(slots=True)
 class ResolvedObject:
     """One object instance of a Get answer with the requested parameters (relative names)."""
 
     path: str
     schema: Object
-    params: dict[str, Value]
+    params: Mapping[str, Value]  # read-only; valid until the tree next changes
 
     def text(self) -> dict[str, str]:
         """Parameter values in their TR-106 string encoding."""
