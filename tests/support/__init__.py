@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: private daemons, stand-ins and client calls."""
