@@ -1,0 +1,299 @@
+"""Safe, streaming, member-by-member extraction of a DU archive into a staging directory.
+
+Python's tarfile only parses here; every file is created by this module, so the
+rules below hold whatever tarfile version or extraction filters are present.
+
+- Compression is told by content: gzip, xz or none (bzip2 and zstd are refused).
+  A truncated or corrupt compressed stream, a tar without its end-of-archive
+  block, or more than 16 MiB of data after that block is CORRUPT_DATA.
+- Member names: absolute paths and ``..`` components are refused; ``./`` prefixes
+  are dropped (``./`` alone is the staging directory itself).
+- Nothing is written through a symlink: a member whose parent path is a symlink
+  or not a directory is refused, files are created with ``O_EXCL|O_NOFOLLOW``, and
+  a member naming a path that already exists is refused (a directory may repeat).
+- A hardlink must name a regular file extracted earlier from the same archive.
+- Symlinks are created as they are and reported in :class:`Extracted`: where they
+  may point depends on the bundle layout, checked by :mod:`dsm_tr181.packagers.bundle`.
+- Device nodes and FIFOs are refused unless ``allow_special_files``; other member
+  types (sockets, volume labels, unknown) always.
+- setuid, setgid and sticky bits are dropped. Directories keep rwx for their owner
+  so that the bundle can always be removed. Numeric owners are applied when running
+  as root, as ``tar -x`` does; modification times are kept.
+- More members than ``max_entries``, or regular files adding up to more than
+  ``max_unpacked_bytes``, is SYSTEM_RESOURCES_EXCEEDED. A pax or GNU long-name
+  header over 1 MiB is CORRUPT_DATA before tarfile reads it into memory.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import lzma
+import os
+import stat
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.packagers.worker import Cancel, disk_fault
+
+_CHUNK = 256 * 1024
+_MAX_HEADER_BYTES = 1 << 20
+_MAX_TRAILING_BYTES = 16 << 20
+_MAX_MTIME = 1 << 33  # year 2242: keeps utime() clear of overflow on a forged header
+_EXTENDED_HEADERS = frozenset(
+    {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+)
+_DIRECTORY = "directory"
+_FILE = "regular file"
+_SYMLINK = "symlink"
+_SPECIAL = "special file"
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    max_unpacked_bytes: int
+    max_entries: int
+    allow_special_files: bool = False
+
+
+@dataclass(frozen=True)
+class Extracted:
+    unpacked_bytes: int  # sum of the regular files' sizes (hardlinks not counted twice)
+    entries: int
+    # Each symlink as (path components relative to the staging directory, target).
+    symlinks: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
+
+
+def extract_archive(archive: BinaryIO, staging: Path, limits: ExtractLimits, label: str, cancel: Cancel) -> Extracted:
+    """Unpack ``archive`` (positioned at its start) into the empty directory ``staging``."""
+    stream = _CheckedReader(_decompressed(archive, label), label)
+    writer = _Writer(staging, limits, label, cancel)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as tar:
+            while (member := tar.next()) is not None:
+                cancel.check(label)
+                writer.add(tar, member)
+                tar.members.clear()  # stream mode would otherwise keep every TarInfo
+            end_of_members = tar.offset
+        stream.drain()
+        if stream.count < end_of_members + tarfile.BLOCKSIZE:
+            raise Fault(FaultCode.CORRUPT_DATA, f"{label}: archive truncated (no end-of-archive block)")
+        writer.finish()
+    except tarfile.TarError as exc:
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: not a valid tar archive ({exc})") from None
+    except OSError as exc:
+        raise _write_fault(exc, label) from exc
+    return writer.result()
+
+
+def _write_fault(exc: OSError, label: str) -> Fault:
+    if exc.errno == errno.ENAMETOOLONG:
+        return Fault(FaultCode.CORRUPT_DATA, f"{label}: member name too long for this filesystem")
+    return disk_fault(exc, f"{label}: cannot unpack")
+
+
+def _decompressed(archive: BinaryIO, label: str) -> BinaryIO:
+    magic = archive.read(6)
+    archive.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=archive, mode="rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(archive, "rb")
+    if magic.startswith(b"BZh") or magic.startswith(b"\x28\xb5\x2f\xfd"):
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: bzip2 and zstd compression are not supported")
+    return archive
+
+
+class _CheckedReader:
+    """The decompressed archive as tarfile reads it: counted, with read failures made faults."""
+
+    def __init__(self, inner: BinaryIO, label: str) -> None:
+        self._inner = inner
+        self._label = label
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._inner.read(size)
+        except (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as exc:
+            message = f"{self._label}: compressed data truncated or corrupt ({exc})"
+            raise Fault(FaultCode.CORRUPT_DATA, message) from None
+        except OSError as exc:
+            raise Fault(FaultCode.INTERNAL_ERROR, f"{self._label}: cannot read the archive ({exc})") from None
+        self.count += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read what follows the last member (end blocks, padding) to check the stream is whole."""
+        trailing = 0
+        while chunk := self.read(_CHUNK):
+            trailing += len(chunk)
+            if trailing > _MAX_TRAILING_BYTES:
+                raise Fault(FaultCode.CORRUPT_DATA, f"{self._label}: unexpected data after the end of the archive")
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses oversized pax / GNU long-name headers, which tarfile would read whole into memory."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED_HEADERS and self.size > _MAX_HEADER_BYTES:
+            raise tarfile.HeaderError(f"extended header of {self.size} bytes")
+        return super()._proc_member(tar)  # type: ignore[misc]  # private hook, stable since Python 2
+
+
+def _components(name: str, label: str, what: str) -> tuple[str, ...]:
+    """A member (or hardlink target) name as safe path components; () for the top itself."""
+    if name.startswith("/"):
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: {what} {name!r}: absolute path")
+    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    if ".." in parts:
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: {what} {name!r}: '..' component")
+    return parts
+
+
+class _Writer:
+    """Creates members below ``root`` and remembers what it made there."""
+
+    def __init__(self, root: Path, limits: ExtractLimits, label: str, cancel: Cancel) -> None:
+        self._root = str(root)
+        self._limits = limits
+        self._label = label
+        self._cancel = cancel
+        self._as_root = os.geteuid() == 0
+        self._kinds: dict[str, str] = {}
+        # Directory metadata is applied last, once nothing more is written into them.
+        self._directories: dict[str, tarfile.TarInfo | None] = {"": None}
+        self._symlinks: list[tuple[tuple[str, ...], str]] = []
+        self._bytes = 0
+        self._entries = 0
+
+    def result(self) -> Extracted:
+        return Extracted(self._bytes, self._entries, self._symlinks)
+
+    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        self._entries += 1
+        if self._entries > self._limits.max_entries:
+            raise Fault(
+                FaultCode.SYSTEM_RESOURCES_EXCEEDED,
+                f"{self._label}: more than {self._limits.max_entries} archive members",
+            )
+        parts = _components(member.name, self._label, "member")
+        if not parts:
+            if not member.isdir():
+                self._refuse(member, "names the top directory but is not a directory")
+            self._directories[""] = member
+            return
+        name = "/".join(parts)
+        self._make_parents(parts, member)
+        existing = self._kinds.get(name)
+        if existing is not None and not (existing == _DIRECTORY and member.isdir()):
+            self._refuse(member, f"duplicate member (a {existing} of that name came before)")
+        path = os.path.join(self._root, name)
+        if member.isreg():
+            self._add_file(tar, member, path, name)
+        elif member.isdir():
+            if existing is None:
+                os.mkdir(path, 0o700)
+                self._kinds[name] = _DIRECTORY
+            self._directories[name] = member
+        elif member.issym():
+            self._add_symlink(member, path, name, parts)
+        elif member.islnk():
+            self._add_hardlink(member, path, name)
+        elif member.ischr() or member.isblk() or member.isfifo():
+            self._add_special(member, path, name)
+        else:
+            self._refuse(member, f"unsupported member type {member.type!r}")
+
+    def finish(self) -> None:
+        """Give directories their own mode, owner and time."""
+        for name, member in self._directories.items():
+            path = os.path.join(self._root, name) if name else self._root
+            if member is None:
+                os.chmod(path, 0o755)
+                continue
+            if self._as_root:
+                os.chown(path, member.uid, member.gid, follow_symlinks=False)
+            os.chmod(path, (member.mode & 0o777) | 0o700)
+            os.utime(path, (_mtime(member), _mtime(member)), follow_symlinks=False)
+
+    def _refuse(self, member: tarfile.TarInfo, reason: str) -> None:
+        raise Fault(FaultCode.CORRUPT_DATA, f"{self._label}: member {member.name!r}: {reason}")
+
+    def _make_parents(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            kind = self._kinds.get(prefix)
+            if kind == _DIRECTORY:
+                continue
+            if kind is not None:
+                self._refuse(member, f"its parent {prefix!r} is a {kind}, not a directory")
+            os.mkdir(os.path.join(self._root, prefix), 0o700)
+            self._kinds[prefix] = _DIRECTORY
+            self._directories[prefix] = None
+
+    def _add_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, name: str) -> None:
+        self._bytes += member.size
+        if self._bytes > self._limits.max_unpacked_bytes:
+            raise Fault(
+                FaultCode.SYSTEM_RESOURCES_EXCEEDED,
+                f"{self._label}: unpacked files exceed {self._limits.max_unpacked_bytes} bytes at {member.name!r}",
+            )
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has a reader
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._kinds[name] = _FILE
+        with open(fd, "wb") as out:
+            remaining = member.size
+            while remaining:
+                self._cancel.check(self._label)
+                chunk = source.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise tarfile.ReadError(f"unexpected end of data in {member.name!r}")
+                out.write(chunk)
+                remaining -= len(chunk)
+            out.flush()
+            if self._as_root:
+                os.fchown(fd, member.uid, member.gid)
+            os.fchmod(fd, member.mode & 0o777)
+            os.utime(fd, (_mtime(member), _mtime(member)))
+
+    def _add_symlink(self, member: tarfile.TarInfo, path: str, name: str, parts: tuple[str, ...]) -> None:
+        if not member.linkname:
+            self._refuse(member, "symlink with an empty target")
+        os.symlink(member.linkname, path)
+        self._kinds[name] = _SYMLINK
+        self._symlinks.append((parts, member.linkname))
+        if self._as_root:
+            os.chown(path, member.uid, member.gid, follow_symlinks=False)
+        os.utime(path, (_mtime(member), _mtime(member)), follow_symlinks=False)
+
+    def _add_hardlink(self, member: tarfile.TarInfo, path: str, name: str) -> None:
+        target = "/".join(_components(member.linkname, self._label, f"hardlink {member.name!r} to"))
+        if self._kinds.get(target) != _FILE:
+            self._refuse(member, f"hardlink to {member.linkname!r}, which is not a regular file extracted before it")
+        os.link(os.path.join(self._root, target), path, follow_symlinks=False)
+        self._kinds[name] = _FILE
+
+    def _add_special(self, member: tarfile.TarInfo, path: str, name: str) -> None:
+        kind = "FIFO" if member.isfifo() else "device node"
+        if not self._limits.allow_special_files:
+            self._refuse(member, f"{kind} not allowed (allow_special_files is off)")
+        if member.isfifo():
+            os.mkfifo(path, 0o600)
+        else:
+            file_type = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            os.mknod(path, 0o600 | file_type, os.makedev(member.devmajor, member.devminor))
+        self._kinds[name] = _SPECIAL
+        if self._as_root:
+            os.chown(path, member.uid, member.gid, follow_symlinks=False)
+        os.chmod(path, member.mode & 0o777)
+        os.utime(path, (_mtime(member), _mtime(member)), follow_symlinks=False)
+
+
+def _mtime(member: tarfile.TarInfo) -> int:
+    return min(max(int(member.mtime), 0), _MAX_MTIME)

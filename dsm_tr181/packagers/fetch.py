@@ -1,0 +1,288 @@
+"""Get a DU archive onto local disk, hashed and checked, without holding it in memory.
+
+Sources: an absolute path, a ``file://`` URL (empty host or ``localhost``), or an
+``http://``/``https://`` URL (see :mod:`dsm_tr181.packagers.httpget`). A URL with a
+userinfo part is refused (TR-181: credentials go in Username/Password).
+
+Local files are read in place: one pass to hash, then the same open file is handed
+to extraction. Remote archives stream in chunks into an unnamed temporary file
+(``O_TMPFILE``) in the download directory, hashed on the way, so nothing is left
+behind however the process ends.
+
+The expected digest is the caller's ``sha256:<hex>``; failing that, and when
+``sibling_digest`` is on, the sibling ``<url>.sha256`` (``<path>.sha256``) is
+fetched first: any 4xx answer (or a missing file) means there is none; a 5xx,
+network or TLS failure fails the install, as then nobody can tell. URLs with a
+query or fragment have no sibling. Digests are checked before anything is unpacked.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.ports import PackageSource, ProgressCallback
+from dsm_tr181.packagers import integrity
+from dsm_tr181.packagers.httpget import (
+    BasicAuth,
+    HttpOptions,
+    Reply,
+    display_url,
+    open_url,
+    split_url,
+    status_fault,
+)
+from dsm_tr181.packagers.worker import Cancel, disk_fault
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 256 * 1024
+_MAX_CHECKSUM_FILE = 4096
+
+
+class _Readable(Protocol):
+    def readinto(self, buffer: bytearray, /) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    http: HttpOptions
+    max_archive_bytes: int
+    sibling_digest: bool = True
+
+
+@dataclass(frozen=True)
+class Fetched:
+    file: BinaryIO  # positioned at the start; closed when fetch() exits
+    digest: str  # hex sha256 of the whole archive, already checked against any expected digest
+    name: str  # the archive's file name, from the URL path
+    label: str  # the source as messages show it
+
+
+@contextmanager
+def fetch(
+    source: PackageSource, download_dir: Path, options: FetchOptions, progress: ProgressCallback, cancel: Cancel
+) -> Iterator[Fetched]:
+    """Fetch and verify ``source``; the archive stays available inside the ``with`` block."""
+    label = display_url(source.url)
+    expected = integrity.parse_expected(source.digest)
+    local = _local_path(source.url, label)
+    if local is not None:
+        with _open_local(local, label) as file:
+            size = _local_size(file, options, label)
+            if not expected and options.sibling_digest:
+                expected = _local_sibling_digest(local, label)
+            digest = _copy_hashed(file, None, size, options, progress, cancel, label)
+            _verify(digest, expected, label)
+            file.seek(0)
+            yield Fetched(file, digest, local.name, label)
+        return
+    split_url(source.url)
+    auth = BasicAuth(source.username, source.password) if source.username or source.password else None
+    if not expected and options.sibling_digest:
+        expected = _http_sibling_digest(source.url, auth, options, label)
+    with _temporary_file(download_dir) as download:
+        with open_url(source.url, auth, options.http) as reply:
+            digest = _download(reply, download, download_dir, options, progress, cancel)
+        _verify(digest, expected, label)
+        download.seek(0)
+        yield Fetched(download, digest, Path(unquote(urlsplit(source.url).path)).name, label)
+
+
+def _temporary_file(directory: Path) -> BinaryIO:
+    try:
+        return tempfile.TemporaryFile(dir=directory)
+    except OSError as exc:
+        raise disk_fault(exc, f"cannot create a download file in {directory}") from exc
+
+
+def _verify(digest: str, expected: str, label: str) -> None:
+    if expected:
+        integrity.verify(digest, expected, label)
+    log.info("%s: sha256 %s%s", label, digest, " (verified)" if expected else "")
+
+
+def _local_path(url: str, label: str) -> Path | None:
+    """The path a local source names, or None for http(s); other forms are refused."""
+    if url.startswith("/"):
+        return Path(url)
+    try:
+        parts = urlsplit(url)
+        has_userinfo = parts.username is not None or parts.password is not None
+    except ValueError as exc:
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"{label}: malformed URL ({exc})") from None
+    if has_userinfo:
+        raise Fault(
+            FaultCode.INVALID_ARGUMENTS, f"{label}: the URL must not carry credentials; use Username and Password"
+        )
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        return None
+    if not scheme:
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"{label}: not an absolute URL or path")
+    if scheme != "file":
+        raise Fault(FaultCode.UNSUPPORTED_PROTOCOL, f"{label}: scheme {parts.scheme!r} is not supported")
+    if parts.netloc not in ("", "localhost"):
+        raise Fault(FaultCode.UNSUPPORTED_PROTOCOL, f"{label}: file URLs must name a local path")
+    path = Path(url2pathname(parts.path))
+    if not path.is_absolute():
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"{label}: file URLs must name an absolute path")
+    return path
+
+
+def _open_local(path: Path, label: str) -> BinaryIO:
+    # O_NONBLOCK so that a FIFO given as the source cannot hang the worker in open().
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise Fault(FaultCode.FILE_ACCESS_FAILURE, f"{label}: cannot open ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Fault(FaultCode.FILE_ACCESS_FAILURE, f"{label}: not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _local_size(file: BinaryIO, options: FetchOptions, label: str) -> int:
+    size = os.fstat(file.fileno()).st_size
+    if size > options.max_archive_bytes:
+        raise Fault(
+            FaultCode.SYSTEM_RESOURCES_EXCEEDED,
+            f"{label}: archive of {size} bytes exceeds the limit of {options.max_archive_bytes} bytes",
+        )
+    return size
+
+
+def _local_sibling_digest(path: Path, label: str) -> str:
+    sibling = path.with_name(path.name + ".sha256")
+    if not sibling.exists():
+        return ""
+    with _open_local(sibling, f"{label}.sha256") as file:
+        data = file.read(_MAX_CHECKSUM_FILE + 1)
+    return _parse_sibling(data, path.name, f"{label}.sha256")
+
+
+def _http_sibling_digest(url: str, auth: BasicAuth | None, options: FetchOptions, label: str) -> str:
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        return ""
+    sibling = parts._replace(path=parts.path + ".sha256").geturl()
+    with open_url(sibling, auth, options.http) as reply:
+        status = reply.response.status
+        if 400 <= status < 500:
+            log.info("%s: no checksum file (HTTP %d)", display_url(sibling), status)
+            return ""
+        if status != 200:
+            raise status_fault(status, reply.response.reason, reply.url)
+        try:
+            data = reply.response.read(_MAX_CHECKSUM_FILE + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, f"{display_url(sibling)}: {exc}") from None
+    return _parse_sibling(data, Path(parts.path).name, display_url(sibling))
+
+
+def _parse_sibling(data: bytes, archive_name: str, where: str) -> str:
+    if len(data) > _MAX_CHECKSUM_FILE:
+        raise Fault(FaultCode.CORRUPT_DATA, f"{where}: checksum file larger than {_MAX_CHECKSUM_FILE} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Fault(FaultCode.CORRUPT_DATA, f"{where}: checksum file is not text") from None
+    log.info("%s: checksum file found", where)
+    return integrity.parse_checksum_file(text, archive_name, where)
+
+
+def _download(
+    reply: Reply,
+    out: BinaryIO,
+    download_dir: Path,
+    options: FetchOptions,
+    progress: ProgressCallback,
+    cancel: Cancel,
+) -> str:
+    label = display_url(reply.url)
+    response = reply.response
+    if response.status != 200:
+        raise status_fault(response.status, response.reason, reply.url)
+    total = response.length  # from Content-Length; None when the server did not say
+    if total is not None:
+        if total > options.max_archive_bytes:
+            raise Fault(
+                FaultCode.SYSTEM_RESOURCES_EXCEEDED,
+                f"{label}: archive of {total} bytes exceeds the limit of {options.max_archive_bytes} bytes",
+            )
+        free = _free_bytes(download_dir)
+        if total > free:
+            raise Fault(
+                FaultCode.SYSTEM_RESOURCES_EXCEEDED,
+                f"{label}: archive of {total} bytes does not fit in {download_dir} ({free} bytes free)",
+            )
+    log.info("downloading %s (%s bytes)", label, "unknown" if total is None else total)
+    return _copy_hashed(response, out, total, options, progress, cancel, label)
+
+
+def _copy_hashed(
+    source: _Readable,
+    out: BinaryIO | None,
+    total: int | None,
+    options: FetchOptions,
+    progress: ProgressCallback,
+    cancel: Cancel,
+    label: str,
+) -> str:
+    """Read ``source`` to its end in chunks, hashing and (if ``out``) writing; return the hex digest."""
+    hasher = sha256()
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    done = 0
+    progress(0, total)
+    while True:
+        cancel.check(label)
+        try:
+            count = source.readinto(buffer)
+        except TimeoutError:
+            raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, f"{label}: stalled after {done} bytes") from None
+        except (OSError, http.client.HTTPException) as exc:
+            code = FaultCode.DOWNLOAD_INCOMPLETE if out is not None else FaultCode.FILE_ACCESS_FAILURE
+            raise Fault(code, f"{label}: read failed after {done} bytes ({exc!r})") from None
+        if not count:
+            break
+        done += count
+        if done > options.max_archive_bytes:
+            raise Fault(
+                FaultCode.SYSTEM_RESOURCES_EXCEEDED,
+                f"{label}: archive exceeds the limit of {options.max_archive_bytes} bytes",
+            )
+        chunk = view[:count]
+        hasher.update(chunk)
+        if out is not None:
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise disk_fault(exc, f"{label}: cannot store the download") from exc
+        progress(done, total)
+    if total is not None and done < total:
+        raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, f"{label}: connection closed after {done} of {total} bytes")
+    if out is not None:
+        try:
+            out.flush()
+        except OSError as exc:
+            raise disk_fault(exc, f"{label}: cannot store the download") from exc
+    return hasher.hexdigest()
+
+
+def _free_bytes(directory: Path) -> int:
+    info = os.statvfs(directory)
+    return info.f_bavail * info.f_frsize

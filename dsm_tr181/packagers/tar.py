@@ -1,0 +1,203 @@
+"""The ``tar`` packager: DU archives (.tar, .tar.gz, .tar.xz) holding one OCI bundle.
+
+``unpack`` fetches the archive (:mod:`~dsm_tr181.packagers.fetch`), checks its
+digest, extracts it safely into ``<target parent>/.staging-<random>``
+(:mod:`~dsm_tr181.packagers.extract`), validates the bundle
+(:mod:`~dsm_tr181.packagers.bundle`) and renames it to ``target`` only then. Any
+failure, cancellation included, removes the staging directory; downloads live in
+unnamed temporary files. The blocking work runs in a worker thread, so the
+progress callback is called from that thread.
+
+Configuration (section ``[packager.tar]`` or however the daemon names it), every
+key optional:
+
+=====================  =========  ============================================
+key                    default    meaning
+=====================  =========  ============================================
+max_archive_bytes      512 MiB    largest archive accepted (checked while streaming)
+max_unpacked_bytes     1 GiB      largest sum of unpacked file sizes
+max_entries            100000     most archive members
+allow_special_files    false      accept device nodes and FIFOs
+ca_file                (none)     PEM CA file for https, replacing the system store
+verify_tls             true       verify https certificates and host names
+connect_timeout        15         seconds for TCP connect + TLS handshake
+read_timeout           60         seconds any later wait for data may take
+max_redirects          5          HTTP redirects followed
+download_dir           (none)     where downloads go; default the target's parent
+sibling_digest         true       look for ``<url>.sha256`` when no digest is given
+=====================  =========  ============================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
+from dsm_tr181.packagers.bundle import Layout, describe, locate, name_from_archive
+from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
+from dsm_tr181.packagers.fetch import Fetched, FetchOptions, fetch
+from dsm_tr181.packagers.httpget import HttpOptions
+from dsm_tr181.packagers.worker import Cancel, disk_fault, make_staging, remove_tree
+
+log = logging.getLogger(__name__)
+
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class TarPackagerConfig:
+    max_archive_bytes: int = 512 * _MIB
+    max_unpacked_bytes: int = 1024 * _MIB
+    max_entries: int = 100_000
+    allow_special_files: bool = False
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    max_redirects: int = 5
+    download_dir: Path | None = None
+    sibling_digest: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_archive_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"packager tar: {name} must be positive")
+        if self.max_redirects < 0:
+            raise ValueError("packager tar: max_redirects must not be negative")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> TarPackagerConfig:
+        """Build from a configuration section; unknown keys and wrong types are a ValueError."""
+        hints = typing.get_type_hints(cls)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ValueError(f"packager tar: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        return cls(**{key: _coerce(key, hints[key], value) for key, value in section.items()})
+
+    def fetch_options(self) -> FetchOptions:
+        http = HttpOptions(self.ca_file, self.verify_tls, self.connect_timeout, self.read_timeout, self.max_redirects)
+        return FetchOptions(http, self.max_archive_bytes, self.sibling_digest)
+
+    def extract_limits(self) -> ExtractLimits:
+        return ExtractLimits(self.max_unpacked_bytes, self.max_entries, self.allow_special_files)
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    """``value`` as the type of field ``key``, or a ValueError naming both."""
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        expected = "a boolean"
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        expected = "an integer"
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        expected = "a number"
+    else:  # Path | None
+        if value is None or isinstance(value, Path):
+            return value
+        if isinstance(value, str) and value:
+            return Path(value)
+        expected = "a path"
+    raise ValueError(f"packager tar: {key} must be {expected}, not {value!r}")
+
+
+class TarPackager:
+    """Packager for tar archives of OCI bundles (see the module docstring)."""
+
+    def __init__(self, config: TarPackagerConfig | None = None) -> None:
+        self.config = config or TarPackagerConfig()
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> TarPackager:
+        return cls(TarPackagerConfig.from_config(section))
+
+    def __repr__(self) -> str:
+        return f"TarPackager({self.config!r})"
+
+    async def unpack(self, source: PackageSource, target: Path, progress: ProgressCallback) -> BundleInfo:
+        cancel = Cancel()
+        work = asyncio.ensure_future(asyncio.to_thread(self._unpack, source, target, progress, cancel))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancel.set()
+            # Wait for the worker to clean up; a bundle it completed meanwhile goes too.
+            [outcome] = await asyncio.gather(work, return_exceptions=True)
+            if isinstance(outcome, BundleInfo):
+                await asyncio.to_thread(remove_tree, outcome.path)
+            raise
+
+    async def remove(self, bundle: Path) -> None:
+        await asyncio.to_thread(remove_tree, bundle)
+
+    def _unpack(self, source: PackageSource, target: Path, progress: ProgressCallback, cancel: Cancel) -> BundleInfo:
+        _check_target(target)
+        download_dir = self.config.download_dir or target.parent
+        with fetch(source, download_dir, self.config.fetch_options(), progress, cancel) as fetched:
+            staging = make_staging(target.parent)
+            try:
+                info = self._install(fetched, staging, target, cancel)
+            except BaseException:
+                _discard(staging)
+                raise
+        return info
+
+    def _install(self, fetched: Fetched, staging: Path, target: Path, cancel: Cancel) -> BundleInfo:
+        """Unpack the verified archive into ``staging``, check the bundle, move it to ``target``."""
+        try:
+            extracted = extract_archive(fetched.file, staging, self.config.extract_limits(), fetched.label, cancel)
+            layout = locate(staging, fetched.label)
+            info = describe(
+                layout,
+                path=target,
+                fallback_name=name_from_archive(fetched.name) or "bundle",
+                digest=fetched.digest,
+                unpacked_bytes=extracted.unpacked_bytes,
+                symlinks=extracted.symlinks,
+                label=fetched.label,
+            )
+            cancel.check(fetched.label)
+            _publish(layout, staging, target)
+        except OSError as exc:
+            raise disk_fault(exc, f"{fetched.label}: cannot unpack") from exc
+        log.info("%s: unpacked into %s (%d members)", fetched.label, target, extracted.entries)
+        return info
+
+
+def _check_target(target: Path) -> None:
+    if os.path.lexists(target):
+        raise Fault(FaultCode.INTERNAL_ERROR, f"cannot unpack into {target}: it already exists")
+    if not target.parent.is_dir():
+        raise Fault(FaultCode.INTERNAL_ERROR, f"cannot unpack into {target}: {target.parent} is not a directory")
+
+
+def _discard(staging: Path) -> None:
+    """Best-effort removal after a failure, which must not hide the failure itself."""
+    try:
+        remove_tree(staging)
+    except Fault as fault:
+        log.warning("could not remove %s: %s", staging, fault)
+
+
+def _publish(layout: Layout, staging: Path, target: Path) -> None:
+    """Move the finished bundle to ``target`` in one rename (rename would replace an empty directory)."""
+    _check_target(target)
+    try:
+        os.rename(layout.directory, target)
+        if layout.top_folder:
+            os.rmdir(staging)
+    except OSError as exc:
+        raise Fault(FaultCode.INTERNAL_ERROR, f"cannot move the bundle to {target}: {exc.strerror}") from exc

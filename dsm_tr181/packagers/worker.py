@@ -1,0 +1,55 @@
+"""What the packager's blocking worker thread shares: cancellation, disk faults, removal."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from dsm_tr181.errors import Fault, FaultCode
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class Cancel:
+    """Set by the event loop when the caller gave up; checked by the worker between chunks."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def check(self, where: str) -> None:
+        if self._event.is_set():
+            raise Fault(FaultCode.COMMAND_CANCELED, f"{where}: cancelled")
+
+
+def disk_fault(exc: OSError, where: str) -> Fault:
+    """The fault for a failed local write: out of space is the device's limit, the rest is ours."""
+    if exc.errno in _NO_SPACE:
+        return Fault(FaultCode.SYSTEM_RESOURCES_EXCEEDED, f"{where}: no space left ({exc.strerror})")
+    return Fault(FaultCode.INTERNAL_ERROR, f"{where}: {exc.strerror or exc}")
+
+
+def remove_tree(path: Path) -> None:
+    """Delete ``path`` (a directory tree, or a symlink itself); absent is fine."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise disk_fault(exc, f"cannot remove {path}") from exc
+
+
+def make_staging(parent: Path) -> Path:
+    """A new private directory ``parent/.staging-<random>`` on the target's filesystem."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+    except OSError as exc:
+        raise disk_fault(exc, f"cannot create a staging directory in {parent}") from exc
