@@ -1,0 +1,563 @@
+"""Runtime adapter for Dobby, RDK's container manager, over its D-Bus API.
+
+Dobby (``org.rdk.dobby`` on ``/org/rdk/dobby``, normally on the system bus) publishes
+no introspection data, so every call is sent through Gio with an explicit signature.
+All bus traffic happens on a :class:`~dsm_tr181.glib_thread.GLibThread`; results and
+container exits reach the asyncio loop through ``call_soon_threadsafe``.
+
+Container ids: Dobby sees ``id_prefix + container_id``, checked against Dobby's rule
+(:func:`~dsm_tr181.runtimes.container_ids.check_container_id`). Dobby is shared with other clients, so only ids carrying
+the prefix count as ours in ``list_ids`` and ``watch``. Descriptors are looked up in
+``List()`` for every operation: Dobby reuses them once a container is gone.
+
+Logs: Dobby does not give a container the caller's files as stdout/stderr — fds passed
+in ``StartFromBundle``'s ``ah`` become fds 3, 4, ... inside the container. Container
+output is owned by Dobby's ``logging`` RDK plugin, which reads the container's pty and
+writes it to a sink. So before each start the bundle's ``config.json`` is made to carry
+``rdkPlugins.logging`` with the ``file`` sink at ``spec.log_path`` and
+``limit = spec.log_max_bytes`` (``ociVersion`` ``1.0.2-dobby``, which makes Dobby run its
+plugins). Dobby truncates that file at each start and drops output past the limit, so
+the previous run's log is rotated to ``.1`` … ``.N`` (``spec.log_backups``) first.
+Dobby rewrites ``config.json`` at start and keeps the original as ``config-dobby.json``;
+that original is the one edited on later starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gi.repository import Gio, GLib
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.glib_thread import Completion, GLibThread
+from dsm_tr181.lcm.ports import ContainerExit, ContainerState, ContainerStatus, ContainerUsage, ExitCallback, StartSpec
+from dsm_tr181.runtimes.container_ids import check_container_id
+
+_log = logging.getLogger(__name__)
+
+_DBUS = "org.freedesktop.DBus"
+_ID_CHARS = re.compile(r"[A-Za-z0-9._-]*")
+_DOBBY_OCI_VERSION = "1.0.2-dobby"
+
+
+class DobbyState(enum.IntEnum):
+    """``ctrl1.GetState`` codes (DobbyProtocol.h)."""
+
+    INVALID = 0
+    STARTING = 1
+    RUNNING = 2
+    STOPPING = 3
+    PAUSED = 4
+    HIBERNATING = 5
+    HIBERNATED = 6
+    AWAKENING = 7
+
+
+_STATES: dict[DobbyState, ContainerState] = {
+    DobbyState.INVALID: ContainerState.ABSENT,
+    DobbyState.STARTING: ContainerState.CREATED,
+    DobbyState.RUNNING: ContainerState.RUNNING,
+    # Dobby enters STOPPING once the container's process has died, for the teardown.
+    DobbyState.STOPPING: ContainerState.STOPPED,
+    DobbyState.PAUSED: ContainerState.PAUSED,
+    # Hibernation checkpoints memory but the container stays up; Dobby stops it as running.
+    DobbyState.HIBERNATING: ContainerState.RUNNING,
+    DobbyState.HIBERNATED: ContainerState.RUNNING,
+    DobbyState.AWAKENING: ContainerState.RUNNING,
+}
+
+
+@dataclass(frozen=True)
+class DobbyRuntimeConfig:
+    """The ``dobby`` runtime section of the configuration."""
+
+    bus_address: str = ""  # "" = the system bus (DBUS_SYSTEM_BUS_ADDRESS, else its default socket)
+    service: str = "org.rdk.dobby"
+    object_path: str = "/org/rdk/dobby"
+    id_prefix: str = "dsm-"  # marks the containers this runtime owns on the shared Dobby
+    call_timeout: float = 10.0  # seconds for every call but StartFromBundle
+    start_timeout: float = 60.0  # StartFromBundle replies once the container runs
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> DobbyRuntimeConfig:
+        """Build from a configuration mapping, rejecting unknown keys and wrong types."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - set(fields))
+        if unknown:
+            raise _bad_config(f"unknown keys {', '.join(unknown)} (known: {', '.join(fields)})")
+        for key, value in section.items():
+            expected = type(fields[key].default)
+            if expected is float:
+                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                    raise _bad_config(f"{key} must be a positive number of seconds, not {value!r}")
+            elif not isinstance(value, expected):
+                raise _bad_config(f"{key} must be a {expected.__name__}, not {value!r}")
+        config = cls(**{k: float(v) if type(fields[k].default) is float else v for k, v in section.items()})
+        config._check_values()
+        return config
+
+    def _check_values(self) -> None:
+        if self.bus_address and not Gio.dbus_is_address(self.bus_address):
+            raise _bad_config(f"bus_address {self.bus_address!r} is not a D-Bus address")
+        if not Gio.dbus_is_name(self.service):
+            raise _bad_config(f"service {self.service!r} is not a D-Bus name")
+        if not GLib.Variant.is_object_path(self.object_path):
+            raise _bad_config(f"object_path {self.object_path!r} is not a D-Bus object path")
+        if not _ID_CHARS.fullmatch(self.id_prefix) or ".." in self.id_prefix:
+            raise _bad_config(f"id_prefix {self.id_prefix!r} may hold only [A-Za-z0-9._-], without '..'")
+
+
+def _bad_config(message: str) -> Fault:
+    return Fault(FaultCode.INVALID_CONFIGURATION, f"dobby runtime: {message}")
+
+
+def exit_from_wait_status(container_id: str, wait_status: int) -> ContainerExit:
+    """Decode ``StoppedWithStatus``'s waitpid() status: an exit code or a signal."""
+    if os.WIFSIGNALED(wait_status):
+        return ContainerExit(container_id, exit_status=None, signal=os.WTERMSIG(wait_status))
+    if os.WIFEXITED(wait_status):
+        return ContainerExit(container_id, exit_status=os.WEXITSTATUS(wait_status))
+    return ContainerExit(container_id, exit_status=None)
+
+
+def route_logs_to_file(bundle: Path, log_path: Path, max_bytes: int, backups: int) -> None:
+    """Make Dobby's logging plugin write the container's output to ``log_path``.
+
+    Rotates the previous log first (Dobby truncates the file at each start). Edits the
+    bundle's original config (``config-dobby.json`` once Dobby has converted the bundle)
+    and writes it back as ``config.json``.
+    """
+    config_path = bundle / "config.json"
+    original = bundle / "config-dobby.json"
+    try:
+        config = json.loads(config_path.read_text())
+        if config.get("ociVersion") != _DOBBY_OCI_VERSION and "rdkPlugins" in config and original.exists():
+            config = json.loads(original.read_text())
+    except (OSError, ValueError) as exc:
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"bundle {bundle} has no readable config.json: {exc}") from exc
+    if not isinstance(config, dict):
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"bundle {bundle}: config.json is not a JSON object")
+    config["ociVersion"] = _DOBBY_OCI_VERSION
+    plugins = config.setdefault("rdkPlugins", {})
+    plugins["logging"] = {
+        "required": True,
+        "data": {"sink": "file", "fileOptions": {"path": str(log_path), "limit": max_bytes}},
+    }
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _rotate(log_path, backups)
+    staged = bundle / ".config.json.dsm"
+    staged.write_text(json.dumps(config, indent=2))
+    os.replace(staged, config_path)
+
+
+def _rotate(log_path: Path, backups: int) -> None:
+    if not log_path.exists():
+        return
+    if backups <= 0:
+        log_path.unlink()
+        return
+    for index in range(backups - 1, 0, -1):
+        older = log_path.with_name(f"{log_path.name}.{index}")
+        if older.exists():
+            os.replace(older, log_path.with_name(f"{log_path.name}.{index + 1}"))
+    os.replace(log_path, log_path.with_name(f"{log_path.name}.1"))
+
+
+class DobbyRuntime:
+    """Runs OCI bundles as Dobby containers (Runtime and PausableRuntime)."""
+
+    name = "dobby"
+
+    def __init__(self, config: DobbyRuntimeConfig | None = None, glib: GLibThread | None = None) -> None:
+        """``glib``: a shared GLib thread, else the runtime starts (and stops) its own."""
+        self._config = config or DobbyRuntimeConfig()
+        self._owns_glib = glib is None
+        self._glib = glib or GLibThread(name="dobby-glib")
+        self._closed = False
+        # Owned by the GLib thread.
+        self._connection: Gio.DBusConnection | None = None
+        self._connecting: list[Completion[Gio.DBusConnection]] = []
+        self._subscriptions: list[int] = []
+        self._known: dict[str, int] = {}  # our container ids → descriptor, as last seen on the bus
+        # Owned by the asyncio loop.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchers: list[ExitCallback] = []
+        self._exit_waiters: dict[str, list[asyncio.Future[ContainerExit]]] = {}
+
+    # --- Runtime ------------------------------------------------------------------------------
+
+    async def start(self, spec: StartSpec) -> ContainerStatus:
+        dobby_id = check_container_id(self._dobby_id(spec.container_id))
+        if await self._descriptor_of(spec.container_id) is not None:
+            raise Fault(FaultCode.COMMAND_FAILURE, f"container {dobby_id!r} is already running on Dobby")
+        bundle = spec.bundle.resolve()
+        await asyncio.to_thread(route_logs_to_file, bundle, spec.log_path, spec.log_max_bytes, spec.log_backups)
+        args = GLib.Variant("(ssah)", (dobby_id, str(bundle), []))
+        (descriptor,) = await self._call("ctrl1", "StartFromBundle", args, "(i)", self._config.start_timeout)
+        if descriptor < 0:
+            raise Fault(
+                FaultCode.COMMAND_FAILURE,
+                f"Dobby could not start container {dobby_id!r} from {bundle} (StartFromBundle returned -1; "
+                "the reason is in Dobby's log)",
+            )
+        _log.info("started %s on Dobby, descriptor %d", dobby_id, descriptor)
+        return ContainerStatus(ContainerState.RUNNING, await self._init_pid(descriptor))
+
+    async def stop(self, container_id: str, timeout: float) -> None:
+        descriptor = await self._descriptor_of(container_id)
+        if descriptor is None:
+            return
+        exited = self._exit_waiter(container_id)
+        try:
+            if await self._state(descriptor) == DobbyState.PAUSED:
+                # Dobby refuses a graceful Stop of a paused container.
+                await self._call_bool("Resume", GLib.Variant("(i)", (descriptor,)))
+            asked = await self._call_bool("Stop", GLib.Variant("(ib)", (descriptor, False)))
+            if asked and await _settled(exited, timeout):
+                return
+            _log.info("%s did not stop within %.1f s; forcing it", self._dobby_id(container_id), timeout)
+            await self._force_stop(container_id, descriptor, exited)
+        finally:
+            self._drop_exit_waiter(container_id, exited)
+
+    async def status(self, container_id: str) -> ContainerStatus:
+        descriptor = await self._descriptor_of(container_id)
+        if descriptor is None:
+            return ContainerStatus(ContainerState.ABSENT)
+        state = _STATES[await self._state(descriptor)]
+        pid = await self._init_pid(descriptor) if state in (ContainerState.RUNNING, ContainerState.PAUSED) else 0
+        return ContainerStatus(state, pid)
+
+    async def usage(self, container_id: str) -> ContainerUsage:
+        """Memory and pids from ``GetInfo``; unknown values (-1, ()) when not running.
+
+        Dobby reports cumulative CPU time only, so ``cpu_percent`` stays -1.
+        """
+        descriptor = await self._descriptor_of(container_id)
+        if descriptor is None:
+            return ContainerUsage()
+        info = await self._info(descriptor)
+        memory = _number(((info.get("memory") or {}).get("user") or {}).get("usage"))
+        pids = (_number(pid) for pid in info.get("pids") or [])
+        return ContainerUsage(
+            memory_kib=memory // 1024 if memory is not None and memory >= 0 else -1,
+            pids=tuple(pid for pid in pids if pid is not None),
+        )
+
+    async def list_ids(self) -> list[str]:
+        return list((await self._list()).keys())
+
+    async def remove(self, container_id: str) -> None:
+        """Dobby forgets stopped containers: force-stop it if it is still there."""
+        descriptor = await self._descriptor_of(container_id)
+        if descriptor is None:
+            return
+        exited = self._exit_waiter(container_id)
+        try:
+            await self._force_stop(container_id, descriptor, exited)
+        finally:
+            self._drop_exit_waiter(container_id, exited)
+
+    def watch(self, callback: ExitCallback) -> None:
+        """Report exits of our containers to ``callback`` on the calling (running) asyncio loop."""
+        self._loop = asyncio.get_running_loop()
+        self._watchers.append(callback)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._glib.running:
+            await self._glib.call(self._disconnect)
+        if self._owns_glib:
+            await asyncio.to_thread(self._glib.stop)
+        for waiters in self._exit_waiters.values():
+            for waiter in waiters:
+                waiter.cancel()
+        self._exit_waiters.clear()
+
+    # --- PausableRuntime ----------------------------------------------------------------------
+
+    async def pause(self, container_id: str) -> None:
+        await self._freeze(container_id, "Pause")
+
+    async def resume(self, container_id: str) -> None:
+        await self._freeze(container_id, "Resume")
+
+    async def _freeze(self, container_id: str, method: str) -> None:
+        dobby_id = self._dobby_id(container_id)
+        descriptor = await self._descriptor_of(container_id)
+        if descriptor is None:
+            raise Fault(FaultCode.COMMAND_FAILURE, f"container {dobby_id!r} is not on Dobby")
+        if not await self._call_bool(method, GLib.Variant("(i)", (descriptor,))):
+            raise Fault(FaultCode.COMMAND_FAILURE, f"Dobby refused to {method.lower()} {dobby_id!r}")
+
+    # --- helpers on the asyncio side ----------------------------------------------------------
+
+    def _dobby_id(self, container_id: str) -> str:
+        return self._config.id_prefix + container_id
+
+    async def _list(self) -> dict[str, int]:
+        """Our containers on Dobby now: container id → descriptor."""
+        descriptors, ids = await self._call("ctrl1", "List", None, "(aias)", on_reply=self._remember)
+        prefix = self._config.id_prefix
+        return {i[len(prefix) :]: d for d, i in zip(descriptors, ids, strict=False) if i.startswith(prefix)}
+
+    async def _descriptor_of(self, container_id: str) -> int | None:
+        return (await self._list()).get(container_id)
+
+    async def _state(self, descriptor: int) -> DobbyState:
+        (code,) = await self._call("ctrl1", "GetState", GLib.Variant("(i)", (descriptor,)), "(i)")
+        try:
+            return DobbyState(code)
+        except ValueError:
+            raise Fault(FaultCode.INTERNAL_ERROR, f"Dobby reported an unknown container state {code}") from None
+
+    async def _info(self, descriptor: int) -> dict[str, Any]:
+        (text,) = await self._call("ctrl1", "GetInfo", GLib.Variant("(i)", (descriptor,)), "(s)")
+        if not text:
+            return {}
+        try:
+            info = json.loads(text)
+        except ValueError as exc:
+            raise Fault(FaultCode.INTERNAL_ERROR, f"Dobby's GetInfo reply is not JSON: {exc}") from exc
+        return info if isinstance(info, dict) else {}
+
+    async def _init_pid(self, descriptor: int) -> int:
+        """Host pid of the container's init (namespace pid 1), or 0 if Dobby does not say."""
+        for process in (await self._info(descriptor)).get("processes") or []:
+            if isinstance(process, dict) and _number(process.get("nsPid")) == 1:
+                return _number(process.get("pid")) or 0
+        return 0
+
+    async def _call_bool(self, method: str, args: GLib.Variant) -> bool:
+        (ok,) = await self._call("ctrl1", method, args, "(b)")
+        return bool(ok)
+
+    async def _force_stop(self, container_id: str, descriptor: int, exited: asyncio.Future[ContainerExit]) -> None:
+        asked = await self._call_bool("Stop", GLib.Variant("(ib)", (descriptor, True)))
+        if not asked and (exited.done() or await self._descriptor_of(container_id) is None):
+            return
+        if asked and await _settled(exited, self._config.call_timeout):
+            return
+        raise Fault(FaultCode.INTERNAL_ERROR, f"Dobby did not stop {self._dobby_id(container_id)!r}")
+
+    def _exit_waiter(self, container_id: str) -> asyncio.Future[ContainerExit]:
+        waiter: asyncio.Future[ContainerExit] = asyncio.get_running_loop().create_future()
+        self._exit_waiters.setdefault(container_id, []).append(waiter)
+        return waiter
+
+    def _drop_exit_waiter(self, container_id: str, waiter: asyncio.Future[ContainerExit]) -> None:
+        waiters = self._exit_waiters.get(container_id, [])
+        if waiter in waiters:
+            waiters.remove(waiter)
+        if not waiters:
+            self._exit_waiters.pop(container_id, None)
+
+    def _deliver_exit(self, exit_: ContainerExit) -> None:
+        for waiter in self._exit_waiters.pop(exit_.container_id, []):
+            if not waiter.done():
+                waiter.set_result(exit_)
+        for callback in list(self._watchers):
+            try:
+                callback(exit_)
+            except Exception:
+                _log.exception("exit callback failed for %s", exit_.container_id)
+
+    async def _call(
+        self,
+        interface: str,
+        method: str,
+        args: GLib.Variant | None,
+        reply_type: str,
+        timeout: float | None = None,
+        on_reply: Callable[[tuple[Any, ...]], None] | None = None,
+    ) -> tuple[Any, ...]:
+        """Call ``<service>.<interface>.<method>``; ``on_reply`` sees the reply on the GLib thread."""
+        connection = await self._connect()
+        seconds = timeout or self._config.call_timeout
+
+        def send(completion: Completion[tuple[Any, ...]]) -> None:
+            def done(conn: Gio.DBusConnection, result: Gio.AsyncResult, *_: object) -> None:
+                try:
+                    values = tuple(conn.call_finish(result).unpack())
+                except GLib.Error as err:
+                    completion.set_exception(self._fault_for(method, err, seconds))
+                    return
+                if on_reply is not None:
+                    on_reply(values)
+                completion.set_result(values)
+
+            connection.call(
+                self._config.service, self._config.object_path, f"{self._config.service}.{interface}", method,
+                args, GLib.VariantType(reply_type), Gio.DBusCallFlags.NONE, int(seconds * 1000), None, done,
+            )  # fmt: skip
+
+        return await self._glib.call_async(send)
+
+    async def _connect(self) -> Gio.DBusConnection:
+        if self._closed:
+            raise Fault(FaultCode.INTERNAL_ERROR, "the Dobby runtime is closed")
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._glib.start()
+        try:
+            return await asyncio.wait_for(self._glib.call_async(self._open), self._config.call_timeout)
+        except TimeoutError:
+            raise _unavailable(f"no connection to the bus within {self._config.call_timeout:.0f} s") from None
+
+    # --- the GLib thread ----------------------------------------------------------------------
+
+    def _open(self, completion: Completion[Gio.DBusConnection]) -> None:
+        if self._connection is not None and not self._connection.is_closed():
+            completion.set_result(self._connection)
+            return
+        self._connecting.append(completion)
+        if len(self._connecting) > 1:
+            return
+        try:
+            address = self._config.bus_address or Gio.dbus_address_get_for_bus_sync(Gio.BusType.SYSTEM, None)
+        except GLib.Error as err:
+            self._connected(None, _unavailable(f"no system bus address: {err.message}"))
+            return
+        flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
+
+        def done(_source: object, result: Gio.AsyncResult, *_: object) -> None:
+            try:
+                connection = Gio.DBusConnection.new_for_address_finish(result)
+            except GLib.Error as err:
+                self._connected(None, _unavailable(f"cannot connect to the bus at {address}: {err.message}"))
+                return
+            self._subscribe(connection)
+            self._connected(connection, None)
+
+        Gio.DBusConnection.new_for_address(address, flags, None, None, done)
+
+    def _connected(self, connection: Gio.DBusConnection | None, error: Fault | None) -> None:
+        self._connection = connection
+        waiting, self._connecting = self._connecting, []
+        for completion in waiting:
+            if connection is not None:
+                completion.set_result(connection)
+            else:
+                completion.set_exception(error or _unavailable("no connection"))
+
+    def _subscribe(self, connection: Gio.DBusConnection) -> None:
+        service, path = self._config.service, self._config.object_path
+        none = Gio.DBusSignalFlags.NONE
+        self._subscriptions = [
+            connection.signal_subscribe(service, f"{service}.ctrl1", "Started", path, None, none, self._on_started),
+            connection.signal_subscribe(
+                service, f"{service}.ctrl1", "StoppedWithStatus", path, None, none, self._on_stopped
+            ),
+            connection.signal_subscribe(service, f"{service}.admin1", "Ready", path, None, none, self._on_ready),
+            connection.signal_subscribe(
+                _DBUS, _DBUS, "NameOwnerChanged", "/org/freedesktop/DBus", service, none, self._on_owner_changed
+            ),
+        ]
+        connection.connect("closed", self._on_closed)
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        for subscription in self._subscriptions:
+            connection.signal_unsubscribe(subscription)
+        self._subscriptions = []
+        if not connection.is_closed():
+            connection.close_sync(None)
+
+    def _remember(self, reply: tuple[Any, ...]) -> None:
+        descriptors, ids = reply
+        prefix = self._config.id_prefix
+        self._known = {i[len(prefix) :]: d for d, i in zip(descriptors, ids, strict=False) if i.startswith(prefix)}
+
+    def _ours(self, dobby_id: str) -> str | None:
+        prefix = self._config.id_prefix
+        return dobby_id[len(prefix) :] if dobby_id.startswith(prefix) else None
+
+    def _on_started(self, *signal: Any) -> None:
+        descriptor, dobby_id = signal[5].unpack()
+        container_id = self._ours(dobby_id)
+        if container_id is not None:
+            self._known[container_id] = descriptor
+
+    def _on_stopped(self, *signal: Any) -> None:
+        descriptor, dobby_id, wait_status = signal[5].unpack()
+        container_id = self._ours(dobby_id)
+        if container_id is None:
+            return
+        self._known.pop(container_id, None)
+        exit_ = exit_from_wait_status(container_id, wait_status)
+        _log.info("%s (descriptor %d) stopped: %s", dobby_id, descriptor, exit_)
+        self._post(self._deliver_exit, exit_)
+
+    def _on_ready(self, *_signal: Any) -> None:
+        _log.info("Dobby is ready")
+
+    def _on_owner_changed(self, *signal: Any) -> None:
+        _name, old_owner, new_owner = signal[5].unpack()
+        if old_owner:
+            # Its descriptors died with it and a restarted Dobby does not know our
+            # containers: report them as gone.
+            _log.warning("%s left the bus; %d container(s) reported stopped", self._config.service, len(self._known))
+            gone, self._known = self._known, {}
+            for container_id in gone:
+                self._post(self._deliver_exit, ContainerExit(container_id, exit_status=None))
+        if new_owner:
+            _log.info("%s appeared on the bus", self._config.service)
+
+    def _on_closed(self, _connection: Gio.DBusConnection, remote_peer_vanished: bool, error: GLib.Error | None) -> None:
+        _log.warning("connection to the bus closed%s", f": {error.message}" if error else "")
+        self._connection = None
+        self._subscriptions = []
+
+    def _post(self, fn: Callable[[ContainerExit], None], exit_: ContainerExit) -> None:
+        if self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(fn, exit_)
+        except RuntimeError:  # the loop is closed: nobody listens any more
+            _log.debug("exit of %s dropped: the asyncio loop is closed", exit_.container_id)
+
+    def _fault_for(self, method: str, err: GLib.Error, seconds: float) -> Fault:
+        remote = Gio.dbus_error_get_remote_error(err) or ""
+        if err.matches(Gio.io_error_quark(), Gio.IOErrorEnum.TIMED_OUT) or remote.endswith(".NoReply"):
+            return _unavailable(f"no answer to {method} within {seconds:.0f} s")
+        if remote.endswith((".ServiceUnknown", ".NameHasNoOwner", ".Disconnected")) or err.matches(
+            Gio.io_error_quark(), Gio.IOErrorEnum.CLOSED
+        ):
+            return _unavailable(f"{self._config.service} is not on the bus")
+        if remote.endswith(".UnknownMethod"):
+            hint = " (production builds of Dobby disable it)" if method == "StartFromBundle" else ""
+            return Fault(FaultCode.INTERNAL_ERROR, f"Dobby does not offer {method}{hint}")
+        return Fault(FaultCode.INTERNAL_ERROR, f"Dobby {method} failed: {err.message}")
+
+
+def _number(value: object) -> int | None:
+    """An integer from Dobby's JSON, where numbers sometimes come as strings."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return int(value)
+    return None
+
+
+def _unavailable(detail: str) -> Fault:
+    return Fault(FaultCode.INTERNAL_ERROR, f"Dobby not available: {detail}")
+
+
+async def _settled(future: asyncio.Future[ContainerExit], timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``future`` without cancelling it; True if it is done."""
+    await asyncio.wait({future}, timeout=timeout)
+    return future.done()

@@ -1,0 +1,267 @@
+"""DobbyRuntime against the Dobby stand-in (real runc) on a private dbus-daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.ports import ContainerExit, ContainerState, PausableRuntime, StartSpec
+from dsm_tr181.runtimes.dobby import DobbyRuntime, DobbyRuntimeConfig, exit_from_wait_status
+from dsm_tr181.sample_bundle import BUSYBOX, make_bundle
+from tests.support.dbusdaemon import PrivateBus, gdbus_call, private_bus, stop_process
+from tests.support.dobby_standin import running_standin
+
+_MISSING = [tool for tool in ("dbus-daemon", "runc", "gdbus") if shutil.which(tool) is None]
+NEEDS_BUS_AND_RUNC = [
+    pytest.mark.integration,
+    pytest.mark.skipif(bool(_MISSING), reason=f"missing {', '.join(_MISSING)}"),
+    pytest.mark.skipif(not BUSYBOX.exists(), reason=f"{BUSYBOX} (busybox-static) is missing"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="runc runs the sample bundles as root"),
+]
+
+# Exits 0 on SIGTERM; `wait` (unlike a foreground sleep) is interrupted by the trap.
+GRACEFUL = "echo hello from busybox; trap 'exit 0' TERM; sleep 3600 & wait"
+STUBBORN = "trap '' TERM; sleep 3600 & wait"
+EXITS_3 = "echo bye; exit 3"
+
+
+class Exits:
+    """Collects what watch() reports and lets a test wait for one container's exit."""
+
+    def __init__(self) -> None:
+        self.seen: list[ContainerExit] = []
+        self.off_loop: list[ContainerExit] = []  # delivered on another thread: a bug
+        self._loop_thread = threading.current_thread()
+        self._changed = asyncio.Event()
+
+    def __call__(self, exit_: ContainerExit) -> None:
+        if threading.current_thread() is not self._loop_thread:
+            self.off_loop.append(exit_)
+        self.seen.append(exit_)
+        self._changed.set()
+
+    async def of(self, container_id: str, timeout: float = 10.0) -> ContainerExit:
+        async with asyncio.timeout(timeout):
+            while True:
+                assert not self.off_loop, "watch() called back outside the asyncio loop"
+                for exit_ in self.seen:
+                    if exit_.container_id == container_id:
+                        return exit_
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.fixture
+def bus() -> Iterator[PrivateBus]:
+    with private_bus() as running:
+        yield running
+
+
+@pytest.fixture
+def standin_dir(tmp_path: Path) -> Path:
+    return tmp_path / "dobby"
+
+
+@asynccontextmanager
+async def dobby_runtime(bus: PrivateBus, **settings: object) -> AsyncIterator[tuple[DobbyRuntime, Exits]]:
+    runtime = DobbyRuntime(DobbyRuntimeConfig.from_config({"bus_address": bus.address, **settings}))
+    exits = Exits()
+    runtime.watch(exits)
+    try:
+        yield runtime, exits
+    finally:
+        await runtime.close()
+
+
+def spec_for(tmp_path: Path, container_id: str, script: str) -> StartSpec:
+    bundle = make_bundle(tmp_path / "bundles" / container_id, args=("/bin/sh", "-c", script))
+    return StartSpec(container_id=container_id, bundle=bundle, log_path=tmp_path / "logs" / f"{container_id}.log")
+
+
+# --- without a bus ------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_config_rejects_unknown_keys_and_wrong_types() -> None:
+    config = DobbyRuntimeConfig.from_config({"call_timeout": 3, "service": "org.rdk.dobby", "id_prefix": ""})
+    assert config.call_timeout == 3.0 and config.id_prefix == ""
+    for section in (
+        {"bus": "unix:path=/x"},
+        {"call_timeout": "10"},
+        {"call_timeout": True},
+        {"start_timeout": 0},
+        {"service": 7},
+        {"object_path": "org/rdk/dobby"},
+        {"bus_address": "not an address"},
+        {"id_prefix": "dsm/"},
+    ):
+        with pytest.raises(Fault) as caught:
+            DobbyRuntimeConfig.from_config(section)
+        assert caught.value.code is FaultCode.INVALID_CONFIGURATION, section
+
+
+@pytest.mark.unit
+def test_wait_status_decodes_to_exit_code_or_signal() -> None:
+    assert exit_from_wait_status("a", 3 << 8) == ContainerExit("a", exit_status=3)
+    assert exit_from_wait_status("a", signal.SIGKILL) == ContainerExit("a", exit_status=None, signal=signal.SIGKILL)
+
+
+@pytest.mark.unit
+def test_runtime_declares_pause() -> None:
+    assert isinstance(DobbyRuntime(), PausableRuntime)
+
+
+# --- through the stand-in ---------------------------------------------------------------------
+
+
+class TestThroughTheBus:
+    pytestmark = NEEDS_BUS_AND_RUNC
+
+    def test_lifecycle(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
+        spec = spec_for(tmp_path, "web", GRACEFUL)
+
+        async def scenario() -> None:
+            async with dobby_runtime(bus) as (runtime, exits):
+                started = await runtime.start(spec)
+                assert started.state is ContainerState.RUNNING and started.pid > 0
+                status = await runtime.status("web")
+                assert status.state is ContainerState.RUNNING and status.pid == started.pid
+                assert await runtime.list_ids() == ["web"]
+
+                # Any D-Bus client sees Dobby's API, called with explicit types.
+                listed = await asyncio.to_thread(
+                    gdbus_call, bus.address, "org.rdk.dobby", "/org/rdk/dobby", "org.rdk.dobby.ctrl1.List"
+                )
+                assert "'dsm-web'" in listed
+
+                usage = await runtime.usage("web")
+                assert usage.memory_kib > 0 and started.pid in usage.pids
+
+                await runtime.pause("web")
+                assert (await runtime.status("web")).state is ContainerState.PAUSED
+                await runtime.resume("web")
+                assert (await runtime.status("web")).state is ContainerState.RUNNING
+
+                began = time.monotonic()
+                await runtime.stop("web", timeout=10)
+                assert time.monotonic() - began < 5  # graceful: no wait for the timeout
+                assert await exits.of("web") == ContainerExit("web", exit_status=0)
+                assert await runtime.list_ids() == []
+                assert (await runtime.status("web")).state is ContainerState.ABSENT
+                await runtime.stop("web", timeout=1)  # idempotent
+                await runtime.remove("web")
+
+        with running_standin(bus.address, standin_dir):
+            asyncio.run(scenario())
+        assert "hello from busybox" in spec.log_path.read_text()
+
+    def test_paused_container_stops_gracefully(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
+        spec = spec_for(tmp_path, "frozen", GRACEFUL)
+
+        async def scenario() -> None:
+            async with dobby_runtime(bus) as (runtime, exits):
+                await runtime.start(spec)
+                await runtime.pause("frozen")
+                await runtime.stop("frozen", timeout=10)
+                assert await exits.of("frozen") == ContainerExit("frozen", exit_status=0)
+
+        with running_standin(bus.address, standin_dir):
+            asyncio.run(scenario())
+
+    def test_container_ignoring_sigterm_is_killed_after_timeout(
+        self, bus: PrivateBus, standin_dir: Path, tmp_path: Path
+    ) -> None:
+        spec = spec_for(tmp_path, "stubborn", STUBBORN)
+
+        async def scenario() -> None:
+            async with dobby_runtime(bus) as (runtime, exits):
+                await runtime.start(spec)
+                began = time.monotonic()
+                await runtime.stop("stubborn", timeout=1)
+                assert 1 <= time.monotonic() - began < 6
+                assert await exits.of("stubborn") == ContainerExit("stubborn", None, signal=signal.SIGKILL)
+                assert await runtime.list_ids() == []
+
+        with running_standin(bus.address, standin_dir):
+            asyncio.run(scenario())
+
+    def test_exit_code_reported_and_log_rotated_on_restart(
+        self, bus: PrivateBus, standin_dir: Path, tmp_path: Path
+    ) -> None:
+        spec = spec_for(tmp_path, "batch", EXITS_3)
+
+        async def scenario() -> None:
+            async with dobby_runtime(bus) as (runtime, exits):
+                await runtime.start(spec)
+                assert await exits.of("batch") == ContainerExit("batch", exit_status=3)
+                assert await runtime.list_ids() == []
+                exits.seen.clear()
+                # Dobby has converted the bundle (config-dobby.json); a second start still logs.
+                await runtime.start(spec)
+                assert await exits.of("batch") == ContainerExit("batch", exit_status=3)
+
+        with running_standin(bus.address, standin_dir):
+            asyncio.run(scenario())
+        assert (spec.bundle / "config-dobby.json").exists()
+        assert "bye" in spec.log_path.read_text()
+        assert "bye" in spec.log_path.with_name("batch.log.1").read_text()
+
+    def test_same_id_twice_and_bad_ids_fail(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
+        spec = spec_for(tmp_path, "twice", GRACEFUL)
+
+        async def scenario() -> None:
+            async with dobby_runtime(bus) as (runtime, _exits):
+                await runtime.start(spec)
+                with pytest.raises(Fault) as caught:
+                    await runtime.start(spec)
+                assert caught.value.code is FaultCode.COMMAND_FAILURE
+                for bad in ("a..b", "with space", "x" * 130):
+                    with pytest.raises(Fault) as caught:
+                        await runtime.start(StartSpec(bad, spec.bundle, spec.log_path))
+                    assert caught.value.code is FaultCode.INVALID_ARGUMENTS
+                await runtime.remove("twice")
+                assert await runtime.list_ids() == []
+                await runtime.remove("twice")  # idempotent
+
+        with running_standin(bus.address, standin_dir):
+            asyncio.run(scenario())
+
+    def test_calls_fail_fast_when_dobby_is_gone(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
+        spec = spec_for(tmp_path, "orphan", GRACEFUL)
+
+        async def scenario() -> None:
+            async with dobby_runtime(bus, call_timeout=1) as (runtime, exits):
+                with running_standin(bus.address, standin_dir) as standin:
+                    await runtime.start(spec)
+                    standin.send_signal(signal.SIGSTOP)  # hung: calls time out
+                    try:
+                        with pytest.raises(Fault, match="Dobby not available: no answer"):
+                            await runtime.status("orphan")
+                    finally:
+                        standin.send_signal(signal.SIGCONT)
+                    stop_process(standin)
+                # Its owner left the bus: the container is reported gone.
+                assert await exits.of("orphan") == ContainerExit("orphan", exit_status=None)
+                began = time.monotonic()
+                for call in (runtime.status("orphan"), runtime.list_ids(), runtime.stop("orphan", 5)):
+                    with pytest.raises(Fault, match="Dobby not available") as caught:
+                        await call
+                    assert caught.value.code is FaultCode.INTERNAL_ERROR
+                assert time.monotonic() - began < 1
+
+            nowhere = PrivateBus(address=f"unix:path={tmp_path}/no-bus", pid=0, directory=tmp_path)
+            async with dobby_runtime(nowhere) as (runtime, _exits):
+                with pytest.raises(Fault, match="Dobby not available: cannot connect"):
+                    await runtime.list_ids()
+
+        asyncio.run(scenario())
