@@ -24,18 +24,23 @@ class Kind(enum.Enum):
     OBJECT_DELETION = "ObjectDeletion"
     EVENT = "Event"
     OPERATION_COMPLETE = "OperationComplete"
+    # Product-specific, not a USP notification: progress of a long command (download
+    # bytes, stages), for local clients such as dsmcli. Buses do not forward it.
+    PROGRESS = "Progress"
 
 
 @dataclass(frozen=True)
 class Notification:
     kind: Kind
     # ValueChange: parameter path; ObjectCreation/Deletion: object instance path (with dot);
-    # Event: event path ("Device.SoftwareModules.DUStateChange!"); OperationComplete: command path.
+    # Event: event path ("Device.SoftwareModules.DUStateChange!"); OperationComplete: command path;
+    # Progress: the object being worked on (a DeploymentUnit row).
     path: str
     value: Value | None = None  # ValueChange
-    # ObjectCreation: unique keys; Event: arguments; OperationComplete: output arguments.
+    # ObjectCreation: unique keys; Event: arguments; OperationComplete: output arguments;
+    # Progress: {"stage": str, "done": int, "total": int (-1 unknown)}.
     args: Mapping[str, Value] = field(default_factory=dict)
-    request_id: str = ""  # OperationComplete
+    request_id: str = ""  # OperationComplete, Progress
     command_key: str = ""  # OperationComplete
     fault: Fault | None = None  # OperationComplete that failed
 
@@ -62,7 +67,8 @@ class Notifications:
         self._subscriptions: list[Subscription] = []
 
     def subscribe(self, callback: Subscriber, kinds: set[Kind] | None = None, prefix: str = "") -> Subscription:
-        sub = Subscription(self, callback, frozenset(kinds or Kind), prefix)
+        """Receive ``kinds`` (default: every USP kind, not PROGRESS) for paths under ``prefix``."""
+        sub = Subscription(self, callback, frozenset(kinds or set(Kind) - {Kind.PROGRESS}), prefix)
         self._subscriptions.append(sub)
         return sub
 
