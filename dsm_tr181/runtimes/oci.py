@@ -139,11 +139,14 @@ class OciRuntime:
         async with self._lock(container_id):
             await self._clear_leftover(container_id)
             policy = LogPolicy(spec.log_path, spec.log_max_bytes, spec.log_backups)
-            self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
             try:
+                self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
                 pid = await self._create(container_id, spec.bundle, policy)
                 tracked = self._track(container_id, pid, policy)
                 await self._cli.run("start", container_id)
+            except OSError as exc:  # log file, pid file, or the init vanished before its pidfd
+                await self._discard(container_id)
+                raise Fault(FaultCode.INTERNAL_ERROR, f"cannot start container {container_id}: {exc}") from exc
             except BaseException:
                 await self._discard(container_id)
                 raise
@@ -280,8 +283,8 @@ class OciRuntime:
             os.close(output)
         try:
             return int(pid_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise Fault(FaultCode.INTERNAL_ERROR, f"{self.name} create {container_id}: no pid file: {exc}") from None
+        except ValueError as exc:
+            raise Fault(FaultCode.INTERNAL_ERROR, f"{self.name} create {container_id}: bad pid file: {exc}") from None
 
     async def _discard(self, container_id: str) -> None:
         """Undo a failed start: delete the container, reap its init, announce nothing."""

@@ -254,6 +254,14 @@ def test_failed_start_raises_and_leaves_nothing(harness: Harness) -> None:
         assert harness.listed() == {}
         assert await runtime.list_ids() == []
         assert (await runtime.status("broken")).state is ContainerState.ABSENT
+
+        file = harness.tmp / "a-file"
+        file.touch()
+        unwritable = StartSpec("unlogged", harness.bundle("unlogged", SLEEPER), file / "unlogged.log")
+        with pytest.raises(Fault) as caught:
+            await runtime.start(unwritable)
+        assert caught.value.code is FaultCode.INTERNAL_ERROR
+        assert harness.listed() == {}
         await asyncio.sleep(0.1)
         assert exits.seen == []
         await runtime.close()
