@@ -47,7 +47,7 @@ _LIVE = (ContainerState.RUNNING, ContainerState.PAUSED)
 
 @dataclass(frozen=True)
 class OciRuntimeConfig:
-    """The ``[runtime]`` section for the runc / crun adapter."""
+    """Settings of the runc / crun adapter, read from its configuration section."""
 
     binary: str = "runc"  # name on PATH or path of runc or crun
     root: str = ""  # --root state directory; "" = <state dir>/oci-<binary>/root
