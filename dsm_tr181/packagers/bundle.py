@@ -10,6 +10,7 @@ Dobby's "1.0.2-dobby" with its ``rdkPlugins`` object, are both fine),
 without ``..``, to a real directory of the bundle: the root filesystem).
 ``annotations``, if present, maps strings to strings. config.json and manifest.json
 are read without following symlinks, and no component of root.path may be one.
+They and the bundle directory end up owned by the daemon (see :func:`claim`).
 
 Optional ``manifest.json`` beside config.json: a JSON object whose string members
 ``name``, ``version``, ``vendor`` and ``description`` (all optional; other members
@@ -114,6 +115,21 @@ def describe(
         disk_usage_kib=-(-unpacked_bytes // 1024),
         annotations=annotations,
     )
+
+
+def claim(layout: Layout) -> None:
+    """Make the bundle directory, config.json and manifest.json the daemon's, writable by it alone.
+
+    Whoever may edit config.json controls the container, so these never keep an
+    owner or group/other write bits from the archive (the root filesystem does).
+    """
+    for path in (layout.directory, layout.directory / CONFIG, layout.directory / MANIFEST):
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        os.chown(path, os.geteuid(), os.getegid(), follow_symlinks=False)
+        os.chmod(path, stat.S_IMODE(mode) & ~0o022)
 
 
 def _corrupt(label: str, message: str) -> Fault:

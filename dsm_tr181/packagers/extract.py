@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import lzma
 import os
 import stat
@@ -35,7 +36,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.packagers.worker import Cancel, disk_fault
@@ -43,6 +44,7 @@ from dsm_tr181.packagers.worker import Cancel, disk_fault
 _CHUNK = 256 * 1024
 _MAX_HEADER_BYTES = 1 << 20
 _MAX_TRAILING_BYTES = 16 << 20
+_XZ_MEMORY_LIMIT = 128 << 20  # "xz -9" needs 65 MiB to decode
 _MAX_MTIME = 1 << 33  # year 2242: keeps utime() clear of overflow on a forged header
 _EXTENDED_HEADERS = frozenset(
     {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
@@ -102,10 +104,51 @@ def _decompressed(archive: BinaryIO, label: str) -> BinaryIO:
     if magic.startswith(b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=archive, mode="rb")
     if magic.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(archive, "rb")
+        return io.BufferedReader(_XzReader(archive))
     if magic.startswith(b"BZh") or magic.startswith(b"\x28\xb5\x2f\xfd"):
         raise Fault(FaultCode.CORRUPT_DATA, f"{label}: bzip2 and zstd compression are not supported")
     return archive
+
+
+class _XzReader(io.RawIOBase):
+    """xz streams (concatenated ones too) decoded under a memory limit, which LZMAFile cannot set.
+
+    A forged block header may ask for a dictionary of up to 4 GiB, and liblzma would
+    grow it as the output does.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._decoder = _xz_decoder()
+        self._input = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            if self._decoder.eof:
+                # Between streams only zero padding or the next stream may follow.
+                self._input = (self._decoder.unused_data + self._input).lstrip(b"\0")
+                if not self._input:
+                    self._input = self._raw.read(_CHUNK)
+                    if not self._input:
+                        return 0
+                    continue
+                self._decoder = _xz_decoder()
+            if self._decoder.needs_input and not self._input:
+                self._input = self._raw.read(_CHUNK)
+                if not self._input:
+                    raise EOFError("xz stream ended before its end marker")
+            data, self._input = self._input, b""
+            output = self._decoder.decompress(data, len(buffer))
+            if output:
+                buffer[: len(output)] = output
+                return len(output)
+
+
+def _xz_decoder() -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_XZ_MEMORY_LIMIT)
 
 
 class _CheckedReader:

@@ -41,7 +41,7 @@ from typing import Any
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
-from dsm_tr181.packagers.bundle import Layout, describe, locate, name_from_archive
+from dsm_tr181.packagers.bundle import Layout, claim, describe, locate, name_from_archive
 from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
 from dsm_tr181.packagers.fetch import Fetched, FetchOptions, fetch
 from dsm_tr181.packagers.httpget import HttpOptions
@@ -169,6 +169,7 @@ class TarPackager:
                 symlinks=extracted.symlinks,
                 label=fetched.label,
             )
+            claim(layout)
             cancel.check(fetched.label)
             _publish(layout, staging, target)
         except OSError as exc:

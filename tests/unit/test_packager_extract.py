@@ -10,11 +10,14 @@ import asyncio
 import hashlib
 import io
 import json
+import lzma
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import tarfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,9 +210,13 @@ def test_dobby_extended_bundle_is_accepted(ws: Workspace) -> None:
     assert json.loads((ws.target / "config.json").read_text())["ociVersion"] == "1.0.2-dobby"
 
 
-def test_setuid_setgid_and_sticky_bits_are_stripped_and_owner_kept(ws: Workspace) -> None:
+def test_special_bits_are_stripped_owners_kept_and_metadata_claimed(ws: Workspace) -> None:
+    config = config_json("app/")
+    config.info.mode, config.info.uid = 0o666, 1234
     members = [
-        *bundle_members(),
+        *[m for m in bundle_members() if m.info.name not in ("app/", "app/config.json")],
+        directory("app/", mode=0o777),
+        config,
         file("app/rootfs/bin/su", b"x", mode=0o4755, uid=1234, gid=5678),
         file("app/rootfs/bin/wall", b"x", mode=0o2755),
         directory("app/rootfs/tmp/", mode=0o1777),
@@ -221,6 +228,10 @@ def test_setuid_setgid_and_sticky_bits_are_stripped_and_owner_kept(ws: Workspace
     assert stat.S_IMODE(os.stat(rootfs / "tmp").st_mode) == 0o777
     if os.geteuid() == 0:
         assert (os.stat(rootfs / "bin" / "su").st_uid, os.stat(rootfs / "bin" / "su").st_gid) == (1234, 5678)
+    # The bundle's own metadata is the daemon's whatever the archive said.
+    assert stat.S_IMODE(os.stat(ws.target).st_mode) == 0o755
+    config_stat = os.stat(ws.target / "config.json")
+    assert (stat.S_IMODE(config_stat.st_mode), config_stat.st_uid) == (0o644, os.geteuid())
 
 
 def test_correct_digest_and_sibling_checksum_are_accepted(ws: Workspace) -> None:
@@ -339,6 +350,24 @@ def test_truncated_and_corrupt_compression(ws: Workspace) -> None:
     for name, data in broken.items():
         (ws.archives / name).write_bytes(data)
         ws.refused(FaultCode.CORRUPT_DATA, ws.archives / name)
+
+
+def test_concatenated_xz_streams_are_one_archive(ws: Workspace) -> None:
+    data = write_archive(ws.archives / "plain.tar", bundle_members()).read_bytes()
+    half = len(data) // 2
+    joined = lzma.compress(data[:half]) + bytes(4) + lzma.compress(data[half:])  # with stream padding between
+    (ws.archives / "joined.tar.xz").write_bytes(joined)
+    assert ws.unpack(ws.archives / "joined.tar.xz").name == "app"
+
+
+def test_xz_asking_for_a_huge_dictionary_is_refused(ws: Workspace) -> None:
+    xz = bytearray(write_archive(ws.archives / "ok.tar.xz", bundle_members(), "w:xz").read_bytes())
+    # First block header: size byte, flags, LZMA2 filter id and property size, then its dictionary size code.
+    assert (xz[12], xz[14], xz[15]) == (0x02, 0x21, 0x01)
+    xz[16] = 36  # a 1 GiB dictionary; the header's CRC32 follows its 8 bytes
+    xz[20:24] = struct.pack("<I", zlib.crc32(bytes(xz[12:20])))
+    (ws.archives / "greedy.tar.xz").write_bytes(bytes(xz))
+    assert "limit" in ws.refused(FaultCode.CORRUPT_DATA, ws.archives / "greedy.tar.xz").message
 
 
 def test_wrong_or_malformed_digest(ws: Workspace) -> None:
