@@ -206,6 +206,36 @@ def test_comparison_catches_each_kind_of_divergence(expected: facts.Items, tmp_p
     }, "\n".join(lines)
 
 
+def test_command_parameters_read_back_as_their_null_value(usp: DataModelDocument, cwmp: DataModelDocument) -> None:
+    # TR-106 A.2.3.5 (DM schema syntax/@command): setting such a parameter triggers an
+    # action; it is not configuration and MUST always read back as its type's null value.
+    # All three are CWMP-only, served (see CWMP_ONLY): (value set, null value).
+    cases = {
+        f"{SM}ExecEnv.{{i}}.Reset": ("true", False),
+        f"{SM}ExecEnv.{{i}}.RequestedRunLevel": ("5", 0),
+        f"{SM}ExecutionUnit.{{i}}.RequestedState": ("Active", ""),
+    }
+    commands = {
+        path + name
+        for doc in (usp, cwmp)
+        for path in doc.object_paths()
+        if path.startswith(SM)
+        for name, p in doc.object(path).parameters.items()
+        if p.command
+    }
+    assert commands == cases.keys()
+    model = DataModel(load_schema())
+    rows = {table: model.add_row(table + ".") for table in {path.rpartition(".{i}.")[0] for path in cases}}
+    read_back = {}
+    for path, (value, _null) in cases.items():
+        table, _, name = path.rpartition(".{i}.")
+        instance = rows[table].path + name
+        model.set({instance: value})
+        read_back[path] = model.get_values([instance])[instance]
+    expected = {path: null for path, (_value, null) in cases.items()}
+    assert read_back == expected, "the loader drops syntax/@command, so these read back what was set"
+
+
 @pytest.mark.xfail(strict=True, reason="GetSupportedDM serves the whole DM document, beyond what the DT supports")
 def test_get_supported_dm_offers_what_the_dt_supports(supported: list[SupportedObject]) -> None:
     dt_model = etree.parse(str(PRODUCT_DT)).getroot().find("model")
