@@ -156,7 +156,6 @@ class DataModelDocument:
     """One DM document: its named data types, objects (read on demand) and profiles."""
 
     def __init__(self, root: etree._Element) -> None:
-        self.root = root
         self.spec = root.get("spec", "")
         model = root.find("model")
         self.model_name = model.get("name", "")
