@@ -20,6 +20,7 @@ from dsm_tr181.schema.model import Access, ArgumentObject, Command, Event, Objec
 from dsm_tr181.schema.types import BaseType, DataType, ListFacet, PathRef, Range, RefType, Size
 
 DM_NAMESPACE_PREFIX = "urn:broadband-forum-org:cwmp:datamodel-"
+DT_NAMESPACE_PREFIX = "urn:broadband-forum-org:cwmp:devicetype-"
 GONE = ("obsoleted", "deleted")
 
 
@@ -42,12 +43,18 @@ def default_datamodel_dir() -> Path:
 
 
 def load_schema(directory: Path | None = None) -> Schema:
-    """Every DM document of ``directory`` (default: :func:`default_datamodel_dir`) as one Schema."""
+    """What the product serves: the DM documents of ``directory`` (default:
+    :func:`default_datamodel_dir`), reduced to what its device-type documents list."""
     directory = directory or default_datamodel_dir()
-    documents = [p for p in sorted(directory.glob("*.xml")) if _is_dm_document(p)]
+    kinds = {path: _document_kind(path) for path in sorted(directory.glob("*.xml"))}
+    documents = [path for path, kind in kinds.items() if kind.startswith(DM_NAMESPACE_PREFIX)]
     if not documents:
         raise SchemaError(f"no BBF data-model document in {directory}")
-    return load_documents(documents)
+    schema = load_documents(documents)
+    for path, kind in kinds.items():
+        if kind.startswith(DT_NAMESPACE_PREFIX):
+            apply_device_type(schema, path)
+    return schema
 
 
 def load_documents(paths: Iterable[Path]) -> Schema:
@@ -57,10 +64,39 @@ def load_documents(paths: Iterable[Path]) -> Schema:
     return builder.finish()
 
 
-def _is_dm_document(path: Path) -> bool:
+def apply_device_type(schema: Schema, path: Path) -> None:
+    """Keep only the objects, parameters, commands and events a DT document lists, with
+    the DT's narrower access (a DT says readOnly where the model's Alias is writeOnceReadOnly:
+    that stays)."""
+    root = etree.parse(str(path), etree.XMLParser(remove_comments=True, no_network=True)).getroot()
+    listed: dict[str, etree._Element] = {
+        obj.get("ref"): obj for model in root.findall("model") for obj in model.findall("object")
+    }
+    for obj_path in list(schema.objects)[1:]:  # the root object stays
+        element = listed.get(obj_path)
+        obj = schema.objects[obj_path]
+        if element is None:
+            del schema.objects[obj_path]
+            if obj.parent is not None:
+                obj.parent.children.pop(obj.name, None)
+            continue
+        params = {p.get("ref"): p for p in element.findall("parameter")}
+        for name in list(obj.parameters):
+            if name not in params:
+                del obj.parameters[name]
+            elif params[name].get("access") == "readOnly" and obj.parameters[name].access is Access.READ_WRITE:
+                obj.parameters[name].access = Access.READ_ONLY
+        commands = {c.get("ref") for c in element.findall("command")}
+        obj.commands = {name: c for name, c in obj.commands.items() if name in commands}
+        events = {e.get("ref") for e in element.findall("event")}
+        obj.events = {name: e for name, e in obj.events.items() if name in events}
+
+
+def _document_kind(path: Path) -> str:
+    """The namespace of a document's root element."""
     for _event, element in etree.iterparse(str(path), events=("start",)):
-        return etree.QName(element).namespace.startswith(DM_NAMESPACE_PREFIX)
-    return False
+        return etree.QName(element).namespace or ""
+    return ""
 
 
 def _int(text: str | None, default: int | None = None) -> int | None:
@@ -218,6 +254,7 @@ class _Builder:
             default=default.get("value") if default is not None else None,
             hidden=syntax.get("hidden") == "true",
             secured=syntax.get("secured") == "true",
+            command=syntax.get("command") == "true",
             mandatory=element.get("mandatory") == "true",
             status=element.get("status", "current"),
             version=element.get("version", ""),

@@ -35,6 +35,7 @@ class Parameter:
     default: str | None = None  # TR-106 text of the object/parameter default, if any
     hidden: bool = False  # value never returned by a get
     secured: bool = False  # value never returned by a get (TR-106 2.x "secured")
+    command: bool = False  # a CWMP "command" parameter: setting it triggers an action; reads give the null value
     mandatory: bool = False  # arguments only
     status: str = "current"
     version: str = ""
@@ -45,7 +46,8 @@ class Parameter:
 
     @property
     def concealed(self) -> bool:
-        return self.hidden or self.secured
+        """Reads return the type's null value, never the stored one."""
+        return self.hidden or self.secured or self.command
 
     def default_value(self) -> Value:
         return self.type.parse(self.default) if self.default is not None else self.type.default_value()

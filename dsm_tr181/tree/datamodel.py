@@ -187,8 +187,11 @@ class DataModel:
         self._count(table)
         self.references.drop_targets([node.ref for node in gone])
 
-    def update(self, target: Node | str, values: Mapping[str, Value]) -> None:
-        """Write parameters as the product's own code (read-only ones included), atomically."""
+    def update(self, target: Node | str, values: Mapping[str, Value], quiet: bool = False) -> None:
+        """Write parameters as the product's own code (read-only ones included), atomically.
+
+        ``quiet`` skips ValueChange notifications (for sampled measurements such as
+        MemoryInUse, which would otherwise flood subscribers)."""
         node = target if isinstance(target, Node) else self.node(target)
         checked: dict[str, Value] = {}
         try:
@@ -198,7 +201,7 @@ class DataModel:
             self._check_keys({node: checked})
         except Fault as fault:
             raise fault.at(node.path) from None
-        self._commit(node, checked)
+        self._commit(node, checked, notify=not quiet)
 
     def emit_event(self, path: str, args: Mapping[str, Value]) -> None:
         """Publish an event ("Device.SoftwareModules.DUStateChange!") with typed arguments."""
