@@ -110,7 +110,11 @@ ExitCallback = Callable[[ContainerExit], None]
 
 
 class Runtime(Protocol):
-    """Runs OCI bundles. All methods are coroutines run on the daemon's loop."""
+    """Runs OCI bundles. All methods are coroutines run on the daemon's loop.
+
+    Each implementation class also offers ``create(section, state_dir)``: build it from
+    its configuration section and the daemon's state directory.
+    """
 
     name: str
 
@@ -118,8 +122,9 @@ class Runtime(Protocol):
         """Create and start the container; return once it runs (or raise Fault)."""
         ...
 
-    async def stop(self, container_id: str, timeout: float) -> None:
-        """Ask the container to stop, kill it after ``timeout`` s, then delete it."""
+    async def stop(self, container_id: str, timeout: float | None = None) -> None:
+        """Ask the container to stop, kill it after ``timeout`` s (None: the adapter's
+        default), then delete it. Idempotent."""
         ...
 
     async def status(self, container_id: str) -> ContainerStatus: ...
@@ -138,6 +143,10 @@ class Runtime(Protocol):
         """Report every container exit to ``callback`` (called on the daemon's loop)."""
         ...
 
+    async def adopt(self) -> list[str]:
+        """After a daemon restart: watch the containers still running; return their ids."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -148,3 +157,11 @@ class PausableRuntime(Runtime, Protocol):
     async def pause(self, container_id: str) -> None: ...
 
     async def resume(self, container_id: str) -> None: ...
+
+
+class Sealer(Protocol):
+    """Encrypts secrets (download credentials) before they are stored."""
+
+    def seal(self, plain: str) -> str: ...
+
+    def unseal(self, sealed: str) -> str: ...

@@ -173,6 +173,9 @@ def _rotate(log_path: Path, backups: int) -> None:
     os.replace(log_path, log_path.with_name(f"{log_path.name}.1"))
 
 
+DEFAULT_STOP_TIMEOUT = 10.0  # seconds, the TR-181 ShutdownDelay default
+
+
 class DobbyRuntime:
     """Runs OCI bundles as Dobby containers (Runtime and PausableRuntime)."""
 
@@ -194,6 +197,11 @@ class DobbyRuntime:
         self._watchers: list[ExitCallback] = []
         self._exit_waiters: dict[str, list[asyncio.Future[ContainerExit]]] = {}
 
+    @classmethod
+    def create(cls, section: Mapping[str, Any], state_dir: Path) -> DobbyRuntime:
+        """Build from the daemon's ``runtime.dobby`` section (Dobby keeps its own state)."""
+        return cls(DobbyRuntimeConfig.from_config(section))
+
     # --- Runtime ------------------------------------------------------------------------------
 
     async def start(self, spec: StartSpec) -> ContainerStatus:
@@ -213,7 +221,8 @@ class DobbyRuntime:
         _log.info("started %s on Dobby, descriptor %d", dobby_id, descriptor)
         return ContainerStatus(ContainerState.RUNNING, await self._init_pid(descriptor))
 
-    async def stop(self, container_id: str, timeout: float) -> None:
+    async def stop(self, container_id: str, timeout: float | None = None) -> None:
+        timeout = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
         descriptor = await self._descriptor_of(container_id)
         if descriptor is None:
             return
@@ -256,6 +265,11 @@ class DobbyRuntime:
 
     async def list_ids(self) -> list[str]:
         return list((await self._list()).keys())
+
+    async def adopt(self) -> list[str]:
+        """Dobby forgets stopped containers: every listed one of ours is live, and its
+        Stopped signal reaches watch() through the subscription made on connecting."""
+        return await self.list_ids()
 
     async def remove(self, container_id: str) -> None:
         """Dobby forgets stopped containers: force-stop it if it is still there."""

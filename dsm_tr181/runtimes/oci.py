@@ -132,6 +132,11 @@ class OciRuntime:
         self._watcher: ExitWatcher | None = None
         self._rotation: asyncio.Task[None] | None = None
 
+    @classmethod
+    def create(cls, section: Mapping[str, Any], state_dir: Path) -> OciRuntime:
+        """Build from the daemon's ``runtime.<name>`` section."""
+        return cls(OciRuntimeConfig.from_config(section), state_dir)
+
     # -- Runtime -------------------------------------------------------------------
 
     async def start(self, spec: StartSpec) -> ContainerStatus:

@@ -1,0 +1,197 @@
+"""Daemon configuration: defaults → file → environment → command line.
+
+The file is TOML or JSON (by content); its path comes from ``--config``, else
+``DSM_CONFIG_FILE`` (as in the original DSM), else ``/etc/dsm/dsm.toml`` if present. With
+no file at all the daemon runs with the defaults: one ExecEnv ``default`` on runc.
+
+TOML layout::
+
+    [daemon]      state_dir, socket, socket_mode, socket_group, buses, log_level, datamodel_dir
+    [lcm]         bundle_dir, log_dir, default_execenv, allow_downgrade, max_parallel_operations,
+                  operation_timeout, eu_log_max_bytes, eu_log_backups, usage_interval,
+                  stop_containers_on_exit, preinstalled
+    [[execenv]]   name, runtime, enable, vendor, version, type, initial_run_level,
+                  initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent
+    [packager.tar], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
+
+The original DSM's ``dsm.config`` JSON (``ExecutionEnvironments``, ``Packagers``,
+``CommandServer``) is accepted too and translated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dsm_tr181.lcm.settings import ExecEnvSettings, LcmSettings
+
+DEFAULT_FILE = Path("/etc/dsm/dsm.toml")
+BUS_CHOICES = ("auto", "rbus", "dbus", "none")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    lcm: LcmSettings
+    state_dir: Path = Path("/var/lib/dsm")
+    socket: Path = Path("/run/dsm/dsm.sock")
+    socket_mode: int = 0o660
+    socket_group: str = ""
+    buses: tuple[str, ...] = ("auto",)  # auto: rbus when it answers, else D-Bus
+    log_level: str = "info"
+    datamodel_dir: str = ""  # "" = the installed datamodel/
+    packager: Mapping[str, Any] = field(default_factory=dict)
+    runtimes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # runtime name -> section
+    bus_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def load_config(argv_overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> DaemonConfig:
+    """Build the configuration. ``argv_overrides``: command-line values (``config``,
+    ``state_dir``, ``socket``, ``buses``, ``log_level``), ``None`` entries ignored."""
+    env = os.environ if env is None else env
+    cli = {k: v for k, v in (argv_overrides or {}).items() if v is not None}
+    path = cli.pop("config", None) or env.get("DSM_CONFIG_FILE") or (DEFAULT_FILE if DEFAULT_FILE.exists() else None)
+    raw = read_file(Path(path)) if path else {}
+    daemon = dict(raw.get("daemon", {}))
+    for key, name in (("state_dir", "DSM_STATE_DIR"), ("socket", "DSM_SOCKET"), ("log_level", "DSM_LOG_LEVEL")):
+        if env.get(name):
+            daemon[key] = env[name]
+    if env.get("DSM_BUSES"):
+        daemon["buses"] = env["DSM_BUSES"].split(",")
+    daemon.update(cli)
+    buses = raw.get("bus", {})
+    if env.get("DSM_RBUS_LIBRARY"):
+        buses = {**buses, "rbus": {**buses.get("rbus", {}), "library": env["DSM_RBUS_LIBRARY"]}}
+    return _build(daemon, raw, buses)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a table/object")
+    return translate_original(data) if "ExecutionEnvironments" in data else data
+
+
+def translate_original(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The original DSM's dsm.config (JSON) in this product's layout."""
+    out: dict[str, Any] = {"daemon": {}, "lcm": {}, "execenv": []}
+    for ee in data.get("ExecutionEnvironments", []):
+        entry = {"name": str(ee.get("name", "default")), "enable": bool(ee.get("enabled", True))}
+        if "InitialRunLevel" in ee:
+            entry["initial_run_level"] = int(ee["InitialRunLevel"])
+        out["execenv"].append(entry)
+        if ee.get("default"):
+            out["lcm"]["default_execenv"] = entry["name"]
+    for packager in data.get("Packagers", {}).values():
+        if isinstance(packager, dict) and packager.get("destination"):
+            out["lcm"]["bundle_dir"] = packager["destination"]
+    socket = data.get("CommandServer", {}).get("domain-socket")
+    if socket:
+        out["daemon"]["socket"] = socket
+    return out
+
+
+def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str, Any]) -> DaemonConfig:
+    known = {f.name for f in fields(DaemonConfig)} - {"lcm", "packager", "runtimes", "bus_sections"}
+    _no_unknown("daemon", daemon, known)
+    state_dir = Path(daemon.get("state_dir", DaemonConfig.state_dir))
+    chosen = daemon.get("buses", ("auto",))
+    chosen = (chosen,) if isinstance(chosen, str) else tuple(chosen)
+    for bus in chosen:
+        if bus not in BUS_CHOICES:
+            raise ConfigError(f"daemon.buses: {bus!r} is not one of {', '.join(BUS_CHOICES)}")
+    lcm_raw = dict(raw.get("lcm", {}))
+    execenvs = tuple(_execenv(i, section) for i, section in enumerate(raw.get("execenv", [{}])))
+    runtimes = {ee.runtime: _runtime_section(ee.runtime, raw.get("runtime", {})) for ee in execenvs}
+    try:
+        mode = daemon.get("socket_mode", 0o660)
+        return DaemonConfig(
+            state_dir=state_dir,
+            socket=Path(daemon.get("socket", DaemonConfig.socket)),
+            socket_mode=int(mode, 8) if isinstance(mode, str) else int(mode),
+            socket_group=str(daemon.get("socket_group", "")),
+            buses=chosen,
+            log_level=str(daemon.get("log_level", "info")),
+            datamodel_dir=str(daemon.get("datamodel_dir", "")),
+            lcm=_lcm(lcm_raw, state_dir, execenvs),
+            packager=raw.get("packager", {}).get("tar", {}),
+            runtimes=runtimes,
+            bus_sections=dict(buses),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _lcm(section: Mapping[str, Any], state_dir: Path, execenvs: tuple[ExecEnvSettings, ...]) -> LcmSettings:
+    known = {f.name for f in fields(LcmSettings)} - {"execenvs"}
+    _no_unknown("lcm", section, known)
+    values = dict(section)
+    values["bundle_dir"] = Path(values.get("bundle_dir") or state_dir / "bundles")
+    values["log_dir"] = Path(values.get("log_dir") or state_dir / "logs")
+    values["preinstalled"] = tuple(values.get("preinstalled", ()))
+    _check_types("lcm", values, LcmSettings)
+    return LcmSettings(execenvs=execenvs, **values)
+
+
+def _execenv(index: int, section: Mapping[str, Any]) -> ExecEnvSettings:
+    _no_unknown(f"execenv[{index}]", section, {f.name for f in fields(ExecEnvSettings)})
+    _check_types(f"execenv[{index}]", section, ExecEnvSettings)
+    try:
+        return ExecEnvSettings(**section)
+    except ValueError as exc:
+        raise ConfigError(f"execenv[{index}]: {exc}") from None
+
+
+def _runtime_section(name: str, sections: Mapping[str, Any]) -> dict[str, Any]:
+    section = dict(sections.get(name, {}))
+    if name in ("runc", "crun"):
+        section.setdefault("binary", name)
+    return section
+
+
+def _no_unknown(where: str, section: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def _check_types(where: str, section: Mapping[str, Any], cls: type) -> None:
+    """Scalars must have their field's type (a bool is not a number)."""
+    wanted = {f.name: f.default for f in fields(cls)}
+    for key, value in section.items():
+        default = wanted.get(key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key} must be true or false, not {value!r}")
+        number = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if number and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{where}.{key} must be a number, not {value!r}")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key} must be a string, not {value!r}")
+
+
+def overrides_from_args(args: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command-line options of ``dsm`` as load_config overrides."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="dsm", description="Deployment and State Manager (TR-181 SoftwareModules)")
+    parser.add_argument("--config", help="configuration file (TOML or JSON); default: $DSM_CONFIG_FILE")
+    parser.add_argument("--state-dir", dest="state_dir", help="where the store, bundles and logs live")
+    parser.add_argument("--socket", help="control socket path for dsmcli")
+    parser.add_argument("--bus", dest="buses", action="append", choices=BUS_CHOICES, help="bus front end (repeatable)")
+    parser.add_argument("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"))
+    return vars(parser.parse_args(args))

@@ -1,0 +1,135 @@
+"""``dsm``: the Deployment and State Manager daemon.
+
+Builds the data model, the store, the adapters chosen by configuration (packager,
+runtimes, buses) and the LCM, serves the control socket for dsmcli, tells systemd it is
+ready (``sd_notify READY=1``), and stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dsm_tr181 import __version__, adapters
+from dsm_tr181.buses.control_socket import ControlServer
+from dsm_tr181.buses.provider import BusProvider
+from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_from_args
+from dsm_tr181.errors import AdapterUnavailable
+from dsm_tr181.lcm.manager import Lcm
+from dsm_tr181.lcm.ports import Runtime
+from dsm_tr181.schema import load_schema
+from dsm_tr181.secretbox import FernetSealer
+from dsm_tr181.store import SqliteStore
+from dsm_tr181.tree.datamodel import DataModel
+
+log = logging.getLogger("dsm")
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+
+
+def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
+    """One runtime instance per runtime name, shared by the ExecEnvs that use it."""
+    instances: dict[str, Runtime] = {}
+    for name, section in config.runtimes.items():
+        try:
+            instances[name] = adapters.load("runtime", name).create(section, config.state_dir)
+        except ValueError as exc:
+            raise ConfigError(f"runtime.{name}: {exc}") from None
+    return {ee.name: instances[ee.runtime] for ee in config.lcm.execenvs}
+
+
+async def start_buses(config: DaemonConfig, dm: DataModel) -> list[BusProvider]:
+    """The configured bus front ends; "auto" means rbus when it answers, else D-Bus."""
+    loop = asyncio.get_running_loop()
+    started: list[BusProvider] = []
+    for choice in config.buses:
+        if choice == "none":
+            continue
+        candidates = ("rbus", "dbus") if choice == "auto" else (choice,)
+        for name in candidates:
+            try:
+                provider = adapters.load("bus", name).create(dm, config.bus_sections.get(name, {}), loop)
+                await provider.start()
+            except AdapterUnavailable as exc:
+                if choice != "auto" or name == candidates[-1]:
+                    raise
+                log.info("%s unavailable (%s); trying the next bus", name, exc)
+                continue
+            log.info("serving the data model on %s", name)
+            started.append(provider)
+            break
+    return started
+
+
+async def serve(config: DaemonConfig) -> None:
+    state_dir = config.state_dir
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dm = DataModel(load_schema(Path(config.datamodel_dir) if config.datamodel_dir else None))
+    packager = adapters.load("packager", "tar").from_config(config.packager)
+    lcm = Lcm(
+        dm,
+        SqliteStore(state_dir / "dsm.db"),
+        packager,
+        build_runtimes(config),
+        config.lcm,
+        FernetSealer(state_dir / "secret.key"),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await lcm.start()
+    control = ControlServer(dm, config.socket, config.socket_mode, config.socket_group or None)
+    await control.start()
+    buses = await start_buses(config, dm)
+    log.info("dsm %s ready: control socket %s", __version__, config.socket)
+    sd_notify(f"READY=1\nSTATUS=serving {len(lcm.deployments.records)} deployment units")
+    await stop.wait()
+    log.info("stopping")
+    sd_notify("STOPPING=1")
+    for provider in reversed(buses):
+        await provider.close()
+    await control.close()
+    await lcm.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    overrides: dict[str, Any] = overrides_from_args(argv)
+    try:
+        config = load_config(overrides)
+    except ConfigError as exc:
+        print(f"dsm: {exc}", file=sys.stderr)
+        return 2
+    journal = "JOURNAL_STREAM" in os.environ  # journald adds its own timestamps
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s" if journal else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(serve(config))
+    except (ConfigError, AdapterUnavailable) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

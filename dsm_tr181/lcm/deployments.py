@@ -1,0 +1,474 @@
+"""Device.SoftwareModules.InstallDU(), DeploymentUnit.{i}.Update() and Uninstall().
+
+Each operation validates its arguments at once (a bad request fails the Operate), then
+journals itself (record + OperationRecord) before it creates or removes anything, runs
+in the background, and always ends with a DUStateChange! event:
+
+* Install: row in Installing → fetch/verify/unpack → EU rows, Installed. On failure no
+  row and no file is left (CurrentState Failed).
+* Update: the new bundle is unpacked beside the old one; running EUs are stopped, the
+  DU switches to the new bundle in one commit, the old one is removed and the EUs are
+  started again. On failure the old bundle stays (CurrentState Installed + fault).
+* Uninstall: EUs stopped and removed from the runtime, files removed, rows deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Awaitable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm import identity, versions
+from dsm_tr181.lcm.crashpoints import crashpoint
+from dsm_tr181.lcm.ports import BundleInfo, PackageSource
+from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
+from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, from_stamp, now, stamp
+from dsm_tr181.schema.types import Value
+from dsm_tr181.tree.datamodel import CommandCall
+from dsm_tr181.tree.nodes import Node
+
+if TYPE_CHECKING:
+    from dsm_tr181.lcm.manager import Lcm
+
+log = logging.getLogger(__name__)
+
+ROW = DU_TABLE + "{i}."
+PROGRESS_STEP = 256 * 1024  # bytes between two download progress notifications
+
+
+class Deployments:
+    def __init__(self, lcm: Lcm) -> None:
+        self.lcm = lcm
+        self.records: dict[int, DeploymentUnitRecord] = {}
+
+    def install_hooks(self) -> None:
+        dm = self.lcm.dm
+        dm.on_command(INSTALL_DU, self._install_command)
+        dm.on_command(ROW + "Update()", self._update_command)
+        dm.on_command(ROW + "Uninstall()", self._uninstall_command)
+
+    # -- rows -----------------------------------------------------------------------------------
+
+    def add_row(self, du: DeploymentUnitRecord) -> Node:
+        self.records[du.instance] = du
+        return self.lcm.dm.add_row(DU_TABLE, self._values(du), number=du.instance)
+
+    def _values(self, du: DeploymentUnitRecord) -> dict[str, Value]:
+        eus = [self.lcm.executions.units[n].record for n in du.eus if n in self.lcm.executions.units]
+        ee_known = du.ee in self.lcm.execenvs.records
+        return {
+            "UUID": du.uuid,
+            "DUID": du.duid,
+            "Alias": du.alias or f"cpe-{du.instance}",
+            "Name": du.name,
+            "Status": du.status,
+            "Resolved": du.status == "Installed",
+            "URL": du.url,
+            "Description": du.description,
+            "Vendor": du.vendor,
+            "Version": du.version,
+            "VendorLogList": tuple(f"{LOG_TABLE}{eu.log_row}" for eu in eus if eu.log_row),
+            "ExecutionUnitList": tuple(f"{EU_TABLE}{eu.instance}" for eu in eus),
+            "ExecutionEnvRef": self.lcm.execenvs.ref(du.ee) if ee_known else "",
+            "Installed": from_stamp(du.installed),
+            "LastUpdate": from_stamp(du.last_update),
+            "ModuleVersion": du.module_version,
+        }
+
+    def refresh(self, du: DeploymentUnitRecord) -> None:
+        self.lcm.dm.update(self.lcm.du_path(du), self._values(du))
+
+    def drop(self, du: DeploymentUnitRecord) -> None:
+        """Remove the DU's rows (EUs first) from the tree."""
+        for instance in du.eus:
+            if instance in self.lcm.executions.units:
+                self.lcm.executions.remove(instance)
+        if self.lcm.dm.find_node(self.lcm.du_path(du)) is not None:
+            self.lcm.dm.delete_row(self.lcm.du_path(du))
+        self.records.pop(du.instance, None)
+
+    # -- InstallDU() -----------------------------------------------------------------------------
+
+    def _install_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        args = call.args
+        if args.get("Signature"):
+            raise Fault(FaultCode.BAD_SIGNATURE, "this device cannot verify DU signatures")
+        if args.get("RequiredRoles") or args.get("RequiredUserRoles"):
+            code = FaultCode.UNAVAILABLE_ROLE if args.get("RequiredRoles") else FaultCode.UNAVAILABLE_USER_ROLE
+            raise Fault(code, "the execution environment offers no roles")
+        ee = self.lcm.execenvs.resolve(str(args.get("ExecutionEnvRef", "")))
+        source = _source(str(args["URL"]), str(args.get("Username", "")), str(args.get("Password", "")))
+        given_uuid = str(args.get("UUID", "")).lower()
+        du, op = self._journal_install(source, ee, given_uuid, str(args.get("ModuleVersion", "")))
+        eu_settings = {
+            "privileged": bool(args.get("Privileged", False)),
+            "shutdown_delay": int(args.get("ShutdownDelay", 10)),  # type: ignore[arg-type]
+            "auto_restart": {k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
+        }
+        return self._install(du, op, source, given_uuid, eu_settings, call.request_id)
+
+    def _journal_install(
+        self, source: PackageSource, ee: str, given_uuid: str, module_version: str
+    ) -> tuple[DeploymentUnitRecord, OperationRecord]:
+        instance = self.lcm.dm.table(DU_TABLE).allocate()
+        target = self.lcm.bundle_root(instance) / _generation()
+        du = DeploymentUnitRecord(
+            instance=instance,
+            uuid=given_uuid or identity.provisional_uuid(source.url),
+            ee=ee,
+            status="Installing",
+            url=source.url,
+            duid=identity.duid(ee, instance),
+            credentials=self._seal(source),
+            module_version=module_version,
+        )
+        op = OperationRecord(du=instance, kind="install", started=stamp(), target=str(target))
+        self.lcm.commit(put=[du, op])  # journaled before any file exists
+        try:
+            self.add_row(du)
+        except Fault as fault:
+            self.records.pop(instance, None)
+            self.lcm.commit(delete=[du, op])
+            if fault.code is FaultCode.DUPLICATE_KEY:
+                raise Fault(FaultCode.DUPLICATE_DU, "an installation of this deployment unit is under way") from None
+            raise
+        return du, op
+
+    async def _install(
+        self,
+        du: DeploymentUnitRecord,
+        op: OperationRecord,
+        source: PackageSource,
+        given_uuid: str,
+        eu_settings: dict[str, object],
+        request_id: str,
+    ) -> dict[str, Value]:
+        started = now()
+        target = Path(op.target)
+        try:
+            async with self.lcm.operations:
+                crashpoint("install.journaled")
+                info = await self._unpack(du, source, target, request_id)
+                crashpoint("install.unpacked")
+                meta = self._metadata(info)
+                du.uuid = given_uuid or identity.annex_c_uuid(meta["name"], meta["vendor"])
+                self._check_duplicate(du.uuid, meta["version"], du.ee, du.instance)
+                eu = self._new_eu(du, meta, eu_settings)
+                du.status = "Installed"
+                du.name, du.vendor, du.version, du.description = (
+                    meta["name"], meta["vendor"], meta["version"], meta["description"]
+                )  # fmt: skip
+                du.bundle, du.digest, du.disk_kib = str(target), info.digest, info.disk_usage_kib
+                du.installed = du.last_update = stamp()
+                du.eus = [eu.instance]
+                self.lcm.commit(put=[du, eu], delete=[op])
+                crashpoint("install.committed")
+        except (Fault, asyncio.CancelledError) as exc:
+            fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "installation canceled")
+            await self._abandon_install(du, op, started, fault)
+            raise
+        self.lcm.executions.add(eu, du.disk_kib)
+        self.refresh(du)
+        log.info("installed DU %s %s %s in %s", du.instance, du.name, du.version, du.ee)
+        self.lcm.du_state_change(du, "Install", "Installed", started)
+        return {"UUID": du.uuid, "Version": du.version, "ExecEnvRef": self.lcm.execenvs.ref(du.ee)}
+
+    async def _abandon_install(
+        self, du: DeploymentUnitRecord, op: OperationRecord, started: datetime, fault: Fault
+    ) -> None:
+        log.warning("installation of %s failed: %s", du.url, fault)
+        await self.lcm.packager.remove(Path(op.target))
+        _remove_empty(self.lcm.bundle_root(du.instance))
+        self.lcm.commit(delete=[du, op])
+        self.drop(du)
+        self.lcm.du_state_change(du, "Install", "Failed", started, fault)
+
+    def _new_eu(
+        self, du: DeploymentUnitRecord, meta: dict[str, str], settings: dict[str, object]
+    ) -> ExecutionUnitRecord:
+        dm = self.lcm.dm
+        instance = dm.table(EU_TABLE).allocate()
+        euid = identity.euid(du.ee, instance)
+        level = self.lcm.execenvs.records[du.ee].initial_eu_run_level
+        auto_restart = {k: v for k, v in dict(settings["auto_restart"]).items()}  # type: ignore[call-overload]
+        return ExecutionUnitRecord(
+            instance=instance,
+            du=du.instance,
+            euid=euid,
+            container_id=euid,
+            ee=du.ee,
+            name=meta["name"],
+            vendor=meta["vendor"],
+            version=meta["version"],
+            description=meta["description"],
+            run_level=max(level, 0),
+            shutdown_delay=int(settings["shutdown_delay"]),  # type: ignore[call-overload]
+            privileged=bool(settings["privileged"]),
+            creation_time=stamp(),
+            log_file=str(self.lcm.settings.log_dir / f"{euid}.log"),
+            log_row=dm.table(LOG_TABLE).allocate(),
+            auto_restart=auto_restart,
+        )
+
+    async def install_local(self, url: str, ee: str) -> None:
+        """Install a DU as the device itself does (preinstalled DUs restored by Reset())."""
+        source = _source(url, "", "")
+        du, op = self._journal_install(source, ee, "", "")
+        settings: dict[str, object] = {"privileged": False, "shutdown_delay": 10, "auto_restart": {}}
+        try:
+            await self._install(du, op, source, "", settings, "")
+        except Fault as fault:
+            log.error("could not restore preinstalled DU %s: %s", url, fault)
+
+    # -- Update() --------------------------------------------------------------------------------
+
+    def _update_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        du = self.records[call.node.number]
+        self._check_changeable(du)
+        args = call.args
+        url = str(args.get("URL") or du.url)
+        username, password = str(args.get("Username", "")), str(args.get("Password", ""))
+        if not username and not password and url == du.url and du.credentials:
+            username, password = self.lcm.sealer.unseal(du.credentials).split("\0", 1)
+        source = _source(url, username, password)
+        op = OperationRecord(
+            du=du.instance,
+            kind="update",
+            started=stamp(),
+            target=str(self.lcm.bundle_root(du.instance) / _generation()),
+            previous=du.bundle,
+        )
+        du.status = "Updating"
+        self.lcm.commit(put=[du, op])
+        self.refresh(du)
+        return self._update(du, op, source, call.request_id)
+
+    async def _update(
+        self, du: DeploymentUnitRecord, op: OperationRecord, source: PackageSource, request_id: str
+    ) -> dict[str, Value]:
+        started = now()
+        stopped: list[int] = []
+        try:
+            async with self.lcm.operations:
+                crashpoint("update.journaled")
+                info = await self._unpack(du, source, Path(op.target), request_id)
+                crashpoint("update.unpacked")
+                meta = self._metadata(info)
+                self._check_version(du, meta["version"])
+                stopped = await self._stop_eus(du, op)
+                crashpoint("update.stopped")
+                eus = [self.lcm.executions.units[n].record for n in du.eus if n in self.lcm.executions.units]
+                for eu in eus:
+                    eu.name, eu.vendor, eu.version, eu.description = (
+                        meta["name"], meta["vendor"], meta["version"], meta["description"]
+                    )  # fmt: skip
+                du.name, du.vendor, du.version, du.description = (
+                    meta["name"], meta["vendor"], meta["version"], meta["description"]
+                )  # fmt: skip
+                du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
+                du.url, du.credentials, du.last_update, du.status = source.url, self._seal(source), stamp(), "Installed"
+                op.stage = "swapped"
+                self.lcm.commit(put=[du, *eus, op])
+                crashpoint("update.swapped")
+        except (Fault, asyncio.CancelledError) as exc:
+            fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "update canceled")
+            await self._abandon_update(du, op, stopped, started, fault)
+            raise
+        await self.finish_update(du, op)
+        self.lcm.du_state_change(du, "Update", "Installed", started)
+        return {}
+
+    async def finish_update(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
+        """After the swap: drop the old bundle, show the new version, start the EUs again."""
+        if op.previous and op.previous != du.bundle:
+            await self.lcm.packager.remove(Path(op.previous))
+        self.lcm.commit(delete=[op])
+        self.refresh(du)
+        for instance in du.eus:
+            eu = self.lcm.executions.units.get(instance)
+            if eu is not None:
+                node = self.lcm.executions.node(eu)
+                self.lcm.dm.update(node, {k: getattr(eu.record, k.lower()) for k in ("Name", "Vendor", "Version")})
+                self.lcm.dm.update(node, {"Description": eu.record.description, "DiskSpaceInUse": du.disk_kib})
+                if instance in op.restart_eus:
+                    self.lcm.executions.request(eu, "Active", cause="auto")
+        log.info("updated DU %s to %s", du.instance, du.version)
+
+    async def _abandon_update(
+        self, du: DeploymentUnitRecord, op: OperationRecord, stopped: list[int], started: datetime, fault: Fault
+    ) -> None:
+        log.warning("update of DU %s failed: %s", du.instance, fault)
+        await self.lcm.packager.remove(Path(op.target))
+        du.status = "Installed"
+        self.lcm.commit(put=[du], delete=[op])
+        self.refresh(du)
+        for instance in stopped:
+            eu = self.lcm.executions.units.get(instance)
+            if eu is not None:
+                self.lcm.executions.request(eu, "Active", cause="auto")
+        self.lcm.du_state_change(du, "Update", "Installed", started, fault)
+
+    def _check_version(self, du: DeploymentUnitRecord, version: str) -> None:
+        order = versions.compare(version, du.version)
+        if order == 0:
+            raise Fault(FaultCode.DUPLICATE_DU, f"version {version!r} is the one installed")
+        self._check_duplicate(du.uuid, version, du.ee, du.instance)
+        if order < 0 and not self.lcm.settings.allow_downgrade:
+            raise Fault(FaultCode.DOWNGRADE_NOT_PERMITTED, f"{version!r} is older than {du.version!r}")
+
+    async def _stop_eus(self, du: DeploymentUnitRecord, op: OperationRecord) -> list[int]:
+        """Stop the running EUs, journaling which ones to start again."""
+        units = [self.lcm.executions.units[n] for n in du.eus if n in self.lcm.executions.units]
+        active = [eu.record.instance for eu in units if eu.running or eu.record.requested_state == "Active"]
+        if active:
+            op.restart_eus = active
+            self.lcm.commit(put=[op])
+        for eu in units:
+            if eu.record.instance in active:
+                self.lcm.executions.request(eu, "Idle")
+        for eu in units:
+            await self.lcm.executions.wait(eu)
+            if eu.running:
+                raise Fault(FaultCode.COMMAND_FAILURE, f"execution unit {eu.record.euid} did not stop")
+        return active
+
+    # -- Uninstall() ------------------------------------------------------------------------------
+
+    def _uninstall_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        du = self.records[call.node.number]
+        self._check_changeable(du)
+        op = self._journal_uninstall(du)
+        return self._uninstall(du, op)
+
+    def _journal_uninstall(self, du: DeploymentUnitRecord) -> OperationRecord:
+        op = OperationRecord(du=du.instance, kind="uninstall", started=stamp(), previous=du.bundle)
+        du.status = "Uninstalling"
+        self.lcm.commit(put=[du, op])
+        self.refresh(du)
+        return op
+
+    async def _uninstall(self, du: DeploymentUnitRecord, op: OperationRecord) -> dict[str, Value]:
+        started = now()
+        try:
+            async with self.lcm.operations:
+                crashpoint("uninstall.journaled")
+                await self.finish_uninstall(du, op)
+        except Fault as fault:
+            log.warning("uninstall of DU %s failed: %s", du.instance, fault)
+            du.status = "Installed"
+            self.lcm.commit(put=[du], delete=[op])
+            self.refresh(du)
+            self.lcm.du_state_change(du, "Uninstall", "Installed", started, fault)
+            raise
+        self.lcm.du_state_change(du, "Uninstall", "Uninstalled", started)
+        return {}
+
+    async def finish_uninstall(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
+        """Stop and remove the containers, the files and the rows (also run by recovery)."""
+        for instance in du.eus:
+            eu = self.lcm.executions.units.get(instance)
+            if eu is not None:
+                await self.lcm.executions.stop_and_forget(eu)
+        crashpoint("uninstall.stopped")
+        await self.lcm.packager.remove(self.lcm.bundle_root(du.instance))
+        eus = [self.lcm.executions.units[n].record for n in du.eus if n in self.lcm.executions.units]
+        for eu in eus:
+            for log_file in Path(eu.log_file).parent.glob(Path(eu.log_file).name + "*"):
+                log_file.unlink(missing_ok=True)
+        crashpoint("uninstall.removed")
+        self.lcm.commit(delete=[*eus, du, op])
+        self.drop(du)
+        log.info("uninstalled DU %s %s", du.instance, du.name)
+
+    async def uninstall_all(self, ee: str) -> None:
+        """Uninstall every DU of ``ee`` (ExecEnv Reset()), each with its event."""
+        for du in [d for d in self.records.values() if d.ee == ee and d.status == "Installed"]:
+            op = self._journal_uninstall(du)
+            try:
+                await self._uninstall(du, op)
+            except Fault:
+                continue
+
+    # -- shared -------------------------------------------------------------------------------------
+
+    def _check_changeable(self, du: DeploymentUnitRecord) -> None:
+        if du.status != "Installed":
+            raise Fault(FaultCode.INVALID_DU_STATE, f"the deployment unit is {du.status}")
+        if du.ee not in self.lcm.execenvs.records or not self.lcm.execenvs.enabled(du.ee):
+            raise Fault(FaultCode.DISABLED_EE, f"execution environment {du.ee!r} is disabled")
+
+    def _check_duplicate(self, uuid: str, version: str, ee: str, instance: int) -> None:
+        for other in self.records.values():
+            if other.instance != instance and (other.uuid, other.version, other.ee) == (uuid, version, ee):
+                raise Fault(
+                    FaultCode.DUPLICATE_DU,
+                    f"{self.lcm.du_path(other)} is the same deployment unit and version ({version!r})",
+                )
+
+    def _metadata(self, info: BundleInfo) -> dict[str, str]:
+        """Name, vendor, version and description from the bundle, checked against the model."""
+        row = self.lcm.dm.schema.objects[ROW]
+        meta = {"name": info.name, "vendor": info.vendor, "version": info.version, "description": info.description}
+        for key, value in meta.items():
+            try:
+                row.parameters[key.title()].type.check(value)
+            except Fault as fault:
+                raise Fault(FaultCode.CORRUPT_DATA, f"bundle {key}: {fault.message}") from None
+        return meta
+
+    async def _unpack(
+        self, du: DeploymentUnitRecord, source: PackageSource, target: Path, request_id: str
+    ) -> BundleInfo:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        lock = threading.Lock()
+        last = [-PROGRESS_STEP, 0.0]
+
+        def progress(done: int, total: int | None) -> None:  # called from the packager's thread
+            with lock:
+                if done - last[0] < PROGRESS_STEP and done != total and time.monotonic() - last[1] < 0.5:
+                    return
+                last[0], last[1] = done, time.monotonic()
+            known = -1 if total is None else total
+            loop.call_soon_threadsafe(self.lcm.progress, du, request_id, "download", done, known)
+
+        self.lcm.progress(du, request_id, "download")
+        try:
+            info = await asyncio.wait_for(
+                self.lcm.packager.unpack(source, target, progress), self.lcm.settings.operation_timeout
+            )
+        except TimeoutError:
+            raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, "the download did not complete in time") from None
+        self.lcm.progress(du, request_id, "unpacked", info.disk_usage_kib * 1024, info.disk_usage_kib * 1024)
+        return info
+
+    def _seal(self, source: PackageSource) -> str:
+        if not source.username and not source.password:
+            return ""
+        return self.lcm.sealer.seal(f"{source.username}\0{source.password}")
+
+
+def _source(url: str, username: str, password: str) -> PackageSource:
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise Fault(FaultCode.INVALID_ARGUMENTS, "the URL must not carry credentials (userinfo)")
+    return PackageSource(url=url, username=username, password=password)
+
+
+def _generation() -> str:
+    """A fresh bundle directory name: time-ordered, unique."""
+    return f"g{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def _remove_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()

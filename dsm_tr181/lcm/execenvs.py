@@ -1,0 +1,246 @@
+"""Device.SoftwareModules.ExecEnv.{i}.: configured execution environments, their Enable,
+run levels, Restart()/Reset() and resource figures."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm import sysinfo
+from dsm_tr181.lcm.ports import Runtime
+from dsm_tr181.lcm.records import ExecEnvRecord
+from dsm_tr181.lcm.settings import ExecEnvSettings
+from dsm_tr181.lcm.tables import EE_TABLE, from_stamp, stamp
+from dsm_tr181.schema.types import Value
+from dsm_tr181.tree.datamodel import CommandCall
+from dsm_tr181.tree.nodes import Node
+
+if TYPE_CHECKING:
+    from dsm_tr181.lcm.manager import Lcm
+
+ROW = EE_TABLE + "{i}."
+
+
+class ExecEnvs:
+    def __init__(self, lcm: Lcm) -> None:
+        self.lcm = lcm
+        self.settings = {ee.name: ee for ee in lcm.settings.execenvs}
+        self.records: dict[str, ExecEnvRecord] = {}
+        self._cpu = sysinfo.CpuIdle()
+
+    # -- rows --------------------------------------------------------------------------------
+
+    def restore(self, stored: list[ExecEnvRecord]) -> None:
+        """One row per configured ExecEnv, keeping its instance number and controller settings."""
+        known = {r.name: r for r in stored}
+        table = self.lcm.dm.table(EE_TABLE)
+        for settings in self.lcm.settings.execenvs:
+            record = known.get(settings.name) or ExecEnvRecord(
+                name=settings.name,
+                instance=table.next_instance,
+                enable=settings.enable,
+                initial_run_level=settings.initial_run_level,
+                initial_eu_run_level=settings.initial_eu_run_level,
+            )
+            self.records[settings.name] = record
+            self.lcm.dm.add_row(EE_TABLE, self._values(settings, record), number=record.instance)
+        self.lcm.commit(put=list(self.records.values()))
+
+    def _values(self, settings: ExecEnvSettings, record: ExecEnvRecord) -> dict[str, Value]:
+        return {
+            "Enable": record.enable,
+            "Status": "Up" if record.enable else "Disabled",
+            "Name": settings.name,
+            "Type": settings.type_name[:64],
+            "Vendor": settings.vendor,
+            "Version": settings.version,
+            "InitialRunLevel": record.initial_run_level,
+            "CurrentRunLevel": record.initial_run_level,
+            "InitialExecutionUnitRunLevel": record.initial_eu_run_level,
+            "AllocatedDiskSpace": settings.allocated_disk_kib,
+            "AllocatedMemory": settings.allocated_memory_kib,
+            "AllocatedCPUPercent": settings.allocated_cpu_percent,
+            "AvailableCPUPercent": -1,
+            "RestartCount": record.restart_count,
+            "RestartReason": record.restart_reason,
+            "LastRestarted": from_stamp(record.last_restarted),
+        }
+
+    def node(self, name: str) -> Node:
+        return self.lcm.dm.node(f"{EE_TABLE}{self.records[name].instance}")
+
+    def ref(self, name: str) -> str:
+        return f"{EE_TABLE}{self.records[name].instance}"
+
+    def name_of(self, node: Node) -> str:
+        return str(node.values["Name"])
+
+    def runtime(self, name: str) -> Runtime:
+        return self.lcm.runtimes[name]
+
+    def enabled(self, name: str) -> bool:
+        return self.records[name].enable
+
+    def run_level(self, name: str) -> int:
+        return int(self.node(name).values["CurrentRunLevel"])  # type: ignore[arg-type]
+
+    def resolve(self, ref: str) -> str:
+        """The ExecEnv an InstallDU() targets: ``ref`` or, when empty, the default one."""
+        if not ref:
+            default = self.lcm.settings.default_execenv
+            enabled = [name for name, record in self.records.items() if record.enable]
+            if default:
+                name = default
+            elif enabled:
+                name = enabled[0]
+            else:
+                raise Fault(FaultCode.DISABLED_EE, "every execution environment is disabled")
+        else:
+            node = self.lcm.dm.find_node(ref)
+            if node is None or node.schema.path != ROW:
+                raise Fault(FaultCode.UNKNOWN_EE, f"no execution environment {ref!r}")
+            name = self.name_of(node)
+        if not self.records[name].enable:
+            raise Fault(FaultCode.DISABLED_EE, f"execution environment {name!r} is disabled")
+        return name
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def install_hooks(self) -> None:
+        dm = self.lcm.dm
+        dm.on_set(ROW + "Enable", apply=self._enable_changed)
+        dm.on_set(ROW + "InitialRunLevel", apply=self._persist_setting)
+        dm.on_set(ROW + "InitialExecutionUnitRunLevel", apply=self._persist_setting)
+        dm.on_set(ROW + "RequestedRunLevel", apply=lambda node, old, new: self._set_run_level(node, int(new)))
+        dm.on_set(ROW + "Reset", apply=self._reset_requested)
+        dm.on_get(ROW + "AvailableDiskSpace", self._available_disk)
+        dm.on_get(ROW + "AvailableMemory", self._available_memory)
+        dm.on_command(ROW + "SetRunLevel()", self._set_run_level_command)
+        dm.on_command(ROW + "Restart()", self._restart_command)
+        dm.on_command(ROW + "Reset()", self._reset_command)
+
+    def _record(self, node: Node) -> ExecEnvRecord:
+        return self.records[self.name_of(node)]
+
+    def _persist_setting(self, node: Node, old: Value, new: Value) -> None:
+        record = self._record(node)
+        record.initial_run_level = int(node.values["InitialRunLevel"])  # type: ignore[arg-type]
+        record.initial_eu_run_level = int(node.values["InitialExecutionUnitRunLevel"])  # type: ignore[arg-type]
+        self.lcm.commit(put=[record])
+
+    def _enable_changed(self, node: Node, old: Value, new: Value) -> None:
+        record = self._record(node)
+        record.enable = bool(new)
+        self.lcm.commit(put=[record])
+        if new:
+            self.lcm.dm.update(node, {"Status": "Up", "CurrentRunLevel": record.initial_run_level})
+            self.lcm.executions.autostart(record.name)
+        else:
+            self.lcm.dm.update(node, {"Status": "Disabled"})
+            self.lcm.spawn(self.lcm.executions.stop_all(record.name, "execution environment disabled"), "ee-disable")
+
+    # -- run levels ----------------------------------------------------------------------------
+
+    def _set_run_level_command(self, call: CommandCall) -> dict[str, Value]:
+        self._set_run_level(call.node, int(call.args["RequestedRunLevel"]))  # type: ignore[arg-type]
+        return {}
+
+    def _set_run_level(self, node: Node, level: int) -> None:
+        """Start AutoStart EUs at or below ``level``, stop the AutoStart ones above it;
+        -1 returns to InitialRunLevel."""
+        record = self._record(node)
+        if not record.enable:
+            raise Fault(FaultCode.INVALID_VALUE, "the execution environment is disabled", node.path)
+        level = record.initial_run_level if level < 0 else level
+        self.lcm.dm.update(node, {"CurrentRunLevel": level})
+        self.lcm.executions.apply_run_level(record.name, level)
+
+    # -- Restart() / Reset() --------------------------------------------------------------------
+
+    def _restart_command(self, call: CommandCall) -> object:
+        record = self._record(call.node)
+        if not record.enable:
+            raise Fault(FaultCode.INVALID_EE_STATE, "a disabled execution environment cannot restart")
+        return self._restart(record, str(call.args.get("Reason", "")))
+
+    async def _restart(self, record: ExecEnvRecord, reason: str) -> dict[str, Value]:
+        node = self.node(record.name)
+        self.lcm.dm.update(node, {"Status": "Restarting"})
+        await self.lcm.executions.stop_all(record.name, "")
+        record.restart_count += 1
+        record.restart_reason = reason[:256]
+        record.last_restarted = stamp()
+        self.lcm.commit(put=[record])
+        self.lcm.dm.update(
+            node,
+            {
+                "Status": "Up",
+                "CurrentRunLevel": record.initial_run_level,
+                "RestartCount": record.restart_count,
+                "RestartReason": record.restart_reason,
+                "LastRestarted": from_stamp(record.last_restarted),
+            },
+        )
+        self.lcm.dm.emit_event(
+            node.path + "Restarted!",
+            {"RestartTime": from_stamp(record.last_restarted), "RestartReason": record.restart_reason},
+        )
+        self.lcm.executions.autostart(record.name)
+        return {}
+
+    def _reset_requested(self, node: Node, old: Value, new: Value) -> None:
+        if new:
+            record = self._record(node)
+            self.lcm.spawn(self._reset(record), "ee-reset")
+            self.lcm.dm.update(node, {"Reset": False})
+
+    def _reset_command(self, call: CommandCall) -> object:
+        return self._reset(self._record(call.node))
+
+    async def _reset(self, record: ExecEnvRecord) -> dict[str, Value]:
+        """Back to the factory state: every DU of this ExecEnv uninstalled, the configured
+        settings restored, the configured preinstalled DUs installed again, then a restart."""
+        settings = self.settings[record.name]
+        await self.lcm.deployments.uninstall_all(record.name)
+        record.enable = settings.enable
+        record.initial_run_level = settings.initial_run_level
+        record.initial_eu_run_level = settings.initial_eu_run_level
+        self.lcm.commit(put=[record])
+        self.lcm.dm.update(
+            self.node(record.name),
+            {
+                "Enable": record.enable,
+                "InitialRunLevel": record.initial_run_level,
+                "InitialExecutionUnitRunLevel": record.initial_eu_run_level,
+            },
+        )
+        for url in self.lcm.settings.preinstalled:
+            await self.lcm.deployments.install_local(url, record.name)
+        if record.enable:
+            await self._restart(record, "Reset")
+        return {}
+
+    # -- resources -------------------------------------------------------------------------------
+
+    def _available_disk(self, node: Node) -> int:
+        free = sysinfo.disk_available_kib(self.lcm.settings.bundle_dir)
+        allocated = int(node.values["AllocatedDiskSpace"])  # type: ignore[arg-type]
+        if allocated < 0 or free < 0:
+            return free
+        used = sum(du.disk_kib for du in self.lcm.deployments.records.values() if du.ee == self.name_of(node))
+        return max(0, min(free, allocated - used))
+
+    def _available_memory(self, node: Node) -> int:
+        free = sysinfo.memory_available_kib()
+        allocated = int(node.values["AllocatedMemory"])  # type: ignore[arg-type]
+        if allocated < 0 or free < 0:
+            return free
+        return max(0, min(free, allocated - self.lcm.executions.memory_in_use(self.name_of(node))))
+
+    def sample_cpu(self) -> None:
+        idle = self._cpu.percent()
+        for name in self.records:
+            self.lcm.dm.update(self.node(name), {"AvailableCPUPercent": idle}, quiet=True)
+
+    def set_active(self, name: str, refs: tuple[str, ...]) -> None:
+        self.lcm.dm.update(self.node(name), {"ActiveExecutionUnits": refs})

@@ -1,0 +1,511 @@
+"""Device.SoftwareModules.ExecutionUnit.{i}.: the EU state machine on top of a runtime.
+
+Status follows the real container: Idle → Starting → Active on a start, Active →
+Stopping → Idle on a stop, Restarting for Restart(). A controller's request is recorded
+(RequestedState, persisted) and one reconcile task per EU drives the container towards
+it. A container that exits on its own leaves the EU Idle with ExecutionFaultCode set;
+AutoRestart restarts it with the TR-181 exponential back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.ports import ContainerExit, StartSpec
+from dsm_tr181.lcm.records import ExecutionUnitRecord
+from dsm_tr181.lcm.tables import EU_TABLE, from_stamp, now, stamp
+from dsm_tr181.schema.types import UNKNOWN_TIME, Value
+from dsm_tr181.tree.datamodel import CommandCall
+from dsm_tr181.tree.nodes import Node
+
+if TYPE_CHECKING:
+    from dsm_tr181.lcm.manager import Lcm
+
+log = logging.getLogger(__name__)
+
+ROW = EU_TABLE + "{i}."
+AUTO_RESTART = ("RetryMinimumWaitInterval", "RetryMaximumWaitInterval", "RetryIntervalMultiplier",
+                "MaximumRetryCount", "ResetPeriod", "RetryCount")  # fmt: skip
+
+
+@dataclass
+class Eu:
+    """An EU's record plus what the daemon knows of its container right now."""
+
+    record: ExecutionUnitRecord
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None
+    running: bool = False
+    stopping: bool = False
+    restart: bool = False  # Restart() asked for a stop-then-start
+    cause: str = "controller"  # who asked for the current start: controller / auto
+    started: float = 0.0  # monotonic time the container started
+    exited: ContainerExit | None = None  # an exit seen while a start was in progress
+    retry: asyncio.TimerHandle | None = None  # pending AutoRestart
+    memory_kib: int = -1
+
+
+class Executions:
+    def __init__(self, lcm: Lcm) -> None:
+        self.lcm = lcm
+        self.units: dict[int, Eu] = {}
+        self._by_container: dict[str, Eu] = {}
+        self._sampler: asyncio.Task[None] | None = None
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    def add(self, record: ExecutionUnitRecord, disk_kib: int) -> Node:
+        """Create the EU row (and its VendorLogFile row) for a record."""
+        eu = Eu(record)
+        self.units[record.instance] = eu
+        self._by_container[record.container_id] = eu
+        dm = self.lcm.dm
+        log_ref = ""
+        if record.log_row:
+            name = record.log_file if len(record.log_file) <= 64 else Path(record.log_file).name
+            row = dm.add_row(
+                "Device.DeviceInfo.VendorLogFile.",
+                {"Name": name, "MaximumSize": self.lcm.settings.eu_log_max_bytes, "Persistent": True},
+                number=record.log_row,
+            )
+            log_ref = row.ref
+        node = dm.add_row(EU_TABLE, self._values(record, disk_kib, log_ref), number=record.instance)
+        dm.update(node.singles["AutoRestart"], self._auto_restart_values(record))
+        return node
+
+    def _values(self, record: ExecutionUnitRecord, disk_kib: int, log_ref: str) -> dict[str, Value]:
+        return {
+            "EUID": record.euid,
+            "Alias": record.alias or f"cpe-{record.instance}",
+            "Name": record.name,
+            "ExecEnvLabel": record.container_id,
+            "Status": "Idle",
+            "ExecutionFaultCode": record.fault_code,
+            "ExecutionFaultMessage": record.fault_message,
+            "AutoStart": record.auto_start,
+            "RunLevel": record.run_level,
+            "Vendor": record.vendor,
+            "Version": record.version,
+            "Description": record.description,
+            "Privileged": record.privileged,
+            "AllocatedDiskSpace": -1,
+            "DiskSpaceInUse": disk_kib,
+            "AllocatedMemory": -1,
+            "MemoryInUse": -1,
+            "AllocatedCPUPercent": -1,
+            "CPUPercentInUse": -1,
+            "CreationTime": from_stamp(record.creation_time),
+            "ShutdownDelay": record.shutdown_delay,
+            "VendorLogList": (log_ref,) if log_ref else (),
+            "ExecutionEnvRef": self.lcm.execenvs.ref(record.ee) if record.ee in self.lcm.execenvs.records else "",
+            "RequestedState": record.requested_state,
+        }
+
+    @staticmethod
+    def _auto_restart_values(record: ExecutionUnitRecord) -> dict[str, Value]:
+        values: dict[str, Value] = {"Enable": bool(record.auto_restart.get("Enable", False))}
+        values.update({name: int(record.auto_restart.get(name, 0)) for name in AUTO_RESTART})
+        values["LastRestarted"] = from_stamp(str(record.auto_restart.get("LastRestarted", "")))
+        values["NextRestart"] = UNKNOWN_TIME
+        return values
+
+    def remove(self, instance: int) -> None:
+        """Drop the EU's rows (the container must be gone already)."""
+        eu = self.units.pop(instance)
+        self._by_container.pop(eu.record.container_id, None)
+        if eu.retry:
+            eu.retry.cancel()
+        dm = self.lcm.dm
+        dm.delete_row(f"{EU_TABLE}{instance}")
+        if eu.record.log_row:
+            dm.delete_row(f"Device.DeviceInfo.VendorLogFile.{eu.record.log_row}")
+        self._publish_active(eu.record.ee)
+
+    def node(self, eu: Eu) -> Node:
+        return self.lcm.dm.node(f"{EU_TABLE}{eu.record.instance}")
+
+    def of_ee(self, ee: str) -> list[Eu]:
+        return [eu for eu in self.units.values() if eu.record.ee == ee]
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    def install_hooks(self) -> None:
+        dm = self.lcm.dm
+        dm.on_command(ROW + "SetRequestedState()", self._set_requested_state_command)
+        dm.on_command(ROW + "Restart()", self._restart_command)
+        dm.on_set(ROW + "RequestedState", validate=self._check_request, apply=self._requested_state_set)
+        for name in ("AutoStart", "RunLevel", "ShutdownDelay"):
+            dm.on_set(ROW + name, apply=self._persist_setting)
+        for name in ("Enable", *AUTO_RESTART):
+            dm.on_set(ROW + "AutoRestart." + name, apply=self._persist_auto_restart)
+        dm.on_get(ROW + "Uptime", self._uptime)
+
+    def _eu(self, node: Node) -> Eu:
+        return self.units[node.number]
+
+    def _persist_setting(self, node: Node, old: Value, new: Value) -> None:
+        record = self._eu(node).record
+        record.auto_start = bool(node.values["AutoStart"])
+        record.run_level = int(node.values["RunLevel"])  # type: ignore[arg-type]
+        record.shutdown_delay = int(node.values["ShutdownDelay"])  # type: ignore[arg-type]
+        self.lcm.commit(put=[record])
+
+    def _persist_auto_restart(self, node: Node, old: Value, new: Value) -> None:
+        eu = self.units[node.parent.number]  # type: ignore[union-attr]
+        eu.record.auto_restart.update({k: v for k, v in node.values.items() if k in ("Enable", *AUTO_RESTART)})
+        self.lcm.commit(put=[eu.record])
+
+    def _uptime(self, node: Node) -> int:
+        eu = self.units.get(node.number)
+        return int(time.monotonic() - eu.started) if eu and eu.running else 0
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _check_request(self, node: Node, state: Value) -> None:
+        eu = self._eu(node)
+        if state == "Active" and not self.lcm.execenvs.enabled(eu.record.ee):
+            raise Fault(FaultCode.INVALID_VALUE, "the execution environment is disabled", node.path)
+        du = self.lcm.deployments.records.get(eu.record.du)
+        if du is not None and du.status != "Installed":
+            raise Fault(FaultCode.INVALID_DU_STATE, f"the deployment unit is {du.status}", node.path)
+
+    def _set_requested_state_command(self, call: CommandCall) -> dict[str, Value]:
+        state = str(call.args["RequestedState"])
+        self._check_request(call.node, state)
+        self.request(self._eu(call.node), state)
+        return {}
+
+    def _requested_state_set(self, node: Node, old: Value, new: Value) -> None:
+        self.request(self._eu(node), str(new))
+
+    def _restart_command(self, call: CommandCall) -> dict[str, Value]:
+        eu = self._eu(call.node)
+        status = call.node.values["Status"]
+        if status == "Stopping":
+            raise Fault(FaultCode.INVALID_EE_STATE, "the execution unit is stopping")
+        self._check_request(call.node, "Active")
+        if status in ("Starting", "Active"):
+            eu.restart = True
+            self._set_status(eu, "Restarting")
+        self.request(eu, "Active")
+        return {}
+
+    def request(self, eu: Eu, state: str, cause: str = "controller") -> None:
+        """Record the wanted state (persisted first) and let the reconcile task act."""
+        record = eu.record
+        if eu.retry and state == "Idle":
+            eu.retry.cancel()
+            eu.retry = None
+        if record.requested_state != state:
+            record.requested_state = state
+            self.lcm.commit(put=[record])
+            self.lcm.dm.update(self.node(eu), {"RequestedState": state})
+        if state == "Active":
+            eu.cause = cause
+        if eu.task is None or eu.task.done():
+            eu.task = self.lcm.spawn(self._reconcile(eu), f"eu-{record.instance}")
+
+    async def wait(self, eu: Eu) -> None:
+        """Until the EU's reconcile task (if any) is done."""
+        while eu.task is not None and not eu.task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(eu.task)
+
+    # -- the state machine ------------------------------------------------------------------------
+
+    async def _reconcile(self, eu: Eu) -> None:
+        async with eu.lock:
+            while True:
+                want = eu.record.requested_state
+                if eu.running and (want == "Idle" or eu.restart):
+                    if not await self._stop(eu):
+                        return
+                elif want == "Active" and not eu.running:
+                    eu.restart = False
+                    if not await self._start(eu):
+                        return
+                else:
+                    eu.restart = False
+                    return
+
+    async def _start(self, eu: Eu) -> bool:
+        record = eu.record
+        if not self.lcm.execenvs.enabled(record.ee):
+            self._fault(eu, "Unstartable", "the execution environment is disabled")
+            return self._give_up(eu)
+        du = self.lcm.deployments.records.get(record.du)
+        if du is None or not du.bundle:
+            self._fault(eu, "Unstartable", "the deployment unit has no bundle")
+            return self._give_up(eu)
+        if self.node(eu).values["Status"] != "Restarting":
+            self._set_status(eu, "Starting")
+        eu.exited = None
+        spec = StartSpec(
+            container_id=record.container_id,
+            bundle=Path(du.bundle),
+            log_path=Path(record.log_file),
+            log_max_bytes=self.lcm.settings.eu_log_max_bytes,
+            log_backups=self.lcm.settings.eu_log_backups,
+        )
+        failure = "FailureOnStart" if eu.cause == "controller" else "FailureOnAutoStart"
+        try:
+            status = await self.lcm.execenvs.runtime(record.ee).start(spec)
+        except Fault as fault:
+            log.warning("EU %s failed to start: %s", record.euid, fault)
+            self._fault(eu, failure, fault.message)
+            return self._give_up(eu)
+        eu.running = True
+        eu.started = time.monotonic()
+        if eu.exited is not None:  # it died while the start was being reported
+            eu.running = False
+            self._fault(eu, failure, _describe_exit(eu.exited))
+            return self._give_up(eu)
+        log.info("EU %s active (pid %s)", record.euid, status.pid)
+        self._set_status(eu, "Active", fault=("NoFault", ""))
+        self._schedule_retry_reset(eu)
+        return True
+
+    async def _stop(self, eu: Eu) -> bool:
+        record = eu.record
+        if not eu.restart:
+            self._set_status(eu, "Stopping")
+        eu.stopping = True
+        try:
+            await self.lcm.execenvs.runtime(record.ee).stop(record.container_id, float(record.shutdown_delay))
+        except Fault as fault:
+            log.warning("EU %s failed to stop: %s", record.euid, fault)
+            self._fault(eu, "FailureOnStop", fault.message)
+            self._set_status(eu, "Active")
+            return False
+        finally:
+            eu.stopping = False
+        eu.running = False
+        self._set_status(eu, "Restarting" if eu.restart else "Idle", fault=("NoFault", ""))
+        return True
+
+    def _give_up(self, eu: Eu) -> bool:
+        """A start failed: the EU rests Idle and is not retried on its own."""
+        eu.restart = False
+        self._set_status(eu, "Idle")
+        if eu.record.requested_state != "Idle":
+            eu.record.requested_state = "Idle"
+            self.lcm.commit(put=[eu.record])
+            self.lcm.dm.update(self.node(eu), {"RequestedState": "Idle"})
+        return False
+
+    def on_exit(self, exit: ContainerExit) -> None:
+        """A runtime saw a container exit (called on the loop)."""
+        eu = self._by_container.get(exit.container_id)
+        if eu is None or eu.stopping:
+            return
+        if eu.task is not None and not eu.task.done() and not eu.running:
+            eu.exited = exit  # during a start: the start reports it
+            return
+        if not eu.running:
+            return
+        eu.running = False
+        message = _describe_exit(exit)
+        log.info("EU %s %s", eu.record.euid, message)
+        code = "NoFault" if exit.exit_status == 0 else "FailureWhileActive"
+        self._fault(eu, code, message)
+        self._set_status(eu, "Idle")
+        if not self._schedule_auto_restart(eu):
+            eu.record.requested_state = "Idle"
+            self.lcm.commit(put=[eu.record])
+            self.lcm.dm.update(self.node(eu), {"RequestedState": "Idle"})
+
+    # -- status and faults ----------------------------------------------------------------------
+
+    def _set_status(self, eu: Eu, status: str, fault: tuple[str, str] | None = None) -> None:
+        values: dict[str, Value] = {"Status": status}
+        if fault is not None:
+            values["ExecutionFaultCode"], values["ExecutionFaultMessage"] = fault
+            self._remember_fault(eu, *fault)
+        if status != "Active":
+            values["MemoryInUse"] = -1
+            values["CPUPercentInUse"] = -1
+        self.lcm.dm.update(self.node(eu), values)
+        self._publish_active(eu.record.ee)
+
+    def _fault(self, eu: Eu, code: str, message: str) -> None:
+        self.lcm.dm.update(self.node(eu), {"ExecutionFaultCode": code, "ExecutionFaultMessage": message[:256]})
+        self._remember_fault(eu, code, message[:256])
+
+    def _remember_fault(self, eu: Eu, code: str, message: str) -> None:
+        if (eu.record.fault_code, eu.record.fault_message) != (code, message):
+            eu.record.fault_code, eu.record.fault_message = code, message
+            self.lcm.commit(put=[eu.record])
+
+    def _publish_active(self, ee: str) -> None:
+        if ee not in self.lcm.execenvs.records:
+            return
+        active = tuple(
+            f"{EU_TABLE}{eu.record.instance}"
+            for eu in self.of_ee(ee)
+            if self.lcm.dm.find_node(f"{EU_TABLE}{eu.record.instance}") is not None
+            and self.node(eu).values["Status"] == "Active"
+        )
+        self.lcm.execenvs.set_active(ee, active)
+
+    # -- AutoRestart (TR-181 ExecutionUnit.{i}.AutoRestart.) --------------------------------------
+
+    def _schedule_auto_restart(self, eu: Eu) -> bool:
+        settings = self.node(eu).singles["AutoRestart"].values
+        if not settings["Enable"]:
+            return False
+        count = int(settings["RetryCount"])  # type: ignore[arg-type]
+        if settings["MaximumRetryCount"] and count >= int(settings["MaximumRetryCount"]):  # type: ignore[arg-type]
+            return False
+        delay = _backoff(
+            int(settings["RetryMinimumWaitInterval"]),  # type: ignore[arg-type]
+            int(settings["RetryMaximumWaitInterval"]),  # type: ignore[arg-type]
+            int(settings["RetryIntervalMultiplier"]),  # type: ignore[arg-type]
+            count,
+        )
+        restart_at = now() + timedelta(seconds=round(delay))
+        self.lcm.dm.update(self.node(eu).singles["AutoRestart"], {"RetryCount": count + 1, "NextRestart": restart_at})
+        eu.record.auto_restart["RetryCount"] = count + 1
+        self.lcm.commit(put=[eu.record])
+        loop = asyncio.get_running_loop()
+        eu.retry = loop.call_later(delay, self._auto_restart, eu)
+        log.info("EU %s restarts in %.1f s (retry %d)", eu.record.euid, delay, count + 1)
+        return True
+
+    def _auto_restart(self, eu: Eu) -> None:
+        eu.retry = None
+        if eu.record.instance not in self.units:
+            return
+        last = stamp()
+        eu.record.auto_restart["LastRestarted"] = last
+        self.lcm.dm.update(self.node(eu).singles["AutoRestart"], {"LastRestarted": from_stamp(last),
+                                                                  "NextRestart": UNKNOWN_TIME})  # fmt: skip
+        self.request(eu, "Active", cause="auto")
+
+    def _schedule_retry_reset(self, eu: Eu) -> None:
+        """RetryCount goes back to 0 once the EU has run for ResetPeriod seconds."""
+        settings = self.node(eu).singles["AutoRestart"].values
+        period = int(settings["ResetPeriod"])  # type: ignore[arg-type]
+        if not settings["Enable"] or not period or not settings["RetryCount"]:
+            return
+        started = eu.started
+
+        def reset() -> None:
+            if eu.running and eu.started == started and eu.record.instance in self.units:
+                eu.record.auto_restart["RetryCount"] = 0
+                self.lcm.commit(put=[eu.record])
+                self.lcm.dm.update(self.node(eu).singles["AutoRestart"], {"RetryCount": 0})
+
+        asyncio.get_running_loop().call_later(period, reset)
+
+    # -- groups ------------------------------------------------------------------------------------
+
+    def autostart(self, ee: str) -> None:
+        """Start what should run in ``ee``: AutoStart EUs within the run level, and EUs
+        whose persisted RequestedState is Active."""
+        level = self.lcm.execenvs.run_level(ee)
+        for eu in self.of_ee(ee):
+            record = eu.record
+            du = self.lcm.deployments.records.get(record.du)
+            if du is None or du.status != "Installed":
+                continue
+            wanted = record.requested_state == "Active" or (
+                record.auto_start and (level < 0 or record.run_level <= level)
+            )
+            if wanted:
+                self.request(eu, "Active", cause="auto")
+
+    def apply_run_level(self, ee: str, level: int) -> None:
+        for eu in self.of_ee(ee):
+            if eu.record.auto_start:
+                self.request(eu, "Active" if eu.record.run_level <= level else "Idle", cause="auto")
+
+    async def stop_all(self, ee: str, reason: str) -> None:
+        """Stop every EU of ``ee``; with a reason they are marked Unstartable (EE disabled)."""
+        units = self.of_ee(ee)
+        for eu in units:
+            self.request(eu, "Idle")
+        for eu in units:
+            await self.wait(eu)
+            if reason:
+                self._fault(eu, "Unstartable", reason)
+
+    async def stop_and_forget(self, eu: Eu) -> None:
+        """Stop the EU's container for good and remove it from the runtime."""
+        self.request(eu, "Idle")
+        await self.wait(eu)
+        if eu.running:
+            raise Fault(FaultCode.COMMAND_FAILURE, f"execution unit {eu.record.euid} did not stop")
+        await self.lcm.execenvs.runtime(eu.record.ee).remove(eu.record.container_id)
+
+    def adopt(self, eu: Eu) -> None:
+        """Its container survived a daemon restart and is running."""
+        eu.running = True
+        eu.started = time.monotonic()
+        self._set_status(eu, "Active")
+
+    # -- usage sampling -------------------------------------------------------------------------------
+
+    def start_sampler(self) -> None:
+        self._sampler = self.lcm.spawn(self._sample_forever(), "usage-sampler")
+
+    async def _sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lcm.settings.usage_interval)
+            self.lcm.execenvs.sample_cpu()
+            for eu in list(self.units.values()):
+                if not eu.running:
+                    continue
+                try:
+                    usage = await self.lcm.execenvs.runtime(eu.record.ee).usage(eu.record.container_id)
+                except Fault as fault:
+                    log.debug("usage of %s: %s", eu.record.euid, fault)
+                    continue
+                if eu.running and eu.record.instance in self.units:
+                    eu.memory_kib = usage.memory_kib
+                    values = {"MemoryInUse": usage.memory_kib, "CPUPercentInUse": min(100, usage.cpu_percent)}
+                    self.lcm.dm.update(self.node(eu), values, quiet=True)
+
+    def memory_in_use(self, ee: str) -> int:
+        return sum(max(0, eu.memory_kib) for eu in self.of_ee(ee) if eu.running)
+
+    async def close(self) -> None:
+        if self._sampler:
+            self._sampler.cancel()
+        for eu in self.units.values():
+            if eu.retry:
+                eu.retry.cancel()
+        if self.lcm.settings.stop_containers_on_exit:
+            for eu in list(self.units.values()):
+                if eu.running:
+                    await self.lcm.execenvs.runtime(eu.record.ee).stop(
+                        eu.record.container_id, float(eu.record.shutdown_delay)
+                    )
+        for eu in self.units.values():
+            if eu.task and not eu.task.done():
+                eu.task.cancel()
+
+
+def _describe_exit(exit: ContainerExit) -> str:
+    if exit.signal is not None:
+        return f"container killed by signal {exit.signal}"
+    if exit.exit_status is None:
+        return "container exited (status unknown)"
+    return f"container exited with status {exit.exit_status}"
+
+
+def _backoff(minimum: int, maximum: int, multiplier: int, count: int) -> float:
+    """TR-181 AutoRestart: between m·(k/1000)^n and m·(k/1000)^(n+1), capped by the maximum."""
+    factor = max(multiplier, 1000) / 1000
+    low = max(minimum, 1) * factor**count
+    if maximum and low >= maximum:
+        return float(maximum)
+    high = max(minimum, 1) * factor ** (count + 1)
+    return min((low + high) / 2, float(maximum) if maximum else high)

@@ -1,0 +1,149 @@
+"""What the LCM persists: one record per ExecEnv, DeploymentUnit, ExecutionUnit and
+in-flight operation, plus the store contract that keeps them.
+
+Records are journaled *before* the action they describe (see the LCM modules), so
+that after a crash the store says what was under way and recovery can undo or finish it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Protocol, Self
+
+
+class Record:
+    """Common JSON round trip; ``KIND`` names the store table."""
+
+    KIND: ClassVar[str]
+
+    def key(self) -> str:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class ExecEnvRecord(Record):
+    KIND: ClassVar[str] = "execenv"
+    name: str
+    instance: int
+    enable: bool = True
+    initial_run_level: int = 0
+    initial_eu_run_level: int = 0
+    restart_count: int = 0
+    restart_reason: str = ""
+    last_restarted: str = ""  # TR-106 dateTime text, "" never
+
+    def key(self) -> str:
+        return self.name
+
+
+@dataclass
+class DeploymentUnitRecord(Record):
+    KIND: ClassVar[str] = "deploymentunit"
+    instance: int
+    uuid: str
+    ee: str  # ExecEnv name
+    status: str  # Installing / Installed / Updating / Uninstalling
+    url: str
+    alias: str = ""
+    duid: str = ""
+    credentials: str = ""  # sealed "user\\0password" of the last Install/Update, "" for none
+    name: str = ""
+    vendor: str = ""
+    version: str = ""
+    description: str = ""
+    module_version: str = ""
+    bundle: str = ""  # current bundle directory
+    digest: str = ""
+    disk_kib: int = 0
+    installed: str = ""
+    last_update: str = ""
+    eus: list[int] = field(default_factory=list)
+
+    def key(self) -> str:
+        return str(self.instance)
+
+
+@dataclass
+class ExecutionUnitRecord(Record):
+    KIND: ClassVar[str] = "executionunit"
+    instance: int
+    du: int
+    euid: str
+    container_id: str
+    ee: str
+    alias: str = ""
+    name: str = ""
+    vendor: str = ""
+    version: str = ""
+    description: str = ""
+    auto_start: bool = False
+    run_level: int = 0
+    requested_state: str = "Idle"
+    shutdown_delay: int = 10
+    privileged: bool = False
+    creation_time: str = ""
+    log_file: str = ""
+    log_row: int = 0  # Device.DeviceInfo.VendorLogFile instance
+    fault_code: str = "NoFault"
+    fault_message: str = ""
+    # ExecutionUnit.{i}.AutoRestart. parameters by name
+    auto_restart: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        return str(self.instance)
+
+
+@dataclass
+class OperationRecord(Record):
+    """An Install/Update/Uninstall under way (deleted when it completes)."""
+
+    KIND: ClassVar[str] = "operation"
+    du: int
+    kind: str  # install / update / uninstall
+    started: str
+    target: str = ""  # bundle directory being created (install, update)
+    previous: str = ""  # bundle directory being replaced (update)
+    stage: str = "journaled"  # update: "swapped" once the new bundle is the DU's
+    restart_eus: list[int] = field(default_factory=list)  # EUs to start again after an update
+
+    def key(self) -> str:
+        return str(self.du)
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    t.KIND: t for t in (ExecEnvRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord)
+}
+
+
+@dataclass
+class Snapshot:
+    """Everything the store holds, loaded at start."""
+
+    records: dict[str, dict[str, Record]]  # kind -> key -> record
+    counters: dict[str, int]  # table path -> next instance number
+
+    def of(self, kind: type[Record]) -> list[Any]:
+        return list(self.records.get(kind.KIND, {}).values())
+
+
+class Store(Protocol):
+    def load(self) -> Snapshot: ...
+
+    def commit(
+        self,
+        put: list[Record] | None = None,
+        delete: list[Record] | None = None,
+        counters: dict[str, int] | None = None,
+    ) -> None:
+        """Apply all changes in one durable transaction (or none of them)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,140 @@
+"""Start-up: rebuild the tree from the store and bring everything back to a consistent state.
+
+After a crash at any point the journal says what was under way:
+
+* an interrupted Install is rolled back (files and rows removed, DUStateChange! Failed);
+* an interrupted Update is rolled back if the new bundle was not yet the DU's, finished
+  otherwise, and the EUs it had stopped are started again;
+* an interrupted Uninstall is finished.
+
+Then containers still running are adopted (or stopped when no EU wants them), stale
+containers and orphan bundle directories and logs are removed, and EUs that should
+run (AutoStart within the run level, or RequestedState Active) are started.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.records import (
+    DeploymentUnitRecord,
+    ExecEnvRecord,
+    ExecutionUnitRecord,
+    OperationRecord,
+    Snapshot,
+)
+from dsm_tr181.lcm.tables import from_stamp
+
+if TYPE_CHECKING:
+    from dsm_tr181.lcm.manager import Lcm
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted by a restart of the deployment and state manager"
+
+
+async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
+    for table_path, next_instance in snapshot.counters.items():
+        table = lcm.dm.table(table_path)
+        table.next_instance = max(table.next_instance, next_instance)
+    lcm.execenvs.restore(snapshot.of(ExecEnvRecord))
+    dus: dict[int, DeploymentUnitRecord] = {du.instance: du for du in snapshot.of(DeploymentUnitRecord)}
+    ops: dict[int, OperationRecord] = {op.du: op for op in snapshot.of(OperationRecord)}
+    eus: list[ExecutionUnitRecord] = snapshot.of(ExecutionUnitRecord)
+    installing = {n for n, op in ops.items() if op.kind == "install"}
+    for eu in sorted(eus, key=lambda r: r.instance):
+        if eu.du in dus and eu.du not in installing:
+            lcm.executions.add(eu, dus[eu.du].disk_kib)
+    for du in sorted(dus.values(), key=lambda r: r.instance):
+        if du.instance not in installing:
+            lcm.deployments.add_row(du)
+    for op in ops.values():
+        du = dus.get(op.du)
+        if du is None:
+            lcm.commit(delete=[op])
+            continue
+        await _resume(lcm, du, op, [eu for eu in eus if eu.du == du.instance])
+    await _containers(lcm)
+    await _orphan_files(lcm)
+    for name, record in lcm.execenvs.records.items():
+        if record.enable:
+            lcm.executions.autostart(name)
+
+
+async def _resume(lcm: Lcm, du: DeploymentUnitRecord, op: OperationRecord, eus: list[ExecutionUnitRecord]) -> None:
+    started = from_stamp(op.started)
+    interrupted = Fault(FaultCode.REQUEST_DENIED, INTERRUPTED)
+    if op.kind == "install":
+        log.warning("rolling back the interrupted installation of %s", du.url)
+        await lcm.packager.remove(Path(op.target))
+        lcm.commit(delete=[*eus, du, op])
+        lcm.du_state_change(du, "Install", "Failed", started, interrupted)
+    elif op.kind == "update" and op.stage == "swapped":
+        log.warning("finishing the interrupted update of DU %s", du.instance)
+        await lcm.deployments.finish_update(du, op)
+        lcm.du_state_change(du, "Update", "Installed", started)
+    elif op.kind == "update":
+        log.warning("rolling back the interrupted update of DU %s", du.instance)
+        await lcm.packager.remove(Path(op.target))
+        du.status = "Installed"
+        lcm.commit(put=[du], delete=[op])
+        lcm.deployments.refresh(du)
+        for instance in op.restart_eus:
+            eu = lcm.executions.units.get(instance)
+            if eu is not None:
+                eu.record.requested_state = "Active"
+                lcm.commit(put=[eu.record])
+        lcm.du_state_change(du, "Update", "Installed", started, interrupted)
+    else:
+        log.warning("finishing the interrupted uninstall of DU %s", du.instance)
+        await lcm.deployments.finish_uninstall(du, op)
+        lcm.du_state_change(du, "Uninstall", "Uninstalled", started)
+
+
+async def _containers(lcm: Lcm) -> None:
+    """Adopt the containers that survived; stop and remove the ones no EU owns."""
+    units = {eu.record.container_id: eu for eu in lcm.executions.units.values()}
+    for runtime in {id(r): r for r in lcm.runtimes.values()}.values():
+        running = set(await runtime.adopt())
+        for container_id in sorted(running):
+            eu = units.get(container_id)
+            if eu is not None and not eu.running:
+                log.info("adopting the running container of EU %s", eu.record.euid)
+                lcm.executions.adopt(eu)
+            elif eu is None:
+                log.warning("stopping container %s: no execution unit owns it", container_id)
+                await runtime.stop(container_id, 0)
+                await runtime.remove(container_id)
+        for container_id in await runtime.list_ids():
+            if container_id not in running:
+                await runtime.remove(container_id)
+
+
+async def _orphan_files(lcm: Lcm) -> None:
+    """Bundle directories and logs no record refers to (left by a crash) are removed."""
+    bundles = {Path(du.bundle) for du in lcm.deployments.records.values() if du.bundle}
+    roots = {lcm.bundle_root(n) for n in lcm.deployments.records}
+    for child in _children(lcm.settings.bundle_dir):
+        if child not in roots:
+            log.warning("removing orphan bundle directory %s", child)
+            await lcm.packager.remove(child)
+            continue
+        for generation in _children(child):
+            if generation not in bundles:
+                log.warning("removing orphan bundle directory %s", generation)
+                await lcm.packager.remove(generation)
+    logs = {Path(eu.record.log_file).name for eu in lcm.executions.units.values()}
+    for child in _children(lcm.settings.log_dir):
+        if child.is_file() and child.name.split(".log")[0] + ".log" not in logs:
+            child.unlink(missing_ok=True)
+
+
+def _children(directory: Path) -> list[Path]:
+    try:
+        return sorted(directory.iterdir())
+    except FileNotFoundError:
+        return []
+

@@ -1,0 +1,65 @@
+"""The LCM's settings: where things live, which execution environments exist, policies."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True)
+class ExecEnvSettings:
+    """One Device.SoftwareModules.ExecEnv row, bound to a runtime adapter by name."""
+
+    name: str = "default"
+    runtime: str = "runc"
+    enable: bool = True
+    vendor: str = "rdkcentral"
+    version: str = ""
+    type: str = ""  # "" = "OCI runtime (<runtime>)"
+    initial_run_level: int = 0
+    initial_eu_run_level: int = 0
+    allocated_disk_kib: int = -1
+    allocated_memory_kib: int = -1
+    allocated_cpu_percent: int = -1
+
+    def __post_init__(self) -> None:
+        if not EE_NAME.fullmatch(self.name):
+            raise ValueError(f"execution environment name {self.name!r} must match {EE_NAME.pattern}")
+        if not 0 <= self.initial_run_level <= 65535:
+            raise ValueError("initial_run_level must be 0..65535")
+        if not -1 <= self.initial_eu_run_level <= 65535:
+            raise ValueError("initial_eu_run_level must be -1..65535")
+
+    @property
+    def type_name(self) -> str:
+        return self.type or f"OCI runtime ({self.runtime})"
+
+
+@dataclass(frozen=True)
+class LcmSettings:
+    bundle_dir: Path  # unpacked DUs: <bundle_dir>/<du instance>/<generation>/
+    log_dir: Path  # container output: <log_dir>/<container id>.log
+    execenvs: tuple[ExecEnvSettings, ...] = (ExecEnvSettings(),)
+    default_execenv: str = ""  # "" = the first enabled one
+    allow_downgrade: bool = False
+    max_parallel_operations: int = 2  # installs/updates/uninstalls running at once; others queue
+    operation_timeout: float = 3600.0  # TR-369 R-SMM.1 allows at most 24 h
+    eu_log_max_bytes: int = 1 << 20
+    eu_log_backups: int = 2
+    usage_interval: float = 5.0  # seconds between memory/CPU samples of running EUs
+    stop_containers_on_exit: bool = False  # default: containers outlive a daemon restart
+    preinstalled: tuple[str, ...] = field(default=())  # DU URLs Reset() restores (factory state)
+
+    def __post_init__(self) -> None:
+        names = [ee.name for ee in self.execenvs]
+        if not names:
+            raise ValueError("at least one execution environment is needed")
+        if len(set(names)) != len(names):
+            raise ValueError("execution environment names must be unique")
+        if self.default_execenv and self.default_execenv not in names:
+            raise ValueError(f"default_execenv {self.default_execenv!r} is not a configured execution environment")
+        if self.max_parallel_operations < 1:
+            raise ValueError("max_parallel_operations must be >= 1")

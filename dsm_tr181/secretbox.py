@@ -1,0 +1,44 @@
+"""Credentials at rest: Fernet (AES-128-CBC + HMAC-SHA256) with a device key file.
+
+The key lives in its own 0600 file beside the store, so a copy of the database alone
+does not reveal the Username/Password of InstallDU()/Update().
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+
+class FernetSealer:
+    def __init__(self, key_file: Path) -> None:
+        self._fernet = Fernet(self._key(key_file))
+
+    @staticmethod
+    def _key(path: Path) -> bytes:
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = Fernet.generate_key()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it first
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return key
+
+    def seal(self, plain: str) -> str:
+        return self._fernet.encrypt(plain.encode()).decode()
+
+    def unseal(self, sealed: str) -> str:
+        try:
+            return self._fernet.decrypt(sealed.encode()).decode()
+        except InvalidToken:
+            raise ValueError("stored credentials cannot be decrypted with this device key") from None
