@@ -1,0 +1,764 @@
+"""The local control socket: the original RDK DSM's protocol, served from the data model.
+
+Drop-in for the C++ DSM's ``dsmcli`` (framing in :mod:`dsm_tr181.control_client`): one
+framed JSON request per connection, one framed reply, and the original methods with
+their result shapes (``ee.list``, ``du.install``, ``du.detail``, ``eu.start`` ...). On
+top of that: the generic TR-181 operations (``get``, ``set``, ``add``, ``delete``,
+``operate``, ``supported``, ``instances``), ``events`` (a notification stream) and
+``"wait": true`` on long commands (progress messages, then the final outcome).
+
+Errors are replies, never tracebacks: ``{"id", "error": text, "fault": {code,
+cwmp_code, name, path, message}}``; old clients only read ``error``.
+
+Everything runs on the daemon's asyncio loop, the one that owns the DataModel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dsm_tr181.control_client import HEADER, encode_frame
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.schema.model import Parameter
+from dsm_tr181.schema.types import Value, format_datetime
+from dsm_tr181.tree.datamodel import DataModel
+from dsm_tr181.tree.notifications import Kind, Notification
+from dsm_tr181.tree.results import OperateResult
+from dsm_tr181.tree.supported import SupportedObject, SupportedParam
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FRAME = 1 << 20
+SM = "Device.SoftwareModules."
+EE_TABLE = SM + "ExecEnv."
+DU_TABLE = SM + "DeploymentUnit."
+EU_TABLE = SM + "ExecutionUnit."
+DU_STATE_CHANGE = SM + "DUStateChange!"
+# Commands whose outcome a DUStateChange! event also reports, with its OperationPerformed.
+DU_OPERATIONS = {"InstallDU()": "Install", "Update()": "Update", "Uninstall()": "Uninstall"}
+# How long a waiting client may still get the DUStateChange! after OperationComplete.
+EVENT_GRACE = 2.0
+EVENT_BACKLOG = 10_000  # notifications queued for one slow `events` client before it is cut off
+
+Params = Mapping[str, Any]
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client closed its end while the server was still sending."""
+
+
+class RequestFailed(Exception):
+    """A fault to reply with, plus extra keys for the error reply (the DUStateChange! seen)."""
+
+    def __init__(self, fault: Fault, extra: Mapping[str, Any]) -> None:
+        super().__init__(fault.describe())
+        self.fault = fault
+        self.extra = dict(extra)
+
+
+class Stream:
+    """A connection kept open for progress messages or notifications."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request_id: Any) -> None:
+        self.request_id = request_id
+        self._reader = reader
+        self._writer = writer
+        self._hangup: asyncio.Task[None] | None = None
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        if self._writer.is_closing():
+            raise ClientGone
+        try:
+            self._writer.write(encode_frame(message))
+            await self._writer.drain()
+        except ConnectionError:
+            raise ClientGone from None
+
+    async def progress(self, info: Mapping[str, Any]) -> None:
+        await self.send({"id": self.request_id, "progress": info})
+
+    async def receive(self, queue: asyncio.Queue[T], timeout: float | None = None) -> T:
+        """The next queued item; ClientGone if the client hangs up first, TimeoutError after ``timeout``."""
+        if self._hangup is None:
+            self._hangup = asyncio.ensure_future(self._until_eof())
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait({getter, self._hangup}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        if self._hangup in done:
+            raise ClientGone
+        raise TimeoutError
+
+    def close(self) -> None:
+        if self._hangup is not None:
+            self._hangup.cancel()
+
+    async def _until_eof(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            while await self._reader.read(4096):
+                pass  # a client has nothing more to say on this connection
+
+
+class ControlServer:
+    """Serves the control protocol on a UNIX socket, on the running asyncio loop."""
+
+    def __init__(
+        self,
+        dm: DataModel,
+        path: str | os.PathLike[str],
+        mode: int = 0o660,
+        group: str | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        read_timeout: float = 10.0,
+    ) -> None:
+        self.methods = ControlMethods(dm)
+        self.path = Path(path)
+        self.mode = mode
+        self.group = group
+        self.max_frame = max_frame
+        self.read_timeout = read_timeout  # for the request frame to arrive complete
+        self._server: asyncio.AbstractServer | None = None
+        self._inode = 0
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        gid = _group_id(self.group) if self.group else -1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # Linux creates the socket file with the socket inode's mode (less the umask):
+            # narrowing it before bind() leaves no moment where the file is wider open.
+            os.fchmod(sock.fileno(), self.mode)
+            sock.bind(str(self.path))
+            self._inode = os.stat(self.path).st_ino
+            os.chmod(self.path, self.mode)
+            if gid != -1:
+                os.chown(self.path, -1, gid)
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+        except BaseException:
+            sock.close()
+            self._unlink()
+            raise
+        log.info("control socket listening on %s", self.path)
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+        self._unlink()
+
+    def _unlink(self) -> None:
+        """Remove the socket file, unless another server has replaced it since."""
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        stream: Stream | None = None
+        try:
+            request_id: Any = None
+            method = ""
+            try:
+                body = await asyncio.wait_for(self._read_frame(reader), self.read_timeout)
+                if body is None:
+                    return  # connected and left without a word
+                request = _decode(body)
+                request_id = request.get("id")
+                method, params = _method_and_params(request)
+                stream = Stream(reader, writer, request_id)
+                frame = encode_frame({"id": request_id, "result": await self.methods.call(method, params, stream)})
+            except RequestFailed as failure:
+                frame = encode_frame(_error_reply(request_id, failure.fault, failure.extra))
+            except Fault as fault:
+                frame = encode_frame(_error_reply(request_id, fault))
+            except TimeoutError:
+                fault = Fault(FaultCode.MESSAGE_FAILED, f"no complete request within {self.read_timeout:g} s")
+                frame = encode_frame(_error_reply(request_id, fault))
+            except Exception:
+                log.exception("control request %r failed", method)
+                frame = encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))
+            writer.write(frame)
+            await writer.drain()
+        except (ClientGone, ConnectionError):
+            log.debug("control client left before the reply")
+        finally:
+            if stream is not None:
+                stream.close()
+            writer.close()
+            self._connections.discard(task)
+
+    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
+        try:
+            header = await reader.readexactly(HEADER.size)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                return None
+            raise Fault(FaultCode.MESSAGE_FAILED, "truncated frame header") from None
+        (length,) = HEADER.unpack(header)
+        if length < 0:
+            raise Fault(FaultCode.MESSAGE_FAILED, f"bad frame length {length}")
+        if length > self.max_frame:
+            raise Fault(FaultCode.RESOURCES_EXCEEDED, f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+        try:
+            return await reader.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            raise Fault(FaultCode.MESSAGE_FAILED, f"truncated frame: {len(exc.partial)} of {length} bytes") from None
+
+
+class ControlMethods:
+    """The protocol's methods over a DataModel, independent of the socket.
+
+    ``call`` returns a JSON-ready result or raises :class:`Fault` (or
+    :class:`RequestFailed`). Methods that stream need a :class:`Stream`.
+    """
+
+    def __init__(self, dm: DataModel) -> None:
+        self.dm = dm
+        self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
+            "ee.list": self._ee_list,
+            "ee.detail": self._ee_detail,
+            "du.list": self._du_list,
+            "du.detail": self._du_detail,
+            "du.install": self._du_install,
+            "du.update": self._du_update,
+            "du.uninstall": self._du_uninstall,
+            "eu.list": self._eu_list,
+            "eu.detail": self._eu_detail,
+            "eu.start": self._eu_start,
+            "eu.stop": self._eu_stop,
+            "dsm.save_state": self._save_state,
+            "get": self._get,
+            "set": self._set,
+            "add": self._add,
+            "delete": self._delete,
+            "operate": self._operate,
+            "supported": self._supported,
+            "instances": self._instances,
+            "events": self._events,
+        }
+
+    async def call(self, method: str, params: Params, stream: Stream | None = None) -> Any:
+        handler = self._methods.get(method)
+        if handler is None:
+            raise Fault(FaultCode.MESSAGE_NOT_SUPPORTED, f"method {method!r} is not implemented")
+        return await handler(params, stream)
+
+    # == the original DSM's methods ==================================================================
+
+    async def _ee_list(self, params: Params, stream: Stream | None) -> Any:
+        rows = self._rows(EE_TABLE)
+        return [self._ee_json(p) for p in rows] if _flag(params, "detailed") else [self._text(p, "Name") for p in rows]
+
+    async def _ee_detail(self, params: Params, stream: Stream | None) -> Any:
+        return self._ee_json(self._ee(_text(params, "name")))
+
+    async def _du_list(self, params: Params, stream: Stream | None) -> Any:
+        rows = self._rows(DU_TABLE)
+        return [self._du_json(p) for p in rows] if _flag(params, "detailed") else [self._text(p, "UUID") for p in rows]
+
+    async def _du_detail(self, params: Params, stream: Stream | None) -> Any:
+        return self._du_json(self._du(_text(params, "uuid")))
+
+    async def _du_install(self, params: Params, stream: Stream | None) -> Any:
+        ee = self._ee(_text(params, "ee_name"))
+        args = {"URL": _text(params, "uri"), "ExecutionEnvRef": ee.rstrip(".")}
+        args |= _credentials(params)
+        if uuid := _text(params, "uuid", ""):
+            args["UUID"] = uuid
+        return await self._long_command(params, stream, SM + "InstallDU()", args, "Installation Started")
+
+    async def _du_update(self, params: Params, stream: Stream | None) -> Any:
+        du = self._du(_text(params, "uuid"))
+        args = _credentials(params)
+        if uri := _text(params, "uri", ""):
+            args["URL"] = uri
+        return await self._long_command(params, stream, du + "Update()", args, "Update Started")
+
+    async def _du_uninstall(self, params: Params, stream: Stream | None) -> Any:
+        du = self._du(_text(params, "uuid"))
+        return await self._long_command(params, stream, du + "Uninstall()", {}, "Uninstallation Started")
+
+    async def _eu_list(self, params: Params, stream: Stream | None) -> Any:
+        rows = self._rows(EU_TABLE)
+        return [self._eu_json(p) for p in rows] if _flag(params, "detailed") else [self._text(p, "EUID") for p in rows]
+
+    async def _eu_detail(self, params: Params, stream: Stream | None) -> Any:
+        return self._eu_json(self._eu(_text(params, "uid")))
+
+    async def _eu_start(self, params: Params, stream: Stream | None) -> Any:
+        self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Active"})
+        return "Starting EU"
+
+    async def _eu_stop(self, params: Params, stream: Stream | None) -> Any:
+        self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Idle"})
+        return "Stopping EU"
+
+    async def _save_state(self, params: Params, stream: Stream | None) -> Any:
+        return "state is journaled continuously; nothing to save"
+
+    # == generic TR-181 operations ====================================================================
+
+    async def _get(self, params: Params, stream: Stream | None) -> Any:
+        values: dict[str, str] = {}
+        for result in self.dm.get(_texts(params, "paths"), _count(params, "max_depth")):
+            if result.fault:
+                raise result.fault
+            for obj in result.resolved:
+                values |= {obj.path + name: text for name, text in obj.text().items()}
+        return values
+
+    async def _set(self, params: Params, stream: Stream | None) -> Any:
+        result = self.dm.set(_text_map(params, "values"), _flag(params, "allow_partial"))
+        updated = {
+            obj.path + name: self._format_param(obj.path + name, value)
+            for obj in result.updated
+            for name, value in obj.params.items()
+        }
+        return {"updated": updated, "errors": [{"path": e.path, "fault": _fault_json(e.fault)} for e in result.errors]}
+
+    async def _add(self, params: Params, stream: Stream | None) -> Any:
+        results = self.dm.add(_text(params, "path"), _text_map(params, "params", required=False))
+        return [{"path": r.path, "unique_keys": self._keys_text(r.path, r.unique_keys)} for r in results]
+
+    async def _delete(self, params: Params, stream: Stream | None) -> Any:
+        return {"deleted": [path for r in self.dm.delete(_texts(params, "paths")) for path in r.deleted]}
+
+    async def _operate(self, params: Params, stream: Stream | None) -> Any:
+        args = _text_map(params, "args", required=False)
+        return await self._long_command(params, stream, _text(params, "command"), args, "")
+
+    async def _supported(self, params: Params, stream: Stream | None) -> Any:
+        found = self.dm.get_supported_dm(_texts(params, "paths"), _flag(params, "first_level_only"))
+        return {path: [_supported_json(obj) for obj in objects] for path, objects in found.items()}
+
+    async def _instances(self, params: Params, stream: Stream | None) -> Any:
+        found = self.dm.get_instances(_texts(params, "paths"), _flag(params, "first_level_only"))
+        return [{"path": r.path, "unique_keys": self._keys_text(r.path, r.unique_keys)} for r in found]
+
+    async def _events(self, params: Params, stream: Stream | None) -> Any:
+        stream = _need(stream, "events")
+        prefix = _text(params, "prefix", "")
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        lost = False
+
+        def deliver(note: Notification) -> None:
+            nonlocal lost
+            if queue.qsize() >= EVENT_BACKLOG:
+                lost = True
+                subscription.cancel()
+            else:
+                queue.put_nowait({"event": self.notification_json(note)})
+
+        subscription = self.dm.subscribe(deliver, set(Kind), prefix)
+        try:
+            await stream.send({"id": stream.request_id, "result": {"subscribed": prefix}})
+            while not (lost and queue.empty()):
+                await stream.send(await stream.receive(queue))
+        finally:
+            subscription.cancel()
+        raise Fault(FaultCode.RESOURCES_EXCEEDED, f"client too slow: over {EVENT_BACKLOG} notifications queued")
+
+    # == long commands ===============================================================================
+
+    async def _long_command(
+        self, params: Params, stream: Stream | None, command: str, args: Mapping[str, str], accepted: str
+    ) -> Any:
+        """Run ``command``: without ``wait`` answer at once, with it follow it to its end."""
+        if _flag(params, "wait"):
+            return await self._follow(_need(stream, "wait"), command, args)
+        result = self.dm.operate_one(command, args)
+        if result.request is None:
+            return self._outputs_text(result)
+        answer = {"request_id": result.request.id}
+        return {"response": accepted, **answer} if accepted else {"command": result.command, **answer}
+
+    async def _follow(self, stream: Stream, command: str, args: Mapping[str, str]) -> dict[str, Any]:
+        """Stream the progress of an asynchronous command; return its outputs and DUStateChange!."""
+        queue: asyncio.Queue[Notification] = asyncio.Queue()
+        kinds = {Kind.PROGRESS, Kind.VALUE_CHANGE, Kind.EVENT, Kind.OPERATION_COMPLETE}
+        subscription = self.dm.subscribe(queue.put_nowait, kinds)  # before operating: handlers may publish at once
+        try:
+            result = self.dm.operate_one(command, args)
+            if result.request is None:
+                return self._outputs_text(result)
+            tracker = _Tracker(result, args)
+            await stream.progress({"kind": "accepted", "request_id": tracker.request_id, "command": result.command})
+            while tracker.completion is None:
+                await self._track(stream, tracker, await stream.receive(queue))
+            deadline = asyncio.get_running_loop().time() + EVENT_GRACE
+            while tracker.operation and tracker.event is None:
+                try:
+                    note = await stream.receive(queue, timeout=deadline - asyncio.get_running_loop().time())
+                except TimeoutError:
+                    break
+                await self._track(stream, tracker, note)
+        finally:
+            subscription.cancel()
+        completion = tracker.completion
+        assert completion is not None
+        extra: dict[str, Any] = {}
+        if tracker.event is not None:
+            extra["DUStateChange"] = self._args_text(tracker.event)
+        if completion.fault:
+            raise RequestFailed(completion.fault, extra)
+        outputs = self._format_outputs(completion.path, completion.args)
+        return {**outputs, "request_id": tracker.request_id, **extra}
+
+    async def _track(self, stream: Stream, tracker: _Tracker, note: Notification) -> None:
+        if note.kind is Kind.PROGRESS and note.request_id == tracker.request_id:
+            if tracker.du_path is None:
+                tracker.du_path = note.path
+                if self.dm.find_node(note.path) is not None:
+                    status = self._text(note.path, "Status")
+                    await stream.progress({"kind": "status", "path": note.path, "status": status})
+            await stream.progress({"kind": "stage", "path": note.path, **{k: _plain(v) for k, v in note.args.items()}})
+        elif note.kind is Kind.VALUE_CHANGE and tracker.du_path and note.path == tracker.du_path + "Status":
+            await stream.progress({"kind": "status", "path": tracker.du_path, "status": _plain(note.value)})
+        elif note.kind is Kind.EVENT and note.path == DU_STATE_CHANGE and tracker.reports(note.args):
+            tracker.event = note
+        elif note.kind is Kind.OPERATION_COMPLETE and note.request_id == tracker.request_id:
+            tracker.completion = note
+            if tracker.event is None:  # an event seen before the outputs named the UUID
+                tracker.event = next((e for e in reversed(tracker.unmatched) if tracker.reports(e.args)), None)
+        elif note.kind is Kind.EVENT and note.path == DU_STATE_CHANGE:
+            tracker.unmatched.append(note)
+
+    # == rows ========================================================================================
+
+    def _ee_json(self, path: str) -> dict[str, Any]:
+        values = self._row_text(path)
+        return {"name": values["Name"], "status": values["Status"], "path": path, "instance": _number(path), **values}
+
+    def _du_json(self, path: str) -> dict[str, Any]:
+        """The original keys (URI, UUID, parent-ee, state, eu, eu.path), then the DU's parameters."""
+        values = self._row_text(path)
+        eus = [ref for ref in self._refs(path, "ExecutionUnitList") if self.dm.find_node(ref)]
+        euids = [self._text(ref, "EUID") for ref in eus]
+        detail: dict[str, Any] = {
+            "URI": values["URL"],
+            "UUID": values["UUID"],
+            "parent-ee": self._ee_name(path),
+            "state": values["Status"],
+            "eu": euids[0] if euids else False,
+        }
+        if eus:
+            detail["eu.path"] = eus[0]  # the EU's row; the C++ DSM gave its bundle directory
+        return {**detail, "eus": euids, "path": path, "instance": _number(path), **values}
+
+    def _eu_json(self, path: str) -> dict[str, Any]:
+        """The original keys (uid, ee, du, path, status), then the EU's parameters."""
+        values = self._row_text(path)
+        ref = path.rstrip(".")
+        du = next((p for p in self._rows(DU_TABLE) if ref in self._refs(p, "ExecutionUnitList")), None)
+        return {
+            "uid": values["EUID"],
+            "ee": self._ee_name(path),
+            "du": self._text(du, "UUID") if du else "",
+            "path": path,
+            "status": values["Status"],
+            "instance": _number(path),
+            **values,
+        }
+
+    def _ee(self, ident: str) -> str:
+        return self._find(EE_TABLE, "Name", ident, FaultCode.UNKNOWN_EE, "execution environment")
+
+    def _du(self, ident: str) -> str:
+        return self._find(DU_TABLE, "UUID", ident, FaultCode.UNKNOWN_DU, "deployment unit")
+
+    def _eu(self, ident: str) -> str:
+        return self._find(EU_TABLE, "EUID", ident, FaultCode.OBJECT_NOT_FOUND, "execution unit")
+
+    def _find(self, table: str, key: str, ident: str, missing: FaultCode, what: str) -> str:
+        """The row whose ``key`` (UUID, EUID, Name), instance number or Alias is ``ident``."""
+        rows = self.dm.get_instances([table], first_level_only=True)
+        if ident.isdigit():
+            matches = [r.path for r in rows if r.path == f"{table}{ident}."]
+        else:
+            matches = [r.path for r in rows if r.unique_keys.get(key) == ident]
+            matches = matches or [r.path for r in rows if r.unique_keys.get("Alias") == ident]
+        if not matches:
+            raise Fault(missing, f"no {what} with {key}, instance number or Alias {ident!r}", table)
+        if len(matches) > 1:
+            raise Fault(
+                FaultCode.INVALID_ARGUMENTS,
+                f"{ident!r} names {len(matches)} rows ({', '.join(matches)}): give the instance number or Alias",
+                table,
+            )
+        return matches[0]
+
+    def _rows(self, table: str) -> list[str]:
+        return [r.path for r in self.dm.get_instances([table], first_level_only=True)]
+
+    def _row_text(self, path: str) -> dict[str, str]:
+        (result,) = self.dm.get([path], max_depth=1)
+        if result.fault:
+            raise result.fault
+        return result.resolved[0].text()
+
+    def _refs(self, row: str, name: str) -> tuple[str, ...]:
+        value = self.dm.value(row + name)
+        return tuple(str(v) for v in value) if isinstance(value, tuple) else ((str(value),) if value else ())
+
+    def _text(self, row: str, name: str) -> str:
+        ref = row if row.endswith(".") else row + "."
+        return self._format_param(ref + name, self.dm.value(ref + name))
+
+    def _ee_name(self, row: str) -> str:
+        """The Name of the ExecEnv a DU or EU row refers to."""
+        ee = self._refs(row, "ExecutionEnvRef")
+        return self._text(ee[0], "Name") if ee and self.dm.find_node(ee[0]) else ""
+
+    # == values as text ==============================================================================
+
+    def notification_json(self, note: Notification) -> dict[str, Any]:
+        event: dict[str, Any] = {"kind": note.kind.value, "path": note.path}
+        if note.kind is Kind.VALUE_CHANGE:
+            event["value"] = self._format_param(note.path, note.value)
+        else:
+            event["args"] = self._args_text(note)
+        event["request_id"] = note.request_id
+        event["fault"] = _fault_json(note.fault) if note.fault else None
+        return event
+
+    def _args_text(self, note: Notification) -> dict[str, Any]:
+        schema = self.dm.schema
+        generic = _generic(note.path)
+        types: Mapping[str, Parameter] = {}
+        if note.kind is Kind.EVENT and (event := schema.event(generic)):
+            types = event.arguments
+        elif note.kind is Kind.OPERATION_COMPLETE and (command := schema.command(generic)):
+            types = command.outputs
+        elif note.kind is Kind.OBJECT_CREATION and (obj := schema.objects.get(generic)):
+            types = obj.parameters
+        return _format_with(types, note.args)
+
+    def _format_outputs(self, command_path: str, outputs: Mapping[str, Value]) -> dict[str, Any]:
+        command = self.dm.schema.command(_generic(command_path))
+        return _format_with(command.outputs if command else {}, outputs)
+
+    def _outputs_text(self, result: OperateResult) -> dict[str, Any]:
+        return self._format_outputs(result.command, result.outputs or {})
+
+    def _format_param(self, path: str, value: Value | None) -> Any:
+        parameter = self.dm.schema.parameter(_generic(path))
+        return parameter.type.format(value) if parameter and value is not None else _plain(value)
+
+    def _keys_text(self, row: str, keys: Mapping[str, Value]) -> dict[str, Any]:
+        return {name: self._format_param(row + name, value) for name, value in keys.items()}
+
+
+class _Tracker:
+    """What a waiting client has learnt about its asynchronous request."""
+
+    def __init__(self, result: OperateResult, args: Mapping[str, str]) -> None:
+        assert result.request is not None
+        self.request_id = result.request.id
+        obj, _, name = result.command.rpartition(".")
+        self.operation = DU_OPERATIONS.get(name) if obj + "." == SM or obj.startswith(DU_TABLE) else None
+        self.du_path: str | None = obj + "." if self.operation and obj.startswith(DU_TABLE) else None
+        self.uuid = args.get("UUID", "")
+        self.completion: Notification | None = None
+        self.event: Notification | None = None
+        self.unmatched: list[Notification] = []
+
+    def reports(self, args: Mapping[str, Value]) -> bool:
+        """Is this DUStateChange! about our request's DU?"""
+        if args.get("OperationPerformed") != self.operation:
+            return False
+        uuid = self.uuid or (self.completion.args.get("UUID", "") if self.completion else "")
+        ref = self.du_path.rstrip(".") if self.du_path else ""
+        return bool(ref and args.get("DeploymentUnitRef") == ref) or bool(uuid and args.get("UUID") == uuid)
+
+
+# == request parsing ================================================================================
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise Fault(FaultCode.MESSAGE_FAILED, f"malformed JSON request: {exc}") from None
+    if not isinstance(request, dict):
+        raise Fault(FaultCode.MESSAGE_FAILED, "a request must be a JSON object")
+    return request
+
+
+def _method_and_params(request: Mapping[str, Any]) -> tuple[str, Params]:
+    method = request.get("method")
+    params = request.get("params", {})
+    if not isinstance(method, str):
+        raise Fault(FaultCode.MESSAGE_FAILED, "the request has no method name")
+    if not isinstance(params, dict):
+        raise Fault(FaultCode.INVALID_ARGUMENTS, "params must be a JSON object")
+    return method, params
+
+
+def _wrong(name: str, expected: str) -> Fault:
+    return Fault(FaultCode.INVALID_ARGUMENTS, f"parameter {name!r} must be {expected}")
+
+
+def _text(params: Params, name: str, default: str | None = None) -> str:
+    value = params.get(name, default)
+    if value is None:
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"missing parameter {name!r}")
+    if not isinstance(value, str):
+        raise _wrong(name, "a string")
+    return value
+
+
+def _flag(params: Params, name: str) -> bool:
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise _wrong(name, "true or false")
+    return value
+
+
+def _count(params: Params, name: str) -> int:
+    value = params.get(name, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _wrong(name, "a non-negative integer")
+    return value
+
+
+def _texts(params: Params, name: str) -> list[str]:
+    value = params.get(name)
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise _wrong(name, "a non-empty list of strings")
+    return value
+
+
+def _text_map(params: Params, name: str, required: bool = True) -> dict[str, str]:
+    value = params.get(name, None if required else {})
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _wrong(name, "an object of strings")
+    return value
+
+
+def _credentials(params: Params) -> dict[str, str]:
+    """Username and Password arguments, when given (never logged, never echoed)."""
+    args = {"Username": _text(params, "username", ""), "Password": _text(params, "password", "")}
+    return {name: value for name, value in args.items() if value}
+
+
+def _need(stream: Stream | None, what: str) -> Stream:
+    if stream is None:
+        raise Fault(FaultCode.REQUEST_DENIED, f"{what} needs a connection to the daemon")
+    return stream
+
+
+# == replies =========================================================================================
+
+
+def _error_reply(request_id: Any, fault: Fault, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    reply = {"id": request_id, "error": fault.describe(), "fault": _fault_json(fault)}
+    return {**reply, **(extra or {})}
+
+
+def _fault_json(fault: Fault) -> dict[str, Any]:
+    data: dict[str, Any] = fault.as_dict()
+    if fault.details:
+        data["details"] = [d.as_dict() for d in fault.details]
+    return data
+
+
+def _supported_json(obj: SupportedObject) -> dict[str, Any]:
+    def param(p: SupportedParam) -> dict[str, str]:
+        return {"name": p.name, "access": p.access, "type": p.type.describe()}
+
+    return {
+        "path": obj.path,
+        "access": obj.access,
+        "multi_instance": obj.is_multi_instance,
+        "unique_keys": obj.unique_key_sets,
+        "params": [param(p) for p in obj.params],
+        "commands": [
+            {
+                "name": c.name,
+                "type": c.command_type,
+                "inputs": [param(p) for p in c.input_args],
+                "outputs": [param(p) for p in c.output_args],
+            }
+            for c in obj.commands
+        ],
+        "events": [{"name": e.name, "args": [param(p) for p in e.args]} for e in obj.events],
+    }
+
+
+def _format_with(types: Mapping[str, Parameter], values: Mapping[str, Value]) -> dict[str, Any]:
+    """Values in their TR-106 text encoding where the schema types them, plain JSON otherwise."""
+    shown: dict[str, Any] = {}
+    for name, value in values.items():
+        parameter = types.get(_generic(name))
+        shown[name] = parameter.type.format(value) if parameter else _plain(value)
+    return shown
+
+
+def _plain(value: Value | None) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _generic(path: str) -> str:
+    """ "Device.SoftwareModules.DeploymentUnit.3.Status" -> "...DeploymentUnit.{i}.Status"."""
+    return ".".join("{i}" if part.isdigit() else part for part in path.split("."))
+
+
+def _number(row: str) -> int:
+    return int(row.rstrip(".").rpartition(".")[2])
+
+
+# == the socket file ==================================================================================
+
+
+def _group_id(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValueError(f"control socket group {name!r} does not exist") from None
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove a socket file nobody listens on; refuse to take over a live one or another file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            path.unlink()
+            return
+    raise FileExistsError(f"another server is listening on {path}")
