@@ -138,7 +138,7 @@ class ProgressPrinter:
         if kind == "stage":
             self._stage_progress(str(info.get("stage", "")), _int(info.get("done")), _int(info.get("total")))
         elif kind == "status":
-            self._line(f"{info.get('path', '')}: {info.get('status', '')}")
+            self._line(f"{str(info.get('path', '')).rstrip('.')}: {info.get('status', '')}")
         elif kind == "accepted":
             self._line(f"request {info.get('request_id')} accepted: {info.get('command', '')}")
 

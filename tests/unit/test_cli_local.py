@@ -60,7 +60,7 @@ def test_progress_on_a_terminal_is_one_live_line() -> None:
     assert out.getvalue() == (
         "\rdownload: 512.0 KiB of 2.0 MiB (25%)\033[K"
         "\rdownload: 2.0 MiB of 2.0 MiB (100%)\033[K\n"
-        "Device.SoftwareModules.DeploymentUnit.1.: Installed\n"
+        "Device.SoftwareModules.DeploymentUnit.1: Installed\n"
     )
 
 
