@@ -32,16 +32,33 @@ from dsm_tr181.tree.datamodel import DataModel
 log = logging.getLogger("dsm")
 
 
+# systemd's notification socket, taken out of the environment at start (see main()):
+# the runtimes' children (runc) inherit the environment, and a runc that sees
+# NOTIFY_SOCKET treats it as its own and fails to start containers.
+_notify_address: str | None = None
+
+
+def take_notify_socket() -> None:
+    """Keep NOTIFY_SOCKET for sd_notify() and remove it from the environment (as
+    sd_notify(3)'s unset_environment does), so no child process inherits it."""
+    global _notify_address
+    _notify_address = os.environ.pop("NOTIFY_SOCKET", None) or _notify_address
+
+
 def sd_notify(state: str) -> None:
-    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd. Best effort:
+    a notification socket that went away must not stop the daemon."""
+    address = _notify_address
     if not address:
         return
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.debug("sd_notify(%r) failed: %s", state.split("\n")[0], exc)
 
 
 def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
@@ -112,6 +129,7 @@ async def serve(config: DaemonConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = overrides_from_args(argv)
+    take_notify_socket()
     try:
         config = load_config(overrides)
     except ConfigError as exc:
