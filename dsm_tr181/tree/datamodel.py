@@ -146,6 +146,29 @@ class DataModel:
         getter = self._getters.get(node.schema.path + name)
         return getter(node) if getter else node.values[name]
 
+    def parameter(self, path: str) -> Parameter:
+        """The definition of a parameter, command argument or event argument named by a
+        concrete path ("Device.SoftwareModules.DeploymentUnit.3.Status",
+        "Device.SoftwareModules.InstallDU().URL", "Device.SoftwareModules.DUStateChange!.UUID")."""
+        generic = _schema_name(path)
+        args: Mapping[str, Parameter] | None = None
+        if "()." in generic:
+            owner, _, name = generic.partition("().")
+            command = self.schema.command(owner + "()")
+            args = {**command.inputs, **command.outputs} if command else {}
+        elif "!." in generic:
+            owner, _, name = generic.partition("!.")
+            event = self.schema.event(owner + "!")
+            args = event.arguments if event else {}
+        found = args.get(name) if args is not None else self.schema.parameter(generic)
+        if found is None:
+            raise Fault(FaultCode.INVALID_PATH, "not in the supported data model", path)
+        return found
+
+    def text(self, path: str, value: Value) -> str:
+        """A value of the parameter or argument at ``path`` in its TR-106 text encoding."""
+        return self.parameter(path).type.format(value)
+
     def value(self, path: str) -> Value:
         obj, _, name = path.rpartition(".")
         node = self.node(obj)
@@ -203,8 +226,9 @@ class DataModel:
             raise fault.at(node.path) from None
         self._commit(node, checked, notify=not quiet)
 
-    def emit_event(self, path: str, args: Mapping[str, Value]) -> None:
-        """Publish an event ("Device.SoftwareModules.DUStateChange!") with typed arguments."""
+    def emit_event(self, path: str, args: Mapping[str, Value], request_id: str = "") -> None:
+        """Publish an event ("Device.SoftwareModules.DUStateChange!") with typed arguments;
+        ``request_id`` names the asynchronous command it concludes, if any."""
         obj_path, _, name = path.rpartition(".")
         node = self.node(obj_path)
         event = node.schema.events.get(name)
@@ -217,7 +241,7 @@ class DataModel:
         unknown = set(args) - set(event.arguments)
         if unknown:
             raise Fault(FaultCode.INTERNAL_ERROR, f"unknown event arguments {sorted(unknown)}", path)
-        self.notifications.publish(Notification(Kind.EVENT, path, args=checked))
+        self.notifications.publish(Notification(Kind.EVENT, path, args=checked, request_id=request_id))
 
     def subscribe(self, callback: Callable[[Notification], None], kinds: set[Kind] | None = None, prefix: str = ""):
         return self.notifications.subscribe(callback, kinds, prefix)

@@ -72,14 +72,14 @@ def supported_dm(
             raise Fault(FaultCode.INVALID_PATH, "not in the supported data model", path)
         return [_describe(obj, commands and leaf in obj.commands, events and leaf in obj.events,
                           params and leaf in obj.parameters, only=leaf)]  # fmt: skip
-    start = schema.objects.get(generic)
+    start = schema.objects.get(generic) or schema.objects.get(generic + "{i}.")  # a table named without {i}
     if start is None:
         raise Fault(FaultCode.INVALID_PATH, "not in the supported data model", path)
     found = [start]
     if first_level_only:
         found += list(start.children.values())
     else:
-        found += [o for p, o in schema.objects.items() if p.startswith(generic) and p != generic]
+        found += [o for p, o in schema.objects.items() if p.startswith(start.path) and p != start.path]
     return [_describe(obj, commands, events, params) for obj in found]
 
 

@@ -403,3 +403,25 @@ def test_computed_values(dm: DataModel) -> None:
     assert dm.get_values([f"{a}Stats.Hits"]) == {f"{a}Stats.Hits": 42}
     assert dm.get_values([f"{T}"])[f"{T}When"] == datetime(2020, 1, 1, tzinfo=UTC)
     assert list(dm.get_values([f"{T}Item.[Stats.Hits==42].Name"]).values()) == ["a"]
+
+
+def test_parameter_definitions_by_concrete_path(dm: DataModel) -> None:
+    assert dm.parameter(f"{T}Item.3.Weight").name == "Weight"
+    assert dm.parameter(f"{T}Add().Row.2.Weight").default == "1"
+    assert dm.parameter(f"{T}Add().Sum").name == "Sum"
+    assert dm.parameter(f"{T}Happened!.Detail.Code").type.base.value == "unsignedInt"
+    assert dm.text(f"{T}Item.1.Enable", True) == "true"
+    for bad in (f"{T}Nope", f"{T}Add().Nope", f"{T}Nope!.X"):
+        assert code(lambda bad=bad: dm.parameter(bad)) is FaultCode.INVALID_PATH
+
+
+def test_supported_dm_accepts_a_table_named_without_placeholder(dm: DataModel) -> None:
+    answer = dm.get_supported_dm([f"{T}Item."])[f"{T}Item."]
+    assert [o.path for o in answer] == [f"{T}Item.{{i}}.", f"{T}Item.{{i}}.Stats."]
+
+
+def test_events_carry_the_request_they_conclude(dm: DataModel) -> None:
+    seen: list[Notification] = []
+    dm.subscribe(seen.append, {Kind.EVENT})
+    dm.emit_event(f"{T}Happened!", {"What": "x"}, request_id="7")
+    assert seen[0].request_id == "7"
