@@ -98,7 +98,8 @@ async def start_buses(config: DaemonConfig, dm: DataModel) -> list[BusProvider]:
 async def serve(config: DaemonConfig) -> None:
     state_dir = config.state_dir
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    dm = DataModel(load_schema(Path(config.datamodel_dir) if config.datamodel_dir else None))
+    datamodel = Path(config.datamodel_dir) if config.datamodel_dir else None
+    dm = DataModel(load_schema(datamodel, cache_dir=state_dir))
     packager = adapters.load("packager", "tar").from_config(config.packager)
     lcm = Lcm(
         dm,

@@ -8,14 +8,13 @@ schema paths, and links objects into a tree.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
 from lxml import etree
 
+from dsm_tr181.schema.documents import SchemaError
 from dsm_tr181.schema.model import Access, ArgumentObject, Command, Event, Object, Parameter, Schema, UniqueKey
 from dsm_tr181.schema.types import BaseType, DataType, ListFacet, PathRef, Range, RefType, Size
 
@@ -24,28 +23,9 @@ DT_NAMESPACE_PREFIX = "urn:broadband-forum-org:cwmp:devicetype-"
 GONE = ("obsoleted", "deleted")
 
 
-class SchemaError(Exception):
-    """The data-model XML is unusable (bad syntax, unknown type, dangling reference)."""
-
-
-def default_datamodel_dir() -> Path:
-    """Where the product's data-model documents are: env, source checkout, or install."""
-    candidates = [
-        os.environ.get("DSM_DATAMODEL_DIR", ""),
-        Path(__file__).resolve().parents[2] / "datamodel",
-        Path(sys.prefix) / "share" / "dsm-tr181" / "datamodel",
-        Path("/usr/share/dsm-tr181/datamodel"),
-    ]
-    for candidate in candidates:
-        if candidate and any(Path(candidate).glob("*.xml")):
-            return Path(candidate)
-    raise SchemaError("no data-model directory found (set DSM_DATAMODEL_DIR)")
-
-
-def load_schema(directory: Path | None = None) -> Schema:
-    """What the product serves: the DM documents of ``directory`` (default:
-    :func:`default_datamodel_dir`), reduced to what its device-type documents list."""
-    directory = directory or default_datamodel_dir()
+def parse_directory(directory: Path) -> Schema:
+    """What the product serves: the DM documents of ``directory``, reduced to what its
+    device-type documents list."""
     kinds = {path: _document_kind(path) for path in sorted(directory.glob("*.xml"))}
     documents = [path for path, kind in kinds.items() if kind.startswith(DM_NAMESPACE_PREFIX)]
     if not documents:
