@@ -239,11 +239,11 @@ class Executions:
     async def _start(self, eu: Eu) -> bool:
         record = eu.record
         if not self.lcm.execenvs.enabled(record.ee):
-            self._fault(eu, "Unstartable", "the execution environment is disabled")
+            self._fault(eu, "UnStartable", "the execution environment is disabled")
             return self._give_up(eu)
         du = self.lcm.deployments.records.get(record.du)
         if du is None or not du.bundle:
-            self._fault(eu, "Unstartable", "the deployment unit has no bundle")
+            self._fault(eu, "UnStartable", "the deployment unit has no bundle")
             return self._give_up(eu)
         if self.node(eu).values["Status"] != "Restarting":
             self._set_status(eu, "Starting")
@@ -428,14 +428,14 @@ class Executions:
                 self.request(eu, "Active" if eu.record.run_level <= level else "Idle", cause="auto")
 
     async def stop_all(self, ee: str, reason: str) -> None:
-        """Stop every EU of ``ee``; with a reason they are marked Unstartable (EE disabled)."""
+        """Stop every EU of ``ee``; with a reason they are marked UnStartable (EE disabled)."""
         units = self.of_ee(ee)
         for eu in units:
             self.request(eu, "Idle")
         for eu in units:
             await self.wait(eu)
             if reason:
-                self._fault(eu, "Unstartable", reason)
+                self._fault(eu, "UnStartable", reason)
 
     async def stop_and_forget(self, eu: Eu) -> None:
         """Stop the EU's container for good and remove it from the runtime."""
