@@ -23,9 +23,11 @@ import base64
 import binascii
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cached_property
+from typing import Any
 
 from dsm_tr181.errors import Fault, FaultCode
 
@@ -50,6 +52,14 @@ INTEGER_BOUNDS: dict[BaseType, tuple[int, int]] = {
     BaseType.UNSIGNED_INT: (0, 2**32 - 1),
     BaseType.LONG: (-(2**63), 2**63 - 1),
     BaseType.UNSIGNED_LONG: (0, 2**64 - 1),
+}
+
+_PYTHON_TYPES: dict[BaseType, type] = {
+    BaseType.STRING: str,
+    BaseType.BOOLEAN: bool,
+    BaseType.DATETIME: datetime,
+    BaseType.BASE64: bytes,
+    BaseType.HEX_BINARY: bytes,
 }
 
 UNKNOWN_TIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -143,6 +153,9 @@ class DataType:
 
     def check(self, value: Value) -> Value:
         """Validate a typed value set by the product's own code; return it normalised."""
+        simple = self._simple  # the common case, kept cheap
+        if simple is not None and type(value) is simple[0] and (simple[1] is None or simple[1](value)):
+            return value
         if isinstance(value, str) and (self.list is not None or self.base is not BaseType.STRING):
             return self.parse(value)
         if self.list is not None:
@@ -216,29 +229,30 @@ class DataType:
             raise Fault(FaultCode.INVALID_TYPE, f"{text!r} is not base64: {exc}") from None
 
     def _coerce_scalar(self, value: object) -> Scalar:
-        base = self.base
-        if isinstance(value, str) and base is not BaseType.STRING:
+        expected = self._python_type
+        if isinstance(value, str) and expected is not str:
             return self._parse_scalar(value)
-        expected: type | tuple[type, ...] = {
-            BaseType.STRING: str,
-            BaseType.BOOLEAN: bool,
-            BaseType.DATETIME: datetime,
-            BaseType.BASE64: bytes,
-            BaseType.HEX_BINARY: bytes,
-        }.get(base, int)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise Fault(FaultCode.INVALID_TYPE, f"{value!r} is not a {base.value}")
+            raise Fault(FaultCode.INVALID_TYPE, f"{value!r} is not a {self.base.value}")
         if isinstance(value, datetime):
             return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return value  # type: ignore[return-value]
 
+    @cached_property
+    def _python_type(self) -> type:
+        return _PYTHON_TYPES.get(self.base, int)
+
+    @cached_property
+    def _int_bounds(self) -> tuple[int, int] | None:
+        return INTEGER_BOUNDS.get(self.base)
+
     def _check_scalar(self, value: Scalar) -> Scalar:
-        base = self.base
-        if base in INTEGER_BOUNDS:
+        bounds = self._int_bounds
+        if bounds is not None:
             assert isinstance(value, int)
-            low, high = INTEGER_BOUNDS[base]
+            low, high = bounds
             if not low <= value <= high:
-                raise Fault(FaultCode.INVALID_VALUE, f"{value} is outside the {base.value} range {low}..{high}")
+                raise Fault(FaultCode.INVALID_VALUE, f"{value} is outside the {self.base.value} range {low}..{high}")
             if self.ranges and not any(r.allows(value) for r in self.ranges):
                 allowed = ", ".join(str(r) for r in self.ranges)
                 raise Fault(FaultCode.INVALID_VALUE, f"{value} is outside the allowed range {allowed}")
@@ -261,7 +275,7 @@ class DataType:
             raise Fault(FaultCode.INVALID_VALUE, f"{value!r} is not one of the enumerated values: {allowed}")
         if self._compiled_patterns and not any(p.fullmatch(value) for p in self._compiled_patterns):
             raise Fault(FaultCode.INVALID_VALUE, f"{value!r} does not match the {self.name or 'pattern'} syntax")
-        if ALIAS_TYPES.intersection(self.chain) and not (value[:1].isascii() and value[:1].isalpha()):
+        if self._is_alias and not (value[:1].isascii() and value[:1].isalpha()):
             raise Fault(FaultCode.INVALID_VALUE, f"alias {value!r} must be non-empty and start with a letter")
 
     def _format_scalar(self, value: Scalar) -> str:
@@ -294,6 +308,33 @@ class DataType:
             most = "unbounded" if self.list.max_items is None else self.list.max_items
             raise Fault(FaultCode.INVALID_VALUE, f"{count} list items, allowed {self.list.min_items}..{most}")
         return tuple(self._check_scalar(item) for item in items)
+
+    @cached_property
+    def _simple(self) -> tuple[type, Callable[[Any], bool] | None] | None:
+        """(type, test) when a value of that exact type needs only ``test`` (None: nothing):
+        facet-free booleans and dateTimes, integers with a plain range, strings with only sizes."""
+        if self.list is not None or self.enumerations or self.patterns or self._is_alias:
+            return None
+        if self.base is BaseType.BOOLEAN:
+            return bool, None
+        if self.base is BaseType.STRING:
+            sizes = self.sizes
+            return str, (lambda v: any(s.allows(len(v)) for s in sizes)) if sizes else None
+        bounds = self._int_bounds
+        if bounds is not None and len(self.ranges) <= 1:
+            low, high = bounds
+            if self.ranges:
+                only = self.ranges[0]
+                if only.step > 1:
+                    return None
+                low = low if only.min is None else max(low, only.min)
+                high = high if only.max is None else min(high, only.max)
+            return int, lambda v: low <= v <= high
+        return None
+
+    @cached_property
+    def _is_alias(self) -> bool:
+        return bool(ALIAS_TYPES.intersection(self.chain))
 
     @cached_property
     def _compiled_patterns(self) -> tuple[re.Pattern[str], ...]:

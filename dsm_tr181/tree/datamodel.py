@@ -183,6 +183,8 @@ class DataModel:
         try:
             for name, value in (values or {}).items():
                 parameter = self._parameter(row.schema, name, row.path)
+                if value == row.values[name] and type(value) is type(row.values[name]):
+                    continue  # already the (valid) default
                 row.values[name] = self.references.validate(row, parameter, parameter.type.check(value))
             self._assign_alias(table, row)
             self._attach_row(table, row)
@@ -488,8 +490,8 @@ class DataModel:
         table.index(row)
         for node in row.walk():
             self._index[node.path] = node
-            for name, parameter in node.schema.parameters.items():
-                self.references.track(node, parameter, node.values[name])
+            for parameter in self.references.strong_parameters(node.schema):
+                self.references.track(node, parameter, node.values[parameter.name])
         keys = {k: row.values[k] for k in row.schema.key_parameters()}
         self.notifications.publish(Notification(Kind.OBJECT_CREATION, row.path, args=keys))
         self._count(table)

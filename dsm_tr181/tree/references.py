@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.schema.model import Parameter
+from dsm_tr181.schema.model import Object, Parameter
 from dsm_tr181.schema.types import PathRef, RefType, Value
 from dsm_tr181.tree.nodes import Node
 from dsm_tr181.tree.paths import Name, Path, PathKind, parse_path
@@ -25,6 +25,16 @@ class References:
         self.dm = dm
         # referenced object path (no trailing dot) -> strong referrers (node, parameter name)
         self._referrers: dict[str, set[tuple[Node, str]]] = {}
+        self._strong: dict[str, list[Parameter]] = {}  # schema object path -> its strong refs
+
+    def strong_parameters(self, schema: Object) -> list[Parameter]:
+        """The strong reference parameters of an object (cached)."""
+        found = self._strong.get(schema.path)
+        if found is None:
+            found = self._strong[schema.path] = [
+                p for p in schema.parameters.values() if p.type.path_ref and p.type.path_ref.ref_type is RefType.STRONG
+            ]
+        return found
 
     def validate(self, node: Node, parameter: Parameter, value: Value) -> Value:
         """Check a new value of a reference parameter; return it in canonical form
@@ -47,8 +57,8 @@ class References:
 
     def forget(self, node: Node) -> None:
         """``node`` is going away: it refers to nothing any more."""
-        for name, parameter in node.schema.parameters.items():
-            self.track(node, parameter, None, node.values.get(name))
+        for parameter in self.strong_parameters(node.schema):
+            self.track(node, parameter, None, node.values.get(parameter.name))
 
     def drop_targets(self, targets: list[str]) -> None:
         """The objects at ``targets`` were deleted: clear strong references to them."""
@@ -64,16 +74,17 @@ class References:
     def _canonical(self, ref: PathRef, text: str) -> str:
         if text == "":
             return ""
+        node = self.dm.find_node(text) if "[" not in text else None
+        if node is not None and _fits(node.schema.path, ref):
+            return node.ref  # the common case: an existing row named by instance numbers
         path_text = text if text.endswith(".") else text + "."
         path = parse_path(path_text)
         if path.kind is not PathKind.OBJECT or path.is_search:
             raise Fault(FaultCode.INVALID_VALUE, f"{text!r} is not an object reference")
         schema_path = _schema_path(path)
-        if ref.target_parents and not any(_under(schema_path, parent) for parent in ref.target_parents):
+        if not _fits(schema_path, ref):
             allowed = ", ".join(ref.target_parents)
             raise Fault(FaultCode.INVALID_VALUE, f"{text!r} is not a row of {allowed}")
-        if ref.target_type == "row" and not schema_path.endswith(".{i}."):
-            raise Fault(FaultCode.INVALID_VALUE, f"{text!r} does not name a table row")
         if not _served(self.dm, path):
             return path_text[:-1]
         node = self.dm.find_node(path_text)
@@ -92,6 +103,13 @@ def _items(value: Value | None) -> tuple[str, ...]:
 
 def _schema_path(path: Path) -> str:
     return ".".join(s.name if isinstance(s, Name) else "{i}" for s in path.segments) + "."
+
+
+def _fits(schema_path: str, ref: PathRef) -> bool:
+    """May a reference of kind ``ref`` name the object at ``schema_path``?"""
+    if ref.target_parents and not any(_under(schema_path, parent) for parent in ref.target_parents):
+        return False
+    return ref.target_type != "row" or schema_path.endswith(".{i}.")
 
 
 def _under(schema_path: str, parent: str) -> bool:
