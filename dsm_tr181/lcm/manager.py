@@ -115,8 +115,13 @@ class Lcm:
         started: datetime,
         fault: Fault | None = None,
     ) -> None:
-        """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure."""
+        """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure.
+
+        Also logged: the ones start-up recovery publishes reach no subscriber (recovery
+        runs before the control socket and the buses serve), the log is their only trace."""
         eus = tuple(f"{EU_TABLE}{n}" for n in du.eus)
+        outcome = f"fault {fault.code.usp}: {fault.message}" if fault else "no fault"
+        log.info("DUStateChange! %s of %s (UUID %s): %s, %s", operation, self.du_path(du), du.uuid, state, outcome)
         self.dm.emit_event(
             DU_STATE_CHANGE,
             {
