@@ -30,6 +30,7 @@ class SqliteStore:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA cache_size=-256")  # KiB: the store is read once at start
         self._migrate()
 
     def _migrate(self) -> None:

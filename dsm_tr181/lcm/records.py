@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol, Self
 class Record:
     """Common JSON round trip; ``KIND`` names the store table."""
 
+    __slots__ = ()
     KIND: ClassVar[str]
 
     def key(self) -> str:
@@ -28,7 +29,7 @@ class Record:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-@dataclass
+@dataclass(slots=True)
 class ExecEnvRecord(Record):
     KIND: ClassVar[str] = "execenv"
     name: str
@@ -44,7 +45,7 @@ class ExecEnvRecord(Record):
         return self.name
 
 
-@dataclass
+@dataclass(slots=True)
 class DeploymentUnitRecord(Record):
     KIND: ClassVar[str] = "deploymentunit"
     instance: int
@@ -71,7 +72,7 @@ class DeploymentUnitRecord(Record):
         return str(self.instance)
 
 
-@dataclass
+@dataclass(slots=True)
 class ExecutionUnitRecord(Record):
     KIND: ClassVar[str] = "executionunit"
     instance: int
@@ -101,7 +102,7 @@ class ExecutionUnitRecord(Record):
         return str(self.instance)
 
 
-@dataclass
+@dataclass(slots=True)
 class OperationRecord(Record):
     """An Install/Update/Uninstall under way (deleted when it completes)."""
 

@@ -115,6 +115,10 @@ class DataModel:
 
     # == internal API =======================================================================
 
+    def nodes(self) -> list[Node]:
+        """Every object instance of the tree (a snapshot list)."""
+        return list(self._index.values())
+
     def find_node(self, path: str) -> Node | None:
         """The node at a concrete object path (with or without the trailing dot), or None."""
         node = self._index.get(path if path.endswith(".") else path + ".")
@@ -200,7 +204,6 @@ class DataModel:
         table = parent.tables[row.schema.name]
         gone = list(row.walk())
         for node in reversed(gone):
-            self.references.forget(node)
             del self._index[node.path]
             if node is not row and node.schema.multi_instance:
                 node.parent.tables[node.schema.name].unindex(node)  # type: ignore[union-attr]
@@ -490,8 +493,6 @@ class DataModel:
         table.index(row)
         for node in row.walk():
             self._index[node.path] = node
-            for parameter in self.references.strong_parameters(node.schema):
-                self.references.track(node, parameter, node.values[parameter.name])
         keys = {k: row.values[k] for k in row.schema.key_parameters()}
         self.notifications.publish(Notification(Kind.OBJECT_CREATION, row.path, args=keys))
         self._count(table)
@@ -548,8 +549,6 @@ class DataModel:
             if old != value:
                 node.values[name] = value
                 changed.append(name)
-                if attached:
-                    self.references.track(node, node.schema.parameters[name], value, old)
         if table is not None and attached:
             table.index(node)
         if notify and changed and attached:
@@ -567,7 +566,7 @@ class DataModel:
             if schema.unique_keys and node.parent is not None and schema.multi_instance and relevant & set(values):
                 per_table.setdefault(node.parent.tables[schema.name], {})[node] = values
         for table, changed in per_table.items():
-            for key in table.keys:
+            for key in table.schema.unique_keys:
                 seen: dict[tuple[Value, ...], Node] = {}
                 for row in table.rows.values():
                     merged = {**row.values, **changed.get(row, {})}

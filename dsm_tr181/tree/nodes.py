@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import MappingProxyType
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema.model import Object, UniqueKey
 from dsm_tr181.schema.types import Value
+
+NO_SINGLES: dict[str, Node] = MappingProxyType({})  # type: ignore[assignment]
+NO_TABLES: dict[str, Table] = MappingProxyType({})  # type: ignore[assignment]
 
 
 class Node:
@@ -20,8 +24,9 @@ class Node:
         self.parent = parent
         self.number = number  # instance number for table rows, 0 otherwise
         self.values: dict[str, Value] = {}
-        self.singles: dict[str, Node] = {}
-        self.tables: dict[str, Table] = {}
+        # Leaf objects share one empty mapping: most rows have no sub-objects.
+        self.singles: dict[str, Node] = {} if schema.children else NO_SINGLES
+        self.tables: dict[str, Table] = {} if schema.children else NO_TABLES
 
     @property
     def ref(self) -> str:
@@ -53,7 +58,8 @@ class Table:
         self.rows: dict[int, Node] = {}
         # Instance numbers are never reused within a table (persisted by the store).
         self.next_instance = 1
-        self.keys: dict[UniqueKey, dict[tuple[Value, ...], Node]] = {key: {} for key in schema.unique_keys}
+        # unique key -> key values -> row; an index appears when the first row does
+        self.keys: dict[UniqueKey, dict[tuple[Value, ...], Node]] = {}
 
     def allocate(self, number: int | None = None) -> int:
         if number is None:
@@ -69,18 +75,18 @@ class Table:
         return not (enable and key.functional and not values.get(enable, False))
 
     def key_conflict(self, values: dict[str, Value], ignore: Node | None = None) -> UniqueKey | None:
-        for key, index in self.keys.items():
+        for key in self.schema.unique_keys:
             if not self.key_applies(key, values):
                 continue
-            holder = index.get(tuple(values[name] for name in key.parameters))
+            holder = self.keys.get(key, {}).get(tuple(values[name] for name in key.parameters))
             if holder is not None and holder is not ignore:
                 return key
         return None
 
     def index(self, row: Node) -> None:
-        for key, index in self.keys.items():
+        for key in self.schema.unique_keys:
             if self.key_applies(key, row.values):
-                index[tuple(row.values[name] for name in key.parameters)] = row
+                self.keys.setdefault(key, {})[tuple(row.values[name] for name in key.parameters)] = row
 
     def unindex(self, row: Node) -> None:
         for key, index in self.keys.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.schema.model import Object, Parameter
+from dsm_tr181.schema.model import Parameter
 from dsm_tr181.schema.types import PathRef, RefType, Value
 from dsm_tr181.tree.nodes import Node
 from dsm_tr181.tree.paths import Name, Path, PathKind, parse_path
@@ -23,18 +23,7 @@ if TYPE_CHECKING:
 class References:
     def __init__(self, dm: DataModel) -> None:
         self.dm = dm
-        # referenced object path (no trailing dot) -> strong referrers (node, parameter name)
-        self._referrers: dict[str, set[tuple[Node, str]]] = {}
-        self._strong: dict[str, list[Parameter]] = {}  # schema object path -> its strong refs
-
-    def strong_parameters(self, schema: Object) -> list[Parameter]:
-        """The strong reference parameters of an object (cached)."""
-        found = self._strong.get(schema.path)
-        if found is None:
-            found = self._strong[schema.path] = [
-                p for p in schema.parameters.values() if p.type.path_ref and p.type.path_ref.ref_type is RefType.STRONG
-            ]
-        return found
+        self._strong: dict[str, list[Parameter]] = {}  # schema object path -> its strong references
 
     def validate(self, node: Node, parameter: Parameter, value: Value) -> Value:
         """Check a new value of a reference parameter; return it in canonical form
@@ -46,30 +35,31 @@ class References:
         canonical = tuple(self._canonical(ref, str(item)) for item in items)
         return canonical if isinstance(value, tuple) else canonical[0]
 
-    def track(self, node: Node, parameter: Parameter, value: Value, old: Value | None = None) -> None:
-        ref = parameter.type.path_ref
-        if ref is None or ref.ref_type is not RefType.STRONG:
-            return
-        for item in _items(old):
-            self._referrers.get(item, set()).discard((node, parameter.name))
-        for item in _items(value):
-            self._referrers.setdefault(item, set()).add((node, parameter.name))
-
-    def forget(self, node: Node) -> None:
-        """``node`` is going away: it refers to nothing any more."""
-        for parameter in self.strong_parameters(node.schema):
-            self.track(node, parameter, None, node.values.get(parameter.name))
-
     def drop_targets(self, targets: list[str]) -> None:
-        """The objects at ``targets`` were deleted: clear strong references to them."""
-        for target in targets:
-            for node, name in sorted(self._referrers.pop(target, set()), key=lambda r: (r[0].path, r[1])):
-                current = node.values[name]
+        """The objects at ``targets`` were deleted: clear strong references to them.
+
+        Deletions are rare, so the referring rows are found by a scan rather than kept in
+        an index (which would cost memory and start-up time for every row)."""
+        gone = set(targets)
+        for node in self.dm.nodes():
+            for parameter in self._strong_parameters(node):
+                current = node.values[parameter.name]
                 if isinstance(current, tuple):
-                    remaining = tuple(item for item in current if item != target)
-                    self.dm.update(node, {name: remaining})
-                else:
-                    self.dm.update(node, {name: ""})
+                    remaining = tuple(item for item in current if item not in gone)
+                    if remaining != current:
+                        self.dm.update(node, {parameter.name: remaining})
+                elif current in gone:
+                    self.dm.update(node, {parameter.name: ""})
+
+    def _strong_parameters(self, node: Node) -> list[Parameter]:
+        found = self._strong.get(node.schema.path)
+        if found is None:
+            found = self._strong[node.schema.path] = [
+                p
+                for p in node.schema.parameters.values()
+                if p.type.path_ref is not None and p.type.path_ref.ref_type is RefType.STRONG
+            ]
+        return found
 
     def _canonical(self, ref: PathRef, text: str) -> str:
         if text == "":
@@ -93,12 +83,6 @@ class References:
                 raise Fault(FaultCode.INVALID_VALUE, f"{text!r} does not reference an existing object")
             return path_text[:-1]
         return node.ref
-
-
-def _items(value: Value | None) -> tuple[str, ...]:
-    if value is None or value == "":
-        return ()
-    return tuple(str(v) for v in value) if isinstance(value, tuple) else (str(value),)
 
 
 def _schema_path(path: Path) -> str:
