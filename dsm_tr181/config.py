@@ -32,6 +32,8 @@ from dsm_tr181.lcm.settings import ExecEnvSettings, LcmSettings
 
 DEFAULT_FILE = Path("/etc/dsm/dsm.toml")
 BUS_CHOICES = ("auto", "rbus", "dbus", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SECTIONS = ("daemon", "lcm", "execenv", "packager", "runtime", "bus")
 
 
 class ConfigError(ValueError):
@@ -60,6 +62,7 @@ def load_config(argv_overrides: Mapping[str, Any] | None = None, env: Mapping[st
     cli = {k: v for k, v in (argv_overrides or {}).items() if v is not None}
     path = cli.pop("config", None) or env.get("DSM_CONFIG_FILE") or (DEFAULT_FILE if DEFAULT_FILE.exists() else None)
     raw = read_file(Path(path)) if path else {}
+    _check_layout(raw)
     daemon = dict(raw.get("daemon", {}))
     for key, name in (("state_dir", "DSM_STATE_DIR"), ("socket", "DSM_SOCKET"), ("log_level", "DSM_LOG_LEVEL")):
         if env.get(name):
@@ -106,28 +109,76 @@ def translate_original(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str, Any]) -> DaemonConfig:
-    known = {f.name for f in fields(DaemonConfig)} - {"lcm", "packager", "runtimes", "bus_sections"}
-    _no_unknown("daemon", daemon, known)
-    state_dir = Path(daemon.get("state_dir", DaemonConfig.state_dir))
-    chosen = daemon.get("buses", ("auto",))
-    chosen = (chosen,) if isinstance(chosen, str) else tuple(chosen)
+def _check_layout(raw: Mapping[str, Any]) -> None:
+    """Known sections only, each of the right shape (a misspelt section is not ignored)."""
+    _no_unknown("configuration", raw, set(SECTIONS))
+    for name in ("daemon", "lcm"):
+        if not isinstance(raw.get(name, {}), Mapping):
+            raise ConfigError(f"{name} must be a table, not {raw[name]!r}")
+    execenvs = raw.get("execenv", [])
+    if not isinstance(execenvs, list) or not all(isinstance(ee, Mapping) for ee in execenvs):
+        raise ConfigError(f"execenv must be an array of tables ([[execenv]]), not {execenvs!r}")
+    for name in ("packager", "runtime", "bus"):
+        section = raw.get(name, {})
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{name} must be a table of tables ([{name}.<name>]), not {section!r}")
+        for key, sub in section.items():
+            if not isinstance(sub, Mapping):
+                raise ConfigError(f"{name}.{key} must be a table, not {sub!r}")
+
+
+def _daemon_text(daemon: Mapping[str, Any], key: str, default: str) -> str:
+    value = daemon.get(key, default)
+    if not isinstance(value, str | Path):
+        raise ConfigError(f"daemon.{key} must be a string, not {value!r}")
+    return str(value)
+
+
+def _socket_mode(value: Any) -> int:
+    """An octal text ("0660") or a number (0o660 in TOML)."""
+    mode = -1
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str):
+        try:
+            mode = int(value.strip(), 8)
+        except ValueError:
+            mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise ConfigError(f'daemon.socket_mode must be an octal file mode such as "0660", not {value!r}')
+    return mode
+
+
+def _buses(value: Any) -> tuple[str, ...]:
+    chosen = (value,) if isinstance(value, str) else value
+    if not isinstance(chosen, list | tuple) or not chosen or not all(isinstance(bus, str) for bus in chosen):
+        raise ConfigError(f"daemon.buses must be a bus name or a list of them, not {value!r}")
     for bus in chosen:
         if bus not in BUS_CHOICES:
             raise ConfigError(f"daemon.buses: {bus!r} is not one of {', '.join(BUS_CHOICES)}")
+    return tuple(chosen)
+
+
+def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str, Any]) -> DaemonConfig:
+    known = {f.name for f in fields(DaemonConfig)} - {"lcm", "packager", "runtimes", "bus_sections"}
+    _no_unknown("daemon", daemon, known)
+    state_dir = Path(_daemon_text(daemon, "state_dir", str(DaemonConfig.state_dir)))
+    chosen = _buses(daemon.get("buses", ("auto",)))
+    log_level = _daemon_text(daemon, "log_level", "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"daemon.log_level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     lcm_raw = dict(raw.get("lcm", {}))
     execenvs = tuple(_execenv(i, section) for i, section in enumerate(raw.get("execenv", [{}])))
     runtimes = {ee.runtime: _runtime_section(ee.runtime, raw.get("runtime", {})) for ee in execenvs}
     try:
-        mode = daemon.get("socket_mode", 0o660)
         return DaemonConfig(
             state_dir=state_dir,
-            socket=Path(daemon.get("socket", DaemonConfig.socket)),
-            socket_mode=int(mode, 8) if isinstance(mode, str) else int(mode),
-            socket_group=str(daemon.get("socket_group", "")),
+            socket=Path(_daemon_text(daemon, "socket", str(DaemonConfig.socket))),
+            socket_mode=_socket_mode(daemon.get("socket_mode", 0o660)),
+            socket_group=_daemon_text(daemon, "socket_group", ""),
             buses=chosen,
-            log_level=str(daemon.get("log_level", "info")),
-            datamodel_dir=str(daemon.get("datamodel_dir", "")),
+            log_level=log_level,
+            datamodel_dir=_daemon_text(daemon, "datamodel_dir", ""),
             lcm=_lcm(lcm_raw, state_dir, execenvs),
             packager=raw.get("packager", {}).get("tar", {}),
             runtimes=runtimes,
@@ -141,11 +192,20 @@ def _lcm(section: Mapping[str, Any], state_dir: Path, execenvs: tuple[ExecEnvSet
     known = {f.name for f in fields(LcmSettings)} - {"execenvs"}
     _no_unknown("lcm", section, known)
     values = dict(section)
+    for key in ("bundle_dir", "log_dir"):
+        if not isinstance(values.get(key, ""), str):
+            raise ConfigError(f"lcm.{key} must be a string, not {values[key]!r}")
     values["bundle_dir"] = Path(values.get("bundle_dir") or state_dir / "bundles")
     values["log_dir"] = Path(values.get("log_dir") or state_dir / "logs")
-    values["preinstalled"] = tuple(values.get("preinstalled", ()))
+    preinstalled = values.get("preinstalled", [])
+    if not isinstance(preinstalled, list | tuple) or not all(isinstance(url, str) for url in preinstalled):
+        raise ConfigError(f"lcm.preinstalled must be a list of URLs, not {preinstalled!r}")
+    values["preinstalled"] = tuple(preinstalled)
     _check_types("lcm", values, LcmSettings)
-    return LcmSettings(execenvs=execenvs, **values)
+    try:
+        return LcmSettings(execenvs=execenvs, **values)
+    except ValueError as exc:
+        raise ConfigError(f"lcm: {exc}") from None
 
 
 def _execenv(index: int, section: Mapping[str, Any]) -> ExecEnvSettings:
@@ -171,14 +231,16 @@ def _no_unknown(where: str, section: Mapping[str, Any], known: set[str]) -> None
 
 
 def _check_types(where: str, section: Mapping[str, Any], cls: type) -> None:
-    """Scalars must have their field's type (a bool is not a number)."""
+    """Scalars must have their field's type (a bool is not a number, 2.5 is not an integer)."""
     wanted = {f.name: f.default for f in fields(cls)}
     for key, value in section.items():
         default = wanted.get(key)
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{where}.{key} must be true or false, not {value!r}")
-        number = isinstance(default, (int, float)) and not isinstance(default, bool)
-        if number and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        integer = isinstance(default, int) and not isinstance(default, bool)
+        if integer and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{where}.{key} must be an integer, not {value!r}")
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ConfigError(f"{where}.{key} must be a number, not {value!r}")
         if isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{where}.{key} must be a string, not {value!r}")

@@ -63,3 +63,9 @@ class LcmSettings:
             raise ValueError(f"default_execenv {self.default_execenv!r} is not a configured execution environment")
         if self.max_parallel_operations < 1:
             raise ValueError("max_parallel_operations must be >= 1")
+        # A zero or negative interval would make the usage sampler spin the daemon's loop.
+        for name in ("usage_interval", "operation_timeout", "eu_log_max_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.eu_log_backups < 0:
+            raise ValueError("eu_log_backups must be >= 0")
