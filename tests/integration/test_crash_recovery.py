@@ -260,7 +260,7 @@ def test_uninstall_interrupted_is_finished(dsm: DsmDaemon, du_v1: Path, point: s
 # == the daemon dies while an EU runs ========================================================
 
 
-def test_running_container_is_adopted_after_kill_9(dsm: DsmDaemon, du_v1: Path) -> None:
+def test_running_container_is_adopted_after_kill_9_and_can_be_stopped(dsm: DsmDaemon, du_v1: Path) -> None:
     dsm.start()
     _, eu, pid, _ = install_running(dsm, du_v1.as_uri())
     euid = value(dsm, eu + "EUID")
@@ -274,9 +274,24 @@ def test_running_container_is_adopted_after_kill_9(dsm: DsmDaemon, du_v1: Path) 
     assert state is not None and (state["status"], state["pid"]) == ("running", pid)
     assert "adopting the running container" in log
     assert dsm.containers() == [euid]
-    # Adopted means watched: its exit is seen, with an unknown status (the container's
-    # init is not the new daemon's child, so its exit status went elsewhere).
+    # The new daemon stops a container an earlier one started.
+    assert operate(dsm, eu + "SetRequestedState()", {"RequestedState": "Idle"}).ok
+    idle = wait_status(dsm, eu, "Idle")
+    assert idle["ExecutionFaultCode"] == "NoFault"
+    assert dsm.containers() == []
+
+
+def test_adopted_container_is_watched_for_its_exit(dsm: DsmDaemon, du_v1: Path) -> None:
+    dsm.start()
+    _, eu, _, _ = install_running(dsm, du_v1.as_uri())
+    euid = value(dsm, eu + "EUID")
+    dsm.kill9()
+    restart(dsm)
+    assert row(dsm, eu)["Status"] == "Active"
+
     runc_kill(dsm, euid)
+
+    # Its exit status went to its real parent, not to this daemon: "unknown".
     idle = wait_status(dsm, eu, "Idle")
     assert (idle["ExecutionFaultCode"], idle["ExecutionFaultMessage"]) == (
         "FailureWhileActive",

@@ -250,11 +250,14 @@ def test_install_creates_du_and_eu_rows_event_and_one_bundle_dir(
         assert any(r.authorization == expected and r.path.endswith(archive.name) for r in servers.https.requests)
 
 
-def test_install_keeps_the_uuid_given(dsm: DsmDaemon, archives: Path) -> None:
+def test_install_keeps_the_uuid_given_and_defaults_to_the_first_execenv(dsm: DsmDaemon, archives: Path) -> None:
     given = "6ba7b810-9dad-41d1-80b4-00c04fd430c8"
-    du = installed(install(dsm, str(build_du(archives, "given-uuid")), UUID=given))
+    outcome = install(dsm, str(build_du(archives, "given-uuid")), UUID=given, ExecutionEnvRef="")
+    du = installed(outcome)
     assert value(dsm, du + "UUID") == given
+    assert outcome.event is not None and outcome.event["UUID"] == given
     assert annex_c_uuid("given-uuid", "acme") != given
+    assert value(dsm, du + "ExecutionEnvRef") == EE1
 
 
 def test_installing_the_same_du_and_version_again_fails_and_keeps_the_first(dsm: DsmDaemon, archives: Path) -> None:
@@ -540,6 +543,17 @@ def test_install_into_an_unknown_execenv_is_refused_at_once(dsm: DsmDaemon, arch
     outcome = install(dsm, str(build_du(archives, "nowhere")), ExecutionEnvRef=SM + "ExecEnv.9")
 
     assert outcome.fault is not None and outcome.fault["code"] == FaultCode.UNKNOWN_EE.usp, outcome
+    assert outcome.event is None
+    assert_nothing_installed(dsm)
+
+
+def test_install_into_a_disabled_execenv_is_refused_at_once(dsm: DsmDaemon, archives: Path) -> None:
+    set_values(dsm, {EE1 + ".Enable": False})
+
+    outcome = install(dsm, str(build_du(archives, "disabled-ee")))
+
+    assert outcome.fault is not None, outcome
+    assert (outcome.fault["code"], outcome.fault["cwmp_code"]) == (7012, FaultCode.DISABLED_EE.cwmp)
     assert outcome.event is None
     assert_nothing_installed(dsm)
 
