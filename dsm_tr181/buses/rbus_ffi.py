@@ -607,9 +607,13 @@ class MethodReply:
     def succeed(self, outputs: Mapping[str, Typed] | None = None) -> None:
         self._give(RbusError.SUCCESS, outputs or {})
 
-    def fail(self, error: BaseException) -> None:
-        """Answer with ``error``; a Fault's text goes to the caller, anything else stays here."""
-        self._give(*_error_outputs(error))
+    def fail(self, error: BaseException, outputs: Mapping[str, Typed] | None = None) -> None:
+        """Answer with ``error``; a Fault's text goes to the caller, anything else stays here.
+
+        ``outputs`` travel beside error_code and error_string (an echoed correlation handle).
+        """
+        code, described = _error_outputs(error)
+        self._give(code, {**(outputs or {}), **described})
 
     def _give(self, code: RbusError, outputs: Mapping[str, Typed], *, if_open: bool = False) -> None:
         with self._lock:
@@ -753,6 +757,36 @@ class Handle:
             return False
         self._rbus.check("rbusEvent_Publish", code)
         return True
+
+    # ---- consumer calls (benchmarks, diagnostics); never from a handler of this process ----
+
+    def get(self, name: str) -> Any:
+        """The value of one parameter, as ``rbus_get`` fetches it from its provider."""
+        out = ffi.new("rbusValue_t *")
+        self._rbus.check("rbus_get", self._lib.rbus_get(self._live(), name.encode(), out))
+        try:
+            return self._rbus.decode(out[0])
+        finally:
+            self._lib.rbusValue_Release(out[0])
+
+    def get_ext(self, names: Sequence[str]) -> list[tuple[str, Any]]:
+        """``(name, value)`` of every parameter ``names`` select (partial paths, wildcards)."""
+        encoded = [ffi.new("char[]", name.encode()) for name in names]
+        count = ffi.new("int *")
+        first = ffi.new("rbusProperty_t *")
+        code = self._lib.rbus_getExt(self._live(), len(names), ffi.new("char const *[]", encoded), count, first)
+        self._rbus.check("rbus_getExt", code)
+        found: list[tuple[str, Any]] = []
+        try:
+            prop = first[0]
+            for _ in range(count[0]):
+                name = ffi.string(self._lib.rbusProperty_GetName(prop)).decode()
+                found.append((name, self._rbus.decode(self._lib.rbusProperty_GetValue(prop))))
+                prop = self._lib.rbusProperty_GetNext(prop)
+        finally:
+            if first[0] != ffi.NULL:
+                self._lib.rbusProperty_Release(first[0])
+        return found
 
     def _live(self) -> Any:
         if self._handle is None:

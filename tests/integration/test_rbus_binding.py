@@ -122,7 +122,7 @@ class Provider:
             time.sleep(0.001)
         self.answer_threads.add(threading.get_ident())
         if "In" not in inputs:
-            reply.fail(Fault(FaultCode.INVALID_COMMAND_ARGUMENTS, "In is required"))
+            reply.fail(Fault(FaultCode.INVALID_COMMAND_ARGUMENTS, "In is required"), {"Token": (5, "int")})
         else:
             reply.succeed({"Echo": (inputs["In"], "string"), "Length": (len(inputs["In"]), "unsignedInt")})
 
@@ -255,7 +255,11 @@ def test_method_answered_asynchronously_from_another_thread(provider: Provider, 
 def test_method_failing_asynchronously(provider: Provider, cli_tools: RbusTools) -> None:
     result = run_rbuscli(cli_tools, "method_noargs", ROOT + "Echo()")
     assert result.error == RbusError.INVALID_INPUT, result.text
-    assert "In is required (7027 Invalid command arguments)" in result.text
+    assert parse_object_dump(result.text) == {
+        "Token": "5",
+        "error_code": str(int(RbusError.INVALID_INPUT)),
+        "error_string": "In is required (7027 Invalid command arguments)",
+    }
 
 
 def test_method_raising_a_fault(provider: Provider, cli_tools: RbusTools) -> None:
@@ -304,6 +308,23 @@ def test_rows_registered_and_unregistered_publish_row_events(provider: Provider,
         deleted = cli.expect(rf"Event received {TABLE} of type RBUS_EVENT_OBJECT_DELETED(.*?)User data", timeout=10)
         assert parse_object_dump(deleted[1]) == {"rowName": TABLE + "3"}
     assert run_rbuscli(cli_tools, "get", TABLE + "3.Label").error is not None
+
+
+# ---- consumer calls ----
+
+
+def test_consumer_get_and_partial_get(provider: Provider, rbus: rbus_ffi.Rbus) -> None:
+    with rbus_ffi.Handle(rbus, "dsm-test-consumer") as consumer:
+        assert consumer.get(ROOT + "Name") == "dsm-tr181"
+        assert consumer.get_ext([TABLE]) == [
+            (TABLE + "1.Label", "item-1"),
+            (TABLE + "1.Size", 10),
+            (TABLE + "2.Label", "item-2"),
+            (TABLE + "2.Size", 20),
+        ]
+        with pytest.raises(rbus_ffi.RbusCallFailed) as caught:
+            consumer.get(ROOT + "Missing")
+        assert caught.value.call == "rbus_get"
 
 
 # ---- the binding without the broker ----
