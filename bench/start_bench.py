@@ -1,14 +1,19 @@
-"""Time to a running container: OciRuntime.start() against a bare ``runc run -d``.
+"""Time to a running container: the daemon's SetRequestedState and OciRuntime.start()
+against a bare ``runc run -d``.
 
 Each of N rounds (default 20) starts the same busybox bundle once per measured path,
-with a fresh container id, timed until the container runs; the container is then
-removed (not timed). Paths run interleaved so that machine noise hits them alike.
-Prints each path's median and its ratio to the baseline, a bare ``runc run -d``
-spawned with subprocess.run. Target: OciRuntime.start() at most 1.2 x the baseline.
+timed until the container runs; the container is then removed or stopped (not timed).
+Paths run interleaved so that machine noise hits them alike. Prints each path's median
+and its ratio to the baseline, a bare ``runc run -d`` spawned with subprocess.run.
+Targets: at most 1.2 x the baseline.
 
-To add a path (e.g. the daemon's full SetRequestedState), write an
-``async def f(ctx: Bench, container_id: str) -> float`` that returns the seconds to
-"running" and cleans up after itself, and append it to MEASURES.
+* ``OciRuntime.start()``: the runtime adapter alone (create, pidfd, start).
+* ``dsm SetRequestedState``: a real daemon with the bundle installed as a DU; from the
+  Operate ``ExecutionUnit.1.SetRequestedState(Active)`` on the control socket until the
+  EU's Status is Active (a ValueChange on the event stream).
+
+To add a path, write an ``async def f(ctx: Bench, container_id: str) -> float`` that
+returns the seconds to "running" and cleans up after itself, and append it to MEASURES.
 
 Run as root: python bench/start_bench.py [-n 20]
 """
@@ -28,11 +33,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from dsm_tr181.lcm.ports import StartSpec
 from dsm_tr181.runtimes.oci import OciRuntime, OciRuntimeConfig
-from dsm_tr181.sample_bundle import make_bundle
+from dsm_tr181.sample_bundle import make_archive, make_bundle
+from tests.support.daemon import DsmDaemon, EventStream
 
 TARGET_RATIO = 1.2
+EU = "Device.SoftwareModules.ExecutionUnit.1."
 
 
 @dataclass
@@ -41,6 +50,8 @@ class Bench:
     bundle: Path
     runtime: OciRuntime
     runc: str
+    daemon: DsmDaemon
+    events: EventStream
 
     def log_path(self, container_id: str) -> Path:
         return self.work / "logs" / f"{container_id}.log"
@@ -77,8 +88,26 @@ async def oci_runtime_start(bench: Bench, container_id: str) -> float:
     return elapsed
 
 
+async def dsm_set_requested_state(bench: Bench, container_id: str) -> float:
+    async def request(state: str) -> None:
+        args = {"command": f"{EU}SetRequestedState()", "args": {"RequestedState": state}}
+        await asyncio.to_thread(bench.daemon.call, "operate", args)
+        await asyncio.to_thread(
+            bench.events.wait_for, lambda e: e.get("path") == f"{EU}Status" and e.get("value") == state
+        )
+
+    began = time.perf_counter()
+    await request("Active")
+    elapsed = time.perf_counter() - began
+    await request("Idle")
+    return elapsed
+
+
 BASELINE: tuple[str, Measure] = ("bare `runc run -d`", bare_runc_run)
-MEASURES: list[tuple[str, Measure]] = [("OciRuntime.start()", oci_runtime_start)]
+MEASURES: list[tuple[str, Measure]] = [
+    ("OciRuntime.start()", oci_runtime_start),
+    ("dsm SetRequestedState", dsm_set_requested_state),
+]
 
 
 async def main(rounds: int) -> int:
@@ -90,7 +119,12 @@ async def main(rounds: int) -> int:
         work = Path(tmp)
         bundle = make_bundle(work / "bundle")
         runtime = OciRuntime(OciRuntimeConfig(binary=runc), work / "state")
-        bench = Bench(work, bundle, runtime, runc)
+        (work / "dsm").mkdir()
+        daemon = DsmDaemon(work / "dsm", lcm={"usage_interval": 60.0}).start()
+        events = daemon.events("Device.SoftwareModules.")
+        daemon.call("du.install", {"ee_name": "default", "uri": str(make_archive(bundle, work / "bundle.tar"))})
+        events.du_state_change("Install")
+        bench = Bench(work, bundle, runtime, runc, daemon, events)
         paths = [BASELINE, *MEASURES]
         timings: dict[str, list[float]] = {name: [] for name, _ in paths}
         try:
@@ -101,6 +135,7 @@ async def main(rounds: int) -> int:
                         timings[name].append(elapsed)
         finally:
             await runtime.close()
+            daemon.cleanup()
     baseline = statistics.median(timings[BASELINE[0]])
     print(f"{rounds} rounds, median time until the container runs:")
     print(f"  {BASELINE[0]:<28} {baseline * 1000:7.1f} ms")
