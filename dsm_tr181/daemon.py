@@ -82,7 +82,8 @@ def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
 
 
 async def start_buses(config: DaemonConfig, dm: DataModel) -> list[BusProvider]:
-    """The configured bus front ends; "auto" means rbus when it answers, else D-Bus."""
+    """The configured bus front ends. A bus named explicitly must start; "auto" takes rbus
+    when it answers, else D-Bus, else runs with the control socket only (with a warning)."""
     loop = asyncio.get_running_loop()
     started: list[BusProvider] = []
     for choice in config.buses:
@@ -93,14 +94,16 @@ async def start_buses(config: DaemonConfig, dm: DataModel) -> list[BusProvider]:
             try:
                 provider = adapters.load("bus", name).create(dm, config.bus_sections.get(name, {}), loop)
                 await provider.start()
-            except AdapterUnavailable as exc:
-                if choice != "auto" or name == candidates[-1]:
+            except Exception as exc:  # in auto mode any bus failure means "try the next one"
+                if choice != "auto":
                     raise
-                log.info("%s unavailable (%s); trying the next bus", name, exc)
+                log.info("bus %s unavailable (%s)", name, exc)
                 continue
             log.info("serving the data model on %s", name)
             started.append(provider)
             break
+        else:
+            log.warning("no bus available (tried %s): serving the control socket only", ", ".join(candidates))
     return started
 
 
