@@ -1,0 +1,256 @@
+"""The rbus front end: the served data model as rbus data elements.
+
+Every parameter of the supported model is a property (writable ones with a set
+handler), every table a table element ``...Table.{i}.``, every command a method and
+every event an event element. librbus knows rows only when they are registered, so
+every existing row is registered at start and the tree's ObjectCreation and
+ObjectDeletion notifications register and unregister rows as they come and go;
+registering publishes the row events from which RDK's USP agent makes ObjectAdded and
+ObjectDeleted.
+
+Handlers run on rbus's threads and never touch the tree: each hands its work to the
+daemon's loop (:class:`~dsm_tr181.buses.rbus_bridge.LoopBridge`). Work that starts on
+the loop (row registration, events, value changes, asynchronous method answers) calls
+librbus directly, which rbus allows from any thread.
+
+When rtrouted restarts, providers reconnect but the broker forgets their elements, and
+librbus gives a provider no sign of it: the daemon must then ``close()`` and
+``start()`` the provider again (or restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dsm_tr181.buses import rbus_ffi
+from dsm_tr181.buses.rbus_bridge import LoopBridge
+from dsm_tr181.buses.rbus_ffi import EventType, RbusCallFailed, Typed
+from dsm_tr181.buses.rbus_gets import SnapshotReads
+from dsm_tr181.buses.rbus_methods import Methods
+from dsm_tr181.buses.rbus_sets import SetBatches
+from dsm_tr181.buses.rbus_valuechange import ValueChanges
+from dsm_tr181.buses.rbus_values import carried_type, schema_path, typed
+from dsm_tr181.errors import AdapterUnavailable
+from dsm_tr181.schema.model import Access, Object
+from dsm_tr181.tree.datamodel import DataModel
+from dsm_tr181.tree.nodes import Node
+from dsm_tr181.tree.notifications import Kind, Notification, Subscription
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RbusConfig:
+    """The ``[bus.rbus]`` section."""
+
+    library: str = rbus_ffi.DEFAULT_LIBRARY  # a path, or a name for the dynamic loader
+    component: str = "dsm-tr181"  # rbus component name
+    # Seconds a handler waits for the loop. rbus consumers give up on a get or set after
+    # 15 s, on a multi-parameter set after 60 s and on a partial get after 120 s.
+    call_timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not self.library:
+            raise ValueError("rbus library must not be empty")
+        if not self.component:
+            raise ValueError("rbus component must not be empty")
+        if self.call_timeout <= 0:
+            raise ValueError("rbus call_timeout must be > 0")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> RbusConfig:
+        """Build from a config section; ValueError on unknown keys, wrong types or values."""
+        types = typing.get_type_hints(cls)
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(str(key) for key in set(section) - set(known))
+        if unknown:
+            raise ValueError(f"unknown rbus option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        values: dict[str, Any] = {}
+        for key, value in section.items():
+            wanted = types[key]
+            if wanted is float and type(value) is int:
+                value = float(value)
+            if type(value) is not wanted:
+                raise ValueError(f"rbus option {key} must be {wanted.__name__}, not {type(value).__name__}")
+            values[key] = value
+        return cls(**values)
+
+
+class RbusProvider:
+    """Serves a DataModel on rbus; implements BusProvider."""
+
+    name = "rbus"
+
+    def __init__(self, dm: DataModel, config: RbusConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.dm = dm
+        self.config = config
+        self._loop = loop
+        self._bridge = LoopBridge(loop, config.call_timeout)
+        self._reads = SnapshotReads(dm, self._bridge)
+        self._sets = SetBatches(self._apply_set)
+        self._methods = Methods(dm, self._bridge)
+        self._changes = ValueChanges(dm, loop, self._publish_value_change)
+        self._handle: rbus_ffi.Handle | None = None
+        self._subscription: Subscription | None = None
+        self._rows_by_rbus = False  # rbus itself (un)registers the rows of its add/remove-row calls
+
+    @classmethod
+    def create(cls, dm: DataModel, section: Mapping[str, Any], loop: asyncio.AbstractEventLoop) -> RbusProvider:
+        return cls(dm, RbusConfig.from_config(section), loop)
+
+    async def start(self) -> None:
+        """Open the handle, register every element and row, follow the tree.
+
+        AdapterUnavailable when librbus cannot be loaded or no broker answers (rbus_open
+        fails after about 3 s), so that the daemon can fall back to another bus.
+        """
+        if self._handle is not None:
+            raise RuntimeError("the rbus provider is already started")
+        rbus = rbus_ffi.load(self.config.library)
+        try:
+            handle = await self._loop.run_in_executor(None, rbus_ffi.Handle, rbus, self.config.component)
+        except RbusCallFailed as exc:
+            raise AdapterUnavailable(f"rbus broker unreachable (is rtrouted running?): {exc}") from exc
+        try:
+            elements = self._elements()
+            await self._loop.run_in_executor(None, handle.register, elements)
+        except BaseException as exc:
+            await self._loop.run_in_executor(None, handle.close)
+            if isinstance(exc, RbusCallFailed):  # e.g. another component owns one of the names
+                raise AdapterUnavailable(f"rbus refused the data elements: {exc}") from exc
+            raise
+        # From here to the end no await: no tree change can come between the rows
+        # registered now and the notifications followed from now on.
+        self._handle = handle
+        self._subscription = self.dm.subscribe(self._notified)
+        rows = [node for node in self.dm.root.walk() if node.schema.multi_instance]
+        for row in rows:
+            self._register_row(row)
+        log.info("rbus: %s serves %d elements and %d rows", self.config.component, len(elements), len(rows))
+
+    async def close(self) -> None:
+        """Stop following the tree, answer waiting callers, close the handle (idempotent)."""
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        if self._subscription is not None:
+            self._subscription.cancel()
+            self._subscription = None
+        self._methods.close()
+        # Off the loop: closing waits for rbus's threads, whose handlers may wait for the loop.
+        await self._loop.run_in_executor(None, handle.close)
+
+    # ---- elements ----
+
+    def _elements(self) -> list[rbus_ffi.Element]:
+        elements: list[rbus_ffi.Element] = []
+        for obj in self.dm.schema.objects.values():
+            if obj.multi_instance:
+                elements.append(self._table(obj))
+            for name, parameter in obj.parameters.items():
+                writable = parameter.access is Access.READ_WRITE
+                elements.append(
+                    rbus_ffi.Property(
+                        obj.path + name,
+                        carried_type(parameter.type),
+                        self._reads.get,
+                        set=self._sets.on_set if writable else None,
+                        subscribe=self._changes.on_subscribe,
+                    )
+                )
+            elements += [rbus_ffi.Method(obj.path + name, self._methods.call) for name in obj.commands]
+            elements += [rbus_ffi.Event(obj.path + name) for name in obj.events]
+        return elements
+
+    def _table(self, obj: Object) -> rbus_ffi.Table:
+        if not obj.creatable:
+            return rbus_ffi.Table(obj.path)
+        return rbus_ffi.Table(obj.path, add_row=self._add_row, remove_row=self._remove_row)
+
+    # ---- handlers (bus threads) ----
+
+    def _apply_set(self, values: dict[str, Any]) -> None:
+        self._bridge.call(self.dm.set, values)
+
+    def _add_row(self, table: str, alias: str | None) -> int:
+        return self._bridge.call(self._add_on_loop, table, alias)
+
+    def _remove_row(self, row: str) -> None:
+        self._bridge.call(self._delete_on_loop, row)
+
+    # ---- on the loop ----
+
+    def _add_on_loop(self, table: str, alias: str | None) -> int:
+        self._rows_by_rbus = True
+        try:
+            added = self.dm.add(table, {"Alias": alias} if alias else {})
+        finally:
+            self._rows_by_rbus = False
+        return int(added[0].path.rstrip(".").rpartition(".")[2])
+
+    def _delete_on_loop(self, row: str) -> None:
+        self._rows_by_rbus = True
+        try:
+            self.dm.delete([row])
+        finally:
+            self._rows_by_rbus = False
+
+    def _notified(self, note: Notification) -> None:
+        match note.kind:
+            case Kind.VALUE_CHANGE:
+                self._reads.changed()
+                self._changes.changed(note)
+            case Kind.OBJECT_CREATION:
+                self._reads.changed()
+                node = self.dm.find_node(note.path)
+                if node is not None and not self._rows_by_rbus:
+                    self._register_row(node)
+                self._changes.created(note)
+            case Kind.OBJECT_DELETION:
+                self._reads.changed()
+                if not self._rows_by_rbus:
+                    self._unregister_row(note.path)
+                self._changes.deleted(note)
+            case Kind.EVENT:
+                self._publish_event(note)
+            case Kind.OPERATION_COMPLETE:
+                self._methods.completed(note)
+
+    def _register_row(self, row: Node) -> None:
+        assert self._handle is not None and row.parent is not None
+        table = row.parent.tables[row.schema.name].path
+        alias = row.values.get("Alias")
+        try:
+            self._handle.register_row(table, row.number, alias if isinstance(alias, str) and alias else None)
+        except RbusCallFailed as exc:
+            log.warning("rbus: row %s not registered: %s", row.path, exc)
+
+    def _unregister_row(self, path: str) -> None:
+        assert self._handle is not None
+        try:
+            self._handle.unregister_row(path)
+        except RbusCallFailed as exc:
+            log.warning("rbus: row %s not unregistered: %s", path, exc)
+
+    def _publish_event(self, note: Notification) -> None:
+        event = self.dm.schema.event(schema_path(note.path))
+        assert event is not None
+        data = {name: typed(event.arguments[name].type, value) for name, value in note.args.items()}
+        self._publish(note.path, data, EventType.GENERAL)
+
+    def _publish_value_change(self, path: str, data: dict[str, Typed]) -> None:
+        self._publish(path, data, EventType.VALUE_CHANGED)
+
+    def _publish(self, name: str, data: Mapping[str, Typed], kind: EventType) -> None:
+        if self._handle is None:
+            return
+        try:
+            self._handle.publish(name, data, kind)
+        except (RbusCallFailed, TypeError, ValueError) as exc:
+            log.warning("rbus: %s not published: %s", name, exc)

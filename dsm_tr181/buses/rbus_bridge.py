@@ -1,0 +1,58 @@
+"""Run a function on the daemon's loop from an rbus thread and wait for its answer.
+
+rbus calls handlers on its own threads; the tree belongs to the asyncio loop. Every
+handler hands its work over with :meth:`LoopBridge.call`. The work is a plain
+synchronous function (the DataModel API is synchronous), scheduled with
+``call_soon_threadsafe`` and answered through a ``concurrent.futures.Future``: the same
+contract as ``run_coroutine_threadsafe`` without a Task per call, which costs about
+40 µs more per hop on the get path (measured: ~66 µs against ~108 µs per round trip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from dsm_tr181.errors import Fault, FaultCode
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LoopBridge:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` run on the loop; its exception is raised here.
+
+        If the loop does not start it within the timeout it never runs, and the caller
+        gets an INTERNAL_ERROR fault; once started it is waited for, since it runs to its
+        end without yielding.
+        """
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(function(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        try:
+            self.loop.call_soon_threadsafe(run)
+        except RuntimeError:  # the loop is closed
+            raise Fault(FaultCode.INTERNAL_ERROR, "the daemon is shutting down") from None
+        try:
+            return future.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            if not future.cancel():
+                return future.result()
+        log.warning("rbus: the daemon loop did not take a request within %s s", self.timeout)
+        raise Fault(FaultCode.INTERNAL_ERROR, f"the daemon did not answer within {self.timeout:g} s")
