@@ -1,0 +1,188 @@
+"""Gets through rbus against the same DataModel calls in-process.
+
+The real Device.SoftwareModules. tree (``build`` from tree_bench: N DUs, 3N EUs) is
+served by RbusProvider on an asyncio loop in a background thread, as the daemon serves
+it, with its own rtrouted. A consumer in a separate process (the cffi binding's
+``rbus_get`` / ``rbus_getExt``) times:
+
+  * 1000 gets of a parameter outside any row (consecutive gets reuse the provider's
+    10 ms row snapshot),
+  * 1000 gets alternating between two EU rows (every get is a round trip to the loop),
+  * partial-path gets of ``Device.SoftwareModules.`` at several tree sizes,
+
+and the same calls are timed in-process (``DataModel.get_values`` / ``get`` on the
+loop). Prints p50/p99 in ms and the rbus/in-process ratio of the medians.
+
+librbus 2.6.0 expands a partial get inside the provider and appends every leaf to a
+linked list by walking it, so that get grows with the square of the leaf count; its
+consumer gives up after 120 s. The partial gets are therefore measured at small N
+(``--partial-sizes``); the 1000-DU tree has ~170 000 leaves.
+
+Run: DSM_RBUS_LIBRARY=.../librbus.so.0 DSM_RTROUTED=.../rtrouted python bench/rbus_bench.py
+Skips with a message when they do not name existing files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.tree_bench import SM, build
+from dsm_tr181.buses import rbus_ffi
+from dsm_tr181.buses.rbus import RbusProvider
+from dsm_tr181.tree.datamodel import DataModel
+from tests.support.rtrouted import RbusTools, find_tools, running_broker
+
+T = TypeVar("T")
+GETS = 1000
+LONE = SM + "ExecutionUnitNumberOfEntries"
+
+
+def rows(n: int) -> tuple[str, str]:
+    """Two parameters of EU rows in the middle of the 3N-row table."""
+    return SM + f"ExecutionUnit.{3 * n // 2}.Status", SM + f"ExecutionUnit.{3 * n // 2 + 1}.Status"
+
+
+# ---- the consumer process ----
+
+
+def consume(library: str, names: Sequence[str], partial_runs: int) -> dict[str, Any]:
+    """Time ``GETS`` gets cycling over ``names``, then ``partial_runs`` partial gets (seconds)."""
+    with rbus_ffi.Handle(rbus_ffi.load(library), "dsm-bench-consumer") as handle:
+        gets = []
+        for i in range(GETS):
+            started = time.perf_counter()
+            handle.get(names[i % len(names)])
+            gets.append(time.perf_counter() - started)
+        partial, leaves = [], 0
+        for _ in range(partial_runs):
+            started = time.perf_counter()
+            leaves = len(handle.get_ext([SM]))
+            partial.append(time.perf_counter() - started)
+    return {"gets": gets, "partial": partial, "leaves": leaves}
+
+
+def run_consumer(tools: RbusTools, names: Sequence[str], partial_runs: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "consume", str(tools.library), str(partial_runs), *names]
+    done = subprocess.run(command, env=tools.env(), capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+# ---- the provider side ----
+
+
+class Served:
+    """A DataModel of N DUs served on rbus from a loop thread."""
+
+    def __init__(self, tools: RbusTools, n: int) -> None:
+        self.dm = build(n)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.provider = RbusProvider.create(self.dm, {"library": str(tools.library)}, self.loop)
+        started = time.perf_counter()
+        asyncio.run_coroutine_threadsafe(self.provider.start(), self.loop).result(600)
+        self.start_s = time.perf_counter() - started
+
+    def on_loop(self, function: Callable[[], T]) -> T:
+        future: Future[T] = Future()
+        self.loop.call_soon_threadsafe(lambda: future.set_result(function()))
+        return future.result(600)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.provider.close(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+def in_process(dm: DataModel, call: Callable[[int], object], count: int) -> list[float]:
+    """Seconds per call, timed on the loop thread (the tree's owner)."""
+    samples = []
+    for i in range(count):
+        started = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def row(label: str, rbus: list[float], local: list[float]) -> None:
+    def pct(samples: list[float], q: int) -> float:
+        return 1000 * (statistics.quantiles(samples, n=100)[q - 1] if len(samples) > 1 else samples[0])
+
+    ratio = statistics.median(rbus) / statistics.median(local)
+    print(
+        f"{label:<44} {pct(rbus, 50):>9.3f} {pct(rbus, 99):>9.3f} "
+        f"{pct(local, 50):>9.4f} {pct(local, 99):>9.4f} {ratio:>8.0f}x"
+    )
+
+
+def header() -> None:
+    print(f"{'':<44} {'rbus p50':>9} {'rbus p99':>9} {'local p50':>9} {'local p99':>9} {'ratio':>9}  (ms)")
+
+
+def bench_gets(tools: RbusTools, n: int) -> None:
+    served = Served(tools, n)
+    try:
+        print(f"N={n}: {n} DUs, {3 * n} EUs; provider start (elements + rows) {served.start_s:.2f} s")
+        header()
+        dm = served.dm
+        series = (("get, parameter outside rows (snapshot reuse)", [LONE]), ("get, alternating rows", rows(n)))
+        for label, names in series:
+            remote = run_consumer(tools, names, 0)["gets"]
+
+            def locally(names: Sequence[str] = names) -> list[float]:
+                return in_process(dm, lambda i: dm.get_values([names[i % len(names)]]), GETS)
+
+            row(label, remote, served.on_loop(locally))
+    finally:
+        served.close()
+
+
+def bench_partial(tools: RbusTools, n: int, runs: int) -> None:
+    served = Served(tools, n)
+    try:
+        result = run_consumer(tools, [LONE], runs)
+        dm = served.dm
+        local = served.on_loop(lambda: in_process(dm, lambda i: dm.get([SM]), runs))
+        row(f"partial get {SM} N={n} ({result['leaves']} leaves)", result["partial"], local)
+    finally:
+        served.close()
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) > 1 and argv[1] == "consume":
+        print(json.dumps(consume(argv[2], argv[4:], int(argv[3]))))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dus", type=int, default=1000, help="DUs for the single gets (3 EUs each)")
+    parser.add_argument("--partial-sizes", type=int, nargs="*", default=[25, 50, 100, 200])
+    parser.add_argument("--partial-runs", type=int, default=3)
+    args = parser.parse_args(argv[1:])
+    tools = find_tools()
+    if isinstance(tools, str):
+        print(f"skipped: {tools}")
+        return 0
+    with running_broker(tools):
+        bench_gets(tools, args.dus)
+        print()
+        header()
+        for n in args.partial_sizes:
+            bench_partial(tools, n, args.partial_runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
