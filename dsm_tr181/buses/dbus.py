@@ -1,0 +1,227 @@
+"""The D-Bus front end: serves the DataModel as ``com.rdkcentral.DSM`` (see integration/dbus.md).
+
+Threads. A :class:`~dsm_tr181.glib_thread.GLibThread` of its own owns the connection:
+the connection is opened, the object registered and the name requested on it, so Gio
+dispatches method calls there. Each call is handed to the asyncio loop
+(``call_soon_threadsafe``) where :class:`~dsm_tr181.buses.dbus_service.DsmService` runs
+the DataModel operation and builds the reply variant; the GLib thread waits for it (at
+most ``call_timeout`` seconds) and sends it. Notifications are turned into signal
+arguments on the loop, inside the DataModel's subscription callback, and emitted on the
+GLib thread (``GLibThread.invoke``). The GLib thread never touches the tree.
+
+pydbus. pydbus (unmaintained since 2016) opens the connection and owns the name; it stays
+inside this module. The object itself is registered with Gio directly: pydbus's method
+wrapper names every D-Bus error after the Python exception class and builds each reply
+through PyGObject's generic variant constructor — for a partial-path Get of a full tree,
+seconds of work per call. Gio's invocation object gives the error names of
+:mod:`~dsm_tr181.buses.dbus_errors` and takes the reply serialised by
+:mod:`~dsm_tr181.buses.dbus_variants` as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pydbus
+from gi.repository import Gio, GLib
+
+from dsm_tr181.buses.dbus_errors import INTERNAL_ERROR, error_name, fault_text, internal_error_text
+from dsm_tr181.buses.dbus_interface import INTERFACE, INTROSPECTION
+from dsm_tr181.buses.dbus_service import DsmService
+from dsm_tr181.buses.dbus_variants import from_arguments
+from dsm_tr181.errors import Fault
+from dsm_tr181.glib_thread import GLibThread
+from dsm_tr181.tree.datamodel import DataModel
+from dsm_tr181.tree.notifications import Notification, Subscription
+
+_log = logging.getLogger(__name__)
+
+_BUS_TYPES = {"system": Gio.BusType.SYSTEM, "session": Gio.BusType.SESSION}
+
+
+@dataclass(frozen=True)
+class DbusConfig:
+    """The ``dbus`` bus section of the configuration."""
+
+    bus: str = "system"  # "system", "session" or a D-Bus address ("unix:path=/run/dsm/bus")
+    name: str = INTERFACE  # the well-known name to own
+    object_path: str = "/com/rdkcentral/DSM"
+    call_timeout: float = 30.0  # seconds a method call waits for the daemon's loop
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> DbusConfig:
+        """Build from a configuration section; unknown keys and wrong types are a ValueError."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ValueError(f"bus dbus: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        values = dict(section)
+        for key in ("bus", "name", "object_path"):
+            if key in values and not isinstance(values[key], str):
+                raise ValueError(f"bus dbus: {key} must be a string, not {values[key]!r}")
+        if "call_timeout" in values:
+            timeout = values["call_timeout"]
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+                raise ValueError(f"bus dbus: call_timeout must be a positive number of seconds, not {timeout!r}")
+            values["call_timeout"] = float(timeout)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.bus not in _BUS_TYPES and not Gio.dbus_is_address(self.bus):
+            raise ValueError(f"bus dbus: bus must be 'system', 'session' or a D-Bus address, not {self.bus!r}")
+        if not Gio.dbus_is_name(self.name) or Gio.dbus_is_unique_name(self.name):
+            raise ValueError(f"bus dbus: name {self.name!r} is not a well-known D-Bus name")
+        if not GLib.Variant.is_object_path(self.object_path):
+            raise ValueError(f"bus dbus: object_path {self.object_path!r} is not a D-Bus object path")
+
+    def address(self) -> str:
+        """The bus address to connect to (may read the environment and block briefly)."""
+        bus_type = _BUS_TYPES.get(self.bus)
+        return self.bus if bus_type is None else Gio.dbus_address_get_for_bus_sync(bus_type, None)
+
+
+class _NoAnswer(Exception):
+    """The loop did not answer a method call within ``call_timeout``."""
+
+
+class DbusProvider:
+    """Serves one DataModel on D-Bus; see the module docstring."""
+
+    name = "dbus"
+
+    def __init__(self, dm: DataModel, config: DbusConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self._dm = dm
+        self._loop = loop
+        self._service = DsmService(dm)
+        self._interface = Gio.DBusNodeInfo.new_for_xml(INTROSPECTION).lookup_interface(INTERFACE)
+        self._glib: GLibThread | None = None
+        self._subscription: Subscription | None = None
+        # Touched on the GLib thread only:
+        self._bus: Any = None  # pydbus.bus.Bus
+        self._name_owner: Any = None  # pydbus NameOwner
+        self._registration = 0
+
+    @classmethod
+    def create(cls, dm: DataModel, section: Mapping[str, Any], loop: asyncio.AbstractEventLoop) -> DbusProvider:
+        return cls(dm, DbusConfig.from_config(section), loop)
+
+    async def start(self) -> None:
+        """Connect, register the object, own the name and start sending signals."""
+        if self._glib is not None:
+            return
+        glib = GLibThread(name="dbus-provider")
+        glib.start()
+        try:
+            await glib.call(self._open)
+        except BaseException:
+            await asyncio.to_thread(glib.stop)
+            raise
+        self._glib = glib
+        self._subscription = self._dm.subscribe(self._on_notification, self._service.signal_kinds)
+
+    async def close(self) -> None:
+        """Stop signals, release the name, unregister the object and disconnect."""
+        glib, self._glib = self._glib, None
+        if glib is None:
+            return
+        if self._subscription is not None:
+            self._subscription.cancel()
+            self._subscription = None
+        try:
+            await glib.call(self._disconnect)
+        finally:
+            await asyncio.to_thread(glib.stop)
+
+    # == on the GLib thread ======================================================================
+
+    def _open(self) -> None:
+        address = self.config.address()
+        try:
+            bus = pydbus.connect(address)
+        except GLib.Error as exc:
+            raise ConnectionError(f"D-Bus provider: cannot connect to {address}: {exc.message}") from exc
+        try:
+            self._registration = bus.con.register_object(
+                self.config.object_path, self._interface, self._on_call, None, None
+            )
+            self._name_owner = bus.request_name(self.config.name, allow_replacement=False)
+        except (GLib.Error, RuntimeError) as exc:
+            bus.con.close_sync(None)
+            reason = exc.message if isinstance(exc, GLib.Error) else str(exc)
+            raise ConnectionError(f"D-Bus provider: cannot serve {self.config.name} on {address}: {reason}") from exc
+        self._bus = bus
+
+    def _disconnect(self) -> None:
+        bus, self._bus = self._bus, None
+        if bus is None:
+            return
+        bus.con.unregister_object(self._registration)
+        try:
+            self._name_owner.unown()
+        except GLib.Error as exc:  # e.g. the bus went away first: then nothing is left to release
+            _log.warning("D-Bus provider: releasing %s: %s", self.config.name, exc.message)
+        if not bus.con.is_closed():
+            bus.con.close_sync(None)
+
+    def _on_call(
+        self,
+        connection: Gio.DBusConnection,
+        sender: str,
+        object_path: str,
+        interface_name: str,
+        method_name: str,
+        parameters: GLib.Variant,
+        invocation: Gio.DBusMethodInvocation,
+    ) -> None:
+        """Gio's method handler: Gio has checked the method name and the signature."""
+        try:
+            reply = self._ask_loop(method_name, from_arguments(parameters))
+        except Fault as fault:
+            invocation.return_dbus_error(error_name(fault.code), fault_text(fault))
+        except _NoAnswer:
+            _log.error("%s from %s: no answer from the loop within %s s", method_name, sender, self.config.call_timeout)
+            invocation.return_dbus_error(INTERNAL_ERROR, internal_error_text("the daemon is busy, try again"))
+        except Exception:
+            _log.exception("%s from %s failed", method_name, sender)
+            invocation.return_dbus_error(INTERNAL_ERROR, internal_error_text())
+        else:
+            invocation.return_value(reply)
+
+    def _ask_loop(self, method: str, args: tuple[Any, ...]) -> GLib.Variant:
+        answer: concurrent.futures.Future[GLib.Variant] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not answer.set_running_or_notify_cancel():
+                return  # the GLib thread gave up waiting
+            try:
+                answer.set_result(self._service.call(method, args))
+            except Exception as exc:
+                answer.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        try:
+            return answer.result(self.config.call_timeout)
+        except TimeoutError:
+            if answer.done():
+                raise  # the operation's own TimeoutError
+            answer.cancel()
+            raise _NoAnswer from None
+
+    def _emit(self, signal: str, arguments: GLib.Variant) -> None:
+        if self._bus is not None:
+            self._bus.con.emit_signal(None, self.config.object_path, INTERFACE, signal, arguments)
+
+    # == on the loop =============================================================================
+
+    def _on_notification(self, note: Notification) -> None:
+        signal, arguments = self._service.signal(note)
+        glib = self._glib
+        if glib is not None:
+            glib.invoke(lambda: self._emit(signal, arguments))
