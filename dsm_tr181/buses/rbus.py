@@ -94,6 +94,7 @@ class RbusProvider:
         self._bridge = LoopBridge(loop, config.call_timeout)
         self._reads = SnapshotReads(dm, self._bridge)
         self._sets = SetBatches(self._apply_set)
+        # Per connection (remade by start()): waiting callers and subscriptions die with it.
         self._methods = Methods(dm, self._bridge)
         self._changes = ValueChanges(dm, loop, self._publish_value_change)
         self._handle: rbus_ffi.Handle | None = None
@@ -113,6 +114,8 @@ class RbusProvider:
         if self._handle is not None:
             raise RuntimeError("the rbus provider is already started")
         rbus = rbus_ffi.load(self.config.library)
+        self._methods = Methods(self.dm, self._bridge)
+        self._changes = ValueChanges(self.dm, self._loop, self._publish_value_change)
         try:
             handle = await self._loop.run_in_executor(None, rbus_ffi.Handle, rbus, self.config.component)
         except RbusCallFailed as exc:

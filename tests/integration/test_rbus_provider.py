@@ -27,7 +27,7 @@ from dsm_tr181.buses.rbus import RbusProvider
 from dsm_tr181.buses.rbus_ffi import RbusError
 from dsm_tr181.buses.rbus_methods import ASYNC_HANDLE
 from dsm_tr181.errors import AdapterUnavailable, Fault, FaultCode
-from dsm_tr181.schema import load_schema
+from dsm_tr181.schema import Access, BaseType, DataType, Object, Parameter, Schema, UniqueKey, load_schema
 from dsm_tr181.tree.datamodel import CommandCall, DataModel
 from dsm_tr181.tree.nodes import Node
 from tests.support.rtrouted import (
@@ -44,6 +44,7 @@ from tests.support.rtrouted import (
 pytestmark = [pytest.mark.rbus, pytest.mark.integration]
 
 SM = "Device.SoftwareModules."
+TEST_ROOT = "Device.DSMTestTables."
 EU1 = SM + "ExecutionUnit.1."
 T = TypeVar("T")
 
@@ -197,6 +198,19 @@ def test_get_by_alias(served: Served, tools: RbusTools) -> None:
     assert result.values() == {SM + "ExecEnv.[main].Status": "Up"}, result.text
 
 
+def test_nested_rows_come_and_go_with_the_tree(served: Served, tools: RbusTools) -> None:
+    host = EU1 + "HostObject."
+    served.loop.call(served.dm.add_row, host, {"Source": "/data", "Destination": "/mnt"})
+    assert run_rbuscli(tools, "get", host).values() == {
+        host + "1.Source": "/data",
+        host + "1.Destination": "/mnt",
+        host + "1.Options": "",
+        host + "1.Alias": "cpe-1",
+    }
+    served.loop.call(served.dm.delete_row, host + "1.")
+    assert run_rbuscli(tools, "get", host + "1.Source").error is not None
+
+
 def test_get_of_a_row_that_does_not_exist(served: Served, tools: RbusTools) -> None:
     assert run_rbuscli(tools, "get", SM + "ExecEnv.7.Name").error is not None
 
@@ -323,10 +337,59 @@ def test_value_change_is_published_with_the_old_value(served: Served, tools: Rbu
     assert (data["value"], data["oldValue"]) == ("Active", "Idle")
 
 
-# ---- last: closing drops the elements ----
+# ---- a table a controller may add rows to (none in the served model) ----
 
 
-def test_close_drops_every_element(served: Served, tools: RbusTools) -> None:
+def _schema_with_a_creatable_table() -> Schema:
+    text = DataType(BaseType.STRING)
+    count = DataType(BaseType.UNSIGNED_INT)
+    root = Object("Device.")
+    top = Object(TEST_ROOT, parent=root)
+    table = Object(
+        TEST_ROOT + "Item.{i}.",
+        access=Access.READ_WRITE,
+        min_entries=0,
+        max_entries=None,
+        unique_keys=(UniqueKey(("Alias",)),),
+        num_entries_parameter="ItemNumberOfEntries",
+        parent=top,
+    )
+    root.children["DSMTestTables"] = top
+    top.children["Item"] = table
+    top.parameters["ItemNumberOfEntries"] = Parameter("ItemNumberOfEntries", TEST_ROOT + "ItemNumberOfEntries", count)
+    for name in ("Alias", "Label"):
+        table.parameters[name] = Parameter(name, table.path + name, text, Access.READ_WRITE)
+    return Schema("test", "test", {o.path: o for o in (root, top, table)}, {})
+
+
+def test_rows_added_and_removed_by_a_controller(served: Served, tools: RbusTools) -> None:
+    dm = DataModel(_schema_with_a_creatable_table())
+    section = {"library": str(tools.library), "component": "dsm-test-tables"}
+    provider = RbusProvider.create(dm, section, served.loop.loop)
+    served.loop.wait(provider.start())
+    try:
+        table = TEST_ROOT + "Item."
+        assert f"{table}1. added" in run_rbuscli(tools, "addrow", table, "first").text
+        assert served.loop.call(lambda: dm.value(table + "1.Alias")) == "first"
+        assert run_rbuscli(tools, "setv", table + "[first].Label", "string", "one").error is None
+        assert run_rbuscli(tools, "get", table).values() == {table + "1.Alias": "first", table + "1.Label": "one"}
+        run_rbuscli(tools, "delrow", table + "1.")
+        assert served.loop.call(lambda: dm.value(TEST_ROOT + "ItemNumberOfEntries")) == 0
+        assert run_rbuscli(tools, "get", table + "1.Label").error is not None
+    finally:
+        served.loop.wait(provider.close())
+
+
+# ---- last: closing drops the elements; starting again serves them again ----
+
+
+def test_close_drops_every_element_and_start_serves_again(served: Served, tools: RbusTools) -> None:
     served.loop.wait(served.provider.close())
     served.loop.wait(served.provider.close())  # idempotent
     assert run_rbuscli(tools, "get", SM + "ExecEnvNumberOfEntries").error is not None
+    # What the daemon does after an rtrouted restart, which silently drops the elements.
+    served.loop.wait(served.provider.start())
+    assert run_rbuscli(tools, "get", EU1 + "Name").values() == {EU1 + "Name": "app"}
+    url = "http://example.com/app-three.tar"
+    result = run_rbuscli(tools, "method_values", SM + "InstallDU()", "URL", "string", url)
+    assert result.error is None, result.text
