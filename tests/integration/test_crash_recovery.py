@@ -26,6 +26,7 @@ import contextlib
 import re
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,35 @@ def du_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def du_v2(du_v1: Path) -> Path:
     return build_du(du_v1.parent, "crashy", "2.0.0", suffix=".tar.gz")
+
+
+@pytest.fixture(scope="module")
+def other_du(du_v1: Path) -> Path:
+    return build_du(du_v1.parent, "bystander", "1.0.0")
+
+
+@dataclass
+class Bystander:
+    """Another DU, running, that the crash and the recovery must leave alone."""
+
+    du: str
+    eu: str
+    euid: str
+    pid: int
+    generation: str
+
+    def assert_untouched(self, dsm: DsmDaemon) -> None:
+        assert row(dsm, self.du)["Status"] == "Installed"
+        assert row(dsm, self.eu)["Status"] == "Active"
+        state = runc_state(dsm, self.euid)
+        assert state is not None and (state["status"], state["pid"]) == ("running", self.pid)
+        assert generations(dsm, self.du) == [self.generation]
+        assert (dsm.state / "logs" / f"{self.euid}.log").is_file()
+
+
+def bystander(dsm: DsmDaemon, url: str) -> Bystander:
+    du, eu, pid, generation = install_running(dsm, url)
+    return Bystander(du, eu, value(dsm, eu + "EUID"), pid, generation)
 
 
 @pytest.fixture
@@ -146,13 +176,22 @@ def test_every_crash_point_of_the_code_is_covered() -> None:
 
 
 @pytest.mark.parametrize("point", INSTALL_POINTS)
-def test_install_interrupted_before_commit_is_rolled_back(dsm: DsmDaemon, du_v1: Path, point: str) -> None:
+def test_install_interrupted_before_commit_is_rolled_back(
+    dsm: DsmDaemon, du_v1: Path, other_du: Path, point: str
+) -> None:
+    other = bystander(dsm.start(), other_du.as_uri())  # installed by a daemon that does not crash
+    dsm.stop()
     dsm.start(env={"DSM_CRASH_AT": point})
     crash(dsm, point, INSTALL_DU, {"URL": du_v1.as_uri(), "ExecutionEnvRef": SM + "ExecEnv.1"})
 
     log = restart(dsm)
 
-    assert_nothing_left(dsm)
+    assert rows(dsm, DU) == [other.du] and rows(dsm, EU) == [other.eu]
+    assert top_entries(dsm.state / "bundles") == [other.du.rstrip(".").rpartition(".")[2]]
+    assert top_entries(dsm.state / "logs") == [f"{other.euid}.log"]
+    assert staging_dirs(dsm) == []
+    assert dsm.containers() == [other.euid]
+    other.assert_untouched(dsm)
     assert "rolling back the interrupted installation" in log
     assert events_logged(log, "Install") == [("Failed", f"fault {INTERRUPTED}")]
     # Nothing of the lost install stands in the way of installing it again.
@@ -191,10 +230,11 @@ def test_install_interrupted_after_commit_is_a_complete_install(dsm: DsmDaemon, 
 
 @pytest.mark.parametrize("point", UPDATE_BEFORE_SWAP)
 def test_update_interrupted_before_the_swap_is_rolled_back_and_the_eu_runs_again(
-    dsm: DsmDaemon, du_v1: Path, du_v2: Path, point: str
+    dsm: DsmDaemon, du_v1: Path, du_v2: Path, other_du: Path, point: str
 ) -> None:
     dsm.start(env={"DSM_CRASH_AT": point})
     du, eu, pid, generation = install_running(dsm, du_v1.as_uri())
+    other = bystander(dsm, other_du.as_uri())
     crash(dsm, point, du + "Update()", {"URL": du_v2.as_uri()})
 
     log = restart(dsm)
@@ -212,7 +252,8 @@ def test_update_interrupted_before_the_swap_is_rolled_back_and_the_eu_runs_again
         assert state["pid"] != pid  # it had been stopped for the update: started again
     else:
         assert state["pid"] == pid  # it never stopped: adopted
-    assert dsm.containers() == [euid]
+    assert sorted(dsm.containers()) == sorted([euid, other.euid])
+    other.assert_untouched(dsm)
     assert "rolling back the interrupted update" in log
     assert events_logged(log, "Update") == [("Installed", f"fault {INTERRUPTED}")]
     # The update can be done again.
@@ -255,6 +296,20 @@ def test_uninstall_interrupted_is_finished(dsm: DsmDaemon, du_v1: Path, point: s
     assert rows(dsm, "Device.DeviceInfo.VendorLogFile.") == []
     assert "finishing the interrupted uninstall" in log
     assert events_logged(log, "Uninstall") == [("Uninstalled", "no fault")]
+
+
+def test_uninstall_interrupted_leaves_other_dus_alone(dsm: DsmDaemon, du_v1: Path, other_du: Path) -> None:
+    dsm.start(env={"DSM_CRASH_AT": "uninstall.journaled"})
+    du, _, _, _ = install_running(dsm, du_v1.as_uri())
+    other = bystander(dsm, other_du.as_uri())
+    crash(dsm, "uninstall.journaled", du + "Uninstall()")
+
+    restart(dsm)
+
+    assert rows(dsm, DU) == [other.du] and rows(dsm, EU) == [other.eu]
+    assert top_entries(dsm.state / "logs") == [f"{other.euid}.log"]
+    assert dsm.containers() == [other.euid]
+    other.assert_untouched(dsm)
 
 
 # == the daemon dies while an EU runs ========================================================

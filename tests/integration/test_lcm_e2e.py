@@ -316,13 +316,17 @@ def test_container_exiting_with_code_3_leaves_the_eu_idle_with_failure_while_act
 ) -> None:
     args = ("/bin/sh", "-c", "echo about to fail; sleep 1; exit 3")
     eu = eu_of(dsm, installed(install(dsm, str(build_du(archives, "quitter", args=args)))))
-    start(dsm, eu)
+    statuses = dsm.events(eu + "Status")
+    assert operate(dsm, eu + "SetRequestedState()", {"RequestedState": "Active"}).ok
+    statuses.wait_for(lambda e: e.get("value") == "Active")  # it did start
 
-    idle = wait_status(dsm, eu, "Idle")
+    statuses.wait_for(lambda e: e.get("value") == "Idle")
 
+    idle = row(dsm, eu)
     assert idle["ExecutionFaultCode"] == "FailureWhileActive"
     assert idle["ExecutionFaultMessage"] == "container exited with status 3"
-    assert dsm.containers() == [] or runc_state(dsm, idle["EUID"])["status"] == "stopped"  # type: ignore[index]
+    assert "about to fail" in (dsm.state / "logs" / f"{idle['EUID']}.log").read_text()
+    assert [c for c in dsm.containers() if (runc_state(dsm, c) or {}).get("status") == "running"] == []
 
 
 def test_container_that_cannot_start_is_failure_on_start(dsm: DsmDaemon, archives: Path) -> None:
