@@ -238,7 +238,7 @@ class Deployments:
         url = str(args.get("URL") or du.url)
         username, password = str(args.get("Username", "")), str(args.get("Password", ""))
         if not username and not password and url == du.url and du.credentials:
-            username, password = self.lcm.sealer.unseal(du.credentials).split("\0", 1)
+            username, password = self._unseal(du)
         source = _source(url, username, password)
         op = OperationRecord(
             du=du.instance,
@@ -450,6 +450,18 @@ class Deployments:
             raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, "the download did not complete in time") from None
         self.lcm.progress(du, request_id, "unpacked", info.disk_usage_kib * 1024, info.disk_usage_kib * 1024)
         return info
+
+    def _unseal(self, du: DeploymentUnitRecord) -> tuple[str, str]:
+        """The stored Username and Password of ``du`` (refused when the device key changed)."""
+        try:
+            username, _, password = self.lcm.sealer.unseal(du.credentials).partition("\0")
+        except ValueError:
+            raise Fault(
+                FaultCode.REQUEST_DENIED,
+                "the stored credentials of this deployment unit cannot be decrypted (the device key changed): "
+                "give Username and Password",
+            ) from None
+        return username, password
 
     def _seal(self, source: PackageSource) -> str:
         if not source.username and not source.password:
