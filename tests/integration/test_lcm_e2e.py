@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
 import tarfile
 from collections.abc import Iterator
@@ -505,6 +506,28 @@ def test_update_without_url_reuses_the_stored_url_and_credentials(
     assert operate(dsm, du + "Update()").ok
     assert value(dsm, du + "Version") == "1.2.0"
     assert_no_clear_credentials(dsm)
+
+
+def test_update_with_undecryptable_stored_credentials_is_refused_clearly(
+    dsm: DsmDaemon, servers: Servers, archives: Path
+) -> None:
+    served = servers.served / "rekeyed.tar"
+    build_du(archives, "rekeyed", "1.0.0", out=served)
+    du = installed(install(dsm, servers.https.url("rekeyed.tar"), Username=USER, Password=PASSWORD))
+    dsm.stop()
+    (dsm.state / "secret.key").write_bytes(base64.urlsafe_b64encode(os.urandom(32)))  # a new device key
+    dsm.start()
+    build_du(archives, "rekeyed", "1.1.0", out=served)
+
+    refused = operate(dsm, du + "Update()")
+
+    assert refused.fault is not None, refused
+    assert refused.fault["code"] == FaultCode.REQUEST_DENIED.usp
+    assert "credentials" in refused.fault["message"] and "Username" in refused.fault["message"]
+    assert refused.event is None
+    assert (value(dsm, du + "Status"), value(dsm, du + "Version")) == ("Installed", "1.0.0")
+    assert operate(dsm, du + "Update()", {"Username": USER, "Password": PASSWORD}).ok
+    assert value(dsm, du + "Version") == "1.1.0"
 
 
 # == Uninstall ===============================================================================
