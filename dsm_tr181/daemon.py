@@ -112,15 +112,15 @@ async def serve(config: DaemonConfig) -> None:
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     datamodel = Path(config.datamodel_dir) if config.datamodel_dir else None
     dm = DataModel(load_schema(datamodel, cache_dir=state_dir))
-    packager = adapters.load("packager", "tar").from_config(config.packager)
-    lcm = Lcm(
-        dm,
-        SqliteStore(state_dir / "dsm.db"),
-        packager,
-        build_runtimes(config),
-        config.lcm,
-        FernetSealer(state_dir / "secret.key"),
-    )
+    try:
+        packager = adapters.load("packager", "tar").from_config(config.packager)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        sealer = FernetSealer(state_dir / "secret.key")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    lcm = Lcm(dm, SqliteStore(state_dir / "dsm.db"), packager, build_runtimes(config), config.lcm, sealer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
