@@ -690,3 +690,23 @@ def test_failed_install_reports_the_fault_and_leaves_nothing(
     assert not (archives / "escaped").exists() and not (dsm.state / "escaped").exists()
     assert [p for p in dsm.state.rglob("*") if p.name.startswith(".staging")] == []
     assert secrets_in(dsm.log_path.read_bytes()) == []
+
+
+# == start-up refusals =======================================================================
+
+
+@pytest.mark.parametrize("problem", ["packager-section", "device-key"])
+def test_daemon_refuses_to_start_with_a_clear_message(tmp_path: Path, problem: str) -> None:
+    extra = {"packager.tar": {"max_entrys": 5}} if problem == "packager-section" else {}
+    dsm = DsmDaemon(tmp_path, extra=extra)
+    if problem == "device-key":
+        dsm.state.mkdir()
+        (dsm.state / "secret.key").write_text("garbage\n")
+    try:
+        with pytest.raises(RuntimeError, match="exited with 2"):
+            dsm.start()
+    finally:
+        dsm.cleanup()
+    log = dsm.log()
+    assert "Traceback" not in log
+    assert ("max_entrys" if problem == "packager-section" else "does not hold a device key") in log

@@ -393,3 +393,19 @@ def test_sealer_with_another_key_cannot_unseal(tmp_path: Path) -> None:
         other(sealed)
     with pytest.raises(ValueError, match="cannot be decrypted"):
         FernetSealer(tmp_path / "a.key").unseal(sealed[:-4] + "AAAA")  # tampered
+
+
+def test_sealer_refuses_a_key_file_that_holds_no_key(tmp_path: Path) -> None:
+    key = write(tmp_path / "secret.key", "not a key\n")
+    with pytest.raises(ValueError, match=r"secret\.key does not hold a device key"):
+        FernetSealer(key)
+    assert key.read_text() == "not a key\n"  # never replaced: credentials may have been sealed with it
+
+
+def test_sealer_replaces_an_empty_key_file_left_by_a_cut_creation(tmp_path: Path) -> None:
+    key = write(tmp_path / "secret.key", "")
+    sealer = FernetSealer(key)
+    assert sealer.unseal(sealer.seal("x")) == "x"
+    assert len(key.read_bytes().strip()) == 44
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.key"]  # no temporary file left
