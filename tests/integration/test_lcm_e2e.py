@@ -450,7 +450,7 @@ def test_update_to_the_same_or_an_older_version_fails_and_keeps_the_du(
     (generation,) = bundle_dirs(dsm, du)
     url = value(dsm, du + "URL")
 
-    outcome = operate(dsm, du + "Update()", {"URL": str(build_du(archives, "keeper", version, suffix=".tar.xz"))})
+    outcome = operate(dsm, du + "Update()", {"URL": str(build_du(archives, "keeper", version, suffix=".tar.gz"))})
 
     assert outcome.fault is not None, outcome
     assert (outcome.fault["code"], outcome.fault["cwmp_code"]) == (code.usp, code.cwmp)
