@@ -1,7 +1,10 @@
 """Safe, streaming, member-by-member extraction of a DU archive into a staging directory.
 
-Python's tarfile only parses here; every file is created by this module, so the
-rules below hold whatever tarfile version or extraction filters are present.
+Python's tarfile only parses headers here; file data is copied by this module
+through one reused buffer (no allocation per chunk), and every file is created by
+it, so the rules below hold whatever tarfile version or extraction filters are
+present. The archive is read strictly forward, from its start to its end, so it
+may be a pipe.
 
 - Compression is told by content: gzip, xz or none (bzip2 and zstd are refused).
   A truncated or corrupt compressed stream, a tar without its end-of-archive
@@ -41,7 +44,9 @@ from typing import Any, BinaryIO
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.packagers.worker import Cancel, disk_fault
 
-_CHUNK = 256 * 1024
+_CHUNK = 256 * 1024  # file data per read and write
+_BUFFER = 64 * 1024  # read-ahead for headers; larger reads bypass it
+_READ_ERRORS = (EOFError, zlib.error, lzma.LZMAError, OSError)
 _MAX_HEADER_BYTES = 1 << 20
 _MAX_TRAILING_BYTES = 16 << 20
 _XZ_MEMORY_LIMIT = 128 << 20  # "xz -9" needs 65 MiB to decode
@@ -71,18 +76,19 @@ class Extracted:
 
 
 def extract_archive(archive: BinaryIO, staging: Path, limits: ExtractLimits, label: str, cancel: Cancel) -> Extracted:
-    """Unpack ``archive`` (positioned at its start) into the empty directory ``staging``."""
-    stream = _CheckedReader(_decompressed(archive, label), label)
-    writer = _Writer(staging, limits, label, cancel)
+    """Unpack ``archive`` (read from its start to its end) into the empty directory ``staging``."""
+    source = _Source(_decompressed(archive, label), label)
+    writer = _Writer(staging, limits, label, cancel, source)
     try:
-        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as tar:
-            while (member := tar.next()) is not None:
-                cancel.check(label)
-                writer.add(tar, member)
-                tar.members.clear()  # stream mode would otherwise keep every TarInfo
-            end_of_members = tar.offset
-        stream.drain()
-        if stream.count < end_of_members + tarfile.BLOCKSIZE:
+        # Mode "r" over a forward-only source: tarfile reads the headers, _Writer the data.
+        tar = tarfile.TarFile(fileobj=source, tarinfo=_BoundedTarInfo)
+        while (member := tar.next()) is not None:
+            cancel.check(label)
+            writer.add(tar, member)
+            tar.members.clear()  # tarfile would otherwise keep every TarInfo
+        end_of_members = tar.offset
+        source.drain()
+        if source.count < end_of_members + tarfile.BLOCKSIZE:
             raise Fault(FaultCode.CORRUPT_DATA, f"{label}: archive truncated (no end-of-archive block)")
         writer.finish()
     except tarfile.TarError as exc:
@@ -99,15 +105,42 @@ def _write_fault(exc: OSError, label: str) -> Fault:
 
 
 def _decompressed(archive: BinaryIO, label: str) -> BinaryIO:
-    magic = archive.read(6)
-    archive.seek(0)
+    magic = _read_exactly(archive, 6)
+    stream = io.BufferedReader(_Prefixed(magic, archive), _BUFFER)
     if magic.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=archive, mode="rb")
+        return gzip.GzipFile(fileobj=stream, mode="rb")
     if magic.startswith(b"\xfd7zXZ\x00"):
-        return io.BufferedReader(_XzReader(archive))
+        return io.BufferedReader(_XzReader(stream))
     if magic.startswith(b"BZh") or magic.startswith(b"\x28\xb5\x2f\xfd"):
         raise Fault(FaultCode.CORRUPT_DATA, f"{label}: bzip2 and zstd compression are not supported")
-    return archive
+    return stream
+
+
+def _read_exactly(archive: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, fewer only at the end of the archive (a pipe may deliver them piecemeal)."""
+    data = b""
+    while len(data) < size and (more := archive.read(size - len(data))):
+        data += more
+    return data
+
+
+class _Prefixed(io.RawIOBase):
+    """The bytes already read to tell the compression, then the rest of the archive: no seek needed."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix = prefix
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._prefix:
+            return self._rest.readinto(buffer)  # type: ignore[attr-defined]  # every BinaryIO given has it
+        count = min(len(buffer), len(self._prefix))
+        buffer[:count] = self._prefix[:count]
+        self._prefix = self._prefix[count:]
+        return count
 
 
 class _XzReader(io.RawIOBase):
@@ -151,32 +184,59 @@ def _xz_decoder() -> lzma.LZMADecompressor:
     return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_XZ_MEMORY_LIMIT)
 
 
-class _CheckedReader:
-    """The decompressed archive as tarfile reads it: counted, with read failures made faults."""
+class _Source:
+    """The decompressed archive, read forward only: counted, with read failures made faults.
+
+    tarfile reads headers with ``read`` and skips padding with ``seek``; file data is
+    copied with ``readinto`` into the writer's buffer.
+    """
 
     def __init__(self, inner: BinaryIO, label: str) -> None:
         self._inner = inner
         self._label = label
+        self._scratch = memoryview(bytearray(_CHUNK))
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
         try:
             data = self._inner.read(size)
-        except (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as exc:
-            message = f"{self._label}: compressed data truncated or corrupt ({exc})"
-            raise Fault(FaultCode.CORRUPT_DATA, message) from None
-        except OSError as exc:
-            raise Fault(FaultCode.INTERNAL_ERROR, f"{self._label}: cannot read the archive ({exc})") from None
+        except _READ_ERRORS as exc:
+            raise self._fault(exc) from None
         self.count += len(data)
         return data
 
+    def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer``; fewer bytes only at the end of the archive."""
+        try:
+            count: int = self._inner.readinto(buffer)  # type: ignore[attr-defined]  # every BinaryIO given has it
+        except _READ_ERRORS as exc:
+            raise self._fault(exc) from None
+        self.count += count
+        return count
+
+    def tell(self) -> int:
+        return self.count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Skip forward to ``offset``; a stream cannot go back."""
+        if whence != io.SEEK_SET or offset < self.count:
+            raise tarfile.ReadError(f"cannot seek back to offset {offset} in a stream")
+        while self.count < offset:
+            if not self.readinto(self._scratch[: min(_CHUNK, offset - self.count)]):
+                break  # tarfile's read(1) after the seek reports the end of data
+        return self.count
+
     def drain(self) -> None:
         """Read what follows the last member (end blocks, padding) to check the stream is whole."""
-        trailing = 0
-        while chunk := self.read(_CHUNK):
-            trailing += len(chunk)
-            if trailing > _MAX_TRAILING_BYTES:
+        end = self.count + _MAX_TRAILING_BYTES
+        while self.readinto(self._scratch):
+            if self.count > end:
                 raise Fault(FaultCode.CORRUPT_DATA, f"{self._label}: unexpected data after the end of the archive")
+
+    def _fault(self, exc: BaseException) -> Fault:
+        if isinstance(exc, EOFError | zlib.error | lzma.LZMAError | gzip.BadGzipFile):
+            return Fault(FaultCode.CORRUPT_DATA, f"{self._label}: compressed data truncated or corrupt ({exc})")
+        return Fault(FaultCode.INTERNAL_ERROR, f"{self._label}: cannot read the archive ({exc})")
 
 
 class _BoundedTarInfo(tarfile.TarInfo):
@@ -201,8 +261,10 @@ def _components(name: str, label: str, what: str) -> tuple[str, ...]:
 class _Writer:
     """Creates members below ``root`` and remembers what it made there."""
 
-    def __init__(self, root: Path, limits: ExtractLimits, label: str, cancel: Cancel) -> None:
+    def __init__(self, root: Path, limits: ExtractLimits, label: str, cancel: Cancel, source: _Source) -> None:
         self._root = str(root)
+        self._source = source
+        self._buffer = memoryview(bytearray(_CHUNK))
         self._limits = limits
         self._label = label
         self._cancel = cancel
@@ -286,24 +348,31 @@ class _Writer:
                 FaultCode.SYSTEM_RESOURCES_EXCEEDED,
                 f"{self._label}: unpacked files exceed {self._limits.max_unpacked_bytes} bytes at {member.name!r}",
             )
-        source = tar.extractfile(member)
-        assert source is not None  # a regular file always has a reader
+        # A sparse member's data is a map of pieces: tarfile's reader expands it.
+        reader = self._source if member.sparse is None else tar.extractfile(member)
+        assert reader is not None  # a regular file always has a reader
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self._kinds[name] = _FILE
-        with open(fd, "wb") as out:
-            remaining = member.size
-            while remaining:
-                self._cancel.check(self._label)
-                chunk = source.read(min(_CHUNK, remaining))
-                if not chunk:
-                    raise tarfile.ReadError(f"unexpected end of data in {member.name!r}")
-                out.write(chunk)
-                remaining -= len(chunk)
-            out.flush()
+        try:
+            self._copy(reader, fd, member)
             if self._as_root:
                 os.fchown(fd, member.uid, member.gid)
             os.fchmod(fd, member.mode & 0o777)
             os.utime(fd, (_mtime(member), _mtime(member)))
+        finally:
+            os.close(fd)
+
+    def _copy(self, reader: _Source | BinaryIO, fd: int, member: tarfile.TarInfo) -> None:
+        remaining = member.size
+        while remaining:
+            self._cancel.check(self._label)
+            count = reader.readinto(self._buffer[: min(_CHUNK, remaining)])  # type: ignore[union-attr]
+            if not count:
+                raise tarfile.ReadError(f"unexpected end of data in {member.name!r}")
+            chunk = self._buffer[:count]
+            while chunk:  # a short write only happens when the disk fills up
+                chunk = chunk[os.write(fd, chunk) :]
+            remaining -= count
 
     def _add_symlink(self, member: tarfile.TarInfo, path: str, name: str, parts: tuple[str, ...]) -> None:
         if not member.linkname:

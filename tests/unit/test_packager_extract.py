@@ -252,6 +252,24 @@ def test_special_files_when_allowed(ws: Workspace) -> None:
         assert os.stat(ws.target / "rootfs" / "null").st_rdev == os.makedev(1, 3)
 
 
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar to write sparse members")
+@pytest.mark.parametrize("tar_format", ["gnu", "posix"])
+def test_sparse_members_are_expanded(ws: Workspace, tmp_path: Path, tar_format: str) -> None:
+    tree = tmp_path / "sparse"
+    (tree / "rootfs").mkdir(parents=True)
+    (tree / "config.json").write_text(json.dumps(oci_config(["/bin/true"])))
+    with (tree / "rootfs" / "holes").open("wb") as holes:
+        holes.seek(3 << 20)
+        holes.write(os.urandom(5000))
+        holes.truncate(8 << 20)
+    archive = ws.archives / f"sparse-{tar_format}.tar"
+    command = ["tar", "--sparse", f"--format={tar_format}", "-cf", str(archive), "-C", str(tree), "."]
+    subprocess.run(command, check=True)
+    assert archive.stat().st_size < 1 << 20  # the holes are not in the archive
+    ws.unpack(archive)
+    assert (ws.target / "rootfs" / "holes").read_bytes() == (tree / "rootfs" / "holes").read_bytes()
+
+
 def test_remove_is_idempotent(ws: Workspace) -> None:
     ws.unpack(write_archive(ws.archives / "app.tar", bundle_members()))
     packager = TarPackager()
