@@ -203,6 +203,10 @@ class ControlServer:
             await writer.drain()
         except (ClientGone, ConnectionError):
             log.debug("control client left before the reply")
+        except asyncio.CancelledError:
+            # close() ends the connections at shutdown; asyncio would log a cancelled
+            # client_connected_cb task as an error, so the connection ends quietly here.
+            log.debug("control connection closed at shutdown")
         finally:
             if stream is not None:
                 stream.close()
