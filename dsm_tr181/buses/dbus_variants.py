@@ -42,11 +42,15 @@ Encode = Callable[[Any], bytes]
 
 _NATIVE = sys.byteorder
 _PAD = tuple(b"\0" * n for n in range(8))
+_REPLACEMENT = "\ufffd".encode()
 _OFFSET_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
 def _string(value: str) -> bytes:
-    return value.encode() + b"\0"
+    """UTF-8 and its NUL. D-Bus strings hold no NUL and no lone surrogate (which
+    surrogateescape-decoded file names can carry): both become U+FFFD / "?"."""
+    data = value.encode(errors="replace")
+    return (data.replace(b"\0", _REPLACEMENT) if b"\0" in data else data) + b"\0"
 
 
 def _boolean(value: bool) -> bytes:
@@ -79,20 +83,14 @@ def signature(data_type: DataType) -> str:
 
 
 def variant_encoder(data_type: DataType) -> Encode:
-    """A function serialising one value of ``data_type`` as a GVariant ``v``.
-
-    The common scalars get a closure of their own: this runs once per value of a Get.
-    """
+    """A function serialising one value of ``data_type`` as a GVariant ``v``."""
     item_signature, encode_item = _SCALARS[data_type.base]
     tail = b"\0" + signature(data_type).encode()
     if data_type.list is not None:
         if item_signature in _FIXED_SIZE:
             return lambda items: b"".join(map(encode_item, items)) + tail
         return lambda items: _frame(list(map(encode_item, items)), 1) + tail
-    if data_type.base is BaseType.STRING:
-        string_tail = b"\0" + tail
-        return lambda value: value.encode() + string_tail
-    if data_type.base is BaseType.BOOLEAN:
+    if data_type.base is BaseType.BOOLEAN:  # runs once per value of a Get: no call inside
         return {True: b"\1" + tail, False: b"\0" + tail}.__getitem__
     return lambda value: encode_item(value) + tail
 
@@ -218,6 +216,7 @@ def _offsets(ends: list[int], body: int) -> bytes:
 
 
 def _from_bytes(type_string: str, data: bytes) -> GLib.Variant:
-    # Not trusted: GLib checks the framing as it reads, so a serialiser bug cannot make
-    # it read out of bounds.
-    return GLib.Variant.new_from_bytes(GLib.VariantType.new(type_string), GLib.Bytes.new(data), False)
+    # Trusted: the data is in normal form by construction (the tests compare it byte for
+    # byte with GLib's own). Untrusted, GLib re-checks the framing on every access: turning
+    # a 1000-DU partial Get into a D-Bus message then takes 8.5 s instead of 0.17 s.
+    return GLib.Variant.new_from_bytes(GLib.VariantType.new(type_string), GLib.Bytes.new(data), True)

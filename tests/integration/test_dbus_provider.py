@@ -553,6 +553,15 @@ def test_serialisation_is_glibs_at_every_offset_size() -> None:
         assert ours == bytes(reference.get_data_as_bytes().get_data())
 
 
+def test_strings_d_bus_cannot_carry_are_replaced(served: Served) -> None:
+    def store() -> None:
+        served.dm.update(EU + "2.", {"ExecutionFaultMessage": "bad\x00byte \udcff"})
+
+    served.loop.run(store)
+    got = served.call("Get", f"['{EU}2.ExecutionFaultMessage']").unpack()[0]
+    assert got == {EU + "2.ExecutionFaultMessage": "bad\ufffdbyte ?"}
+
+
 # == errors that are not faults, timeouts, lifecycle ================================================
 
 
