@@ -345,7 +345,7 @@ class Deployments:
 
     def _uninstall_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         du = self.records[call.node.number]
-        self._check_changeable(du)
+        self._check_changeable(du, uninstall=True)
         op = self._journal_uninstall(du)
         return self._uninstall(du, op)
 
@@ -400,10 +400,13 @@ class Deployments:
 
     # -- shared -------------------------------------------------------------------------------------
 
-    def _check_changeable(self, du: DeploymentUnitRecord) -> None:
+    def _check_changeable(self, du: DeploymentUnitRecord, uninstall: bool = False) -> None:
         if du.status != "Installed":
             raise Fault(FaultCode.INVALID_DU_STATE, f"the deployment unit is {du.status}")
-        if du.ee not in self.lcm.execenvs.records or not self.lcm.execenvs.enabled(du.ee):
+        if du.ee in self.lcm.execenvs.unconfigured:
+            if not uninstall:
+                raise Fault(FaultCode.DISABLED_EE, f"execution environment {du.ee!r} is no longer configured")
+        elif not self.lcm.execenvs.enabled(du.ee):
             raise Fault(FaultCode.DISABLED_EE, f"execution environment {du.ee!r} is disabled")
 
     def _check_duplicate(self, uuid: str, version: str, ee: str, instance: int) -> None:

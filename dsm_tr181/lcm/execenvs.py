@@ -3,6 +3,7 @@ run levels, Restart()/Reset() and resource figures."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -18,6 +19,8 @@ from dsm_tr181.tree.nodes import Node
 if TYPE_CHECKING:
     from dsm_tr181.lcm.manager import Lcm
 
+log = logging.getLogger(__name__)
+
 ROW = EE_TABLE + "{i}."
 
 
@@ -26,12 +29,17 @@ class ExecEnvs:
         self.lcm = lcm
         self.settings = {ee.name: ee for ee in lcm.settings.execenvs}
         self.records: dict[str, ExecEnvRecord] = {}
+        # ExecEnvs no longer in the configuration that still hold DUs: served with Status
+        # Error so that their DUs can be seen and uninstalled, never started or updated.
+        self.unconfigured: set[str] = set()
         self._cpu = sysinfo.CpuIdle()
 
     # -- rows --------------------------------------------------------------------------------
 
-    def restore(self, stored: list[ExecEnvRecord]) -> None:
-        """One row per configured ExecEnv, keeping its instance number and controller settings."""
+    def restore(self, stored: list[ExecEnvRecord], in_use: set[str]) -> None:
+        """One row per configured ExecEnv, keeping its instance number and controller
+        settings, and one (Status Error) per ExecEnv gone from the configuration whose
+        name is still ``in_use`` by a DU."""
         known = {r.name: r for r in stored}
         table = self.lcm.dm.table(EE_TABLE)
         for settings in self.lcm.settings.execenvs:
@@ -45,6 +53,14 @@ class ExecEnvs:
             self.records[settings.name] = record
             self.lcm.dm.add_row(EE_TABLE, self._values(settings, record), number=record.instance)
         self.lcm.commit(put=list(self.records.values()))
+        for name in sorted(in_use - self.records.keys()):
+            gone = known.get(name) or ExecEnvRecord(name=name, instance=table.next_instance)
+            log.warning("execution environment %s is no longer configured but holds DUs: serving it as Error", name)
+            self.unconfigured.add(name)
+            self.records[name] = ExecEnvRecord(name=name, instance=gone.instance, enable=False)
+            placeholder = ExecEnvSettings(name=name, runtime="", enable=False, type="not configured")
+            values = {**self._values(placeholder, self.records[name]), "Status": "Error"}
+            self.lcm.dm.add_row(EE_TABLE, values, number=gone.instance)
 
     def _values(self, settings: ExecEnvSettings, record: ExecEnvRecord) -> dict[str, Value]:
         return {
@@ -76,7 +92,10 @@ class ExecEnvs:
         return str(node.values["Name"])
 
     def runtime(self, name: str) -> Runtime:
-        return self.lcm.runtimes[name]
+        runtime = self.lcm.runtimes.get(name)
+        if runtime is None:
+            raise Fault(FaultCode.INVALID_CONFIGURATION, f"execution environment {name!r} is no longer configured")
+        return runtime
 
     def enabled(self, name: str) -> bool:
         return self.records[name].enable
@@ -108,7 +127,7 @@ class ExecEnvs:
 
     def install_hooks(self) -> None:
         dm = self.lcm.dm
-        dm.on_set(ROW + "Enable", apply=self._enable_changed)
+        dm.on_set(ROW + "Enable", validate=self._check_configured, apply=self._enable_changed)
         dm.on_set(ROW + "InitialRunLevel", apply=self._persist_setting)
         dm.on_set(ROW + "InitialExecutionUnitRunLevel", apply=self._persist_setting)
         dm.on_set(ROW + "RequestedRunLevel", apply=lambda node, old, new: self._set_run_level(node, int(new)))
@@ -118,6 +137,10 @@ class ExecEnvs:
         dm.on_command(ROW + "SetRunLevel()", self._set_run_level_command)
         dm.on_command(ROW + "Restart()", self._restart_command)
         dm.on_command(ROW + "Reset()", self._reset_command)
+
+    def _check_configured(self, node: Node, value: Value) -> None:
+        if self.name_of(node) in self.unconfigured:
+            raise Fault(FaultCode.INVALID_CONFIGURATION, "this execution environment is no longer configured")
 
     def _record(self, node: Node) -> ExecEnvRecord:
         return self.records[self.name_of(node)]

@@ -443,6 +443,9 @@ class Executions:
         await self.wait(eu)
         if eu.running:
             raise Fault(FaultCode.COMMAND_FAILURE, f"execution unit {eu.record.euid} did not stop")
+        if eu.record.ee in self.lcm.execenvs.unconfigured:
+            log.warning("EU %s: no runtime to remove its container from (ExecEnv not configured)", eu.record.euid)
+            return
         await self.lcm.execenvs.runtime(eu.record.ee).remove(eu.record.container_id)
 
     def adopt(self, eu: Eu) -> None:

@@ -40,8 +40,8 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
     for table_path, next_instance in snapshot.counters.items():
         table = lcm.dm.table(table_path)
         table.next_instance = max(table.next_instance, next_instance)
-    lcm.execenvs.restore(snapshot.of(ExecEnvRecord))
     dus: dict[int, DeploymentUnitRecord] = {du.instance: du for du in snapshot.of(DeploymentUnitRecord)}
+    lcm.execenvs.restore(snapshot.of(ExecEnvRecord), {du.ee for du in dus.values()})
     ops: dict[int, OperationRecord] = {op.du: op for op in snapshot.of(OperationRecord)}
     eus: list[ExecutionUnitRecord] = snapshot.of(ExecutionUnitRecord)
     installing = {n for n, op in ops.items() if op.kind == "install"}
@@ -56,7 +56,10 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
         if du is None:
             lcm.commit(delete=[op])
             continue
-        await _resume(lcm, du, op, [eu for eu in eus if eu.du == du.instance])
+        try:
+            await _resume(lcm, du, op, [eu for eu in eus if eu.du == du.instance])
+        except Fault as fault:  # left journaled: the next start tries again
+            log.error("cannot resume the interrupted %s of DU %s: %s", op.kind, du.instance, fault)
     await _containers(lcm)
     await _orphan_files(lcm)
     for name, record in lcm.execenvs.records.items():
