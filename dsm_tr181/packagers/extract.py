@@ -4,7 +4,7 @@ Python's tarfile only parses headers here; file data is copied by this module
 through one reused buffer (no allocation per chunk), and every file is created by
 it, so the rules below hold whatever tarfile version or extraction filters are
 present. The archive is read strictly forward, from its start to its end, so it
-may be a pipe.
+may be a pipe that a download is still filling (:mod:`~dsm_tr181.packagers.pipeline`).
 
 - Compression is told by content: gzip, xz or none (bzip2 and zstd are refused).
   A truncated or corrupt compressed stream, a tar without its end-of-archive

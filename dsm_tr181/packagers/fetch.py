@@ -5,9 +5,12 @@ Sources: an absolute path, a ``file://`` URL (empty host or ``localhost``), or a
 userinfo part is refused (TR-181: credentials go in Username/Password).
 
 Local files are read in place: one pass to hash, then the same open file is handed
-to extraction. Remote archives stream in chunks into an unnamed temporary file
-(``O_TMPFILE``) in the download directory, hashed on the way, so nothing is left
-behind however the process ends.
+to extraction. A remote archive with a digest expected streams in chunks into an
+unnamed temporary file (``O_TMPFILE``) in the download directory, hashed on the
+way, so nothing is left behind however the process ends; it is handed to
+extraction once complete and verified. A remote archive with no digest expected
+is handed over while it downloads, through a pipe
+(:mod:`~dsm_tr181.packagers.pipeline`), and still hashed on the way.
 
 The expected digest is the caller's ``sha256:<hex>``; failing that, and when
 ``sibling_digest`` is on, the sibling ``<url>.sha256`` (``<path>.sha256``) is
@@ -23,7 +26,7 @@ import logging
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from hashlib import sha256
@@ -34,7 +37,7 @@ from urllib.request import url2pathname
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import PackageSource, ProgressCallback
-from dsm_tr181.packagers import integrity
+from dsm_tr181.packagers import integrity, pipeline
 from dsm_tr181.packagers.httpget import (
     BasicAuth,
     HttpOptions,
@@ -65,17 +68,30 @@ class FetchOptions:
 
 @dataclass(frozen=True)
 class Fetched:
-    file: BinaryIO  # positioned at the start; closed when fetch() exits
-    digest: str  # hex sha256 of the whole archive, already checked against any expected digest
+    file: BinaryIO  # the archive from its start, to be read forward; closed when fetch() exits
     name: str  # the archive's file name, from the URL path
     label: str  # the source as messages show it
+    # Waits until the whole archive is in; returns its hex sha256 (already checked
+    # against any expected digest) or raises the download's fault.
+    complete: Callable[[], str]
 
 
 @contextmanager
 def fetch(
-    source: PackageSource, download_dir: Path, options: FetchOptions, progress: ProgressCallback, cancel: Cancel
+    source: PackageSource,
+    options: FetchOptions,
+    progress: ProgressCallback,
+    cancel: Cancel,
+    *,
+    download_dir: Path,
+    unpack_dir: Path,
 ) -> Iterator[Fetched]:
-    """Fetch and verify ``source``; the archive stays available inside the ``with`` block."""
+    """Fetch ``source``; the archive is readable inside the ``with`` block.
+
+    ``download_dir`` holds a download that must be verified before it is unpacked;
+    ``unpack_dir`` is where the archive will be unpacked (checked for free space
+    when nothing is stored first).
+    """
     label = display_url(source.url)
     expected = integrity.parse_expected(source.digest)
     local = _local_path(source.url, label)
@@ -87,18 +103,67 @@ def fetch(
             digest = _copy_hashed(file, None, size, options, progress, cancel, label)
             _verify(digest, expected, label)
             file.seek(0)
-            yield Fetched(file, digest, local.name, label)
+            yield Fetched(file, local.name, label, lambda: digest)
         return
     split_url(source.url)
     auth = BasicAuth(source.username, source.password) if source.username or source.password else None
     if not expected and options.sibling_digest:
         expected = _http_sibling_digest(source.url, auth, options, label)
-    with _temporary_file(download_dir) as download:
-        with open_url(source.url, auth, options.http) as reply:
-            digest = _download(reply, download, download_dir, options, progress, cancel)
-        _verify(digest, expected, label)
-        download.seek(0)
-        yield Fetched(download, digest, Path(unquote(urlsplit(source.url).path)).name, label)
+    name = Path(unquote(urlsplit(source.url).path)).name
+    transfer = _Transfer(source.url, auth, options, progress, cancel, label)
+    if expected:
+        with transfer.verified(expected, download_dir) as (file, digest):
+            yield Fetched(file, name, label, lambda: digest)
+    else:
+        with transfer.streamed(unpack_dir) as (file, complete):
+            yield Fetched(file, name, label, complete)
+
+
+@dataclass(frozen=True)
+class _Transfer:
+    """One archive download over http(s), in one of two orders."""
+
+    url: str
+    auth: BasicAuth | None
+    options: FetchOptions
+    progress: ProgressCallback
+    cancel: Cancel
+    label: str
+
+    @contextmanager
+    def verified(self, expected: str, download_dir: Path) -> Iterator[tuple[BinaryIO, str]]:
+        """Download the whole archive into a temporary file, check its digest, then hand it over."""
+        with _temporary_file(download_dir) as download:
+            with self._open() as reply:
+                total = _body_size(reply, download_dir, self.options)
+                digest = self._copy(reply, download, total)
+            _verify(digest, expected, self.label)
+            download.seek(0)
+            yield download, digest
+
+    @contextmanager
+    def streamed(self, unpack_dir: Path) -> Iterator[tuple[BinaryIO, Callable[[], str]]]:
+        """Hand the archive over while it downloads, with a function that waits for its digest."""
+        with self._open() as reply:
+            total = _body_size(reply, unpack_dir, self.options)
+            log.info("%s: no digest expected: unpacking while downloading", display_url(reply.url))
+
+            def complete() -> str:
+                digest = fed.complete()
+                _verify(digest, "", self.label)
+                return digest
+
+            with pipeline.feed(lambda pipe: self._copy(reply, pipe, total), reply.abort) as fed:
+                yield fed.file, complete
+
+    @contextmanager
+    def _open(self) -> Iterator[Reply]:
+        with open_url(self.url, self.auth, self.options.http) as reply, self.cancel.hook(reply.abort):
+            yield reply
+
+    def _copy(self, reply: Reply, out: BinaryIO, total: int | None) -> str:
+        where = display_url(reply.url)
+        return _copy_hashed(reply.response, out, total, self.options, self.progress, self.cancel, where)
 
 
 def _temporary_file(directory: Path) -> BinaryIO:
@@ -204,14 +269,8 @@ def _parse_sibling(data: bytes, archive_name: str, where: str) -> str:
     return integrity.parse_checksum_file(text, archive_name, where)
 
 
-def _download(
-    reply: Reply,
-    out: BinaryIO,
-    download_dir: Path,
-    options: FetchOptions,
-    progress: ProgressCallback,
-    cancel: Cancel,
-) -> str:
+def _body_size(reply: Reply, space_dir: Path, options: FetchOptions) -> int | None:
+    """Check a reply before its body is read; the size it announces, None if it did not."""
     label = display_url(reply.url)
     response = reply.response
     if response.status != 200:
@@ -223,14 +282,14 @@ def _download(
                 FaultCode.SYSTEM_RESOURCES_EXCEEDED,
                 f"{label}: archive of {total} bytes exceeds the limit of {options.max_archive_bytes} bytes",
             )
-        free = _free_bytes(download_dir)
+        free = _free_bytes(space_dir)
         if total > free:
             raise Fault(
                 FaultCode.SYSTEM_RESOURCES_EXCEEDED,
-                f"{label}: archive of {total} bytes does not fit in {download_dir} ({free} bytes free)",
+                f"{label}: archive of {total} bytes does not fit in {space_dir} ({free} bytes free)",
             )
     log.info("downloading %s (%s bytes)", label, "unknown" if total is None else total)
-    return _copy_hashed(response, out, total, options, progress, cancel, label)
+    return total
 
 
 def _copy_hashed(
@@ -255,9 +314,11 @@ def _copy_hashed(
         except TimeoutError:
             raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, f"{label}: stalled after {done} bytes") from None
         except (OSError, http.client.HTTPException) as exc:
+            cancel.check(label)  # cancelling aborts the connection: that is no read failure
             code = FaultCode.DOWNLOAD_INCOMPLETE if out is not None else FaultCode.FILE_ACCESS_FAILURE
             raise Fault(code, f"{label}: read failed after {done} bytes ({exc!r})") from None
         if not count:
+            cancel.check(label)  # nor the end of a body of unknown length
             break
         done += count
         if done > options.max_archive_bytes:

@@ -8,7 +8,7 @@
 - Basic credentials are sent to the origin (scheme, host, port) of the URL asked
   for and never to another origin a redirect leads to.
 - ``connect_timeout`` bounds the TCP connect and TLS handshake, ``read_timeout``
-  each later wait for data.
+  each later wait for data; :attr:`Reply.abort` ends such a wait from another thread.
 
 Faults: DNS failure, refused or timed-out connection and no response at all are
 SERVER_UNREACHABLE; a TLS failure is SERVER_INSECURE; statuses map in
@@ -18,11 +18,13 @@ SERVER_UNREACHABLE; a TLS failure is SERVER_INSECURE; statuses map in
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import http.client
 import logging
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +64,9 @@ class BasicAuth:
 class Reply(NamedTuple):
     url: str  # the URL that answered, after redirects
     response: http.client.HTTPResponse
+    # From any thread, until open_url() exits: shut the connection down, so that a read
+    # blocked on it returns at once.
+    abort: Callable[[], None]
 
 
 def display_url(url: str) -> str:
@@ -85,14 +90,17 @@ def status_fault(status: int, reason: str, url: str) -> Fault:
 @contextmanager
 def open_url(url: str, auth: BasicAuth | None, options: HttpOptions) -> Iterator[Reply]:
     """GET ``url``, following redirects; yield the final reply whatever its status."""
-    connection, reply = _follow(url, auth, options)
+    connection, handle, reply = _follow(url, auth, options)
     try:
         yield reply
     finally:
+        handle.close()
         connection.close()
 
 
-def _follow(url: str, auth: BasicAuth | None, options: HttpOptions) -> tuple[http.client.HTTPConnection, Reply]:
+def _follow(
+    url: str, auth: BasicAuth | None, options: HttpOptions
+) -> tuple[http.client.HTTPConnection, socket.socket, Reply]:
     origin = _origin(split_url(url))
     context: ssl.SSLContext | None = None
     visited: list[str] = []
@@ -102,18 +110,29 @@ def _follow(url: str, auth: BasicAuth | None, options: HttpOptions) -> tuple[htt
         if parts.scheme == "https" and context is None:
             context = _tls_context(options)
         connection = _connect(parts, options, context, current)
+        # A descriptor of our own for Reply.abort: http.client closes the connection's
+        # socket when it likes, and a closed descriptor's number may be reused.
+        assert connection.sock is not None
+        handle = socket.fromfd(connection.sock.fileno(), connection.sock.family, connection.sock.type)
         try:
             response = _request(connection, parts, auth if _origin(parts) == origin else None, current)
             location = response.getheader("Location") if response.status in _REDIRECTS else None
         except BaseException:
+            handle.close()
             connection.close()
             raise
         if location is None:
-            return connection, Reply(current, response)
+            return connection, handle, Reply(current, response, functools.partial(_shut_down, handle))
+        handle.close()
         connection.close()
         visited.append(current)
         current = _redirect_target(current, location, visited, options.max_redirects)
         log.debug("%s redirects to %s", display_url(visited[-1]), display_url(current))
+
+
+def _shut_down(handle: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # the peer may have closed it already
+        handle.shutdown(socket.SHUT_RDWR)
 
 
 def _redirect_target(current: str, location: str, visited: list[str], limit: int) -> str:

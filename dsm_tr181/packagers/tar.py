@@ -3,10 +3,12 @@
 ``unpack`` fetches the archive (:mod:`~dsm_tr181.packagers.fetch`), checks its
 digest, extracts it safely into ``<target parent>/.staging-<random>``
 (:mod:`~dsm_tr181.packagers.extract`), validates the bundle
-(:mod:`~dsm_tr181.packagers.bundle`) and renames it to ``target`` only then. Any
-failure, cancellation included, removes the staging directory; downloads live in
-unnamed temporary files. The blocking work runs in a worker thread, so the
-progress callback is called from that thread.
+(:mod:`~dsm_tr181.packagers.bundle`) and renames it to ``target`` only then. With
+no digest expected, a remote archive is extracted while it downloads
+(:mod:`~dsm_tr181.packagers.pipeline`); the rename still waits for the whole
+archive. Any failure, cancellation included, removes the staging directory;
+downloads live in unnamed temporary files or a pipe. The blocking work runs in
+worker threads, so the progress callback is called from one of them.
 
 Configuration (section ``[packager.tar]`` or however the daemon names it), every
 key optional:
@@ -23,7 +25,7 @@ verify_tls             true       verify https certificates and host names
 connect_timeout        15         seconds for TCP connect + TLS handshake
 read_timeout           60         seconds any later wait for data may take
 max_redirects          5          HTTP redirects followed
-download_dir           (none)     where downloads go; default the target's parent
+download_dir           (none)     where downloads await their digest check; default the target's parent
 sibling_digest         true       look for ``<url>.sha256`` when no digest is given
 =====================  =========  ============================================
 """
@@ -146,7 +148,8 @@ class TarPackager:
     def _unpack(self, source: PackageSource, target: Path, progress: ProgressCallback, cancel: Cancel) -> BundleInfo:
         _check_target(target)
         download_dir = self.config.download_dir or target.parent
-        with fetch(source, download_dir, self.config.fetch_options(), progress, cancel) as fetched:
+        options = self.config.fetch_options()
+        with fetch(source, options, progress, cancel, download_dir=download_dir, unpack_dir=target.parent) as fetched:
             staging = make_staging(target.parent)
             try:
                 info = self._install(fetched, staging, target, cancel)
@@ -156,15 +159,16 @@ class TarPackager:
         return info
 
     def _install(self, fetched: Fetched, staging: Path, target: Path, cancel: Cancel) -> BundleInfo:
-        """Unpack the verified archive into ``staging``, check the bundle, move it to ``target``."""
+        """Unpack the archive into ``staging``, check the bundle, move it to ``target``."""
         try:
             extracted = extract_archive(fetched.file, staging, self.config.extract_limits(), fetched.label, cancel)
+            digest = fetched.complete()  # the whole archive is in and hashed before anything is published
             layout = locate(staging, fetched.label)
             info = describe(
                 layout,
                 path=target,
                 fallback_name=name_from_archive(fetched.name) or "bundle",
-                digest=fetched.digest,
+                digest=digest,
                 unpacked_bytes=extracted.unpacked_bytes,
                 symlinks=extracted.symlinks,
                 label=fetched.label,

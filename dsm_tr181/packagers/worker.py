@@ -6,6 +6,8 @@ import errno
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -14,17 +16,37 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class Cancel:
-    """Set by the event loop when the caller gave up; checked by the worker between chunks."""
+    """Set by the event loop when the caller gave up; checked by the worker between chunks.
+
+    A wait that no check can interrupt (a read from a stalled server) registers a
+    :meth:`hook` that ends it; hooks run in the thread that cancels.
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], None]] = []
 
     def set(self) -> None:
-        self._event.set()
+        with self._lock:
+            self._event.set()
+            for hook in self._hooks:
+                hook()
 
     def check(self, where: str) -> None:
         if self._event.is_set():
             raise Fault(FaultCode.COMMAND_CANCELED, f"{where}: cancelled")
+
+    @contextmanager
+    def hook(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Call ``callback`` on cancellation inside the block, and never once the block is left."""
+        with self._lock:
+            self._hooks.append(callback)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hooks.remove(callback)
 
 
 def disk_fault(exc: OSError, where: str) -> Fault:
