@@ -788,6 +788,17 @@ class Handle:
                 self._lib.rbusProperty_Release(first[0])
         return found
 
+    def invoke(self, method: str) -> dict[str, Any]:
+        """Call ``method`` without inputs and wait for its outputs (``rbusMethod_Invoke``)."""
+        out = ffi.new("rbusObject_t *")
+        code = self._lib.rbusMethod_Invoke(self._live(), method.encode(), ffi.NULL, out)
+        try:
+            self._rbus.check("rbusMethod_Invoke", code)
+            return self._rbus.decode_object(out[0])
+        finally:
+            if out[0] != ffi.NULL:
+                self._lib.rbusObject_Release(out[0])
+
     def _live(self) -> Any:
         if self._handle is None:
             raise RbusCallFailed("rbus handle", RbusError.INVALID_HANDLE)

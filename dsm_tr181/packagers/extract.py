@@ -24,7 +24,8 @@ may be a pipe that a download is still filling (:mod:`~dsm_tr181.packagers.pipel
   as root, as ``tar -x`` does; modification times are kept.
 - More members than ``max_entries``, or regular files adding up to more than
   ``max_unpacked_bytes``, is SYSTEM_RESOURCES_EXCEEDED. A pax or GNU long-name
-  header over 1 MiB is CORRUPT_DATA before tarfile reads it into memory.
+  header over 1 MiB is CORRUPT_DATA before tarfile reads it into memory, and so is
+  a corrupt header anywhere (not taken for the end of the archive).
 """
 
 from __future__ import annotations
@@ -240,7 +241,15 @@ class _Source:
 
 
 class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses oversized pax / GNU long-name headers, which tarfile would read whole into memory."""
+    """Refuses oversized pax / GNU long-name headers, which tarfile would read whole into memory,
+    and corrupt headers after the first, which tarfile would take for the end of the archive."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except tarfile.InvalidHeaderError as exc:
+            raise tarfile.SubsequentHeaderError(str(exc)) from None  # next() makes it a ReadError
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _EXTENDED_HEADERS and self.size > _MAX_HEADER_BYTES:

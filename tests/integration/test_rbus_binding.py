@@ -313,7 +313,7 @@ def test_rows_registered_and_unregistered_publish_row_events(provider: Provider,
 # ---- consumer calls ----
 
 
-def test_consumer_get_and_partial_get(provider: Provider, rbus: rbus_ffi.Rbus) -> None:
+def test_consumer_get_partial_get_and_invoke(provider: Provider, rbus: rbus_ffi.Rbus) -> None:
     with rbus_ffi.Handle(rbus, "dsm-test-consumer") as consumer:
         assert consumer.get(ROOT + "Name") == "dsm-tr181"
         assert consumer.get_ext([TABLE]) == [
@@ -325,6 +325,9 @@ def test_consumer_get_and_partial_get(provider: Provider, rbus: rbus_ffi.Rbus) -
         with pytest.raises(rbus_ffi.RbusCallFailed) as caught:
             consumer.get(ROOT + "Missing")
         assert caught.value.call == "rbus_get"
+        with pytest.raises(rbus_ffi.RbusCallFailed) as caught:
+            consumer.invoke(ROOT + "Fail()")
+        assert (caught.value.call, caught.value.code) == ("rbusMethod_Invoke", RbusError.INVALID_OPERATION)
 
 
 # ---- the binding without the broker ----

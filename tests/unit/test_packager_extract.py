@@ -352,6 +352,8 @@ def test_truncated_and_corrupt_compression(ws: Workspace) -> None:
     good_xz = write_archive(ws.archives / "good.tar.xz", bundle_members(), "w:xz").read_bytes()
     good_tar = write_archive(ws.archives / "good.tar", bundle_members()).read_bytes()
     end = good_tar.rstrip(b"\0")
+    header = good_tar.index(b"app/rootfs/etc/passwd")  # the last member: the bundle is whole without it
+    bad_checksum = good_tar[: header + 148] + b"0000000\0" + good_tar[header + 156 :]
     broken = {
         "half.tar.gz": good_gz[: len(good_gz) // 2],
         "no-trailer.tar.gz": good_gz[:-8],  # every member intact, the gzip CRC/size missing
@@ -359,6 +361,7 @@ def test_truncated_and_corrupt_compression(ws: Workspace) -> None:
         "corrupt.tar.xz": good_xz[:60] + bytes(b ^ 0x55 for b in good_xz[60:200]) + good_xz[200:],
         "half.tar.xz": good_xz[: len(good_xz) // 2],
         "cut-mid-member.tar": good_tar[:3000],
+        "corrupt-last-header.tar": bad_checksum,
         "no-end-block.tar": end + b"\0" * (-len(end) % 512),
         "not-a-tar.tar": os.urandom(4096),
         "empty.tar": b"",
