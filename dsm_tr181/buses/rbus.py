@@ -9,9 +9,10 @@ registering publishes the row events from which RDK's USP agent makes ObjectAdde
 ObjectDeleted.
 
 Handlers run on rbus's threads and never touch the tree: each hands its work to the
-daemon's loop (:class:`~dsm_tr181.buses.rbus_bridge.LoopBridge`). Work that starts on
-the loop (row registration, events, value changes, asynchronous method answers) calls
-librbus directly, which rbus allows from any thread.
+daemon's loop (:class:`~dsm_tr181.buses.rbus_bridge.LoopBridge`). What the loop sends
+because the tree changed (rows, events, value changes, asynchronous method answers)
+goes through the :class:`~dsm_tr181.buses.rbus_outbox.Outbox`: in order, from rbus's
+callback thread, never under a partial get librbus is expanding there.
 
 When rtrouted restarts, providers reconnect but the broker forgets their elements, and
 librbus gives a provider no sign of it: the daemon must then ``close()`` and
@@ -26,6 +27,7 @@ import logging
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from dsm_tr181.buses import rbus_ffi
@@ -33,6 +35,7 @@ from dsm_tr181.buses.rbus_bridge import LoopBridge
 from dsm_tr181.buses.rbus_ffi import EventType, RbusCallFailed, Typed
 from dsm_tr181.buses.rbus_gets import SnapshotReads
 from dsm_tr181.buses.rbus_methods import Methods
+from dsm_tr181.buses.rbus_outbox import Outbox
 from dsm_tr181.buses.rbus_sets import SetBatches
 from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, schema_path, typed
@@ -82,6 +85,17 @@ class RbusConfig:
         return cls(**values)
 
 
+@dataclass
+class _Connection:
+    """What lives from start() to close(): waiting callers and subscriptions die with it."""
+
+    handle: rbus_ffi.Handle
+    outbox: Outbox
+    methods: Methods
+    changes: ValueChanges
+    subscription: Subscription | None = None
+
+
 class RbusProvider:
     """Serves a DataModel on rbus; implements BusProvider."""
 
@@ -94,11 +108,7 @@ class RbusProvider:
         self._bridge = LoopBridge(loop, config.call_timeout)
         self._reads = SnapshotReads(dm, self._bridge)
         self._sets = SetBatches(self._apply_set)
-        # Per connection (remade by start()): waiting callers and subscriptions die with it.
-        self._methods = Methods(dm, self._bridge)
-        self._changes = ValueChanges(dm, loop, self._publish_value_change)
-        self._handle: rbus_ffi.Handle | None = None
-        self._subscription: Subscription | None = None
+        self._connection: _Connection | None = None
         self._rows_by_rbus = False  # rbus itself (un)registers the rows of its add/remove-row calls
 
     @classmethod
@@ -111,47 +121,60 @@ class RbusProvider:
         AdapterUnavailable when librbus cannot be loaded or no broker answers (rbus_open
         fails after about 3 s), so that the daemon can fall back to another bus.
         """
-        if self._handle is not None:
+        if self._connection is not None:
             raise RuntimeError("the rbus provider is already started")
         rbus = rbus_ffi.load(self.config.library)
-        self._methods = Methods(self.dm, self._bridge)
-        self._changes = ValueChanges(self.dm, self._loop, self._publish_value_change)
         try:
             handle = await self._loop.run_in_executor(None, rbus_ffi.Handle, rbus, self.config.component)
         except RbusCallFailed as exc:
             raise AdapterUnavailable(f"rbus broker unreachable (is rtrouted running?): {exc}") from exc
+        outbox = Outbox(handle, self.config.component)
+        connection = _Connection(
+            handle,
+            outbox,
+            Methods(self.dm, self._bridge, outbox.post),
+            ValueChanges(self.dm, self._loop, partial(self._publish, outbox, kind=EventType.VALUE_CHANGED)),
+        )
         try:
-            elements = self._elements()
+            elements = [*self._elements(connection), rbus_ffi.Method(outbox.method, outbox.flush)]
             await self._loop.run_in_executor(None, handle.register, elements)
         except BaseException as exc:
             await self._loop.run_in_executor(None, handle.close)
             if isinstance(exc, RbusCallFailed):  # e.g. another component owns one of the names
                 raise AdapterUnavailable(f"rbus refused the data elements: {exc}") from exc
             raise
-        # From here to the end no await: no tree change can come between the rows
-        # registered now and the notifications followed from now on.
-        self._handle = handle
-        self._subscription = self.dm.subscribe(self._notified)
-        rows = [node for node in self.dm.root.walk() if node.schema.multi_instance]
-        for row in rows:
-            self._register_row(row)
-        log.info("rbus: %s serves %d elements and %d rows", self.config.component, len(elements), len(rows))
+        # No await until every row is posted: no tree change can come between the rows
+        # posted now and the notifications followed from now on.
+        self._connection = connection
+        connection.subscription = self.dm.subscribe(self._notified)
+        existing = [node for node in self.dm.root.walk() if node.schema.multi_instance]
+        for row in existing:
+            self._register_row(outbox, row)
+        outbox.start()
+        await self.synced()
+        log.info("rbus: %s serves %d elements and %d rows", self.config.component, len(elements), len(existing))
+
+    async def synced(self) -> None:
+        """Wait until rbus shows every change of the tree so far (it follows by a bus
+        round trip)."""
+        if self._connection is not None:
+            await asyncio.wrap_future(self._connection.outbox.synced())
 
     async def close(self) -> None:
         """Stop following the tree, answer waiting callers, close the handle (idempotent)."""
-        handle, self._handle = self._handle, None
-        if handle is None:
+        connection, self._connection = self._connection, None
+        if connection is None:
             return
-        if self._subscription is not None:
-            self._subscription.cancel()
-            self._subscription = None
-        self._methods.close()
-        # Off the loop: closing waits for rbus's threads, whose handlers may wait for the loop.
-        await self._loop.run_in_executor(None, handle.close)
+        if connection.subscription is not None:
+            connection.subscription.cancel()
+        # Off the loop: both wait for rbus's threads, whose handlers may wait for the loop.
+        await self._loop.run_in_executor(None, connection.outbox.stop)
+        connection.methods.close()
+        await self._loop.run_in_executor(None, connection.handle.close)
 
     # ---- elements ----
 
-    def _elements(self) -> list[rbus_ffi.Element]:
+    def _elements(self, connection: _Connection) -> list[rbus_ffi.Element]:
         elements: list[rbus_ffi.Element] = []
         for obj in self.dm.schema.objects.values():
             if obj.multi_instance:
@@ -164,10 +187,10 @@ class RbusProvider:
                         carried_type(parameter.type),
                         self._reads.get,
                         set=self._sets.on_set if writable else None,
-                        subscribe=self._changes.on_subscribe,
+                        subscribe=connection.changes.on_subscribe,
                     )
                 )
-            elements += [rbus_ffi.Method(obj.path + name, self._methods.call) for name in obj.commands]
+            elements += [rbus_ffi.Method(obj.path + name, connection.methods.call) for name in obj.commands]
             elements += [rbus_ffi.Event(obj.path + name) for name in obj.events]
         return elements
 
@@ -205,55 +228,37 @@ class RbusProvider:
             self._rows_by_rbus = False
 
     def _notified(self, note: Notification) -> None:
+        connection = self._connection
+        assert connection is not None
         match note.kind:
             case Kind.VALUE_CHANGE:
                 self._reads.changed()
-                self._changes.changed(note)
+                connection.changes.changed(note)
             case Kind.OBJECT_CREATION:
                 self._reads.changed()
                 node = self.dm.find_node(note.path)
                 if node is not None and not self._rows_by_rbus:
-                    self._register_row(node)
-                self._changes.created(note)
+                    self._register_row(connection.outbox, node)
+                connection.changes.created(note)
             case Kind.OBJECT_DELETION:
                 self._reads.changed()
                 if not self._rows_by_rbus:
-                    self._unregister_row(note.path)
-                self._changes.deleted(note)
+                    connection.outbox.post(partial(connection.handle.unregister_row, note.path))
+                connection.changes.deleted(note)
             case Kind.EVENT:
-                self._publish_event(note)
+                event = self.dm.schema.event(schema_path(note.path))
+                assert event is not None
+                data = {name: typed(event.arguments[name].type, value) for name, value in note.args.items()}
+                self._publish(connection.outbox, note.path, data, EventType.GENERAL)
             case Kind.OPERATION_COMPLETE:
-                self._methods.completed(note)
+                connection.methods.completed(note)
 
-    def _register_row(self, row: Node) -> None:
-        assert self._handle is not None and row.parent is not None
+    def _register_row(self, outbox: Outbox, row: Node) -> None:
+        assert row.parent is not None
         table = row.parent.tables[row.schema.name].path
         alias = row.values.get("Alias")
-        try:
-            self._handle.register_row(table, row.number, alias if isinstance(alias, str) and alias else None)
-        except RbusCallFailed as exc:
-            log.warning("rbus: row %s not registered: %s", row.path, exc)
+        named = alias if isinstance(alias, str) and alias else None
+        outbox.post(partial(outbox.handle.register_row, table, row.number, named))
 
-    def _unregister_row(self, path: str) -> None:
-        assert self._handle is not None
-        try:
-            self._handle.unregister_row(path)
-        except RbusCallFailed as exc:
-            log.warning("rbus: row %s not unregistered: %s", path, exc)
-
-    def _publish_event(self, note: Notification) -> None:
-        event = self.dm.schema.event(schema_path(note.path))
-        assert event is not None
-        data = {name: typed(event.arguments[name].type, value) for name, value in note.args.items()}
-        self._publish(note.path, data, EventType.GENERAL)
-
-    def _publish_value_change(self, path: str, data: dict[str, Typed]) -> None:
-        self._publish(path, data, EventType.VALUE_CHANGED)
-
-    def _publish(self, name: str, data: Mapping[str, Typed], kind: EventType) -> None:
-        if self._handle is None:
-            return
-        try:
-            self._handle.publish(name, data, kind)
-        except (RbusCallFailed, TypeError, ValueError) as exc:
-            log.warning("rbus: %s not published: %s", name, exc)
+    def _publish(self, outbox: Outbox, name: str, data: Mapping[str, Typed], kind: EventType) -> None:
+        outbox.post(partial(outbox.handle.publish, name, data, kind))

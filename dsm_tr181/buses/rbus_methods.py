@@ -3,7 +3,8 @@
 A method call is handed to the loop, which runs ``DataModel.operate``. A synchronous
 command answers at once with its outputs. An asynchronous one (InstallDU(), Update(),
 Uninstall(), ExecEnv Restart()...) is answered when its request completes: the loop's
-OperationComplete notification sends the rbus asynchronous response, from the loop.
+OperationComplete notification posts the rbus asynchronous response behind the row
+and event changes the command made (see rbus_outbox).
 
 RDK's USP agent (usp-pa-vendor-rdk, lcm_rbus_datamodel.c) adds an INT32 input
 ``uspasynchandle`` to the asynchronous commands it forwards and completes the USP
@@ -14,7 +15,8 @@ and echoed in every answer, success or failure.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,10 +40,12 @@ class _Waiting:
 
 
 class Methods:
-    def __init__(self, dm: DataModel, bridge: LoopBridge) -> None:
+    def __init__(self, dm: DataModel, bridge: LoopBridge, post: Callable[[Callable[[], None]], None]) -> None:
         self._dm = dm
         self._bridge = bridge
-        self._waiting: dict[str, _Waiting] = {}  # request id -> its caller; loop only
+        self._post = post  # runs an answer after what was posted before it
+        self._lock = threading.Lock()
+        self._waiting: dict[str, _Waiting] = {}  # request id -> its caller, until answered
         self._closed = False
 
     def call(self, name: str, inputs: dict[str, Any], reply: MethodReply) -> None:
@@ -58,19 +62,18 @@ class Methods:
             reply.succeed({**outputs, **echo})
 
     def completed(self, note: Notification) -> None:
-        """An OperationComplete notification (on the loop): answer its waiting caller."""
-        waiting = self._waiting.pop(note.request_id, None)
-        if waiting is None:
-            return
-        if note.fault is not None:
-            waiting.reply.fail(note.fault, waiting.echo)
-        else:
-            waiting.reply.succeed({**self._typed_outputs(note.path, note.args), **waiting.echo})
+        """An OperationComplete notification (on the loop): post the answer to its caller."""
+        with self._lock:
+            if note.request_id not in self._waiting:
+                return
+        outputs = None if note.fault is not None else self._typed_outputs(note.path, note.args)
+        self._post(lambda: self._answer(note.request_id, outputs, note.fault))
 
     def close(self) -> None:
         """Answer every caller still waiting (on the loop): no answer can follow the close."""
-        self._closed = True
-        waiting, self._waiting = self._waiting, {}
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = self._waiting, {}
         for request_id, entry in waiting.items():
             fault = Fault(FaultCode.INTERNAL_ERROR, f"the rbus provider closed while request {request_id} ran")
             entry.reply.fail(fault, entry.echo)
@@ -83,9 +86,20 @@ class Methods:
             raise Fault(FaultCode.INTERNAL_ERROR, "the rbus provider is closing")
         result = self._dm.operate_one(name, args)
         if result.request is not None:
-            self._waiting[result.request.id] = _Waiting(reply, echo)
+            with self._lock:
+                self._waiting[result.request.id] = _Waiting(reply, echo)
             return None
         return self._typed_outputs(result.command, result.outputs or {})
+
+    def _answer(self, request_id: str, outputs: dict[str, Typed] | None, fault: Fault | None) -> None:
+        with self._lock:
+            waiting = self._waiting.pop(request_id, None)
+        if waiting is None:  # closed meanwhile: already answered
+            return
+        if fault is not None:
+            waiting.reply.fail(fault, waiting.echo)
+        else:
+            waiting.reply.succeed({**(outputs or {}), **waiting.echo})
 
     def _typed_outputs(self, command_path: str, outputs: Mapping[str, Value]) -> dict[str, Typed]:
         command = self._dm.schema.command(schema_path(command_path))

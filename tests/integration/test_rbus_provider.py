@@ -147,6 +147,7 @@ def served(tools: RbusTools) -> Iterator[Served]:
                 loop.wait(provider.start())
                 ee = loop.call(_populate, dm)  # rows made after start: registered on notification
                 loop.call(LcmStandIn, dm, ee)
+                loop.wait(provider.synced())
                 yield Served(loop, dm, provider)
             finally:
                 loop.wait(provider.close())
@@ -201,6 +202,7 @@ def test_get_by_alias(served: Served, tools: RbusTools) -> None:
 def test_nested_rows_come_and_go_with_the_tree(served: Served, tools: RbusTools) -> None:
     host = EU1 + "HostObject."
     served.loop.call(served.dm.add_row, host, {"Source": "/data", "Destination": "/mnt"})
+    served.loop.wait(served.provider.synced())
     assert run_rbuscli(tools, "get", host).values() == {
         host + "1.Source": "/data",
         host + "1.Destination": "/mnt",

@@ -6,19 +6,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from dsm_tr181.buses import rbus_ffi, rbus_gets, rbus_sets
+from dsm_tr181.buses import rbus as rbus_provider
+from dsm_tr181.buses import rbus_ffi, rbus_gets, rbus_outbox, rbus_sets
 from dsm_tr181.buses.rbus import RbusConfig, RbusProvider
 from dsm_tr181.buses.rbus_bridge import LoopBridge
 from dsm_tr181.buses.rbus_ffi import SetRequest, SubscribeAction, Typed
 from dsm_tr181.buses.rbus_gets import SnapshotReads
 from dsm_tr181.buses.rbus_methods import ASYNC_HANDLE, Methods
+from dsm_tr181.buses.rbus_outbox import Outbox
 from dsm_tr181.buses.rbus_sets import SetBatches
 from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, schema_path, to_rbus, typed
@@ -63,6 +65,11 @@ def on_loop(loop: asyncio.AbstractEventLoop, function: Any, *args: Any) -> Any:
     return LoopBridge(loop, 5).call(function, *args)
 
 
+def run_now(action: Callable[[], None]) -> None:
+    """An outbox that runs what is posted at once."""
+    action()
+
+
 # ---- configuration and elements ----
 
 
@@ -81,7 +88,13 @@ def test_config_defaults_and_validation() -> None:
 
 def test_every_served_name_becomes_an_element(schema: Schema, loop: asyncio.AbstractEventLoop) -> None:
     provider = RbusProvider.create(DataModel(schema), {}, loop)
-    elements = {element.name: element for element in provider._elements()}
+    connection = rbus_provider._Connection(
+        FakeHandle(),  # type: ignore[arg-type]
+        Outbox(FakeHandle(), "dsm-tr181"),  # type: ignore[arg-type]
+        Methods(provider.dm, LoopBridge(loop, 5), run_now),
+        ValueChanges(provider.dm, loop, lambda name, data: None),
+    )
+    elements = {element.name: element for element in provider._elements(connection)}
     objects = schema.objects.values()
     assert {n for n, e in elements.items() if isinstance(e, rbus_ffi.Table)} == {
         o.path for o in objects if o.multi_instance
@@ -102,6 +115,44 @@ def test_every_served_name_becomes_an_element(schema: Schema, loop: asyncio.Abst
     }
     assert SM + "DUStateChange!" in elements
     assert not any(e.add_row or e.remove_row for e in elements.values() if isinstance(e, rbus_ffi.Table))
+
+
+# ---- the outbox ----
+
+
+class FakeHandle:
+    """Invoking the flush method runs its handler at once, as rbus's callback thread would."""
+
+    def __init__(self) -> None:
+        self.outbox: Outbox | None = None
+        self.threads: set[int] = set()
+
+    def invoke(self, method: str) -> dict[str, Any]:
+        assert self.outbox is not None and method == self.outbox.method
+        self.threads.add(threading.get_ident())
+        self.outbox.flush(method, {}, FakeReply())  # type: ignore[arg-type]
+        return {}
+
+
+def test_outbox_runs_actions_in_order_off_the_posting_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rbus_outbox, "BATCH", 3)
+    handle = FakeHandle()
+    outbox = handle.outbox = Outbox(handle, "dsm-test")  # type: ignore[arg-type]
+    assert outbox.method == "Device.X_RDKCENTRAL-COM_DSM.dsm-test.Flush()"
+    ran: list[int] = []
+    for i in range(7):
+        outbox.post(lambda i=i: ran.append(i))
+    outbox.post(lambda: (_ for _ in ()).throw(RuntimeError("logged, not fatal")))
+    outbox.post(lambda: ran.append(7))
+    synced = outbox.synced()
+    outbox.start()
+    synced.result(5)
+    assert ran == list(range(8))
+    assert threading.get_ident() not in handle.threads
+    outbox.stop()
+    outbox.post(lambda: ran.append(99))
+    assert outbox.synced().done()
+    assert ran == list(range(8))
 
 
 # ---- values ----
@@ -243,7 +294,7 @@ class FakeReply:
 def test_synchronous_command_answers_at_once(dm: DataModel, loop: asyncio.AbstractEventLoop) -> None:
     states: list[Any] = []
     dm.on_command(EU + "{i}.SetRequestedState()", lambda call: states.append(call.args["RequestedState"]) or {})
-    methods = Methods(dm, LoopBridge(loop, 5))
+    methods = Methods(dm, LoopBridge(loop, 5), run_now)
     reply = FakeReply()
     methods.call(EU + "1.SetRequestedState()", {"RequestedState": "Active", ASYNC_HANDLE: 3}, reply)  # type: ignore[arg-type]
     assert reply.answer.result(0) == ("ok", {ASYNC_HANDLE: (3, "int")})
@@ -259,7 +310,7 @@ def test_asynchronous_command_answers_on_completion(dm: DataModel, loop: asyncio
         return finish
 
     dm.on_command(SM + "InstallDU()", install)
-    methods = Methods(dm, LoopBridge(loop, 5))
+    methods = Methods(dm, LoopBridge(loop, 5), run_now)
     on_loop(loop, dm.subscribe, methods.completed, {Kind.OPERATION_COMPLETE})
     reply = FakeReply()
     inputs = {"URL": "http://x/a.tar", "HostObject": {"1": {"Source": "/a", "Destination": "/b"}}, ASYNC_HANDLE: 7}
@@ -274,7 +325,7 @@ def test_asynchronous_command_answers_on_completion(dm: DataModel, loop: asyncio
 
 def test_failures_and_close_answer_with_the_usp_handle(dm: DataModel, loop: asyncio.AbstractEventLoop) -> None:
     dm.on_command(SM + "InstallDU()", lambda call: loop.create_future())
-    methods = Methods(dm, LoopBridge(loop, 5))
+    methods = Methods(dm, LoopBridge(loop, 5), run_now)
     refused = FakeReply()
     methods.call(SM + "InstallDU()", {ASYNC_HANDLE: 1}, refused)  # type: ignore[arg-type]
     text, outputs = refused.answer.result(5)
