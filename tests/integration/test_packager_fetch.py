@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import tarfile
+import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +23,7 @@ import pytest
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
+from dsm_tr181.packagers import tar as tar_module
 from dsm_tr181.packagers.tar import TarPackager, TarPackagerConfig
 from dsm_tr181.sample_bundle import make_archive, make_bundle
 from tests.support.httpserver import FileServer, TlsFiles, free_port, make_tls_files
@@ -294,3 +300,230 @@ def test_credentials_never_logged_or_shown(
     assert caplog.records, "the packager logs what it does"
     for text in shown:
         assert PASSWORD not in text and USER not in text, text
+
+
+# --- no digest expected: extraction runs while the download proceeds ---------------------------
+
+BLOB = 512 * 1024
+
+
+def bundle_tar(path: Path, blobs: int, *, broken_header: int | None = None, mode: str = "w") -> Path:
+    """A flat bundle: config.json, rootfs/first, then ``blobs`` members of noise; the header
+    of blob number ``broken_header`` gets a wrong checksum."""
+    with tarfile.open(path, mode, format=tarfile.USTAR_FORMAT) as tar:
+        config = b'{"ociVersion": "1.0.2", "process": {"args": ["/x"]}, "root": {"path": "rootfs"}}'
+        for name, data in [("config.json", config), ("rootfs/first", b"1")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for index in range(blobs):
+            info = tarfile.TarInfo(f"rootfs/blob{index}")
+            info.size = BLOB
+            tar.addfile(info, io.BytesIO(os.urandom(BLOB) if mode == "w" else bytes(BLOB)))
+    if broken_header is not None:
+        data = bytearray(path.read_bytes())
+        header = data.index(f"rootfs/blob{broken_header}".encode())
+        data[header + 148 : header + 156] = b"0000000\0"
+        path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def streamed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """big.tar (4 MiB), corrupt.tar (its 3rd blob's header broken), and big.tar again in
+    signed/ with the right sibling checksum and in forged/ with a wrong one."""
+    root = tmp_path_factory.mktemp("streamed")
+    big = bundle_tar(root / "big.tar", 8)
+    bundle_tar(root / "corrupt.tar", 8, broken_header=2)
+    for folder, digest in [("signed", sha256_of(big)), ("forged", "0" * 64)]:
+        (root / folder).mkdir()
+        (root / folder / "big.tar").write_bytes(big.read_bytes())
+        (root / folder / "big.tar.sha256").write_text(f"{digest}  big.tar\n")
+    return root
+
+
+@pytest.fixture
+def stream_server(streamed: Path) -> Iterator[FileServer]:
+    with FileServer(streamed) as server:
+        yield server
+
+
+@pytest.fixture
+def timeline(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """What happens in order: ``(done, total)`` progress calls (when handed to :func:`unpack`)
+    and ``("extract", "start"|"end")`` around the extraction."""
+    events: list[tuple[Any, ...]] = []
+    extract = tar_module.extract_archive
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        events.append(("extract", "start"))
+        result = extract(*args, **kwargs)
+        events.append(("extract", "end"))
+        return result
+
+    monkeypatch.setattr(tar_module, "extract_archive", recorded)
+    return events
+
+
+def received_before(events: list[tuple[Any, ...]], marker: tuple[str, str]) -> int:
+    """Bytes downloaded when ``marker`` happened."""
+    done = [event[0] for event in events[: events.index(marker)] if event[0] != "extract"]
+    return max(done, default=0)
+
+
+def test_without_a_digest_extraction_runs_while_the_download_proceeds(
+    stream_server: FileServer, streamed: Path, bundles: Path, timeline: list[tuple[Any, ...]]
+) -> None:
+    stream_server.chunk_delay = 0.005
+    size = (streamed / "big.tar").stat().st_size
+    unpacked_early: list[bool] = []
+
+    def progress(done: int, total: int | None) -> None:  # the download thread
+        timeline.append((done, total))
+        if done < size:
+            unpacked_early.append(any(bundles.glob(".staging-*/rootfs/blob1")))
+
+    source = PackageSource(stream_server.url("big.tar"))
+    info = asyncio.run(TarPackager().unpack(source, bundles / "du", progress))
+    assert info.digest == f"sha256:{sha256_of(streamed / 'big.tar')}"
+    assert received_before(timeline, ("extract", "start")) < size
+    assert any(unpacked_early), "no file was unpacked before the download ended"
+    assert sorted(p.name for p in bundles.iterdir()) == ["du"]
+
+
+@pytest.mark.parametrize("how", ["sibling", "caller"])
+def test_an_expected_digest_is_checked_before_anything_is_unpacked(
+    stream_server: FileServer, streamed: Path, bundles: Path, timeline: list[tuple[Any, ...]], how: str
+) -> None:
+    digest = f"sha256:{sha256_of(streamed / 'big.tar')}"
+    url = stream_server.url("signed/big.tar" if how == "sibling" else "big.tar")
+    info = unpack(url, bundles, timeline, digest="" if how == "sibling" else digest)
+    assert info.digest == digest
+    size = (streamed / "big.tar").stat().st_size
+    assert received_before(timeline, ("extract", "start")) == size
+
+
+def test_a_wrong_sibling_digest_leaves_no_extraction_at_all(
+    stream_server: FileServer, bundles: Path, timeline: list[tuple[Any, ...]]
+) -> None:
+    refused(FaultCode.CORRUPT_DATA, stream_server.url("forged/big.tar"), bundles, progress=timeline)
+    assert ("extract", "start") not in timeline
+
+
+def test_body_truncated_while_extracting(
+    stream_server: FileServer, bundles: Path, timeline: list[tuple[Any, ...]]
+) -> None:
+    stream_server.truncate_after = 3 * BLOB
+    fault = refused(FaultCode.DOWNLOAD_INCOMPLETE, stream_server.url("big.tar"), bundles, progress=timeline)
+    assert f"after {3 * BLOB} of" in fault.message
+    assert ("extract", "start") in timeline
+
+
+def test_body_truncated_after_the_end_of_archive_is_not_published(
+    stream_server: FileServer, streamed: Path, bundles: Path, timeline: list[tuple[Any, ...]]
+) -> None:
+    """The members and the end-of-archive block all arrived and unpacked; the last byte did not."""
+    stream_server.truncate_after = (streamed / "big.tar").stat().st_size - 1
+    refused(FaultCode.DOWNLOAD_INCOMPLETE, stream_server.url("big.tar"), bundles, progress=timeline)
+    assert ("extract", "end") in timeline
+
+
+def test_corrupt_archive_stops_the_download(
+    stream_server: FileServer, streamed: Path, bundles: Path, timeline: list[tuple[Any, ...]]
+) -> None:
+    stream_server.chunk_delay = 0.05  # the whole archive would take 3.2 s
+    started = time.monotonic()
+    fault = refused(FaultCode.CORRUPT_DATA, stream_server.url("corrupt.tar"), bundles, progress=timeline)
+    assert time.monotonic() - started < 2.5
+    assert "bad checksum" in fault.message
+    last_done = max(event[0] for event in timeline if event[0] != "extract")
+    assert last_done < (streamed / "corrupt.tar").stat().st_size
+
+
+class StallingServer:
+    """Answers one GET with the first ``sent`` bytes of ``data`` (announcing all of it),
+    then sends nothing more until closed."""
+
+    def __init__(self, data: bytes, sent: int) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(10)
+        self._closed = threading.Event()
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/stall.tar"
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        threading.Thread(target=self._serve, args=(head + data[:sent],), daemon=True).start()
+
+    def _serve(self, answer: bytes) -> None:
+        with contextlib.suppress(OSError), self._listener.accept()[0] as connection:
+            connection.recv(65536)
+            connection.sendall(answer)
+            self._closed.wait()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+
+
+@pytest.fixture
+def stalling(streamed: Path) -> Iterator[StallingServer]:
+    server = StallingServer((streamed / "big.tar").read_bytes(), 3 * BLOB)
+    yield server
+    server.close()
+
+
+def test_server_stalling_mid_stream(
+    stalling: StallingServer, bundles: Path, timeline: list[tuple[Any, ...]]
+) -> None:
+    options = {"read_timeout": 0.3, "sibling_digest": False}
+    fault = refused(FaultCode.DOWNLOAD_INCOMPLETE, stalling.url, bundles, progress=timeline, **options)
+    assert f"stalled after {3 * BLOB} bytes" in fault.message
+    assert ("extract", "start") in timeline
+
+
+def test_cancelling_during_a_stall_is_prompt(stalling: StallingServer, bundles: Path) -> None:
+    """The read from the stalled server is aborted at once (read_timeout stays 60 s)."""
+
+    async def cancel_once_stalled() -> float:
+        loop = asyncio.get_running_loop()
+        stalled = asyncio.Event()
+
+        def progress(done: int, total: int | None) -> None:
+            if done == 3 * BLOB:
+                loop.call_soon_threadsafe(stalled.set)
+
+        packager = TarPackager(TarPackagerConfig(sibling_digest=False))
+        task = asyncio.create_task(packager.unpack(PackageSource(stalling.url), bundles / "du", progress))
+        await stalled.wait()
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    assert asyncio.run(asyncio.wait_for(cancel_once_stalled(), 10)) < 2
+    assert list(bundles.iterdir()) == []
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (needs root and mount); skipped where it cannot be had."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)]
+    result = subprocess.run(mount, capture_output=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+def test_out_of_space_while_extracting(tmp_path: Path, small_filesystem: Path) -> None:
+    root = tmp_path / "zeros"
+    root.mkdir()
+    bundle_tar(root / "zeros.tar.gz", 6, mode="w:gz")  # 3 MiB of zeros in a few KiB: it passes the size check
+    with FileServer(root) as server:
+        fault = refused(FaultCode.SYSTEM_RESOURCES_EXCEEDED, server.url("zeros.tar.gz"), small_filesystem)
+    assert "no space" in fault.message
