@@ -54,9 +54,12 @@ class RbusConfig:
 
     library: str = rbus_ffi.DEFAULT_LIBRARY  # a path, or a name for the dynamic loader
     component: str = "dsm-tr181"  # rbus component name
-    # Seconds a handler waits for the loop. rbus consumers give up on a get or set after
-    # 15 s, on a multi-parameter set after 60 s and on a partial get after 120 s.
-    call_timeout: float = 15.0
+    # Seconds a handler waits for the loop: below the 15 s after which rbus consumers give
+    # up on a get or set (60 s for a multi-parameter set, 120 s for a partial get).
+    call_timeout: float = 10.0
+    # Subtrees not registered on rbus, e.g. ["Device.DeviceInfo."] on an RDK-B image where
+    # another component (PandM) owns those names.
+    skip: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.library:
@@ -79,6 +82,9 @@ class RbusConfig:
             wanted = types[key]
             if wanted is float and type(value) is int:
                 value = float(value)
+            if wanted == tuple[str, ...] and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = tuple(value)
+                wanted = tuple
             if type(value) is not wanted:
                 raise ValueError(f"rbus option {key} must be {wanted.__name__}, not {type(value).__name__}")
             values[key] = value
@@ -147,7 +153,7 @@ class RbusProvider:
         # posted now and the notifications followed from now on.
         self._connection = connection
         connection.subscription = self.dm.subscribe(self._notified)
-        existing = [node for node in self.dm.root.walk() if node.schema.multi_instance]
+        existing = [node for node in self.dm.root.walk() if node.schema.multi_instance and self._served(node.path)]
         for row in existing:
             self._register_row(outbox, row)
         outbox.start()
@@ -174,9 +180,14 @@ class RbusProvider:
 
     # ---- elements ----
 
+    def _served(self, path: str) -> bool:
+        return not path.startswith(self.config.skip) if self.config.skip else True
+
     def _elements(self, connection: _Connection) -> list[rbus_ffi.Element]:
         elements: list[rbus_ffi.Element] = []
         for obj in self.dm.schema.objects.values():
+            if not self._served(obj.path):
+                continue
             if obj.multi_instance:
                 elements.append(self._table(obj))
             for name, parameter in obj.parameters.items():
@@ -237,12 +248,12 @@ class RbusProvider:
             case Kind.OBJECT_CREATION:
                 self._reads.changed()
                 node = self.dm.find_node(note.path)
-                if node is not None and not self._rows_by_rbus:
+                if node is not None and not self._rows_by_rbus and self._served(note.path):
                     self._register_row(connection.outbox, node)
                 connection.changes.created(note)
             case Kind.OBJECT_DELETION:
                 self._reads.changed()
-                if not self._rows_by_rbus:
+                if not self._rows_by_rbus and self._served(note.path):
                     connection.outbox.post(partial(connection.handle.unregister_row, note.path))
                 connection.changes.deleted(note)
             case Kind.EVENT:

@@ -382,6 +382,21 @@ def test_rows_added_and_removed_by_a_controller(served: Served, tools: RbusTools
         served.loop.wait(provider.close())
 
 
+def test_skipped_subtrees_are_not_registered(served: Served, tools: RbusTools) -> None:
+    dm = DataModel(load_schema())
+    served.loop.call(lambda: dm.add_row("Device.DeviceInfo.VendorLogFile.", {"Name": "/tmp/x.log"}))
+    section = {"library": str(tools.library), "component": "dsm-test-skip", "skip": ["Device.DeviceInfo."]}
+    provider = RbusProvider.create(dm, section, served.loop.loop)
+    served.loop.wait(served.provider.close())  # the served tree owns the same names
+    served.loop.wait(provider.start())
+    try:
+        assert run_rbuscli(tools, "get", "Device.DeviceInfo.VendorLogFile.1.Name").error is not None
+        assert run_rbuscli(tools, "get", SM + "ExecEnvNumberOfEntries").values() == {SM + "ExecEnvNumberOfEntries": "0"}
+    finally:
+        served.loop.wait(provider.close())
+        served.loop.wait(served.provider.start())
+
+
 # ---- last: closing drops the elements; starting again serves them again ----
 
 

@@ -74,7 +74,10 @@ def run_now(action: Callable[[], None]) -> None:
 
 
 def test_config_defaults_and_validation() -> None:
-    assert RbusConfig.from_config({}) == RbusConfig("librbus.so.0", "dsm-tr181", 15.0)
+    assert RbusConfig.from_config({}) == RbusConfig("librbus.so.0", "dsm-tr181", 10.0, ())
+    assert RbusConfig.from_config({"skip": ["Device.DeviceInfo."]}).skip == ("Device.DeviceInfo.",)
+    with pytest.raises(ValueError, match="skip must be tuple"):
+        RbusConfig.from_config({"skip": "Device.DeviceInfo."})
     assert RbusConfig.from_config({"call_timeout": 5}).call_timeout == 5.0
     with pytest.raises(ValueError, match="unknown rbus option"):
         RbusConfig.from_config({"timeout": 5})
