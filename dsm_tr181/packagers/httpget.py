@@ -109,25 +109,30 @@ def _follow(
         parts = split_url(current)
         if parts.scheme == "https" and context is None:
             context = _tls_context(options)
-        connection = _connect(parts, options, context, current)
-        # A descriptor of our own for Reply.abort: http.client closes the connection's
-        # socket when it likes, and a closed descriptor's number may be reused.
-        assert connection.sock is not None
-        handle = socket.fromfd(connection.sock.fileno(), connection.sock.family, connection.sock.type)
-        try:
+        with contextlib.ExitStack() as unless_kept:  # closes what a redirect or an error leaves behind
+            connection = _connect(parts, options, context, current)
+            unless_kept.callback(connection.close)
+            # A descriptor of our own for Reply.abort: http.client closes the connection's
+            # socket when it likes, and a closed descriptor's number may be reused.
+            handle = _own_handle(connection, current)
+            unless_kept.callback(handle.close)
             response = _request(connection, parts, auth if _origin(parts) == origin else None, current)
             location = response.getheader("Location") if response.status in _REDIRECTS else None
-        except BaseException:
-            handle.close()
-            connection.close()
-            raise
-        if location is None:
-            return connection, handle, Reply(current, response, functools.partial(_shut_down, handle))
-        handle.close()
-        connection.close()
+            if location is None:
+                unless_kept.pop_all()
+                return connection, handle, Reply(current, response, functools.partial(_shut_down, handle))
         visited.append(current)
         current = _redirect_target(current, location, visited, options.max_redirects)
         log.debug("%s redirects to %s", display_url(visited[-1]), display_url(current))
+
+
+def _own_handle(connection: http.client.HTTPConnection, url: str) -> socket.socket:
+    sock = connection.sock
+    assert sock is not None  # connected
+    try:
+        return socket.fromfd(sock.fileno(), sock.family, sock.type)
+    except OSError as exc:
+        raise Fault(FaultCode.INTERNAL_ERROR, f"{display_url(url)}: {exc.strerror or exc}") from None
 
 
 def _shut_down(handle: socket.socket) -> None:

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from dsm_tr181.errors import Fault, FaultCode
+
 _PIPE_BYTES = 1 << 20
 
 
@@ -35,7 +37,10 @@ class Feed:
     """A running download and the read end of its pipe (see the module docstring)."""
 
     def __init__(self, download: Callable[[BinaryIO], str], abort: Callable[[], None]) -> None:
-        read_fd, write_fd = os.pipe()
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError as exc:
+            raise Fault(FaultCode.INTERNAL_ERROR, f"cannot create a pipe ({exc.strerror})") from None
         with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default 64 KiB
             fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self.file: BinaryIO = os.fdopen(read_fd, "rb", buffering=0)  # extraction buffers its reads itself
