@@ -22,6 +22,7 @@ librbus gives a provider no sign of it: the daemon must then ``close()`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import typing
@@ -60,6 +61,9 @@ class RbusConfig:
     # Subtrees not registered on rbus, e.g. ["Device.DeviceInfo."] on an RDK-B image where
     # another component (PandM) owns those names.
     skip: tuple[str, ...] = ()
+    # Seconds between checks that the broker still routes to us (0: never). A restarted
+    # rtrouted forgets every element, and librbus does not tell the provider.
+    watchdog_interval: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.library:
@@ -68,6 +72,8 @@ class RbusConfig:
             raise ValueError("rbus component must not be empty")
         if self.call_timeout <= 0:
             raise ValueError("rbus call_timeout must be > 0")
+        if self.watchdog_interval < 0:
+            raise ValueError("rbus watchdog_interval must be >= 0")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> RbusConfig:
@@ -115,6 +121,8 @@ class RbusProvider:
         self._reads = SnapshotReads(dm, self._bridge)
         self._sets = SetBatches(self._apply_set)
         self._connection: _Connection | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._probe = ""  # a property of ours the watchdog reads through the broker
         self._rows_by_rbus = False  # rbus itself (un)registers the rows of its add/remove-row calls
 
     @classmethod
@@ -127,6 +135,30 @@ class RbusProvider:
         AdapterUnavailable when librbus cannot be loaded or no broker answers (rbus_open
         fails after about 3 s), so that the daemon can fall back to another bus.
         """
+        await self._open()
+        if self.config.watchdog_interval and self._watchdog is None:
+            self._watchdog = self._loop.create_task(self._watch(), name="rbus-watchdog")
+
+    async def _watch(self) -> None:
+        """Register everything again when the broker no longer routes to us (a restarted
+        rtrouted); retry until it answers again."""
+        while True:
+            await asyncio.sleep(self.config.watchdog_interval)
+            connection = self._connection
+            try:
+                if connection is not None:
+                    await self._loop.run_in_executor(None, connection.handle.get, self._probe)
+                    continue
+            except RbusCallFailed as exc:
+                log.warning("rbus: the broker no longer routes to %s (%s): registering again",
+                            self.config.component, exc)  # fmt: skip
+            await self._close_connection()
+            try:
+                await self._open()
+            except AdapterUnavailable as exc:
+                log.warning("rbus: cannot register again yet: %s", exc)
+
+    async def _open(self) -> None:
         if self._connection is not None:
             raise RuntimeError("the rbus provider is already started")
         rbus = rbus_ffi.load(self.config.library)
@@ -143,6 +175,7 @@ class RbusProvider:
         )
         try:
             elements = [*self._elements(connection), rbus_ffi.Method(outbox.method, outbox.flush)]
+            self._probe = next(e.name for e in elements if isinstance(e, rbus_ffi.Property))
             await self._loop.run_in_executor(None, handle.register, elements)
         except BaseException as exc:
             await self._loop.run_in_executor(None, handle.close)
@@ -168,6 +201,14 @@ class RbusProvider:
 
     async def close(self) -> None:
         """Stop following the tree, answer waiting callers, close the handle (idempotent)."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        await self._close_connection()
+
+    async def _close_connection(self) -> None:
         connection, self._connection = self._connection, None
         if connection is None:
             return

@@ -74,7 +74,9 @@ def run_now(action: Callable[[], None]) -> None:
 
 
 def test_config_defaults_and_validation() -> None:
-    assert RbusConfig.from_config({}) == RbusConfig("librbus.so.0", "dsm-tr181", 10.0, ())
+    assert RbusConfig.from_config({}) == RbusConfig("librbus.so.0", "dsm-tr181", 10.0, (), 10.0)
+    with pytest.raises(ValueError, match="watchdog_interval must be >= 0"):
+        RbusConfig.from_config({"watchdog_interval": -1})
     assert RbusConfig.from_config({"skip": ["Device.DeviceInfo."]}).skip == ("Device.DeviceInfo.",)
     with pytest.raises(ValueError, match="skip must be tuple"):
         RbusConfig.from_config({"skip": "Device.DeviceInfo."})
