@@ -261,7 +261,7 @@ def _components(name: str, label: str, what: str) -> tuple[str, ...]:
     """A member (or hardlink target) name as safe path components; () for the top itself."""
     if name.startswith("/"):
         raise Fault(FaultCode.CORRUPT_DATA, f"{label}: {what} {name!r}: absolute path")
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    parts = tuple([part for part in name.split("/") if part not in ("", ".")])
     if ".." in parts:
         raise Fault(FaultCode.CORRUPT_DATA, f"{label}: {what} {name!r}: '..' component")
     return parts
@@ -302,11 +302,12 @@ class _Writer:
             self._directories[""] = member
             return
         name = "/".join(parts)
-        self._make_parents(parts, member)
+        if len(parts) > 1 and self._kinds.get(name.rpartition("/")[0]) != _DIRECTORY:
+            self._make_parents(parts, member)
         existing = self._kinds.get(name)
         if existing is not None and not (existing == _DIRECTORY and member.isdir()):
             self._refuse(member, f"duplicate member (a {existing} of that name came before)")
-        path = os.path.join(self._root, name)
+        path = f"{self._root}/{name}"
         if member.isreg():
             self._add_file(tar, member, path, name)
         elif member.isdir():
@@ -326,14 +327,14 @@ class _Writer:
     def finish(self) -> None:
         """Give directories their own mode, owner and time."""
         for name, member in self._directories.items():
-            path = os.path.join(self._root, name) if name else self._root
+            path = f"{self._root}/{name}" if name else self._root
             if member is None:
                 os.chmod(path, 0o755)
                 continue
             if self._as_root:
                 os.chown(path, member.uid, member.gid, follow_symlinks=False)
             os.chmod(path, (member.mode & 0o777) | 0o700)
-            os.utime(path, (_mtime(member), _mtime(member)), follow_symlinks=False)
+            os.utime(path, _times(member), follow_symlinks=False)
 
     def _refuse(self, member: tarfile.TarInfo, reason: str) -> None:
         raise Fault(FaultCode.CORRUPT_DATA, f"{self._label}: member {member.name!r}: {reason}")
@@ -346,7 +347,7 @@ class _Writer:
                 continue
             if kind is not None:
                 self._refuse(member, f"its parent {prefix!r} is a {kind}, not a directory")
-            os.mkdir(os.path.join(self._root, prefix), 0o700)
+            os.mkdir(f"{self._root}/{prefix}", 0o700)
             self._kinds[prefix] = _DIRECTORY
             self._directories[prefix] = None
 
@@ -367,7 +368,7 @@ class _Writer:
             if self._as_root:
                 os.fchown(fd, member.uid, member.gid)
             os.fchmod(fd, member.mode & 0o777)
-            os.utime(fd, (_mtime(member), _mtime(member)))
+            os.utime(fd, _times(member))
         finally:
             os.close(fd)
 
@@ -391,13 +392,13 @@ class _Writer:
         self._symlinks.append((parts, member.linkname))
         if self._as_root:
             os.chown(path, member.uid, member.gid, follow_symlinks=False)
-        os.utime(path, (_mtime(member), _mtime(member)), follow_symlinks=False)
+        os.utime(path, _times(member), follow_symlinks=False)
 
     def _add_hardlink(self, member: tarfile.TarInfo, path: str, name: str) -> None:
         target = "/".join(_components(member.linkname, self._label, f"hardlink {member.name!r} to"))
         if self._kinds.get(target) != _FILE:
             self._refuse(member, f"hardlink to {member.linkname!r}, which is not a regular file extracted before it")
-        os.link(os.path.join(self._root, target), path, follow_symlinks=False)
+        os.link(f"{self._root}/{target}", path, follow_symlinks=False)
         self._kinds[name] = _FILE
 
     def _add_special(self, member: tarfile.TarInfo, path: str, name: str) -> None:
@@ -413,8 +414,10 @@ class _Writer:
         if self._as_root:
             os.chown(path, member.uid, member.gid, follow_symlinks=False)
         os.chmod(path, member.mode & 0o777)
-        os.utime(path, (_mtime(member), _mtime(member)), follow_symlinks=False)
+        os.utime(path, _times(member), follow_symlinks=False)
 
 
-def _mtime(member: tarfile.TarInfo) -> int:
-    return min(max(int(member.mtime), 0), _MAX_MTIME)
+def _times(member: tarfile.TarInfo) -> tuple[int, int]:
+    """Access and modification time for utime(): the member's mtime, within range."""
+    mtime = min(max(int(member.mtime), 0), _MAX_MTIME)
+    return mtime, mtime
