@@ -440,17 +440,18 @@ def test_corrupt_archive_stops_the_download(
     assert last_done < (streamed / "corrupt.tar").stat().st_size
 
 
-class StallingServer:
-    """Answers one GET with the first ``sent`` bytes of ``data`` (announcing all of it),
-    then sends nothing more until closed."""
+class RawServer:
+    """Answers one GET with ``answer`` (status line, headers, body), then stalls until
+    closed, or closes the connection at once when ``stall`` is false."""
 
-    def __init__(self, data: bytes, sent: int) -> None:
+    def __init__(self, answer: bytes, *, stall: bool = True) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(10)
         self._closed = threading.Event()
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/stall.tar"
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n\r\n".encode()
-        threading.Thread(target=self._serve, args=(head + data[:sent],), daemon=True).start()
+        if not stall:
+            self._closed.set()
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/stream.tar"
+        threading.Thread(target=self._serve, args=(answer,), daemon=True).start()
 
     def _serve(self, answer: bytes) -> None:
         with contextlib.suppress(OSError), self._listener.accept()[0] as connection:
@@ -464,14 +465,16 @@ class StallingServer:
 
 
 @pytest.fixture
-def stalling(streamed: Path) -> Iterator[StallingServer]:
-    server = StallingServer((streamed / "big.tar").read_bytes(), 3 * BLOB)
+def stalling(streamed: Path) -> Iterator[RawServer]:
+    """Announces big.tar whole, sends its first 1.5 MiB, then nothing more."""
+    data = (streamed / "big.tar").read_bytes()
+    server = RawServer(f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data[: 3 * BLOB])
     yield server
     server.close()
 
 
 def test_server_stalling_mid_stream(
-    stalling: StallingServer, bundles: Path, timeline: list[tuple[Any, ...]]
+    stalling: RawServer, bundles: Path, timeline: list[tuple[Any, ...]]
 ) -> None:
     options = {"read_timeout": 0.3, "sibling_digest": False}
     fault = refused(FaultCode.DOWNLOAD_INCOMPLETE, stalling.url, bundles, progress=timeline, **options)
@@ -479,7 +482,7 @@ def test_server_stalling_mid_stream(
     assert ("extract", "start") in timeline
 
 
-def test_cancelling_during_a_stall_is_prompt(stalling: StallingServer, bundles: Path) -> None:
+def test_cancelling_during_a_stall_is_prompt(stalling: RawServer, bundles: Path) -> None:
     """The read from the stalled server is aborted at once (read_timeout stays 60 s)."""
 
     async def cancel_once_stalled() -> float:
@@ -501,6 +504,31 @@ def test_cancelling_during_a_stall_is_prompt(stalling: StallingServer, bundles: 
 
     assert asyncio.run(asyncio.wait_for(cancel_once_stalled(), 10)) < 2
     assert list(bundles.iterdir()) == []
+
+
+def test_archive_limit_reached_while_extracting(
+    streamed: Path, bundles: Path, timeline: list[tuple[Any, ...]]
+) -> None:
+    """No Content-Length: the limit can only be found while the body streams in."""
+    server = RawServer(b"HTTP/1.0 200 OK\r\n\r\n" + (streamed / "big.tar").read_bytes(), stall=False)
+    try:
+        options = {"max_archive_bytes": 3 * BLOB, "sibling_digest": False}
+        refused(FaultCode.SYSTEM_RESOURCES_EXCEEDED, server.url, bundles, progress=timeline, **options)
+    finally:
+        server.close()
+    assert ("extract", "start") in timeline
+
+
+def test_unpacked_limit_reached_while_downloading(
+    stream_server: FileServer, streamed: Path, bundles: Path, timeline: list[tuple[Any, ...]]
+) -> None:
+    stream_server.chunk_delay = 0.05  # the whole archive would take 3.2 s
+    started = time.monotonic()
+    url = stream_server.url("big.tar")
+    refused(FaultCode.SYSTEM_RESOURCES_EXCEEDED, url, bundles, progress=timeline, max_unpacked_bytes=2 * BLOB)
+    assert time.monotonic() - started < 2.5
+    last_done = max(event[0] for event in timeline if event[0] != "extract")
+    assert last_done < (streamed / "big.tar").stat().st_size
 
 
 @pytest.fixture
