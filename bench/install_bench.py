@@ -4,7 +4,8 @@ For bundles of 10 MB and 50 MB (incompressible files in rootfs/, plain .tar), se
 the same HTTP server on 127.0.0.1, measures (median of RUNS):
   * baseline: ``curl -s URL | tar -x`` into an empty directory,
   * InstallDU: from the request to the daemon until DUStateChange! Installed (the real
-    daemon: download with digest, verified member-by-member extraction, journal, rows),
+    daemon: the download hashed and, with no digest to check first, unpacked as it
+    arrives — member-by-member checked extraction — then the journal, rows and event),
 and prints the ratio (target <= 1.25) and the daemon's peak RSS (VmHWM, target < 60 MB,
 independent of the bundle size: the archive is streamed, never held in memory).
 
