@@ -96,16 +96,6 @@ class FaultCode(Enum):
     def title(self) -> str:
         return self.value[2]
 
-    @classmethod
-    def from_usp(cls, code: int) -> FaultCode:
-        """The canonical member for a USP number (the first one declared)."""
-        for member in cls:
-            if member.usp == code:
-                return member
-        if 7800 <= code <= 7999:
-            return cls.REQUEST_DENIED
-        raise ValueError(f"{code} is not a USP error code this product uses")
-
 
 class Fault(Exception):
     """A failure a controller is told about: a code, a path and the reason."""
@@ -121,14 +111,6 @@ class Fault(Exception):
     def describe(self) -> str:
         where = f"{self.path}: " if self.path else ""
         return f"{where}{self.message} ({self.code.usp} {self.code.title})"
-
-    @property
-    def usp_code(self) -> int:
-        return self.code.usp
-
-    @property
-    def cwmp_code(self) -> int:
-        return self.code.cwmp
 
     def at(self, path: str) -> Fault:
         """The same fault, naming ``path`` if it named no path yet."""

@@ -25,18 +25,6 @@ def memory_available_kib() -> int:
     return -1
 
 
-def tree_size_kib(path: Path) -> int:
-    """Disk used by the files below ``path`` (allocated blocks), in KiB."""
-    total = 0
-    for root, dirs, files in os.walk(path):
-        for name in files + dirs:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-            except OSError:
-                continue
-    return total // 1024
-
-
 class CpuIdle:
     """Percentage of CPU time left idle since the previous reading (/proc/stat)."""
 

@@ -76,9 +76,6 @@ class Notifications:
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
 
-    def wants(self, kind: Kind) -> bool:
-        return any(kind in s.kinds for s in self._subscriptions)
-
     def publish(self, note: Notification) -> None:
         for sub in list(self._subscriptions):
             if sub.matches(note):
