@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from dsm_tr181.buses.dbus_service import DsmService
 from dsm_tr181.buses.dbus_variants import from_arguments
 from dsm_tr181.errors import Fault
 from dsm_tr181.glib_thread import GLibThread
+from dsm_tr181.sections import build_section
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Notification, Subscription
 
@@ -56,23 +56,12 @@ class DbusConfig:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> DbusConfig:
-        """Build from a configuration section; unknown keys and wrong types are a ValueError."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(section) - set(known))
-        if unknown:
-            raise ValueError(f"bus dbus: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
-        values = dict(section)
-        for key in ("bus", "name", "object_path"):
-            if key in values and not isinstance(values[key], str):
-                raise ValueError(f"bus dbus: {key} must be a string, not {values[key]!r}")
-        if "call_timeout" in values:
-            timeout = values["call_timeout"]
-            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-                raise ValueError(f"bus dbus: call_timeout must be a positive number of seconds, not {timeout!r}")
-            values["call_timeout"] = float(timeout)
-        return cls(**values)
+        """Build from the configuration section; ValueError on unknown keys, wrong types or values."""
+        return build_section(cls, section, "bus.dbus")
 
     def __post_init__(self) -> None:
+        if self.call_timeout <= 0:
+            raise ValueError(f"bus.dbus: call_timeout must be a positive number of seconds, not {self.call_timeout!r}")
         if self.bus not in _BUS_TYPES and not Gio.dbus_is_address(self.bus):
             raise ValueError(f"bus dbus: bus must be 'system', 'session' or a D-Bus address, not {self.bus!r}")
         if not Gio.dbus_is_name(self.name) or Gio.dbus_is_unique_name(self.name):

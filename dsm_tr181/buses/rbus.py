@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -42,6 +40,7 @@ from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, schema_path, typed
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.schema.model import Access, Object
+from dsm_tr181.sections import build_section
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.nodes import Node
 from dsm_tr181.tree.notifications import Kind, Notification, Subscription
@@ -77,24 +76,8 @@ class RbusConfig:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> RbusConfig:
-        """Build from a config section; ValueError on unknown keys, wrong types or values."""
-        types = typing.get_type_hints(cls)
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(key) for key in set(section) - set(known))
-        if unknown:
-            raise ValueError(f"unknown rbus option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        values: dict[str, Any] = {}
-        for key, value in section.items():
-            wanted = types[key]
-            if wanted is float and type(value) is int:
-                value = float(value)
-            if wanted == tuple[str, ...] and isinstance(value, list) and all(isinstance(v, str) for v in value):
-                value = tuple(value)
-                wanted = tuple
-            if type(value) is not wanted:
-                raise ValueError(f"rbus option {key} must be {wanted.__name__}, not {type(value).__name__}")
-            values[key] = value
-        return cls(**values)
+        """Build from the configuration section; ValueError on unknown keys, wrong types or values."""
+        return build_section(cls, section, "bus.rbus")
 
 
 @dataclass

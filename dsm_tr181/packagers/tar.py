@@ -35,9 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
 from dsm_tr181.packagers.fetch import Fetched, FetchOptions, fetch
 from dsm_tr181.packagers.httpget import HttpOptions
 from dsm_tr181.packagers.worker import Cancel, disk_fault, make_staging, remove_tree
+from dsm_tr181.sections import build_section
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,8 @@ class TarPackagerConfig:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> TarPackagerConfig:
-        """Build from a configuration section; unknown keys and wrong types are a ValueError."""
-        hints = typing.get_type_hints(cls)
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(section) - set(known))
-        if unknown:
-            raise ValueError(f"packager tar: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
-        return cls(**{key: _coerce(key, hints[key], value) for key, value in section.items()})
+        """Build from the configuration section; ValueError on unknown keys, wrong types or values."""
+        return build_section(cls, section, "packager.tar")
 
     def fetch_options(self) -> FetchOptions:
         http = HttpOptions(self.ca_file, self.verify_tls, self.connect_timeout, self.read_timeout, self.max_redirects)
@@ -91,29 +86,6 @@ class TarPackagerConfig:
 
     def extract_limits(self) -> ExtractLimits:
         return ExtractLimits(self.max_unpacked_bytes, self.max_entries, self.allow_special_files)
-
-
-def _coerce(key: str, hint: Any, value: Any) -> Any:
-    """``value`` as the type of field ``key``, or a ValueError naming both."""
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        expected = "a boolean"
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        expected = "an integer"
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        expected = "a number"
-    else:  # Path | None
-        if value is None or isinstance(value, Path):
-            return value
-        if isinstance(value, str) and value:
-            return Path(value)
-        expected = "a path"
-    raise ValueError(f"packager tar: {key} must be {expected}, not {value!r}")
 
 
 class TarPackager:

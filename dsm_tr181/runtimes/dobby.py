@@ -25,7 +25,6 @@ that original is the one edited on later starts.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import enum
 import json
 import logging
@@ -42,6 +41,7 @@ from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.glib_thread import Completion, GLibThread
 from dsm_tr181.lcm.ports import ContainerExit, ContainerState, ContainerStatus, ContainerUsage, ExitCallback, StartSpec
 from dsm_tr181.runtimes.container_ids import check_container_id
+from dsm_tr181.sections import build_section
 
 _log = logging.getLogger(__name__)
 
@@ -90,23 +90,13 @@ class DobbyRuntimeConfig:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> DobbyRuntimeConfig:
-        """Build from a configuration mapping, rejecting unknown keys and wrong types."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - set(fields))
-        if unknown:
-            raise _bad_config(f"unknown keys {', '.join(unknown)} (known: {', '.join(fields)})")
-        for key, value in section.items():
-            expected = type(fields[key].default)
-            if expected is float:
-                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                    raise _bad_config(f"{key} must be a positive number of seconds, not {value!r}")
-            elif not isinstance(value, expected):
-                raise _bad_config(f"{key} must be a {expected.__name__}, not {value!r}")
-        config = cls(**{k: float(v) if type(fields[k].default) is float else v for k, v in section.items()})
-        config._check_values()
-        return config
+        """Build from the configuration section; ValueError on unknown keys, wrong types or values."""
+        return build_section(cls, section, "runtime.dobby")
 
-    def _check_values(self) -> None:
+    def __post_init__(self) -> None:
+        for name in ("call_timeout", "start_timeout"):
+            if getattr(self, name) <= 0:
+                raise _bad_config(f"{name} must be a positive number of seconds, not {getattr(self, name)!r}")
         if self.bus_address and not Gio.dbus_is_address(self.bus_address):
             raise _bad_config(f"bus_address {self.bus_address!r} is not a D-Bus address")
         if not Gio.dbus_is_name(self.service):
@@ -117,8 +107,8 @@ class DobbyRuntimeConfig:
             raise _bad_config(f"id_prefix {self.id_prefix!r} may hold only [A-Za-z0-9._-], without '..'")
 
 
-def _bad_config(message: str) -> Fault:
-    return Fault(FaultCode.INVALID_CONFIGURATION, f"dobby runtime: {message}")
+def _bad_config(message: str) -> ValueError:
+    return ValueError(f"runtime.dobby: {message}")
 
 
 def exit_from_wait_status(container_id: str, wait_status: int) -> ContainerExit:

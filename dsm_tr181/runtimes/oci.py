@@ -18,9 +18,8 @@ import json
 import logging
 import os
 import time
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from dsm_tr181.runtimes.container_ids import check_container_id
 from dsm_tr181.runtimes.logrotate import LogPolicy, open_log, rotate_if_needed
 from dsm_tr181.runtimes.ocicli import OciCli, OciState
 from dsm_tr181.runtimes.reaper import ExitStatus, ExitWatcher, become_subreaper
+from dsm_tr181.sections import build_section
 
 _log = logging.getLogger(__name__)
 
@@ -68,21 +68,8 @@ class OciRuntimeConfig:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> OciRuntimeConfig:
-        """Build from a config section; ValueError on unknown keys, wrong types or values."""
-        types = typing.get_type_hints(cls)
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(str(key) for key in set(section) - set(known))
-        if unknown:
-            raise ValueError(f"unknown OCI runtime option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        values: dict[str, Any] = {}
-        for key, value in section.items():
-            wanted = types[key]
-            if wanted is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if type(value) is not wanted:
-                raise ValueError(f"OCI runtime option {key} must be {wanted.__name__}, not {type(value).__name__}")
-            values[key] = value
-        return cls(**values)
+        """Build from the configuration section; ValueError on unknown keys, wrong types or values."""
+        return build_section(cls, section, "runtime (oci)")
 
 
 @dataclass

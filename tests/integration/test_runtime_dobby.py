@@ -105,9 +105,8 @@ def test_config_rejects_unknown_keys_and_wrong_types() -> None:
         {"bus_address": "not an address"},
         {"id_prefix": "dsm/"},
     ):
-        with pytest.raises(Fault) as caught:
+        with pytest.raises(ValueError, match=r"runtime\.dobby: "):
             DobbyRuntimeConfig.from_config(section)
-        assert caught.value.code is FaultCode.INVALID_CONFIGURATION, section
 
 
 @pytest.mark.unit

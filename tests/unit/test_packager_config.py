@@ -35,7 +35,7 @@ def test_from_config_converts_paths_and_numbers() -> None:
         ({"max_entriez": 1}, "unknown key(s) max_entriez"),
         ({"max_entries": "10"}, "max_entries must be an integer"),
         ({"max_entries": True}, "max_entries must be an integer"),
-        ({"verify_tls": 1}, "verify_tls must be a boolean"),
+        ({"verify_tls": 1}, "verify_tls must be true or false"),
         ({"connect_timeout": "fast"}, "connect_timeout must be a number"),
         ({"ca_file": ""}, "ca_file must be a path"),
         ({"max_archive_bytes": 0}, "max_archive_bytes must be positive"),

@@ -1,0 +1,68 @@
+"""Adapter configuration sections as typed dataclasses.
+
+Every adapter (packager, runtimes, buses) reads its own ``[section]`` of the daemon's
+configuration into a frozen dataclass with :func:`build_section`: unknown keys and values
+of the wrong type are a ValueError naming the section and the key; value ranges are the
+dataclass's own ``__post_init__`` business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def build_section(cls: type[T], section: Mapping[str, Any], where: str) -> T:
+    """``cls(**section)`` with each value checked against (and converted to) its field's type.
+
+    Supported field types: bool, int, float (an int is accepted), str, Path (from a
+    non-empty string), tuple[str, ...] (from a list of strings), and ``X | None``.
+    """
+    hints = typing.get_type_hints(cls)
+    known = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(str(key) for key in set(section) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    values = {key: _convert(hints[key], value, f"{where}: {key}") for key, value in section.items()}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    if isinstance(hint, UnionType):
+        options = [option for option in typing.get_args(hint) if option is not NoneType]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        hint = options[0]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        expected = "true or false"
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        expected = "an integer"
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        expected = "a number"
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        expected = "a string"
+    elif hint is Path:
+        if isinstance(value, str) and value:
+            return Path(value)
+        expected = "a path"
+    elif typing.get_origin(hint) is tuple:
+        if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        expected = "a list of strings"
+    else:
+        raise TypeError(f"{where}: unsupported field type {hint!r}")
+    raise ValueError(f"{where} must be {expected}, not {value!r}")
