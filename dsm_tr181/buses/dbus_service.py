@@ -176,7 +176,7 @@ class DsmService:
             GLib.Variant.new_string(note.path),
             self._outputs(note.path, note.args),
             GLib.Variant.new_int32(fault.code.usp if fault else 0),
-            GLib.Variant.new_string(fault_text(fault) if fault else ""),
+            GLib.Variant.new_string(_command_fault_text(fault, note.path) if fault else ""),
         )
 
     # == helpers ==============================================================================
@@ -220,6 +220,17 @@ def _typed(parameters: Mapping[str, Parameter], values: Mapping[str, Value]) -> 
     """``values`` (relative names, instance numbers in table arguments) as ``a{sv}``."""
     types = {name: parameters[_generic(name)].type for name in values}
     return dictionary_variant(typed_entries(types, values))
+
+
+def _command_fault_text(fault: Fault, command: str) -> str:
+    """An asynchronous command's fault text, naming the command when the handler's fault
+    names no path (the DataModel passes it on as raised). The fault is shared with the
+    other subscribers, so it is copied rather than changed."""
+    if fault.path:
+        return fault_text(fault)
+    named = Fault(fault.code, fault.message, command)
+    named.details = fault.details
+    return fault_text(named)
 
 
 def _parameter_names(obj: ResolvedObject, names: dict[str, bool]) -> None:

@@ -505,7 +505,8 @@ def test_signals_reach_another_process(served: Served) -> None:
         failed_id = served.call("Operate", f"'{SM}InstallDU()'", "{'URL': <'http://unreachable/x.tar'>}").unpack()[0]
         _, _, output, code, text = watch.wait_for("OperationComplete", lambda a: a[0] == failed_id).unpack()
         assert (output, code) == ({}, 7033)
-        assert text == "7033 Server Unreachable: cannot reach http://unreachable/x.tar"
+        # The stand-in's Fault names no path: the signal names the command.
+        assert text == f"7033 Server Unreachable: {SM}InstallDU(): cannot reach http://unreachable/x.tar"
 
         run(lambda: dm.delete_row(row))
         assert watch.wait_for("ObjectDeletion", lambda a: a[0] == row.path).unpack() == (row.path,)
