@@ -235,11 +235,16 @@ def expected(data_type: DataType, value: Value) -> GLib.Variant:
 
 
 class SignalWatch:
-    """``gdbus monitor`` of one name's signals, in another process."""
+    """``gdbus monitor`` of one name's signals, in another process.
 
-    def __init__(self, address: str, name: str, **popen: Any) -> None:
-        # Watched by its owner's unique name: GDBus drops the signals of a well-known name
-        # until it has learnt that name's owner, which may come after "is owned by" is printed.
+    gdbus monitor prints "The name … is owned by …" and only then subscribes, so a signal
+    sent right after that line may be missed: the watch is ready once a probe has come
+    through, a DUStateChange! event (``probe(marker)`` publishes it) that changes nothing.
+    """
+
+    def __init__(self, address: str, name: str, probe: Callable[[str], None], **popen: Any) -> None:
+        # By its owner's unique name: GDBus drops the signals of a well-known name until it
+        # has learnt the name's owner.
         owner = GLib.Variant.parse(None, gdbus_call(address, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                                     "org.freedesktop.DBus.GetNameOwner", name), None, None)[0]
         self._process = subprocess.Popen(
@@ -251,43 +256,67 @@ class SignalWatch:
         threading.Thread(target=self._read, daemon=True).start()
         try:
             self._next_line(lambda line: line.startswith(f"The name {owner} is owned by"), 10.0)
+            self._await_probe(probe)
         except BaseException:
             stop_process(self._process)
             raise
 
     def wait_for(self, member: str, match: Callable[[GLib.Variant], bool] = lambda _: True) -> GLib.Variant:
         """The arguments of the first signal ``member`` (received so far or within 10 s) that ``match``es."""
-        deadline = time.monotonic() + 10.0
-        while True:
-            for seen_member, args in self._seen:
-                if seen_member == member and match(args):
-                    return args
-            line = self._next_line(lambda line: line.startswith(f"{PATH}: "), deadline - time.monotonic())
-            signal, _, text = line.removeprefix(f"{PATH}: ").partition(" ")
-            self._seen.append((signal.removeprefix(INTERFACE + "."), GLib.Variant.parse(None, text, None, None)))
+        found = self._find(lambda seen, args: seen == member and match(args), 10.0)
+        if found is None:
+            raise AssertionError(f"gdbus monitor: no {member} signal within the timeout")
+        return found
 
     def stop(self) -> None:
         stop_process(self._process)
+
+    def _await_probe(self, probe: Callable[[str], None]) -> None:
+        for attempt in range(50):
+            marker = f"probe-{attempt}"
+            probe(marker)
+            if self._find(lambda member, args, sent=marker: member == "Event" and args[1].get("Version") == sent, 0.2):
+                # One sender's signals arrive in order: whatever came before is stale.
+                self._seen.clear()
+                return
+        raise AssertionError("gdbus monitor: no probe came through")
+
+    def _find(self, match: Callable[[str, GLib.Variant], bool], timeout: float) -> GLib.Variant | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for member, args in self._seen:
+                if match(member, args):
+                    return args
+            line = self._next_line(lambda line: line.startswith(f"{PATH}: "), deadline - time.monotonic())
+            if line is None:
+                return None
+            signal, _, text = line.removeprefix(f"{PATH}: ").partition(" ")
+            self._seen.append((signal.removeprefix(INTERFACE + "."), GLib.Variant.parse(None, text, None, None)))
 
     def _read(self) -> None:
         assert self._process.stdout is not None
         for line in self._process.stdout:
             self._lines.put(line.rstrip("\n"))
 
-    def _next_line(self, wanted: Callable[[str], bool], timeout: float) -> str:
+    def _next_line(self, wanted: Callable[[str], bool], timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
         while True:
             try:
                 line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError("gdbus monitor: nothing more within the timeout") from None
+                return None
             if wanted(line):
                 return line
 
 
+def prober(dm: DataModel, loop: LoopThread) -> Callable[[str], None]:
+    """Publishes the probe a SignalWatch waits for."""
+    return lambda marker: loop.run(lambda: dm.emit_event(SM + "DUStateChange!", {"Version": marker}))
+
+
 @contextmanager
-def watching(address: str, name: str = NAME, **popen: Any) -> Iterator[SignalWatch]:
-    watch = SignalWatch(address, name, **popen)
+def watching(address: str, probe: Callable[[str], None], name: str = NAME, **popen: Any) -> Iterator[SignalWatch]:
+    watch = SignalWatch(address, name, probe, **popen)
     try:
         yield watch
     finally:
@@ -475,7 +504,7 @@ def test_add_and_delete_refused_in_softwaremodules(served: Served) -> None:
 
 def test_signals_reach_another_process(served: Served) -> None:
     dm, run = served.dm, served.loop.run
-    with watching(served.address) as watch:
+    with watching(served.address, prober(dm, served.loop)) as watch:
         row = run(lambda: dm.add_row(EU, {"EUID": "eu-signals", "ExecutionEnvRef": EE_REF}))
         _, keys = watch.wait_for("ObjectCreation", lambda a: a[0] == row.path).unpack()
         assert keys == {"EUID": "eu-signals", "Alias": row.values["Alias"]}
@@ -745,7 +774,7 @@ def test_policy_on_a_system_like_bus(loop: LoopThread) -> None:
     # With the writers' group changed as the file's comment says: its members may Set.
     changed = POLICY.read_text().replace('group="dsm"', f'group="{writers.gr_name}"')
     with system_like_bus(changed) as address, serving(dm, loop, {"bus": address}):
-        with watching(address, user=nobody, group=nogroup) as watch:
+        with watching(address, prober(dm, loop), user=nobody, group=nogroup) as watch:
             allowed = as_user(address, writers.gr_gid, *set_autostart)
             assert allowed.returncode == 0, allowed.stderr
             assert watch.wait_for("ValueChange").unpack() == (EU + "1.AutoStart", True)
