@@ -729,13 +729,18 @@ def system_like_bus(policy: str) -> Iterator[str]:
 def test_policy_file_rules() -> None:
     policies = {" ".join(f"{k}={v}" for k, v in p.attrib.items()): p for p in ET.parse(POLICY).getroot().iter("policy")}
     assert set(policies) == {"user=root", "context=default", "group=dsm"}
-    assert [(r.tag, r.attrib) for r in policies["user=root"]] == [("allow", {"own": NAME})]
+    root = [(r.tag, r.attrib) for r in policies["user=root"]]
+    assert root[0] == ("allow", {"own": NAME})
     default = [(r.tag, r.attrib) for r in policies["context=default"]]
     assert default[:2] == [("deny", {"own": NAME}), ("deny", {"send_destination": NAME})]
     readers = {a.get("send_member") for tag, a in default if tag == "allow" and a.get("send_interface") == INTERFACE}
-    assert readers == {"Get", "GetNames", "GetInstances", "GetSupportedDM"}
-    writers = {(r.tag, r.get("send_destination"), r.get("send_member")) for r in policies["group=dsm"]}
-    assert writers == {("allow", NAME, member) for member in ("Set", "Add", "Delete", "Operate")}
+    read_methods = {m.name for m in Gio.DBusNodeInfo.new_for_xml(INTROSPECTION).lookup_interface(INTERFACE).methods}
+    write_methods = {"Set", "Add", "Delete", "Operate"}
+    assert readers == read_methods - write_methods == {"Get", "GetNames", "GetInstances", "GetSupportedDM"}
+    writes = {("allow", NAME, INTERFACE, member) for member in write_methods}
+    for who, rules in (("group=dsm", policies["group=dsm"]), ("user=root", policies["user=root"][1:])):
+        granted = {(r.tag, r.get("send_destination"), r.get("send_interface"), r.get("send_member")) for r in rules}
+        assert granted == writes, who
 
 
 def test_dbus_daemon_accepts_the_policy_file() -> None:
@@ -758,11 +763,15 @@ def test_policy_on_a_system_like_bus(loop: LoopThread) -> None:
         return subprocess.run(command, capture_output=True, text=True, timeout=10, user=nobody, group=gid,
                               extra_groups=[])  # fmt: skip
 
-    # The shipped file as it is: readers yes, writers no (nobody is not in "dsm"), no name stealing.
+    # The shipped file as it is: readers yes, writers no (nobody is not in "dsm"), no name
+    # stealing; root (this test) may write.
     with system_like_bus(POLICY.read_text()) as address, serving(dm, loop, {"bus": address}):
         assert as_user(address, nogroup, "Get", f"['{EU}1.AutoStart']").returncode == 0
         refused = as_user(address, nogroup, *set_autostart)
         assert "org.freedesktop.DBus.Error.AccessDenied" in refused.stderr
+        assert call(address, NAME, *set_autostart).unpack() == ({EU + "1.AutoStart": True},)
+        operated = call(address, NAME, "Operate", f"'{EU}1.SetRequestedState()'", "{'RequestedState': <'Idle'>}")
+        assert operated.unpack() == ("", {})
         taken = subprocess.run(
             ["gdbus", "call", "--address", address, "--dest", "org.freedesktop.DBus", "--object-path",
              "/org/freedesktop/DBus", "--method", "org.freedesktop.DBus.RequestName", NAME, "4"],
@@ -772,6 +781,7 @@ def test_policy_on_a_system_like_bus(loop: LoopThread) -> None:
         assert as_user(address, nogroup, "GetSupportedDM", f"['{EU}{{i}}.']", "true").returncode == 0
 
     # With the writers' group changed as the file's comment says: its members may Set.
+    loop.run(lambda: dm.update(EU + "1.", {"AutoStart": False}))
     changed = POLICY.read_text().replace('group="dsm"', f'group="{writers.gr_name}"')
     with system_like_bus(changed) as address, serving(dm, loop, {"bus": address}):
         with watching(address, prober(dm, loop), user=nobody, group=nogroup) as watch:
