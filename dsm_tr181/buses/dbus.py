@@ -5,9 +5,11 @@ the connection is opened, the object registered and the name requested on it, so
 dispatches method calls there. Each call is handed to the asyncio loop
 (``call_soon_threadsafe``) where :class:`~dsm_tr181.buses.dbus_service.DsmService` runs
 the DataModel operation and builds the reply variant; the GLib thread waits for it (at
-most ``call_timeout`` seconds) and sends it. Notifications are turned into signal
-arguments on the loop, inside the DataModel's subscription callback, and emitted on the
-GLib thread (``GLibThread.invoke``). The GLib thread never touches the tree.
+most ``call_timeout`` seconds) and sends it. For GetBulk the loop only copies the values
+and the GLib thread encodes the JSON reply from the copy, so the loop is not held for
+that. Notifications are turned into signal arguments on the loop, inside the DataModel's
+subscription callback, and emitted on the GLib thread (``GLibThread.invoke``). The GLib
+thread never touches the tree.
 
 pydbus. pydbus (unmaintained since 2016) opens the connection and owns the name; it stays
 inside this module. The object itself is registered with Gio directly: pydbus's method
@@ -32,7 +34,7 @@ from gi.repository import Gio, GLib
 
 from dsm_tr181.buses.dbus_errors import INTERNAL_ERROR, error_name, fault_text, internal_error_text
 from dsm_tr181.buses.dbus_interface import INTERFACE, INTROSPECTION
-from dsm_tr181.buses.dbus_service import DsmService
+from dsm_tr181.buses.dbus_service import DsmService, Reply
 from dsm_tr181.buses.dbus_variants import from_arguments
 from dsm_tr181.errors import Fault
 from dsm_tr181.glib_thread import GLibThread
@@ -172,6 +174,8 @@ class DbusProvider:
         """Gio's method handler: Gio has checked the method name and the signature."""
         try:
             reply = self._ask_loop(method_name, from_arguments(parameters))
+            if callable(reply):
+                reply = reply()
         except Fault as fault:
             invocation.return_dbus_error(error_name(fault.code), fault_text(fault))
         except _NoAnswer:
@@ -183,8 +187,8 @@ class DbusProvider:
         else:
             invocation.return_value(reply)
 
-    def _ask_loop(self, method: str, args: tuple[Any, ...]) -> GLib.Variant:
-        answer: concurrent.futures.Future[GLib.Variant] = concurrent.futures.Future()
+    def _ask_loop(self, method: str, args: tuple[Any, ...]) -> Reply:
+        answer: concurrent.futures.Future[Reply] = concurrent.futures.Future()
 
         def run() -> None:
             if not answer.set_running_or_notify_cancel():

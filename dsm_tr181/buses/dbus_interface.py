@@ -21,6 +21,13 @@ INTROSPECTION = """\
       <arg name="paths" type="as" direction="in"/>
       <arg name="values" type="a{sv}" direction="out"/>
     </method>
+    <!-- The values of Get as one JSON document, {object path: {name: TR-106 text}}:
+         the way to read large subtrees. max_depth 0: every level below each path. -->
+    <method name="GetBulk">
+      <arg name="paths" type="as" direction="in"/>
+      <arg name="max_depth" type="u" direction="in"/>
+      <arg name="values" type="s" direction="out"/>
+    </method>
     <!-- Object (ending ".") and parameter names at or below path -> writable. -->
     <method name="GetNames">
       <arg name="path" type="s" direction="in"/>

@@ -3,16 +3,20 @@
 Everything here runs on the asyncio loop that owns the tree and returns finished
 ``GLib.Variant`` values: the DataModel hands out read-only views that are valid only
 until the tree next changes, so nothing of the tree may leave the loop unconverted.
+GetBulk alone returns a function instead: it copies the values on the loop and leaves
+the JSON encoding, which needs no tree, to that function, called off the loop.
 Threading is the provider's business (:mod:`dsm_tr181.buses.dbus`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from gi.repository import GLib
 
+from dsm_tr181.buses.dbus_bulk import BulkEncoder, snapshot
 from dsm_tr181.buses.dbus_errors import fault_text
 from dsm_tr181.buses.dbus_supported import supported_dm_json
 from dsm_tr181.buses.dbus_variants import (
@@ -33,6 +37,9 @@ from dsm_tr181.tree.results import ResolvedObject
 _EMPTY = dictionary_variant(())
 _INSTANCE = GLib.VariantType.new("(sa{sv})")
 
+# A method's reply tuple, or a function that builds it off the loop.
+Reply = GLib.Variant | Callable[[], GLib.Variant]
+
 
 class DsmService:
     """The D-Bus face of one DataModel; call it on the loop only."""
@@ -41,8 +48,10 @@ class DsmService:
         self._dm = dm
         self._schema = dm.schema
         self._encoder = ValueEncoder()
-        self._methods: dict[str, Callable[..., GLib.Variant]] = {
+        self._bulk = BulkEncoder()
+        self._methods: dict[str, Callable[..., Reply]] = {
             "Get": self.get,
+            "GetBulk": self.get_bulk,
             "GetNames": self.get_names,
             "GetInstances": self.get_instances,
             "GetSupportedDM": self.get_supported_dm,
@@ -64,8 +73,9 @@ class DsmService:
         """The notification kinds sent as signals (PROGRESS is product-internal)."""
         return set(self._signals)
 
-    def call(self, method: str, args: tuple[Any, ...]) -> GLib.Variant:
-        """Run ``method`` (a method of the interface) and return its reply tuple."""
+    def call(self, method: str, args: tuple[Any, ...]) -> Reply:
+        """Run ``method`` (a method of the interface) and return its reply tuple, or the
+        function that finishes it (call that one off the loop, one call at a time)."""
         return self._methods[method](*args)
 
     def signal(self, note: Notification) -> tuple[str, GLib.Variant]:
@@ -78,6 +88,10 @@ class DsmService:
         objects = self._resolved(paths)
         encode = self._encoder.object_entries
         return dictionary_reply(entry for obj in objects for entry in encode(obj.path, obj.schema, obj.params))
+
+    def get_bulk(self, paths: list[str], max_depth: int) -> Callable[[], GLib.Variant]:
+        """Get's values as one JSON document (see :mod:`~dsm_tr181.buses.dbus_bulk`)."""
+        return partial(self._bulk.reply, snapshot(self._resolved(paths, max_depth)))
 
     def get_names(self, path: str, next_level: bool) -> GLib.Variant:
         """Name -> writable; see integration/dbus.md for what each kind of path lists."""

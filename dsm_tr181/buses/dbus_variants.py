@@ -162,6 +162,11 @@ def dictionary_reply(entries: Iterable[tuple[bytes, bytes]]) -> GLib.Variant:
     return _from_bytes("(a{sv})", dictionary(entries))
 
 
+def string_reply(text: bytes) -> GLib.Variant:
+    """A method reply ``(s)`` from UTF-8 holding no NUL (a one-member tuple is its member)."""
+    return _from_bytes("(s)", text + b"\0")
+
+
 def from_variant(value: GLib.Variant) -> Value:
     """A received value as the data model takes it (see the module docstring)."""
     type_string = value.get_type_string()

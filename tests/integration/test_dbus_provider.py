@@ -38,7 +38,7 @@ from gi.repository import Gio, GLib
 
 from dsm_tr181.buses.dbus import DbusConfig, DbusProvider
 from dsm_tr181.buses.dbus_interface import INTERFACE, INTROSPECTION
-from dsm_tr181.buses.dbus_variants import dictionary, typed_entries
+from dsm_tr181.buses.dbus_variants import dictionary, from_variant, typed_entries
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import load_schema
 from dsm_tr181.schema.loader import load_documents
@@ -220,6 +220,27 @@ def entries(variant: GLib.Variant) -> dict[str, GLib.Variant]:
     """An ``a{sv}`` as key -> the value inside its variant (types kept)."""
     pairs = (variant.get_child_value(i) for i in range(variant.n_children()))
     return {p.get_child_value(0).get_string(): p.get_child_value(1).get_variant() for p in pairs}
+
+
+def strings(paths: list[str]) -> str:
+    """``as`` in GVariant text (search paths hold quotes)."""
+    return GLib.Variant("as", paths).print_(False)
+
+
+def bulk(served: Served, paths: list[str], max_depth: int = 0) -> dict[str, dict[str, str]]:
+    """GetBulk's JSON document, decoded."""
+    document: dict[str, dict[str, str]] = json.loads(served.call("GetBulk", strings(paths), str(max_depth))[0])
+    return document
+
+
+def flat(document: dict[str, dict[str, str]]) -> dict[str, str]:
+    return {obj + name: text for obj, params in document.items() for name, text in params.items()}
+
+
+def get_as_text(served: Served, paths: list[str]) -> dict[str, str]:
+    """Get's answer, each typed value in its TR-106 text as the DataModel writes it."""
+    got = entries(served.call("Get", strings(paths)).get_child_value(0))
+    return served.loop.run(lambda: {path: served.dm.text(path, from_variant(v)) for path, v in got.items()})
 
 
 def expected(data_type: DataType, value: Value) -> GLib.Variant:
@@ -446,6 +467,87 @@ def test_get_supported_dm_json(served: Served) -> None:
     assert "Fault.FaultCode" in event["arg_names"]
 
 
+# == GetBulk ========================================================================================
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [[SM], [EU + "1.AutoStart"], [EU + '[EUID=="eu-2"].'], [EU + "*.Name", SM + "ExecEnv.1."]],
+    ids=["partial", "parameter", "search", "wildcard-and-object"],
+)
+def test_get_bulk_is_gets_values_as_text(served: Served, paths: list[str]) -> None:
+    document = bulk(served, paths)
+    assert flat(document) == get_as_text(served, paths)
+    objects = served.loop.run(lambda: [o.path for r in served.dm.get(paths) for o in r.resolved])
+    assert list(document) == list(dict.fromkeys(objects))  # grouped by object, in Get's order
+
+
+def test_get_bulk_values_are_tr106_text(served: Served) -> None:
+    document = bulk(served, [SM])
+    ee = document[SM + "ExecEnv.1."]
+    assert (ee["Enable"], ee["CreatedAt"], ee["AllocatedMemory"], ee["InitialRunLevel"]) == ("true", CREATED, "-1", "3")
+    assert document[SM + "DeploymentUnit.1."]["ExecutionUnitList"] == f"{EU}1,{EU}2"
+    count = served.loop.run(lambda: served.dm.value(SM + "ExecutionUnitNumberOfEntries"))
+    assert document[SM]["ExecutionUnitNumberOfEntries"] == str(count)
+
+
+def test_get_bulk_max_depth(served: Served) -> None:
+    def objects(depth: int) -> list[str]:
+        return served.loop.run(lambda: [o.path for o in served.dm.get([EU + "1."], depth)[0].resolved])
+
+    assert list(bulk(served, [EU + "1."], 1)) == [EU + "1."] == objects(1)
+    two = bulk(served, [EU + "1."], 2)
+    assert list(two) == objects(2) and EU + "1.AutoRestart." in two
+    assert bulk(served, [EU + "1."], 0) == bulk(served, [EU + "1."], 9)
+    assert bulk(served, [EU + "1.Name"], 1) == {EU + "1.": {"Name": "app1"}}  # not for parameters
+
+
+@pytest.mark.parametrize("path", ["Device..SoftwareModules.", SM + "NoSuchThing", EU + "99.", EU + "1.Nope"])
+def test_get_bulk_faults_are_gets(served: Served, path: str) -> None:
+    name, message = served.error("GetBulk", strings([SM, path]), "0")
+    assert (name, message) == served.error("Get", strings([SM, path]))
+    assert name.startswith("com.rdkcentral.DSM.Error.Invalid")
+
+
+def test_get_bulk_from_busctl(served: Served) -> None:
+    if shutil.which("busctl") is None:
+        pytest.skip("busctl is missing")
+    done = subprocess.run(
+        ["busctl", f"--address={served.address}", "--json=short", "call", NAME, PATH, INTERFACE,
+         "GetBulk", "asu", "1", EU + "1.Name", "0"],
+        capture_output=True, text=True, timeout=10, check=True,
+    )  # fmt: skip
+    reply = json.loads(done.stdout)
+    assert reply["type"] == "s"
+    assert json.loads(reply["data"][0]) == {EU + "1.": {"Name": "app1"}}
+
+
+def many_dus(n: int) -> DataModel:
+    """The real model with n DUs of 3 EUs each (bench/tree_bench.py's tree)."""
+    dm = DataModel(load_schema())
+    ee = dm.add_row(SM + "ExecEnv.", {"Name": "default", "Enable": True, "Status": "Up", "Type": "OCI"})
+    for i in range(n):
+        eus = tuple(
+            dm.add_row(EU, {"EUID": f"eu-{i}-{j}", "Name": f"app{i}-{j}", "ExecutionEnvRef": ee.ref}).ref
+            for j in range(3)
+        )
+        dm.add_row(
+            SM + "DeploymentUnit.",
+            {"UUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"du{i}")), "DUID": f"du{i}", "Version": "1.0.0",
+             "ExecutionEnvRef": ee.ref, "ExecutionUnitList": eus},
+        )  # fmt: skip
+    return dm
+
+
+def test_get_bulk_of_1000_dus_decodes(bus_address: str, loop: LoopThread) -> None:
+    dm = loop.run(lambda: many_dus(1000))
+    with serving(dm, loop, {"bus": bus_address, "name": NAME + ".Large"}):
+        text = call(bus_address, NAME + ".Large", "GetBulk", f"['{SM}']", "0")[0]
+    document = json.loads(text)
+    assert document == loop.run(lambda: {o.path: o.text() for o in dm.get([SM])[0].resolved})
+    assert len(document) > 13_000 and sum(map(len, document.values())) > 150_000
+
+
 # == Set ============================================================================================
 
 
@@ -564,6 +666,12 @@ def test_every_type_round_trips(test_model: Served) -> None:
     assert bytes(got[t + "Mac"].unpack()) == bytes.fromhex("0011223344ff")
     assert got[t + "Tags"].unpack() == ["x", "y"]
     assert got[t + "Secret"].unpack() == ""  # hidden: read back empty
+    texts = bulk(test_model, [t])[t]
+    assert flat({t: texts}) == get_as_text(test_model, [t])
+    assert texts.items() >= {
+        "Big": "18446744073709551615", "Signed": "-9223372036854775808", "Level": "-5",
+        "When": "2024-02-29T11:00:00.5Z", "Blob": "AAH/", "Mac": "0011223344ff", "Tags": "x,y", "Secret": "",
+    }.items()  # fmt: skip
 
 
 def test_add_and_delete_rows(test_model: Served) -> None:
@@ -594,6 +702,15 @@ def test_strings_d_bus_cannot_carry_are_replaced(served: Served) -> None:
     served.loop.run(store)
     got = served.call("Get", f"['{EU}2.ExecutionFaultMessage']").unpack()[0]
     assert got == {EU + "2.ExecutionFaultMessage": "bad\ufffdbyte ?"}
+    assert bulk(served, [EU + "2.ExecutionFaultMessage"]) == {EU + "2.": {"ExecutionFaultMessage": "bad\ufffdbyte ?"}}
+    assert bulk(served, [EU + "2."])[EU + "2."]["ExecutionFaultMessage"] == "bad\ufffdbyte ?"
+
+
+def test_get_bulk_carries_any_other_string(served: Served) -> None:
+    text = 'say "hi" \\u0000 \\ é ☃ 😀\n\t'  # JSON escapes, and the text of one
+    served.loop.run(lambda: served.dm.update(EU + "2.", {"ExecutionFaultMessage": text}))
+    assert bulk(served, [EU + "2."])[EU + "2."]["ExecutionFaultMessage"] == text
+    assert bulk(served, [EU + "2.ExecutionFaultMessage"])[EU + "2."]["ExecutionFaultMessage"] == text
 
 
 # == errors that are not faults, timeouts, lifecycle ================================================
@@ -736,7 +853,7 @@ def test_policy_file_rules() -> None:
     readers = {a.get("send_member") for tag, a in default if tag == "allow" and a.get("send_interface") == INTERFACE}
     read_methods = {m.name for m in Gio.DBusNodeInfo.new_for_xml(INTROSPECTION).lookup_interface(INTERFACE).methods}
     write_methods = {"Set", "Add", "Delete", "Operate"}
-    assert readers == read_methods - write_methods == {"Get", "GetNames", "GetInstances", "GetSupportedDM"}
+    assert readers == read_methods - write_methods == {"Get", "GetBulk", "GetNames", "GetInstances", "GetSupportedDM"}
     writes = {("allow", NAME, INTERFACE, member) for member in write_methods}
     for who, rules in (("group=dsm", policies["group=dsm"]), ("user=root", policies["user=root"][1:])):
         granted = {(r.tag, r.get("send_destination"), r.get("send_interface"), r.get("send_member")) for r in rules}
@@ -767,6 +884,7 @@ def test_policy_on_a_system_like_bus(loop: LoopThread) -> None:
     # stealing; root (this test) may write.
     with system_like_bus(POLICY.read_text()) as address, serving(dm, loop, {"bus": address}):
         assert as_user(address, nogroup, "Get", f"['{EU}1.AutoStart']").returncode == 0
+        assert as_user(address, nogroup, "GetBulk", f"['{EU}1.AutoStart']", "0").returncode == 0
         refused = as_user(address, nogroup, *set_autostart)
         assert "org.freedesktop.DBus.Error.AccessDenied" in refused.stderr
         assert call(address, NAME, *set_autostart).unpack() == ({EU + "1.AutoStart": True},)
