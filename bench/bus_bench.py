@@ -2,15 +2,20 @@
 
 The real Device.SoftwareModules. tree (``build`` from tree_bench: N DUs, 3N EUs) is
 served from an asyncio loop in a background thread, as the daemon serves it. A client
-in a separate process times
+in a separate process times, for each read method of the bus (D-Bus: Get, typed
+``a{sv}``, and GetBulk, one JSON document),
 
-  * 1000 Gets of one parameter,
-  * 20 partial-path Gets of ``Device.SoftwareModules.`` (every value of the tree),
+  * 1000 reads of one parameter,
+  * partial-path reads of ``Device.SoftwareModules.`` (every value of the tree): 20 Gets,
+    100 GetBulks,
 
-and the same ``DataModel.get`` calls are timed in-process on the loop, plus the
-provider's own work for the partial Get on the loop (DataModel + encoding the reply).
-Prints p50/p99 in ms and the bus/in-process ratio of the medians.
-Target: the partial Get over D-Bus under 100 ms at N=1000.
+each until its reply is received (GetBulk: as a Python string), and separately the
+client's json.loads of a GetBulk reply. The same ``DataModel.get`` calls are timed
+in-process on the loop; so is the provider's own work for the partial read, on the loop
+and (GetBulk's JSON) off it, and the longest the loop was stalled while the remote
+partial reads ran (a 1 ms ticker on the loop; any thread holding the GIL counts).
+Prints p50/p99 in ms, the bus/in-process ratio of the medians and which method meets the
+target: the partial read over D-Bus under 100 ms at N=1000.
 
 One section per bus in ``SECTIONS``: how to serve the tree, and the client that runs in
 the other process. D-Bus: a private dbus-daemon, DbusProvider, a Gio client. An rbus
@@ -34,7 +39,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,8 +48,13 @@ from dsm_tr181.tree.datamodel import DataModel
 
 T = TypeVar("T")
 GETS = 1000
-PARTIAL_GETS = 20
+PARTIAL_READS = {"Get": 20, "GetBulk": 100}
 ONE = SM + "ExecutionUnit.1.Status"
+TARGET_MS = 100.0
+
+# What a client run measured: seconds per call until the reply was received, seconds
+# per decoding of it (json.loads; empty where the reply is typed), what one reply held.
+Timings = dict[str, Any]
 
 
 # ---- sections: one per bus ----
@@ -54,12 +64,13 @@ ONE = SM + "ExecutionUnit.1.Status"
 class Section:
     # Serves ``dm`` from ``loop`` while the context lasts; yields the client's arguments.
     serve: Callable[[DataModel, asyncio.AbstractEventLoop], AbstractContextManager[list[str]]]
-    # Runs in the client process: (its arguments, path, count) -> seconds per call, and
-    # what one answer held.
-    client: Callable[[list[str], str, int], tuple[list[float], str]]
-    # What the provider does on the loop for one Get (the DataModel call and the reply's
-    # encoding), if it can be called on its own.
-    loop_work: Callable[[DataModel], Callable[[list[str]], object]] | None = None
+    # Runs in the client process: (its arguments, method, path, count) -> Timings.
+    client: Callable[[list[str], str, str, int], Timings]
+    # The read methods the client can call, the typed Get first.
+    methods: tuple[str, ...] = ("Get",)
+    # What the provider does for one read of a method, called on the loop; it may return
+    # a function, the rest of the work, which the provider runs off the loop.
+    loop_work: Callable[[DataModel], dict[str, Callable[[list[str]], object]]] | None = None
 
 
 @contextmanager
@@ -76,7 +87,7 @@ def serve_dbus(dm: DataModel, loop: asyncio.AbstractEventLoop) -> Iterator[list[
             asyncio.run_coroutine_threadsafe(provider.close(), loop).result(60)
 
 
-def dbus_client(args: list[str], path: str, count: int) -> tuple[list[float], str]:
+def dbus_client(args: list[str], method: str, path: str, count: int) -> Timings:
     from gi.repository import Gio, GLib
 
     from dsm_tr181.buses.dbus import DbusConfig
@@ -86,28 +97,39 @@ def dbus_client(args: list[str], path: str, count: int) -> tuple[list[float], st
     config = DbusConfig()
     flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
     connection = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
-    request = GLib.Variant("(as)", ([path],))
-    samples = []
-    reply = None
+    bulk = method == "GetBulk"
+    request = GLib.Variant("(asu)", ([path], 0)) if bulk else GLib.Variant("(as)", ([path],))
+    received, decoded = [], []
     for _ in range(count):
         started = time.perf_counter()
         reply = connection.call_sync(
-            config.name, config.object_path, INTERFACE, "Get", request, None, Gio.DBusCallFlags.NONE, 600_000, None
+            config.name, config.object_path, INTERFACE, method, request, None, Gio.DBusCallFlags.NONE, 600_000, None
         )
-        samples.append(time.perf_counter() - started)
-    assert reply is not None
-    answer = reply.get_child_value(0)
+        if bulk:
+            text = reply.get_child_value(0).get_string()
+            got = time.perf_counter()
+            values = json.loads(text)
+            decoded.append(time.perf_counter() - got)
+            received.append(got - started)
+        else:
+            received.append(time.perf_counter() - started)
     connection.close_sync(None)
-    return samples, f"{answer.n_children()} values, {answer.get_size() / 1e6:.1f} MB"
+    if bulk:
+        shape = f"{len(values)} objects, {sum(map(len, values.values()))} values, {len(text) / 1e6:.1f} MB of JSON"
+    else:
+        answer = reply.get_child_value(0)
+        shape = f"{answer.n_children()} values, {answer.get_size() / 1e6:.1f} MB"
+    return {"received": received, "decoded": decoded, "shape": shape}
 
 
-def dbus_loop_work(dm: DataModel) -> Callable[[list[str]], object]:
+def dbus_loop_work(dm: DataModel) -> dict[str, Callable[[list[str]], object]]:
     from dsm_tr181.buses.dbus_service import DsmService
 
-    return DsmService(dm).get
+    service = DsmService(dm)
+    return {"Get": service.get, "GetBulk": lambda paths: service.get_bulk(paths, 0)}
 
 
-SECTIONS: dict[str, Section] = {"dbus": Section(serve_dbus, dbus_client, dbus_loop_work)}
+SECTIONS: dict[str, Section] = {"dbus": Section(serve_dbus, dbus_client, ("Get", "GetBulk"), dbus_loop_work)}
 
 
 # ---- the server side ----
@@ -133,6 +155,25 @@ class LoopThread:
         self.loop.call_soon_threadsafe(call)
         return future.result(600)
 
+    @contextmanager
+    def stalls(self) -> Iterator[list[float]]:
+        """While the block runs, a 1 ms ticker on the loop; yields how late each tick was (s)."""
+        lateness: list[float] = []
+        running = True
+
+        async def tick() -> None:
+            while running:
+                due = time.perf_counter() + 0.001
+                await asyncio.sleep(0.001)
+                lateness.append(time.perf_counter() - due)
+
+        ticker = asyncio.run_coroutine_threadsafe(tick(), self.loop)
+        try:
+            yield lateness
+        finally:
+            running = False
+            ticker.result(10)
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
@@ -148,11 +189,11 @@ def timed(call: Callable[[], object], count: int) -> list[float]:
     return samples
 
 
-def run_client(bus: str, args: list[str], path: str, count: int) -> tuple[list[float], str]:
-    command = [sys.executable, __file__, "client", bus, path, str(count), *args]
+def run_client(bus: str, args: list[str], method: str, path: str, count: int) -> Timings:
+    command = [sys.executable, __file__, "client", bus, method, path, str(count), *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=True)
-    samples, shape = json.loads(done.stdout.splitlines()[-1])
-    return samples, shape
+    timings: Timings = json.loads(done.stdout.splitlines()[-1])
+    return timings
 
 
 def pct(samples: list[float], q: int) -> float:
@@ -167,32 +208,72 @@ def report(label: str, remote: list[float], local: list[float]) -> None:
     )
 
 
+def provider_work(loop: LoopThread, work: Callable[[list[str]], object]) -> tuple[list[float], list[float]]:
+    """Seconds on the loop and off it (the function returned, if any) per partial read."""
+    on_loop, off_loop = [], []
+    for _ in range(PARTIAL_READS["Get"]):
+        started = time.perf_counter()
+        rest = loop.run(lambda: work([SM]))
+        on_loop.append(time.perf_counter() - started)
+        if callable(rest):
+            off_loop += timed(rest, 1)
+    return on_loop, off_loop
+
+
 def bench(bus: str, n: int) -> None:
     section = SECTIONS[bus]
     loop = LoopThread()
     try:
         dm = loop.run(lambda: build(n))
+        one: dict[str, Timings] = {}
+        partial: dict[str, Timings] = {}
+        stalled: dict[str, list[float]] = {}
         with section.serve(dm, loop.loop) as args:
-            one, _ = run_client(bus, args, ONE, GETS)
-            partial, shape = run_client(bus, args, SM, PARTIAL_GETS)
+            for method in section.methods:
+                one[method] = run_client(bus, args, method, ONE, GETS)
+                with loop.stalls() as lateness:
+                    partial[method] = run_client(bus, args, method, SM, PARTIAL_READS[method])
+                stalled[method] = lateness
         one_local = loop.run(lambda: timed(lambda: dm.get([ONE]), GETS))
-        partial_local = loop.run(lambda: timed(lambda: dm.get([SM]), PARTIAL_GETS))
-        print(f"{bus}, N={n}: {n} DUs, {3 * n} EUs; a partial Get answers {shape}")
+        partial_local = loop.run(lambda: timed(lambda: dm.get([SM]), PARTIAL_READS["Get"]))
+
+        print(f"{bus}, N={n}: {n} DUs, {3 * n} EUs")
+        for method in section.methods:
+            print(f"  {method} {SM} answers {partial[method]['shape']}")
         print(f"{'':<34} {bus + ' p50':>10} {bus + ' p99':>10} {'local p50':>10} {'local p99':>10} {'ratio':>9}  (ms)")
-        report(f"Get {ONE.removeprefix(SM)}", one, one_local)
-        report(f"Get {SM}", partial, partial_local)
+        for method in section.methods:
+            report(f"{method} {ONE.removeprefix(SM)}", one[method]["received"], one_local)
+        for method in section.methods:
+            report(f"{method} {SM}", partial[method]["received"], partial_local)
+        for method in section.methods:
+            decoded = partial[method]["decoded"]
+            if decoded:
+                print(f"  {method} {SM}: json.loads in the client p50 {pct(decoded, 50):.1f} ms, "
+                      f"p99 {pct(decoded, 99):.1f} ms (not in the times above)")  # fmt: skip
         if section.loop_work is not None:
-            work = section.loop_work(dm)
-            on_loop = loop.run(lambda: timed(lambda: work([SM]), PARTIAL_GETS))
-            print(f"  partial Get, the provider's work on the loop (get + encoding): p50 {pct(on_loop, 50):.1f} ms")
+            print("  the provider's work for one partial read (p50); the loop's longest stall during the remote reads:")
+            for method, work in section.loop_work(dm).items():
+                on_loop, off_loop = provider_work(loop, work)
+                off = f" + {pct(off_loop, 50):.1f} ms off it" if off_loop else ""
+                print(f"    {method:<8} {pct(on_loop, 50):6.1f} ms on the loop{off}; "
+                      f"longest stall {1000 * max(stalled[method]):.1f} ms")  # fmt: skip
+        medians = {method: pct(partial[method]["received"], 50) for method in section.methods}
+        first, *others = section.methods
+        for method in others:
+            print(f"  {method}/{first}, partial read p50: {medians[method] / medians[first]:.3f} "
+                  f"({medians[first] / medians[method]:.1f}x faster)")  # fmt: skip
+        print(f"Target: a partial read of {SM} over {bus} under {TARGET_MS:.0f} ms (p50 until received), N={n}:")
+        for method, median in medians.items():
+            verdict = "met" if median < TARGET_MS else "NOT met"
+            print(f"  {method:<8} {median:8.1f} ms  {verdict}")
     finally:
         loop.close()
 
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["client"]:
-        bus, path, count, *args = argv[1:]
-        print(json.dumps(SECTIONS[bus].client(args, path, int(count))))
+        bus, method, path, count, *args = argv[1:]
+        print(json.dumps(SECTIONS[bus].client(args, method, path, int(count))))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dus", type=int, default=1000, help="deployment units in the tree (3 EUs each)")
