@@ -369,4 +369,3 @@ def test_container_killed_while_the_daemon_was_down_is_started_again(dsm: DsmDae
     state = runc_state(dsm, euid)
     assert state is not None and state["status"] == "running" and state["pid"] != pid
     assert dsm.containers() == [euid]
-

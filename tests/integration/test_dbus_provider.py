@@ -44,7 +44,8 @@ from dsm_tr181.schema import load_schema
 from dsm_tr181.schema.loader import load_documents
 from dsm_tr181.schema.types import BaseType, DataType, ListFacet, Value, format_datetime
 from dsm_tr181.tree.datamodel import CommandCall, DataModel
-from tests.support.dbusdaemon import gdbus_call, private_bus, read_ready_line, stop_process
+from tests.support.dbusdaemon import gdbus_call, private_bus, read_ready_line
+from tests.support.processes import stop_process
 
 _MISSING = [tool for tool in ("dbus-daemon", "gdbus") if shutil.which(tool) is None]
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(bool(_MISSING), reason=f"missing {', '.join(_MISSING)}")]
@@ -266,8 +267,14 @@ class SignalWatch:
     def __init__(self, address: str, name: str, probe: Callable[[str], None], **popen: Any) -> None:
         # By its owner's unique name: GDBus drops the signals of a well-known name until it
         # has learnt the name's owner.
-        owner = GLib.Variant.parse(None, gdbus_call(address, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                                    "org.freedesktop.DBus.GetNameOwner", name), None, None)[0]
+        owner = GLib.Variant.parse(
+            None,
+            gdbus_call(
+                address, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus.GetNameOwner", name
+            ),
+            None,
+            None,
+        )[0]
         self._process = subprocess.Popen(
             ["gdbus", "monitor", "--address", address, "--dest", owner],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, **popen,

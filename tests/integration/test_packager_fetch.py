@@ -281,9 +281,7 @@ class _Noise(io.RawIOBase):
         return count
 
 
-def test_credentials_never_logged_or_shown(
-    http: FileServer, bundles: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_credentials_never_logged_or_shown(http: FileServer, bundles: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     http.auth = (USER, PASSWORD)
     http.redirects = {"/latest.tar.gz": "/hello.tar.gz", "/other": http.url("hello.tar.gz", host="localhost")}
@@ -473,9 +471,7 @@ def stalling(streamed: Path) -> Iterator[RawServer]:
     server.close()
 
 
-def test_server_stalling_mid_stream(
-    stalling: RawServer, bundles: Path, timeline: list[tuple[Any, ...]]
-) -> None:
+def test_server_stalling_mid_stream(stalling: RawServer, bundles: Path, timeline: list[tuple[Any, ...]]) -> None:
     options = {"read_timeout": 0.3, "sibling_digest": False}
     fault = refused(FaultCode.DOWNLOAD_INCOMPLETE, stalling.url, bundles, progress=timeline, **options)
     assert f"stalled after {3 * BLOB} bytes" in fault.message
@@ -506,9 +502,7 @@ def test_cancelling_during_a_stall_is_prompt(stalling: RawServer, bundles: Path)
     assert list(bundles.iterdir()) == []
 
 
-def test_archive_limit_reached_while_extracting(
-    streamed: Path, bundles: Path, timeline: list[tuple[Any, ...]]
-) -> None:
+def test_archive_limit_reached_while_extracting(streamed: Path, bundles: Path, timeline: list[tuple[Any, ...]]) -> None:
     """No Content-Length: the limit can only be found while the body streams in."""
     server = RawServer(b"HTTP/1.0 200 OK\r\n\r\n" + (streamed / "big.tar").read_bytes(), stall=False)
     try:

@@ -25,7 +25,6 @@ from tests.support.rtrouted import (
     BrokerBusy,
     InteractiveCli,
     RbusTools,
-    find_tools,
     no_broker,
     parse_object_dump,
     run_rbuscli,
@@ -37,21 +36,6 @@ pytestmark = [pytest.mark.rbus, pytest.mark.integration]
 ROOT = "Device.DSMTest."
 TABLE = ROOT + "Item."
 EVENT = ROOT + "Changed!"
-
-
-@pytest.fixture(scope="module")
-def tools() -> RbusTools:
-    found = find_tools()
-    if isinstance(found, str):
-        pytest.skip(found)
-    return found
-
-
-@pytest.fixture(scope="module")
-def cli_tools(tools: RbusTools) -> RbusTools:
-    if tools.rbuscli is None:
-        pytest.skip("no rbuscli: set DSM_RBUSCLI or put rbuscli beside rtrouted")
-    return tools
 
 
 @pytest.fixture(scope="module")

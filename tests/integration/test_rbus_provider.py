@@ -34,7 +34,6 @@ from tests.support.rtrouted import (
     BrokerBusy,
     InteractiveCli,
     RbusTools,
-    find_tools,
     no_broker,
     parse_object_dump,
     run_rbuscli,
@@ -50,13 +49,9 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
-def tools() -> RbusTools:
-    found = find_tools()
-    if isinstance(found, str):
-        pytest.skip(found)
-    if found.rbuscli is None:
-        pytest.skip("no rbuscli: set DSM_RBUSCLI or put rbuscli beside rtrouted")
-    return found
+def tools(cli_tools: RbusTools) -> RbusTools:
+    """Every test here drives rbuscli."""
+    return cli_tools
 
 
 class LoopThread:

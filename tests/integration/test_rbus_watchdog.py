@@ -11,17 +11,9 @@ from dsm_tr181.buses.rbus import RbusProvider
 from dsm_tr181.schema import load_schema
 from dsm_tr181.tree.datamodel import DataModel
 from tests.integration.test_rbus_provider import SM, LoopThread
-from tests.support.rtrouted import BrokerBusy, RbusTools, find_tools, run_rbuscli, running_broker
+from tests.support.rtrouted import BrokerBusy, RbusTools, run_rbuscli, running_broker
 
 pytestmark = pytest.mark.rbus
-
-
-@pytest.fixture(scope="module")
-def tools() -> RbusTools:
-    found = find_tools()
-    if isinstance(found, str):
-        pytest.skip(found)
-    return found
 
 
 def _until(check, timeout: float) -> bool:  # type: ignore[no-untyped-def]

@@ -18,8 +18,9 @@ from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import ContainerExit, ContainerState, PausableRuntime, StartSpec
 from dsm_tr181.runtimes.dobby import DobbyRuntime, DobbyRuntimeConfig, exit_from_wait_status
 from dsm_tr181.sample_bundle import BUSYBOX, make_bundle
-from tests.support.dbusdaemon import PrivateBus, gdbus_call, private_bus, stop_process
+from tests.support.dbusdaemon import PrivateBus, gdbus_call, private_bus
 from tests.support.dobby_standin import running_standin
+from tests.support.processes import stop_process
 
 _MISSING = [tool for tool in ("dbus-daemon", "runc", "gdbus") if shutil.which(tool) is None]
 NEEDS_BUS_AND_RUNC = [

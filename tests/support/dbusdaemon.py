@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop_process
+
 DBUS_DAEMON = "dbus-daemon"
 GDBUS = "gdbus"
 
@@ -79,19 +81,6 @@ def private_bus(ready_timeout: float = 10.0) -> Iterator[PrivateBus]:
     finally:
         stop_process(daemon)
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def stop_process(process: subprocess.Popen[str], grace: float = 5.0) -> None:
-    """Terminate ``process`` (its own PID only), wait, and kill it if it lingers."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 def read_ready_line(process: subprocess.Popen[str], timeout: float) -> str:

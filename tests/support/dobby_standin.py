@@ -54,7 +54,8 @@ from typing import Any
 
 from gi.repository import Gio, GLib
 
-from tests.support.dbusdaemon import read_ready_line, stop_process
+from tests.support.dbusdaemon import read_ready_line
+from tests.support.processes import stop_process
 
 SERVICE = "org.rdk.dobby"
 OBJECT_PATH = "/org/rdk/dobby"

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from tests.support.processes import stop_process
+
 SOCKET = Path("/tmp/rtrouted")
 BROKER_PIDFILE = Path("/tmp/rtrouted.pid")
 LOCK = Path("/tmp/dsm-rtrouted.lock")
@@ -176,17 +178,6 @@ def _wait_listening(broker: subprocess.Popen[bytes], log: Path, timeout: float) 
     raise BrokerUnavailable(f"rtrouted did not listen on {SOCKET} within {timeout} s: {log.read_text().strip()}")
 
 
-def stop_process(process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 5.0) -> None:
-    """Terminate ``process`` (its own PID only), wait, and kill it if it lingers."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 # ---- rbuscli ----
 
 _PARAMETER = re.compile(
@@ -315,4 +306,3 @@ class InteractiveCli:
             pass
         stop_process(self._process)
         self._selector.close()
-        self._process.stdout.close()
