@@ -8,9 +8,7 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import socket
-import subprocess
 import tarfile
 import threading
 import time
@@ -523,23 +521,6 @@ def test_unpacked_limit_reached_while_downloading(
     assert time.monotonic() - started < 2.5
     last_done = max(event[0] for event in timeline if event[0] != "extract")
     assert last_done < (streamed / "big.tar").stat().st_size
-
-
-@pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root and mount); skipped where it cannot be had."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)]
-    result = subprocess.run(mount, capture_output=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=False)
 
 
 def test_out_of_space_while_extracting(tmp_path: Path, small_filesystem: Path) -> None:

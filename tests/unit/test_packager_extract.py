@@ -470,24 +470,6 @@ def test_existing_target_is_not_touched(ws: Workspace) -> None:
     assert [p.name for p in ws.bundles.iterdir()] == ["du"]
 
 
-@pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root and mount); skipped where it cannot be had."""
-    mountpoint = tmp_path / "small"
-    mountpoint.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], capture_output=True, check=False
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=False)
-
-
 def test_out_of_space_removes_the_staging_directory(ws: Workspace, small_filesystem: Path) -> None:
     members = [*bundle_members(), file("app/rootfs/blob", os.urandom(2 << 20))]
     archive = write_archive(ws.archives / "big.tar", members)
