@@ -78,8 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     archive = make_archive(
-        make_bundle(work / "bundle" / "hello", args=("/bin/sh", "-c", "while true; do echo hello from busybox; "
-                                                     "sleep 1; done"), description="the dsm-tr181 demo"),
+        make_bundle(work / "bundle" / "hello", args=("/bin/sh", "-c", "trap 'exit 0' TERM; while true; do "
+                                                     "echo hello from busybox; sleep 1; done"),
+                    description="the dsm-tr181 demo"),
         work / "hello.tar.gz",
     )  # fmt: skip
     print(f"built {archive} (busybox OCI bundle)")

@@ -73,7 +73,9 @@ def oci_config(
 def make_bundle(
     dest: Path,
     *,
-    args: Sequence[str] = ("/bin/sh", "-c", "echo hello from busybox; exec sleep 3600"),
+    # PID 1 ignores signals it has no handler for: the trap lets a stop end at once
+    # instead of at the SIGKILL after the grace period.
+    args: Sequence[str] = ("/bin/sh", "-c", "trap 'exit 0' TERM; echo hello from busybox; sleep 3600 & wait"),
     version: str = "1.0.0",
     vendor: str = "rdk",
     title: str = "",
