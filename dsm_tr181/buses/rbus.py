@@ -15,8 +15,9 @@ goes through the :class:`~dsm_tr181.buses.rbus_outbox.Outbox`: in order, from rb
 callback thread, never under a partial get librbus is expanding there.
 
 When rtrouted restarts, providers reconnect but the broker forgets their elements, and
-librbus gives a provider no sign of it: the daemon must then ``close()`` and
-``start()`` the provider again (or restart).
+librbus gives a provider no sign of it: a watchdog (``watchdog_interval``) reads one of
+our own properties through the broker and, when that fails, closes and starts the
+provider again.
 """
 
 from __future__ import annotations
