@@ -42,7 +42,8 @@ class Parameter:
 
     @property
     def writable(self) -> bool:
-        return self.access is not Access.READ_ONLY
+        """A controller may Set it (writeOnceReadOnly ones are set only when their row is added)."""
+        return self.access is Access.READ_WRITE
 
     @property
     def concealed(self) -> bool:

@@ -27,7 +27,7 @@ from dsm_tr181.schema.model import Access, Command, Object, Parameter, Schema
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.nodes import Node, Table
 from dsm_tr181.tree.notifications import Kind, Notification, Notifications
-from dsm_tr181.tree.paths import Name, Path, PathKind, parse_path
+from dsm_tr181.tree.paths import Name, Path, PathKind, parse_path, schema_path
 from dsm_tr181.tree.references import References
 from dsm_tr181.tree.resolve import Resolver
 from dsm_tr181.tree.results import (
@@ -154,7 +154,7 @@ class DataModel:
         """The definition of a parameter, command argument or event argument named by a
         concrete path ("Device.SoftwareModules.DeploymentUnit.3.Status",
         "Device.SoftwareModules.InstallDU().URL", "Device.SoftwareModules.DUStateChange!.UUID")."""
-        generic = _schema_name(path)
+        generic = schema_path(path)
         args: Mapping[str, Parameter] | None = None
         if "()." in generic:
             owner, _, name = generic.partition("().")
@@ -453,13 +453,6 @@ class DataModel:
             raise Fault(FaultCode.INVALID_PATH, f"{obj.path}{name} is not a reference that can be followed")
         return target
 
-    def schema_leaf(self, path: Path, kind: str) -> Object:
-        obj = self.schema_object(path)
-        known = {"parameter": obj.parameters, "command": obj.commands, "event": obj.events}[kind]
-        if path.leaf not in known:
-            raise Fault(FaultCode.INVALID_PATH, f"{obj.path} has no {kind} {path.leaf!r}", str(path))
-        return obj
-
     # == internals: nodes =====================================================================
 
     def _new_node(self, schema: Object, path: str, parent: Node | None, number: int = 0) -> Node:
@@ -484,9 +477,8 @@ class DataModel:
 
     def _attach_row(self, table: Table, row: Node) -> None:
         """Index and announce a fully valued new row."""
-        if table.key_conflict(row.values) is not None:
-            key = table.key_conflict(row.values)
-            assert key is not None
+        key = table.key_conflict(row.values)
+        if key is not None:
             shown = ", ".join(f"{n}={row.values[n]!r}" for n in key.parameters)
             raise Fault(FaultCode.DUPLICATE_KEY, f"a row with {shown} exists", row.path)
         table.rows[row.number] = row
@@ -553,9 +545,13 @@ class DataModel:
             table.index(node)
         if notify and changed and attached:
             for name in changed:
-                parameter = node.schema.parameters[name]
-                shown = parameter.type.default_value() if parameter.concealed else node.values[name]
-                self.notifications.publish(Notification(Kind.VALUE_CHANGE, node.path + name, value=shown))
+                self._announce_change(node, name)
+
+    def _announce_change(self, node: Node, name: str) -> None:
+        """Publish a ValueChange of a stored value (concealed ones show their null value)."""
+        parameter = node.schema.parameters[name]
+        shown = parameter.type.default_value() if parameter.concealed else node.values[name]
+        self.notifications.publish(Notification(Kind.VALUE_CHANGE, node.path + name, value=shown))
 
     def _check_keys(self, changes: Mapping[Node, Mapping[str, Value]]) -> None:
         """Refuse changes that would give two rows of a table the same unique key."""
@@ -586,7 +582,7 @@ class DataModel:
         for node, name in self._resolver.leaves(path, "parameter"):
             parameter = node.schema.parameters[name]
             where = node.path + name
-            if parameter.access is not Access.READ_WRITE:
+            if not parameter.writable:
                 raise Fault(FaultCode.NOT_WRITABLE, "the parameter is not writable", where)
             try:
                 value = self.references.validate(node, parameter, _parse(parameter, raw))
@@ -621,9 +617,7 @@ class DataModel:
         for node, old in applied:
             for name, before in old.items():
                 if node.values[name] != before:
-                    parameter = node.schema.parameters[name]
-                    shown = parameter.type.default_value() if parameter.concealed else node.values[name]
-                    self.notifications.publish(Notification(Kind.VALUE_CHANGE, node.path + name, value=shown))
+                    self._announce_change(node, name)
         return applied
 
     def _parameter(self, schema: Object, name: str, where: str, code: FaultCode = FaultCode.INVALID_PATH) -> Parameter:
@@ -787,18 +781,13 @@ def _combined(errors: list[ParamError]) -> Fault:
     return fault
 
 
-def _schema_name(name: str) -> str:
-    """ "HostObject.2.Source" -> "HostObject.{i}.Source"."""
-    return ".".join("{i}" if part.isdigit() else part for part in name.split("."))
-
-
 def _command_args(command: Command, raw: Mapping[str, Value]) -> dict[str, Value]:
     """Validate input arguments: unknown ones ignored (R-OPR.6), defaults applied (R-OPR.7),
     missing mandatory ones refused (R-OPR.5)."""
     args: dict[str, Value] = {}
     given_tables: dict[str, set[str]] = {}
     for name, value in raw.items():
-        parameter = command.inputs.get(_schema_name(name))
+        parameter = command.inputs.get(schema_path(name))
         if parameter is None:
             log.info("%s: ignoring unknown input argument %r", command.path, name)
             continue
@@ -841,7 +830,7 @@ def _default_or_missing(command: Command, parameter: Parameter, name: str, args:
 def _outputs(command: Command, result: Mapping[str, Value] | None) -> dict[str, Value]:
     outputs: dict[str, Value] = {}
     for name, value in (result or {}).items():
-        parameter = command.outputs.get(_schema_name(name))
+        parameter = command.outputs.get(schema_path(name))
         if parameter is None:
             raise Fault(FaultCode.INTERNAL_ERROR, f"unknown output argument {name!r}", command.path)
         outputs[name] = parameter.type.check(value)

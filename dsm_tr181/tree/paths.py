@@ -144,6 +144,11 @@ def parse_path(text: str) -> Path:
     return _Parser(text).parse()
 
 
+def schema_path(path: str) -> str:
+    """The supported-model name of an instance path: "A.3.B.2.C" -> "A.{i}.B.{i}.C"."""
+    return ".".join("{i}" if part.isdigit() else part for part in path.split("."))
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text

@@ -54,13 +54,11 @@ class Resolver:
         """(node, leaf name) pairs for a parameter, command or event path."""
         nodes, _ = self.objects(path, expand_table=False)
         leaf = path.leaf
-        if nodes:
-            schema = nodes[0].schema
-            known = {"parameter": schema.parameters, "command": schema.commands, "event": schema.events}[kind]
-            if leaf not in known:
-                raise Fault(FaultCode.INVALID_PATH, f"{schema.path} has no {kind} {leaf!r}", str(path))
-        else:
-            self.dm.schema_leaf(path, kind)  # valid in the supported model, just no instances
+        # No instances: the path must still be valid in the supported model.
+        schema = nodes[0].schema if nodes else self.dm.schema_object(path)
+        known = {"parameter": schema.parameters, "command": schema.commands, "event": schema.events}[kind]
+        if leaf not in known:
+            raise Fault(FaultCode.INVALID_PATH, f"{schema.path} has no {kind} {leaf!r}", str(path))
         return [(node, leaf) for node in nodes]
 
     # -- walking -------------------------------------------------------------------------------

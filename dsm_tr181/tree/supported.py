@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.schema.model import Access, Command, Event, Object, Parameter, Schema
+from dsm_tr181.schema.model import Command, Event, Object, Parameter, Schema
 from dsm_tr181.schema.types import BaseType, DataType
 
 # USP ParamValueType names (usp-msg-1-4.proto).
@@ -100,7 +100,7 @@ def _describe(obj: Object, commands: bool, events: bool, params: bool, only: str
 
 
 def _param(parameter: Parameter) -> SupportedParam:
-    access = "PARAM_READ_WRITE" if parameter.access is Access.READ_WRITE else "PARAM_READ_ONLY"
+    access = "PARAM_READ_WRITE" if parameter.writable else "PARAM_READ_ONLY"
     return SupportedParam(parameter.name, access, VALUE_TYPES[parameter.type.base], parameter.type)
 
 
