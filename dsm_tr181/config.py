@@ -170,22 +170,19 @@ def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str
     lcm_raw = dict(raw.get("lcm", {}))
     execenvs = tuple(_execenv(i, section) for i, section in enumerate(raw.get("execenv", [{}])))
     runtimes = {ee.runtime: _runtime_section(ee.runtime, raw.get("runtime", {})) for ee in execenvs}
-    try:
-        return DaemonConfig(
-            state_dir=state_dir,
-            socket=Path(_daemon_text(daemon, "socket", str(DaemonConfig.socket))),
-            socket_mode=_socket_mode(daemon.get("socket_mode", 0o660)),
-            socket_group=_daemon_text(daemon, "socket_group", ""),
-            buses=chosen,
-            log_level=log_level,
-            datamodel_dir=_daemon_text(daemon, "datamodel_dir", ""),
-            lcm=_lcm(lcm_raw, state_dir, execenvs),
-            packager=raw.get("packager", {}).get("tar", {}),
-            runtimes=runtimes,
-            bus_sections=dict(buses),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
+    return DaemonConfig(
+        state_dir=state_dir,
+        socket=Path(_daemon_text(daemon, "socket", str(DaemonConfig.socket))),
+        socket_mode=_socket_mode(daemon.get("socket_mode", 0o660)),
+        socket_group=_daemon_text(daemon, "socket_group", ""),
+        buses=chosen,
+        log_level=log_level,
+        datamodel_dir=_daemon_text(daemon, "datamodel_dir", ""),
+        lcm=_lcm(lcm_raw, state_dir, execenvs),
+        packager=raw.get("packager", {}).get("tar", {}),
+        runtimes=runtimes,
+        bus_sections=dict(buses),
+    )
 
 
 def _lcm(section: Mapping[str, Any], state_dir: Path, execenvs: tuple[ExecEnvSettings, ...]) -> LcmSettings:
@@ -255,5 +252,5 @@ def overrides_from_args(args: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--state-dir", dest="state_dir", help="where the store, bundles and logs live")
     parser.add_argument("--socket", help="control socket path for dsmcli")
     parser.add_argument("--bus", dest="buses", action="append", choices=BUS_CHOICES, help="bus front end (repeatable)")
-    parser.add_argument("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-level", dest="log_level", choices=LOG_LEVELS)
     return vars(parser.parse_args(args))
