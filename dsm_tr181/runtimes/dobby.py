@@ -30,7 +30,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.glib_thread import Completion, GLibThread
 from dsm_tr181.lcm.ports import ContainerExit, ContainerState, ContainerStatus, ContainerUsage, ExitCallback, StartSpec
 from dsm_tr181.runtimes.container_ids import check_container_id
+from dsm_tr181.runtimes.logrotate import backup_path, shift_backups
 from dsm_tr181.sections import build_section
 
 _log = logging.getLogger(__name__)
@@ -156,11 +158,8 @@ def _rotate(log_path: Path, backups: int) -> None:
     if backups <= 0:
         log_path.unlink()
         return
-    for index in range(backups - 1, 0, -1):
-        older = log_path.with_name(f"{log_path.name}.{index}")
-        if older.exists():
-            os.replace(older, log_path.with_name(f"{log_path.name}.{index + 1}"))
-    os.replace(log_path, log_path.with_name(f"{log_path.name}.1"))
+    shift_backups(log_path, backups)
+    os.replace(log_path, backup_path(log_path, 1))
 
 
 DEFAULT_STOP_TIMEOUT = 10.0  # seconds, the TR-181 ShutdownDelay default
@@ -216,8 +215,7 @@ class DobbyRuntime:
         descriptor = await self._descriptor_of(container_id)
         if descriptor is None:
             return
-        exited = self._exit_waiter(container_id)
-        try:
+        with self._exit_waiter(container_id) as exited:
             if await self._state(descriptor) == DobbyState.PAUSED:
                 # Dobby refuses a graceful Stop of a paused container.
                 await self._call_bool("Resume", GLib.Variant("(i)", (descriptor,)))
@@ -226,8 +224,6 @@ class DobbyRuntime:
                 return
             _log.info("%s did not stop within %.1f s; forcing it", self._dobby_id(container_id), timeout)
             await self._force_stop(container_id, descriptor, exited)
-        finally:
-            self._drop_exit_waiter(container_id, exited)
 
     async def status(self, container_id: str) -> ContainerStatus:
         descriptor = await self._descriptor_of(container_id)
@@ -266,11 +262,8 @@ class DobbyRuntime:
         descriptor = await self._descriptor_of(container_id)
         if descriptor is None:
             return
-        exited = self._exit_waiter(container_id)
-        try:
+        with self._exit_waiter(container_id) as exited:
             await self._force_stop(container_id, descriptor, exited)
-        finally:
-            self._drop_exit_waiter(container_id, exited)
 
     def watch(self, callback: ExitCallback) -> None:
         """Report exits of our containers to ``callback`` on the calling (running) asyncio loop."""
@@ -313,9 +306,7 @@ class DobbyRuntime:
 
     async def _list(self) -> dict[str, int]:
         """Our containers on Dobby now: container id → descriptor."""
-        descriptors, ids = await self._call("ctrl1", "List", None, "(aias)", on_reply=self._remember)
-        prefix = self._config.id_prefix
-        return {i[len(prefix) :]: d for d, i in zip(descriptors, ids, strict=False) if i.startswith(prefix)}
+        return self._ours_listed(await self._call("ctrl1", "List", None, "(aias)", on_reply=self._remember))
 
     async def _descriptor_of(self, container_id: str) -> int | None:
         return (await self._list()).get(container_id)
@@ -356,17 +347,19 @@ class DobbyRuntime:
             return
         raise Fault(FaultCode.INTERNAL_ERROR, f"Dobby did not stop {self._dobby_id(container_id)!r}")
 
-    def _exit_waiter(self, container_id: str) -> asyncio.Future[ContainerExit]:
+    @contextmanager
+    def _exit_waiter(self, container_id: str) -> Iterator[asyncio.Future[ContainerExit]]:
+        """A future resolved by the container's next exit, while the block runs."""
         waiter: asyncio.Future[ContainerExit] = asyncio.get_running_loop().create_future()
         self._exit_waiters.setdefault(container_id, []).append(waiter)
-        return waiter
-
-    def _drop_exit_waiter(self, container_id: str, waiter: asyncio.Future[ContainerExit]) -> None:
-        waiters = self._exit_waiters.get(container_id, [])
-        if waiter in waiters:
-            waiters.remove(waiter)
-        if not waiters:
-            self._exit_waiters.pop(container_id, None)
+        try:
+            yield waiter
+        finally:
+            waiters = self._exit_waiters.get(container_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._exit_waiters.pop(container_id, None)
 
     def _deliver_exit(self, exit_: ContainerExit) -> None:
         for waiter in self._exit_waiters.pop(exit_.container_id, []):
@@ -482,13 +475,17 @@ class DobbyRuntime:
             connection.close_sync(None)
 
     def _remember(self, reply: tuple[Any, ...]) -> None:
-        descriptors, ids = reply
-        prefix = self._config.id_prefix
-        self._known = {i[len(prefix) :]: d for d, i in zip(descriptors, ids, strict=False) if i.startswith(prefix)}
+        self._known = self._ours_listed(reply)
 
     def _ours(self, dobby_id: str) -> str | None:
         prefix = self._config.id_prefix
         return dobby_id[len(prefix) :] if dobby_id.startswith(prefix) else None
+
+    def _ours_listed(self, reply: tuple[Any, ...]) -> dict[str, int]:
+        """Our containers in a ``List`` reply: container id → descriptor (on either thread)."""
+        descriptors, ids = reply
+        listed = ((self._ours(i), d) for d, i in zip(descriptors, ids, strict=False))
+        return {container_id: d for container_id, d in listed if container_id is not None}
 
     def _on_started(self, *signal: Any) -> None:
         descriptor, dobby_id = signal[5].unpack()

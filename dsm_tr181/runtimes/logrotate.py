@@ -39,6 +39,14 @@ def backup_path(log: Path, index: int) -> Path:
     return log.with_name(f"{log.name}.{index}")
 
 
+def shift_backups(log: Path, backups: int) -> None:
+    """Move ``LOG.1`` … ``LOG.<backups-1>`` up by one, making room for a new ``LOG.1``."""
+    for index in range(backups - 1, 0, -1):
+        older = backup_path(log, index)
+        if older.exists():
+            os.replace(older, backup_path(log, index + 1))
+
+
 def open_log(policy: LogPolicy) -> int:
     """Rotate if due, then open the log for appending; the fd to hand to the container."""
     policy.path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,10 +63,7 @@ def rotate_if_needed(policy: LogPolicy) -> bool:
     if policy.max_bytes <= 0 or size <= policy.max_bytes:
         return False
     if policy.backups > 0:
-        for index in range(policy.backups - 1, 0, -1):
-            older = backup_path(policy.path, index)
-            if older.exists():
-                os.replace(older, backup_path(policy.path, index + 1))
+        shift_backups(policy.path, policy.backups)
         with policy.path.open("rb") as live:
             live.seek(size - policy.max_bytes - 1)
             chunk = live.read(policy.max_bytes + 1)
