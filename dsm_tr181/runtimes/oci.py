@@ -115,7 +115,6 @@ class OciRuntime:
         self._tracked: dict[str, _Tracked] = {}
         self._cpu_marks: dict[str, _CpuMark] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: ExitWatcher | None = None
         self._rotation: asyncio.Task[None] | None = None
 
@@ -331,7 +330,7 @@ class OciRuntime:
         """Watch ``pid`` as the init of ``container_id``; ProcessLookupError if it is gone."""
         loop = asyncio.get_running_loop()
         if self._watcher is None:
-            self._loop, self._watcher = loop, ExitWatcher(loop)
+            self._watcher = ExitWatcher(loop)
         tracked = _Tracked(pid, policy, loop.create_future())
         self._watcher.watch(pid, functools.partial(self._exited, container_id, tracked))
         self._tracked[container_id] = tracked
@@ -352,9 +351,10 @@ class OciRuntime:
         event = ContainerExit(container_id, status.exit_status, status.signal)
         if not tracked.exited.done():
             tracked.exited.set_result(event)
-        if tracked.report and self._loop is not None:
+        if tracked.report:
+            loop = asyncio.get_running_loop()  # the watcher calls this from the loop's reader
             for callback in self._callbacks:
-                self._loop.call_soon(callback, event)
+                loop.call_soon(callback, event)
 
     async def _rotate_logs(self) -> None:
         while True:

@@ -101,10 +101,6 @@ class OciCli:
         if systemd_cgroup:
             self._base.append("--systemd-cgroup")
 
-    def argv(self, *args: str) -> list[str]:
-        """The full argument list that runs ``<runtime> <global flags> *args``."""
-        return [*self._base, *args]
-
     async def _spawn(
         self, args: tuple[str, ...], *, output: int, flags: tuple[str, ...] = (), new_session: bool = False
     ) -> tuple[int, bytes, bytes]:
