@@ -65,7 +65,7 @@ _SPECIAL = "special file"
 class ExtractLimits:
     max_unpacked_bytes: int
     max_entries: int
-    allow_special_files: bool = False
+    allow_special_files: bool
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class _Readable(Protocol):
 class FetchOptions:
     http: HttpOptions
     max_archive_bytes: int
-    sibling_digest: bool = True
+    sibling_digest: bool
 
 
 @dataclass(frozen=True)

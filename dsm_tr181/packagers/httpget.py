@@ -42,11 +42,11 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 @dataclass(frozen=True)
 class HttpOptions:
-    ca_file: Path | None = None
-    verify_tls: bool = True
-    connect_timeout: float = 15.0
-    read_timeout: float = 60.0
-    max_redirects: int = 5
+    ca_file: Path | None
+    verify_tls: bool
+    connect_timeout: float
+    read_timeout: float
+    max_redirects: int
 
 
 @dataclass(frozen=True)
