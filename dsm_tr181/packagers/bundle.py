@@ -45,6 +45,7 @@ from typing import Any
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo
+from dsm_tr181.packagers import integrity
 
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
@@ -111,7 +112,7 @@ def describe(
         version=pick("version", "version"),
         vendor=pick("vendor", "vendor"),
         description=pick("description", "description"),
-        digest=f"sha256:{digest}",
+        digest=integrity.PREFIX + digest,
         disk_usage_kib=-(-unpacked_bytes // 1024),
         annotations=annotations,
     )
@@ -204,9 +205,7 @@ def _check_root_directory(bundle: Path, root: tuple[str, ...], label: str) -> No
             raise _corrupt(label, f"{CONFIG}: root.path {'/'.join(root)!r} is not a directory (or passes a symlink)")
 
 
-def _check_symlinks(
-    symlinks: list[tuple[tuple[str, ...], str]], skip: int, root: tuple[str, ...], label: str
-) -> None:
+def _check_symlinks(symlinks: list[tuple[tuple[str, ...], str]], skip: int, root: tuple[str, ...], label: str) -> None:
     """Apply the symlink rule of the module docstring; ``skip`` drops the top folder."""
     for parts, target in symlinks:
         link = parts[skip:]
