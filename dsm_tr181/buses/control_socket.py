@@ -34,6 +34,7 @@ from dsm_tr181.schema.model import Parameter
 from dsm_tr181.schema.types import Value, format_datetime
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
+from dsm_tr181.tree.paths import schema_path
 from dsm_tr181.tree.results import OperateResult
 from dsm_tr181.tree.supported import SupportedObject, SupportedParam
 
@@ -306,10 +307,13 @@ class ControlMethods:
 
     async def _eu_list(self, params: Params, stream: Stream | None) -> Any:
         rows = self._rows(EU_TABLE)
-        return [self._eu_json(p) for p in rows] if _flag(params, "detailed") else [self._text(p, "EUID") for p in rows]
+        if not _flag(params, "detailed"):
+            return [self._text(p, "EUID") for p in rows]
+        owners = self._eu_owners()
+        return [self._eu_json(p, owners) for p in rows]
 
     async def _eu_detail(self, params: Params, stream: Stream | None) -> Any:
-        return self._eu_json(self._eu(_text(params, "uid")))
+        return self._eu_json(self._eu(_text(params, "uid")), self._eu_owners())
 
     async def _eu_start(self, params: Params, stream: Stream | None) -> Any:
         self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Active"})
@@ -471,11 +475,10 @@ class ControlMethods:
             detail["eu.path"] = eus[0]  # the EU's row; the C++ DSM gave its bundle directory
         return {**detail, "eus": euids, "path": path, "instance": _number(path), **values}
 
-    def _eu_json(self, path: str) -> dict[str, Any]:
+    def _eu_json(self, path: str, owners: Mapping[str, str]) -> dict[str, Any]:
         """The original keys (uid, ee, du, path, status), then the EU's parameters."""
         values = self._row_text(path)
-        ref = path.rstrip(".")
-        du = next((p for p in self._rows(DU_TABLE) if ref in self._refs(p, "ExecutionUnitList")), None)
+        du = owners.get(path.rstrip("."))
         return {
             "uid": values["EUID"],
             "ee": self._ee_name(path),
@@ -485,6 +488,15 @@ class ControlMethods:
             "instance": _number(path),
             **values,
         }
+
+    def _eu_owners(self) -> dict[str, str]:
+        """EU reference -> the first DU row whose ExecutionUnitList holds it (one pass over the DUs,
+        not one per EU: a detailed eu.list of 1000 EUs would otherwise hold the loop for seconds)."""
+        owners: dict[str, str] = {}
+        for du in self._rows(DU_TABLE):
+            for ref in self._refs(du, "ExecutionUnitList"):
+                owners.setdefault(ref, du)
+        return owners
 
     def _ee(self, ident: str) -> str:
         return self._find(EE_TABLE, "Name", ident, FaultCode.UNKNOWN_EE, "execution environment")
@@ -549,7 +561,7 @@ class ControlMethods:
 
     def _args_text(self, note: Notification) -> dict[str, Any]:
         schema = self.dm.schema
-        generic = _generic(note.path)
+        generic = schema_path(note.path)
         types: Mapping[str, Parameter] = {}
         if note.kind is Kind.EVENT and (event := schema.event(generic)):
             types = event.arguments
@@ -560,14 +572,14 @@ class ControlMethods:
         return _format_with(types, note.args)
 
     def _format_outputs(self, command_path: str, outputs: Mapping[str, Value]) -> dict[str, Any]:
-        command = self.dm.schema.command(_generic(command_path))
+        command = self.dm.schema.command(schema_path(command_path))
         return _format_with(command.outputs if command else {}, outputs)
 
     def _outputs_text(self, result: OperateResult) -> dict[str, Any]:
         return self._format_outputs(result.command, result.outputs or {})
 
     def _format_param(self, path: str, value: Value | None) -> Any:
-        parameter = self.dm.schema.parameter(_generic(path))
+        parameter = self.dm.schema.parameter(schema_path(path))
         return parameter.type.format(value) if parameter and value is not None else _plain(value)
 
     def _keys_text(self, row: str, keys: Mapping[str, Value]) -> dict[str, Any]:
@@ -717,7 +729,7 @@ def _format_with(types: Mapping[str, Parameter], values: Mapping[str, Value]) ->
     """Values in their TR-106 text encoding where the schema types them, plain JSON otherwise."""
     shown: dict[str, Any] = {}
     for name, value in values.items():
-        parameter = types.get(_generic(name))
+        parameter = types.get(schema_path(name))
         shown[name] = parameter.type.format(value) if parameter else _plain(value)
     return shown
 
@@ -730,11 +742,6 @@ def _plain(value: Value | None) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     return value
-
-
-def _generic(path: str) -> str:
-    """ "Device.SoftwareModules.DeploymentUnit.3.Status" -> "...DeploymentUnit.{i}.Status"."""
-    return ".".join("{i}" if part.isdigit() else part for part in path.split("."))
 
 
 def _number(row: str) -> int:

@@ -27,11 +27,11 @@ from dsm_tr181.buses.dbus_variants import (
     typed_entries,
 )
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.schema.model import Access, Object, Parameter
+from dsm_tr181.schema.model import Object, Parameter
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
-from dsm_tr181.tree.paths import Name, PathKind, parse_path
+from dsm_tr181.tree.paths import Name, PathKind, parse_path, schema_path
 from dsm_tr181.tree.results import ResolvedObject
 
 _EMPTY = dictionary_variant(())
@@ -165,7 +165,7 @@ class DsmService:
     # == signals ==============================================================================
 
     def _value_change(self, note: Notification) -> tuple[str, GLib.Variant]:
-        parameter = self._schema.parameter(_generic(note.path))
+        parameter = self._schema.parameter(schema_path(note.path))
         assert parameter is not None and note.value is not None
         value = GLib.Variant.new_variant(to_variant(parameter.type, note.value))
         return "ValueChange", GLib.Variant.new_tuple(GLib.Variant.new_string(note.path), value)
@@ -178,7 +178,7 @@ class DsmService:
         return "ObjectDeletion", GLib.Variant("(s)", (note.path,))
 
     def _event(self, note: Notification) -> tuple[str, GLib.Variant]:
-        event = self._schema.event(_generic(note.path))
+        event = self._schema.event(schema_path(note.path))
         assert event is not None
         args = _typed(event.arguments, note.args)
         return "Event", GLib.Variant.new_tuple(GLib.Variant.new_string(note.path), args)
@@ -217,22 +217,17 @@ class DsmService:
             _object_names(obj, names)
 
     def _object(self, path: str) -> Object:
-        return self._schema.objects[_generic(path)]
+        return self._schema.objects[schema_path(path)]
 
     def _outputs(self, command_path: str, outputs: Mapping[str, Value]) -> GLib.Variant:
-        command = self._schema.command(_generic(command_path))
+        command = self._schema.command(schema_path(command_path))
         assert command is not None
         return _typed(command.outputs, outputs)
 
 
-def _generic(path: str) -> str:
-    """The schema path of an instance path: "X.2.Y" -> "X.{i}.Y"."""
-    return ".".join("{i}" if part.isdigit() else part for part in path.split("."))
-
-
 def _typed(parameters: Mapping[str, Parameter], values: Mapping[str, Value]) -> GLib.Variant:
     """``values`` (relative names, instance numbers in table arguments) as ``a{sv}``."""
-    types = {name: parameters[_generic(name)].type for name in values}
+    types = {name: parameters[schema_path(name)].type for name in values}
     return dictionary_variant(typed_entries(types, values))
 
 
@@ -249,7 +244,7 @@ def _command_fault_text(fault: Fault, command: str) -> str:
 
 def _parameter_names(obj: ResolvedObject, names: dict[str, bool]) -> None:
     for name in obj.params:
-        names[obj.path + name] = _writable(obj.schema.parameters[name])
+        names[obj.path + name] = obj.schema.parameters[name].writable
 
 
 def _object_names(obj: ResolvedObject, names: dict[str, bool]) -> None:
@@ -259,7 +254,3 @@ def _object_names(obj: ResolvedObject, names: dict[str, bool]) -> None:
     for child_name, child in obj.schema.children.items():
         if child.multi_instance:
             names[f"{obj.path}{child_name}."] = child.creatable
-
-
-def _writable(parameter: Parameter) -> bool:
-    return parameter.access is Access.READ_WRITE
