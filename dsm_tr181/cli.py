@@ -196,7 +196,9 @@ def _list(method: str) -> Callable[..., int]:
     return run
 
 
-def _detail(method: str, param: str) -> Callable[..., int]:
+def _by_id(method: str, param: str) -> Callable[..., int]:
+    """A verb that sends its ID argument as ``param`` and prints the result."""
+
     def run(client: Caller, args: argparse.Namespace) -> int:
         return _print_result(args, client.call(method, {param: args.id}))
 
@@ -262,13 +264,6 @@ def run_uninstall(client: ControlClient, args: argparse.Namespace) -> int:
     return _long(client, args, "du.uninstall", {"uuid": args.id})
 
 
-def run_eu_state(method: str) -> Callable[..., int]:
-    def run(client: Caller, args: argparse.Namespace) -> int:
-        return _print_result(args, client.call(method, {"uid": args.id}))
-
-    return run
-
-
 def run_save_state(client: Caller, args: argparse.Namespace) -> int:
     return _print_result(args, client.call("dsm.save_state"))
 
@@ -290,13 +285,7 @@ def run_set(client: Caller, args: argparse.Namespace) -> int:
 
 
 def run_add(client: Caller, args: argparse.Namespace) -> int:
-    added = client.call("add", {"path": args.path, "params": dict(args.assignments)})
-    if args.json:
-        print_json(added)
-    else:
-        for row in added:
-            print(f"{row['path']}  {show(row['unique_keys'])}".rstrip())
-    return EXIT_OK
+    return _print_rows(args, client.call("add", {"path": args.path, "params": dict(args.assignments)}))
 
 
 def run_delete(client: Caller, args: argparse.Namespace) -> int:
@@ -332,11 +321,15 @@ def run_supported(client: Caller, args: argparse.Namespace) -> int:
 
 
 def run_instances(client: Caller, args: argparse.Namespace) -> int:
-    found = client.call("instances", {"paths": args.paths, "first_level_only": args.first_level_only})
+    return _print_rows(args, client.call("instances", {"paths": args.paths, "first_level_only": args.first_level_only}))
+
+
+def _print_rows(args: argparse.Namespace, rows: list[Mapping[str, Any]]) -> int:
+    """Rows as answered by add and instances: ``path  key=value ...`` lines."""
     if args.json:
-        print_json(found)
+        print_json(rows)
     else:
-        for row in found:
+        for row in rows:
             print(f"{row['path']}  {show(row['unique_keys'])}".rstrip())
     return EXIT_OK
 
@@ -412,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (help_text, _, _) in LISTS.items():
         verb(name, _list(name), help_text)
-    identified("ee.detail", _detail("ee.detail", "name"), "show an execution environment", "EE name")
-    identified("du.detail", _detail("du.detail", "uuid"), "show a deployment unit", "DU UUID")
+    identified("ee.detail", _by_id("ee.detail", "name"), "show an execution environment", "EE name")
+    identified("du.detail", _by_id("du.detail", "uuid"), "show a deployment unit", "DU UUID")
     install = verb("du.install", run_install, "install a deployment unit")
     install.add_argument("ee", metavar="EE", help="execution environment name, instance number or Alias")
     install.add_argument("url", metavar="URL")
@@ -425,9 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     credentials(update)
     waiting(update)
     waiting(identified("du.uninstall", run_uninstall, "uninstall a deployment unit", "DU UUID"))
-    identified("eu.detail", _detail("eu.detail", "uid"), "show an execution unit", "EUID")
-    identified("eu.start", run_eu_state("eu.start"), "start an execution unit", "EUID")
-    identified("eu.stop", run_eu_state("eu.stop"), "stop an execution unit", "EUID")
+    identified("eu.detail", _by_id("eu.detail", "uid"), "show an execution unit", "EUID")
+    identified("eu.start", _by_id("eu.start", "uid"), "start an execution unit", "EUID")
+    identified("eu.stop", _by_id("eu.stop", "uid"), "stop an execution unit", "EUID")
     verb("dsm.save_state", run_save_state, "save the daemon's state (it is journaled continuously)")
 
     get = verb("get", run_get, "read parameters (object paths give everything below)")
