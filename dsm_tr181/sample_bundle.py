@@ -19,12 +19,7 @@ BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "echo", "sleep", "cat", "ls", "true", "false", "env", "date", "httpd", "wc", "yes", "head")
 
 
-def oci_config(
-    args: Sequence[str],
-    *,
-    annotations: Mapping[str, str] | None = None,
-    env: Sequence[str] = ("PATH=/bin", "TERM=xterm"),
-) -> dict[str, Any]:
+def oci_config(args: Sequence[str], *, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A minimal rootless-compatible OCI runtime-spec 1.0.2 config for busybox."""
     return {
         "ociVersion": "1.0.2",
@@ -32,7 +27,7 @@ def oci_config(
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
             "args": list(args),
-            "env": list(env),
+            "env": ["PATH=/bin", "TERM=xterm"],
             "cwd": "/",
             "noNewPrivileges": True,
             "capabilities": {
@@ -78,9 +73,7 @@ def make_bundle(
     args: Sequence[str] = ("/bin/sh", "-c", "trap 'exit 0' TERM; echo hello from busybox; sleep 3600 & wait"),
     version: str = "1.0.0",
     vendor: str = "rdk",
-    title: str = "",
     description: str = "busybox sample",
-    annotations: Mapping[str, str] | None = None,
     busybox: Path = BUSYBOX,
 ) -> Path:
     """Write an OCI bundle (config.json + rootfs/) into ``dest`` and return it."""
@@ -97,10 +90,9 @@ def make_bundle(
     notes = {
         "org.opencontainers.image.version": version,
         "org.opencontainers.image.vendor": vendor,
-        "org.opencontainers.image.title": title or dest.name,
+        "org.opencontainers.image.title": dest.name,
         "org.opencontainers.image.description": description,
     }
-    notes.update(annotations or {})
     (dest / "config.json").write_text(json.dumps(oci_config(args, annotations=notes), indent=2))
     return dest
 
