@@ -65,11 +65,11 @@ class DbusConfig:
         if self.call_timeout <= 0:
             raise ValueError(f"bus.dbus: call_timeout must be a positive number of seconds, not {self.call_timeout!r}")
         if self.bus not in _BUS_TYPES and not Gio.dbus_is_address(self.bus):
-            raise ValueError(f"bus dbus: bus must be 'system', 'session' or a D-Bus address, not {self.bus!r}")
+            raise ValueError(f"bus.dbus: bus must be 'system', 'session' or a D-Bus address, not {self.bus!r}")
         if not Gio.dbus_is_name(self.name) or Gio.dbus_is_unique_name(self.name):
-            raise ValueError(f"bus dbus: name {self.name!r} is not a well-known D-Bus name")
+            raise ValueError(f"bus.dbus: name {self.name!r} is not a well-known D-Bus name")
         if not GLib.Variant.is_object_path(self.object_path):
-            raise ValueError(f"bus dbus: object_path {self.object_path!r} is not a D-Bus object path")
+            raise ValueError(f"bus.dbus: object_path {self.object_path!r} is not a D-Bus object path")
 
     def address(self) -> str:
         """The bus address to connect to (may read the environment and block briefly)."""
