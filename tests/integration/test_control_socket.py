@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import pytest
 
 from dsm_tr181.buses.control_socket import ControlServer
-from dsm_tr181.control_client import HEADER, ControlClient, DaemonError, encode_frame, read_frame
+from dsm_tr181.control_client import HEADER, ControlClient, encode_frame, read_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import load_schema
 from dsm_tr181.schema.types import Value
@@ -175,12 +175,6 @@ class Daemon:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
 
-    def call(self, fn: Callable[[], T]) -> T:
-        async def on_loop() -> T:
-            return fn()
-
-        return self.run(on_loop())
-
     def client(self) -> ControlClient:
         return ControlClient(str(self.socket), timeout=10)
 
@@ -236,12 +230,6 @@ def install(daemon: Daemon, du_uuid: str, url: str = "http://repo.example/app.ta
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
-
-
-def fault_of(daemon: Daemon, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    with pytest.raises(DaemonError) as info:
-        daemon.client().call(method, params)
-    return info.value.fault
 
 
 # == the socket =========================================================================================
