@@ -38,13 +38,14 @@ from dsm_tr181.buses.rbus_methods import Methods
 from dsm_tr181.buses.rbus_outbox import Outbox
 from dsm_tr181.buses.rbus_sets import SetBatches
 from dsm_tr181.buses.rbus_valuechange import ValueChanges
-from dsm_tr181.buses.rbus_values import carried_type, schema_path, typed
+from dsm_tr181.buses.rbus_values import carried_type, typed
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.schema.model import Access, Object
 from dsm_tr181.sections import build_section
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.nodes import Node
 from dsm_tr181.tree.notifications import Kind, Notification, Subscription
+from dsm_tr181.tree.paths import schema_path
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class RbusProvider:
     # ---- elements ----
 
     def _served(self, path: str) -> bool:
-        return not path.startswith(self.config.skip) if self.config.skip else True
+        return not path.startswith(self.config.skip)
 
     def _elements(self, connection: _Connection) -> list[rbus_ffi.Element]:
         elements: list[rbus_ffi.Element] = []

@@ -22,11 +22,12 @@ from typing import Any, Final
 
 from dsm_tr181.buses.rbus_bridge import LoopBridge
 from dsm_tr181.buses.rbus_ffi import MethodReply, Typed
-from dsm_tr181.buses.rbus_values import schema_path, typed
+from dsm_tr181.buses.rbus_values import typed
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Notification
+from dsm_tr181.tree.paths import schema_path
 
 log = logging.getLogger(__name__)
 

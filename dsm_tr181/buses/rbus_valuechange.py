@@ -19,11 +19,12 @@ import threading
 from collections.abc import Callable
 
 from dsm_tr181.buses.rbus_ffi import SubscribeAction, Typed
-from dsm_tr181.buses.rbus_values import schema_path, typed
+from dsm_tr181.buses.rbus_values import typed
 from dsm_tr181.errors import Fault
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Notification
+from dsm_tr181.tree.paths import schema_path
 
 log = logging.getLogger(__name__)
 
@@ -106,5 +107,5 @@ class ValueChanges:
 
 
 def _wildcard(name: str) -> re.Pattern[str]:
-    """"A.*.B" matches "A.3.B"; an "[alias]" segment matches only itself (no new rows)."""
+    """ "A.*.B" matches "A.3.B"; an "[alias]" segment matches only itself (no new rows)."""
     return re.compile(r"\.".join(r"\d+" if part == "*" else re.escape(part) for part in name.split(".")))

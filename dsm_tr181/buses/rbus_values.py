@@ -28,10 +28,5 @@ def typed(dtype: DataType, value: Value) -> Typed:
     return (value, dtype.base.value) if _native(dtype) else (dtype.format(value), "string")
 
 
-def schema_path(path: str) -> str:
-    """The supported-model path of an instance path: "A.3.B.2.C" -> "A.{i}.B.{i}.C"."""
-    return ".".join("{i}" if part.isdigit() else part for part in path.split("."))
-
-
 def _native(dtype: DataType) -> bool:
     return dtype.list is None and dtype.base.value in TR106_TO_RBUS

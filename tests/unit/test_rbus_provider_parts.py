@@ -23,12 +23,13 @@ from dsm_tr181.buses.rbus_methods import ASYNC_HANDLE, Methods
 from dsm_tr181.buses.rbus_outbox import Outbox
 from dsm_tr181.buses.rbus_sets import SetBatches
 from dsm_tr181.buses.rbus_valuechange import ValueChanges
-from dsm_tr181.buses.rbus_values import carried_type, schema_path, to_rbus, typed
+from dsm_tr181.buses.rbus_values import carried_type, to_rbus, typed
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import load_schema
 from dsm_tr181.schema.model import Access, Schema
 from dsm_tr181.tree.datamodel import CommandCall, DataModel
 from dsm_tr181.tree.notifications import Kind
+from dsm_tr181.tree.paths import schema_path
 
 pytestmark = pytest.mark.unit
 
