@@ -359,9 +359,8 @@ Setter = Callable[[Any, Any], None]
 class Rbus:
     """A loaded librbus: typed value conversions and the handles opened on it."""
 
-    def __init__(self, lib: Any, path: str, companions: Sequence[Any] = ()) -> None:
+    def __init__(self, lib: Any, companions: Sequence[Any] = ()) -> None:
         self.lib = lib
-        self.path = path
         self._companions = tuple(companions)  # keep them loaded as long as lib
         self._value_setters = self._setters("rbusValue")
         self._property_setters = self._setters("rbusProperty")
@@ -518,7 +517,7 @@ def load(path: str = DEFAULT_LIBRARY) -> Rbus:
         lib = ffi.dlopen(path, ffi.RTLD_NOW)
     except OSError as exc:
         raise AdapterUnavailable(f"rbus bus unavailable: cannot load {path}: {exc}") from exc
-    return Rbus(lib, path, companions)
+    return Rbus(lib, companions)
 
 
 # ---- data elements and their handlers ----
