@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ from dsm_tr181.tree.datamodel import CommandCall
 from dsm_tr181.tree.nodes import Node
 
 if TYPE_CHECKING:
+    from dsm_tr181.lcm.executions import Eu
     from dsm_tr181.lcm.manager import Lcm
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,15 @@ ROW = DU_TABLE + "{i}."
 # measurable CPU (they compete with the packager's threads) for no visible gain.
 PROGRESS_STEP = 4 << 20
 PROGRESS_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class EuSettings:
+    """What InstallDU() says of the EU it creates."""
+
+    privileged: bool = False
+    shutdown_delay: int = 10
+    auto_restart: dict[str, Value] = field(default_factory=dict)  # AutoRestart.<name> by name
 
 
 class Deployments:
@@ -66,7 +77,7 @@ class Deployments:
         return self.lcm.dm.add_row(DU_TABLE, self._values(du), number=du.instance)
 
     def _values(self, du: DeploymentUnitRecord) -> dict[str, Value]:
-        eus = [self.lcm.executions.units[n].record for n in du.eus if n in self.lcm.executions.units]
+        eus = [eu.record for eu in self._units(du)]
         ee_known = du.ee in self.lcm.execenvs.records
         return {
             "UUID": du.uuid,
@@ -92,9 +103,8 @@ class Deployments:
 
     def drop(self, du: DeploymentUnitRecord) -> None:
         """Remove the DU's rows (EUs first) from the tree."""
-        for instance in du.eus:
-            if instance in self.lcm.executions.units:
-                self.lcm.executions.remove(instance)
+        for eu in self._units(du):
+            self.lcm.executions.remove(eu.record.instance)
         if self.lcm.dm.find_node(self.lcm.du_path(du)) is not None:
             self.lcm.dm.delete_row(self.lcm.du_path(du))
         self.records.pop(du.instance, None)
@@ -112,11 +122,11 @@ class Deployments:
         source = _source(str(args["URL"]), str(args.get("Username", "")), str(args.get("Password", "")))
         given_uuid = str(args.get("UUID", "")).lower()
         du, op = self._journal_install(source, ee, given_uuid, str(args.get("ModuleVersion", "")))
-        eu_settings = {
-            "privileged": bool(args.get("Privileged", False)),
-            "shutdown_delay": int(args.get("ShutdownDelay", 10)),  # type: ignore[arg-type]
-            "auto_restart": {k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
-        }
+        eu_settings = EuSettings(
+            privileged=bool(args.get("Privileged", False)),
+            shutdown_delay=int(args.get("ShutdownDelay", 10)),  # type: ignore[arg-type]
+            auto_restart={k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
+        )
         return self._install(du, op, source, given_uuid, eu_settings, call.request_id)
 
     def _journal_install(
@@ -152,7 +162,7 @@ class Deployments:
         op: OperationRecord,
         source: PackageSource,
         given_uuid: str,
-        eu_settings: dict[str, object],
+        eu_settings: EuSettings,
         request_id: str,
     ) -> dict[str, Value]:
         started = now()
@@ -167,9 +177,7 @@ class Deployments:
                 self._check_duplicate(du.uuid, meta["version"], du.ee, du.instance)
                 eu = self._new_eu(du, meta, eu_settings)
                 du.status = "Installed"
-                du.name, du.vendor, du.version, du.description = (
-                    meta["name"], meta["vendor"], meta["version"], meta["description"]
-                )  # fmt: skip
+                _describe(du, meta)
                 du.bundle, du.digest, du.disk_kib = str(target), info.digest, info.disk_usage_kib
                 du.installed = du.last_update = stamp()
                 du.eus = [eu.instance]
@@ -195,14 +203,11 @@ class Deployments:
         self.drop(du)
         self.lcm.du_state_change(du, "Install", "Failed", started, fault)
 
-    def _new_eu(
-        self, du: DeploymentUnitRecord, meta: dict[str, str], settings: dict[str, object]
-    ) -> ExecutionUnitRecord:
+    def _new_eu(self, du: DeploymentUnitRecord, meta: dict[str, str], settings: EuSettings) -> ExecutionUnitRecord:
         dm = self.lcm.dm
         instance = dm.table(EU_TABLE).allocate()
         euid = identity.euid(du.ee, instance)
         level = self.lcm.execenvs.records[du.ee].initial_eu_run_level
-        auto_restart = {k: v for k, v in dict(settings["auto_restart"]).items()}  # type: ignore[call-overload]
         return ExecutionUnitRecord(
             instance=instance,
             du=du.instance,
@@ -214,21 +219,20 @@ class Deployments:
             version=meta["version"],
             description=meta["description"],
             run_level=max(level, 0),
-            shutdown_delay=int(settings["shutdown_delay"]),  # type: ignore[call-overload]
-            privileged=bool(settings["privileged"]),
+            shutdown_delay=settings.shutdown_delay,
+            privileged=settings.privileged,
             creation_time=stamp(),
             log_file=str(self.lcm.settings.log_dir / f"{euid}.log"),
             log_row=dm.table(LOG_TABLE).allocate(),
-            auto_restart=auto_restart,
+            auto_restart=dict(settings.auto_restart),
         )
 
     async def install_local(self, url: str, ee: str) -> None:
         """Install a DU as the device itself does (preinstalled DUs restored by Reset())."""
         source = _source(url, "", "")
         du, op = self._journal_install(source, ee, "", "")
-        settings: dict[str, object] = {"privileged": False, "shutdown_delay": 10, "auto_restart": {}}
         try:
-            await self._install(du, op, source, "", settings, "")
+            await self._install(du, op, source, "", EuSettings(), "")
         except Fault as fault:
             log.error("could not restore preinstalled DU %s: %s", url, fault)
 
@@ -269,14 +273,9 @@ class Deployments:
                 self._check_version(du, meta["version"])
                 stopped = await self._stop_eus(du, op)
                 crashpoint("update.stopped")
-                eus = [self.lcm.executions.units[n].record for n in du.eus if n in self.lcm.executions.units]
-                for eu in eus:
-                    eu.name, eu.vendor, eu.version, eu.description = (
-                        meta["name"], meta["vendor"], meta["version"], meta["description"]
-                    )  # fmt: skip
-                du.name, du.vendor, du.version, du.description = (
-                    meta["name"], meta["vendor"], meta["version"], meta["description"]
-                )  # fmt: skip
+                eus = [eu.record for eu in self._units(du)]
+                for record in (du, *eus):
+                    _describe(record, meta)
                 du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
                 du.url, du.credentials, du.last_update, du.status = source.url, self._seal(source), stamp(), "Installed"
                 op.stage = "swapped"
@@ -296,14 +295,20 @@ class Deployments:
             await self.lcm.packager.remove(Path(op.previous))
         self.lcm.commit(delete=[op])
         self.refresh(du)
-        for instance in du.eus:
-            eu = self.lcm.executions.units.get(instance)
-            if eu is not None:
-                node = self.lcm.executions.node(eu)
-                self.lcm.dm.update(node, {k: getattr(eu.record, k.lower()) for k in ("Name", "Vendor", "Version")})
-                self.lcm.dm.update(node, {"Description": eu.record.description, "DiskSpaceInUse": du.disk_kib})
-                if instance in op.restart_eus:
-                    self.lcm.executions.request(eu, "Active", cause="auto")
+        for eu in self._units(du):
+            record = eu.record
+            self.lcm.dm.update(
+                self.lcm.executions.node(eu),
+                {
+                    "Name": record.name,
+                    "Vendor": record.vendor,
+                    "Version": record.version,
+                    "Description": record.description,
+                    "DiskSpaceInUse": du.disk_kib,
+                },
+            )
+            if record.instance in op.restart_eus:
+                self.lcm.executions.request(eu, "Active", cause="auto")
         log.info("updated DU %s to %s", du.instance, du.version)
 
     async def _abandon_update(
@@ -330,7 +335,7 @@ class Deployments:
 
     async def _stop_eus(self, du: DeploymentUnitRecord, op: OperationRecord) -> list[int]:
         """Stop the running EUs, journaling which ones to start again."""
-        units = [self.lcm.executions.units[n] for n in du.eus if n in self.lcm.executions.units]
+        units = self._units(du)
         active = [eu.record.instance for eu in units if eu.running or eu.record.requested_state == "Active"]
         if active:
             op.restart_eus = active
@@ -377,13 +382,12 @@ class Deployments:
 
     async def finish_uninstall(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
         """Stop and remove the containers, the files and the rows (also run by recovery)."""
-        for instance in du.eus:
-            eu = self.lcm.executions.units.get(instance)
-            if eu is not None:
-                await self.lcm.executions.stop_and_forget(eu)
+        units = self._units(du)
+        for unit in units:
+            await self.lcm.executions.stop_and_forget(unit)
         crashpoint("uninstall.stopped")
         await self.lcm.packager.remove(self.lcm.bundle_root(du.instance))
-        eus = [self.lcm.executions.units[n].record for n in du.eus if n in self.lcm.executions.units]
+        eus = [unit.record for unit in units]
         for eu in eus:
             for log_file in Path(eu.log_file).parent.glob(Path(eu.log_file).name + "*"):
                 log_file.unlink(missing_ok=True)
@@ -402,6 +406,11 @@ class Deployments:
                 continue
 
     # -- shared -------------------------------------------------------------------------------------
+
+    def _units(self, du: DeploymentUnitRecord) -> list[Eu]:
+        """The DU's EUs that have rows."""
+        units = self.lcm.executions.units
+        return [units[n] for n in du.eus if n in units]
 
     def _check_changeable(self, du: DeploymentUnitRecord, uninstall: bool = False) -> None:
         if du.status != "Installed":
@@ -480,6 +489,13 @@ def _source(url: str, username: str, password: str) -> PackageSource:
     if parts.username is not None or parts.password is not None:
         raise Fault(FaultCode.INVALID_ARGUMENTS, "the URL must not carry credentials (userinfo)")
     return PackageSource(url=url, username=username, password=password)
+
+
+def _describe(record: DeploymentUnitRecord | ExecutionUnitRecord, meta: dict[str, str]) -> None:
+    """Name, Vendor, Version and Description from the bundle (see _metadata)."""
+    record.name, record.vendor, record.version, record.description = (
+        meta["name"], meta["vendor"], meta["version"], meta["description"]
+    )  # fmt: skip
 
 
 def _generation() -> str:

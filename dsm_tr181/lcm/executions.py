@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import ContainerExit, StartSpec
 from dsm_tr181.lcm.records import ExecutionUnitRecord
-from dsm_tr181.lcm.tables import EU_TABLE, from_stamp, now, stamp
+from dsm_tr181.lcm.tables import EU_TABLE, LOG_TABLE, from_stamp, now, stamp
 from dsm_tr181.schema.types import UNKNOWN_TIME, Value
 from dsm_tr181.tree.datamodel import CommandCall
 from dsm_tr181.tree.nodes import Node
@@ -72,7 +72,7 @@ class Executions:
         if record.log_row:
             name = record.log_file if len(record.log_file) <= 64 else Path(record.log_file).name
             row = dm.add_row(
-                "Device.DeviceInfo.VendorLogFile.",
+                LOG_TABLE,
                 {"Name": name, "MaximumSize": self.lcm.settings.eu_log_max_bytes, "Persistent": True},
                 number=record.log_row,
             )
@@ -126,7 +126,7 @@ class Executions:
         dm = self.lcm.dm
         dm.delete_row(f"{EU_TABLE}{instance}")
         if eu.record.log_row:
-            dm.delete_row(f"Device.DeviceInfo.VendorLogFile.{eu.record.log_row}")
+            dm.delete_row(f"{LOG_TABLE}{eu.record.log_row}")
         self._publish_active(eu.record.ee)
 
     def node(self, eu: Eu) -> Node:
@@ -200,18 +200,21 @@ class Executions:
 
     def request(self, eu: Eu, state: str, cause: str = "controller") -> None:
         """Record the wanted state (persisted first) and let the reconcile task act."""
-        record = eu.record
         if eu.retry and state == "Idle":
             eu.retry.cancel()
             eu.retry = None
-        if record.requested_state != state:
-            record.requested_state = state
-            self.lcm.commit(put=[record])
-            self.lcm.dm.update(self.node(eu), {"RequestedState": state})
+        self.want(eu, state)
         if state == "Active":
             eu.cause = cause
         if eu.task is None or eu.task.done():
-            eu.task = self.lcm.spawn(self._reconcile(eu), f"eu-{record.instance}")
+            eu.task = self.lcm.spawn(self._reconcile(eu), f"eu-{eu.record.instance}")
+
+    def want(self, eu: Eu, state: str) -> None:
+        """Record RequestedState (store and tree) without acting on it."""
+        if eu.record.requested_state != state:
+            eu.record.requested_state = state
+            self.lcm.commit(put=[eu.record])
+            self.lcm.dm.update(self.node(eu), {"RequestedState": state})
 
     async def wait(self, eu: Eu) -> None:
         """Until the EU's reconcile task (if any) is done."""
@@ -295,10 +298,7 @@ class Executions:
         """A start failed: the EU rests Idle and is not retried on its own."""
         eu.restart = False
         self._set_status(eu, "Idle")
-        if eu.record.requested_state != "Idle":
-            eu.record.requested_state = "Idle"
-            self.lcm.commit(put=[eu.record])
-            self.lcm.dm.update(self.node(eu), {"RequestedState": "Idle"})
+        self.want(eu, "Idle")
         return False
 
     def on_exit(self, exit: ContainerExit) -> None:
@@ -318,9 +318,7 @@ class Executions:
         self._fault(eu, code, message)
         self._set_status(eu, "Idle")
         if not self._schedule_auto_restart(eu):
-            eu.record.requested_state = "Idle"
-            self.lcm.commit(put=[eu.record])
-            self.lcm.dm.update(self.node(eu), {"RequestedState": "Idle"})
+            self.want(eu, "Idle")
 
     # -- status and faults ----------------------------------------------------------------------
 
@@ -347,12 +345,8 @@ class Executions:
     def _publish_active(self, ee: str) -> None:
         if ee not in self.lcm.execenvs.records:
             return
-        active = tuple(
-            f"{EU_TABLE}{eu.record.instance}"
-            for eu in self.of_ee(ee)
-            if self.lcm.dm.find_node(f"{EU_TABLE}{eu.record.instance}") is not None
-            and self.node(eu).values["Status"] == "Active"
-        )
+        nodes = (self.lcm.dm.find_node(f"{EU_TABLE}{eu.record.instance}") for eu in self.of_ee(ee))
+        active = tuple(node.ref for node in nodes if node is not None and node.values["Status"] == "Active")
         self.lcm.execenvs.set_active(ee, active)
 
     # -- AutoRestart (TR-181 ExecutionUnit.{i}.AutoRestart.) --------------------------------------

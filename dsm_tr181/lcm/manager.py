@@ -138,4 +138,3 @@ class Lcm:
                 "Fault.FaultString": (fault.message[:256] if fault else ""),
             },
         )
-
