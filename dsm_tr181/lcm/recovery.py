@@ -60,6 +60,10 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
             await _resume(lcm, du, op, [eu for eu in eus if eu.du == du.instance])
         except Fault as fault:  # left journaled: the next start tries again
             log.error("cannot resume the interrupted %s of DU %s: %s", op.kind, du.instance, fault)
+    # A finished update starts its EUs again: let those starts end before the sweep, which
+    # would otherwise take a container still being created for a stale one and delete it.
+    for eu in list(lcm.executions.units.values()):
+        await lcm.executions.wait(eu)
     await _containers(lcm)
     await _orphan_files(lcm)
     for name, record in lcm.execenvs.records.items():
@@ -88,8 +92,7 @@ async def _resume(lcm: Lcm, du: DeploymentUnitRecord, op: OperationRecord, eus: 
         for instance in op.restart_eus:
             eu = lcm.executions.units.get(instance)
             if eu is not None:
-                eu.record.requested_state = "Active"
-                lcm.commit(put=[eu.record])
+                lcm.executions.want(eu, "Active")  # recover() starts it with the autostart
         lcm.du_state_change(du, "Update", "Installed", started, interrupted)
     else:
         log.warning("finishing the interrupted uninstall of DU %s", du.instance)
@@ -140,4 +143,3 @@ def _children(directory: Path) -> list[Path]:
         return sorted(directory.iterdir())
     except FileNotFoundError:
         return []
-
