@@ -36,23 +36,17 @@ from dsm_tr181.tree.datamodel import DataModel
 log = logging.getLogger("dsm")
 
 
-# systemd's notification socket, taken out of the environment at start (see main()):
-# the runtimes' children (runc) inherit the environment, and a runc that sees
-# NOTIFY_SOCKET treats it as its own and fails to start containers.
-_notify_address: str | None = None
+def take_notify_socket() -> str | None:
+    """systemd's notification socket for sd_notify(), removed from the environment (as
+    sd_notify(3)'s unset_environment does): the runtimes' children (runc) inherit the
+    environment, and a runc that sees NOTIFY_SOCKET treats it as its own and fails to
+    start containers."""
+    return os.environ.pop("NOTIFY_SOCKET", None)
 
 
-def take_notify_socket() -> None:
-    """Keep NOTIFY_SOCKET for sd_notify() and remove it from the environment (as
-    sd_notify(3)'s unset_environment does), so no child process inherits it."""
-    global _notify_address
-    _notify_address = os.environ.pop("NOTIFY_SOCKET", None) or _notify_address
-
-
-def sd_notify(state: str) -> None:
+def sd_notify(address: str | None, state: str) -> None:
     """Tell systemd (Type=notify) about our state; a no-op outside systemd. Best effort:
     a notification socket that went away must not stop the daemon."""
-    address = _notify_address
     if not address:
         return
     if address.startswith("@"):
@@ -112,16 +106,13 @@ async def start_buses(config: DaemonConfig, dm: DataModel) -> list[BusProvider]:
     return started
 
 
-async def serve(config: DaemonConfig) -> None:
+async def serve(config: DaemonConfig, notify_address: str | None = None) -> None:
     state_dir = config.state_dir
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     datamodel = Path(config.datamodel_dir) if config.datamodel_dir else None
     dm = DataModel(load_schema(datamodel, cache_dir=state_dir))
     try:
         packager = adapters.load("packager", "tar").from_config(config.packager)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    try:
         sealer = FernetSealer(state_dir / "secret.key")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -136,10 +127,10 @@ async def serve(config: DaemonConfig) -> None:
     await control.start()
     buses = await start_buses(config, dm)
     log.info("dsm %s ready: control socket %s", __version__, config.socket)
-    sd_notify(f"READY=1\nSTATUS=serving {len(lcm.deployments.records)} deployment units")
+    sd_notify(notify_address, f"READY=1\nSTATUS=serving {len(lcm.deployments.records)} deployment units")
     await stop.wait()
     log.info("stopping")
-    sd_notify("STOPPING=1")
+    sd_notify(notify_address, "STOPPING=1")
     for provider in reversed(buses):
         await provider.close()
     await control.close()
@@ -148,7 +139,7 @@ async def serve(config: DaemonConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = overrides_from_args(argv)
-    take_notify_socket()
+    notify_address = take_notify_socket()
     try:
         config = load_config(overrides)
     except ConfigError as exc:
@@ -161,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, notify_address))
     except (ConfigError, AdapterUnavailable) as exc:
         log.error("%s", exc)
         return 2
