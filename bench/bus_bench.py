@@ -32,21 +32,19 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.tree_bench import SM, build
 from dsm_tr181.tree.datamodel import DataModel
+from tests.support.loopthread import LoopThread
 
-T = TypeVar("T")
 GETS = 1000
 PARTIAL_READS = {"Get": 20, "GetBulk": 100}
 ONE = SM + "ExecutionUnit.1.Status"
@@ -135,49 +133,24 @@ SECTIONS: dict[str, Section] = {"dbus": Section(serve_dbus, dbus_client, ("Get",
 # ---- the server side ----
 
 
-class LoopThread:
-    """The daemon's loop, in a background thread."""
+@contextmanager
+def stalls(loop: asyncio.AbstractEventLoop) -> Iterator[list[float]]:
+    """While the block runs, a 1 ms ticker on ``loop``; yields how late each tick was (s)."""
+    lateness: list[float] = []
+    running = True
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
+    async def tick() -> None:
+        while running:
+            due = time.perf_counter() + 0.001
+            await asyncio.sleep(0.001)
+            lateness.append(time.perf_counter() - due)
 
-    def run(self, function: Callable[[], T]) -> T:
-        future: Future[T] = Future()
-
-        def call() -> None:
-            try:
-                future.set_result(function())
-            except Exception as exc:
-                future.set_exception(exc)
-
-        self.loop.call_soon_threadsafe(call)
-        return future.result(600)
-
-    @contextmanager
-    def stalls(self) -> Iterator[list[float]]:
-        """While the block runs, a 1 ms ticker on the loop; yields how late each tick was (s)."""
-        lateness: list[float] = []
-        running = True
-
-        async def tick() -> None:
-            while running:
-                due = time.perf_counter() + 0.001
-                await asyncio.sleep(0.001)
-                lateness.append(time.perf_counter() - due)
-
-        ticker = asyncio.run_coroutine_threadsafe(tick(), self.loop)
-        try:
-            yield lateness
-        finally:
-            running = False
-            ticker.result(10)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
+    ticker = asyncio.run_coroutine_threadsafe(tick(), loop)
+    try:
+        yield lateness
+    finally:
+        running = False
+        ticker.result(10)
 
 
 def timed(call: Callable[[], object], count: int) -> list[float]:
@@ -213,7 +186,7 @@ def provider_work(loop: LoopThread, work: Callable[[list[str]], object]) -> tupl
     on_loop, off_loop = [], []
     for _ in range(PARTIAL_READS["Get"]):
         started = time.perf_counter()
-        rest = loop.run(lambda: work([SM]))
+        rest = loop.call(work, [SM], timeout=600)
         on_loop.append(time.perf_counter() - started)
         if callable(rest):
             off_loop += timed(rest, 1)
@@ -224,18 +197,18 @@ def bench(bus: str, n: int) -> None:
     section = SECTIONS[bus]
     loop = LoopThread()
     try:
-        dm = loop.run(lambda: build(n))
+        dm = loop.call(build, n, timeout=600)
         one: dict[str, Timings] = {}
         partial: dict[str, Timings] = {}
         stalled: dict[str, list[float]] = {}
         with section.serve(dm, loop.loop) as args:
             for method in section.methods:
                 one[method] = run_client(bus, args, method, ONE, GETS)
-                with loop.stalls() as lateness:
+                with stalls(loop.loop) as lateness:
                     partial[method] = run_client(bus, args, method, SM, PARTIAL_READS[method])
                 stalled[method] = lateness
-        one_local = loop.run(lambda: timed(lambda: dm.get([ONE]), GETS))
-        partial_local = loop.run(lambda: timed(lambda: dm.get([SM]), PARTIAL_READS["Get"]))
+        one_local = loop.call(timed, lambda: dm.get([ONE]), GETS, timeout=600)
+        partial_local = loop.call(timed, lambda: dm.get([SM]), PARTIAL_READS["Get"], timeout=600)
 
         print(f"{bus}, N={n}: {n} DUs, {3 * n} EUs")
         for method in section.methods:
@@ -267,7 +240,7 @@ def bench(bus: str, n: int) -> None:
             verdict = "met" if median < TARGET_MS else "NOT met"
             print(f"  {method:<8} {median:8.1f} ms  {verdict}")
     finally:
-        loop.close()
+        loop.stop()
 
 
 def main(argv: list[str]) -> None:

@@ -27,15 +27,12 @@ Skips with a message when they do not name existing files.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +43,7 @@ from dsm_tr181.buses import rbus_ffi
 from dsm_tr181.buses.rbus import RbusProvider
 from dsm_tr181.buses.rbus_values import carried_type, to_rbus
 from dsm_tr181.tree.datamodel import DataModel
+from tests.support.loopthread import LoopThread
 from tests.support.rtrouted import RbusTools, find_tools, running_broker
 
 T = TypeVar("T")
@@ -92,24 +90,18 @@ class Served:
 
     def __init__(self, tools: RbusTools, n: int) -> None:
         self.dm = build(n)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        self.provider = RbusProvider.create(self.dm, {"library": str(tools.library)}, self.loop)
+        self.loop = LoopThread()
+        self.provider = RbusProvider.create(self.dm, {"library": str(tools.library)}, self.loop.loop)
         started = time.perf_counter()
-        asyncio.run_coroutine_threadsafe(self.provider.start(), self.loop).result(600)
+        self.loop.wait(self.provider.start(), 600)
         self.start_s = time.perf_counter() - started
 
     def on_loop(self, function: Callable[[], T]) -> T:
-        future: Future[T] = Future()
-        self.loop.call_soon_threadsafe(lambda: future.set_result(function()))
-        return future.result(600)
+        return self.loop.call(function, timeout=600)
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.provider.close(), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
+        self.loop.wait(self.provider.close(), 60)
+        self.loop.stop()
 
 
 def in_process(dm: DataModel, call: Callable[[int], object], count: int) -> list[float]:

@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -30,6 +28,7 @@ from dsm_tr181.errors import AdapterUnavailable, Fault, FaultCode
 from dsm_tr181.schema import Access, BaseType, DataType, Object, Parameter, Schema, UniqueKey, load_schema
 from dsm_tr181.tree.datamodel import CommandCall, DataModel
 from dsm_tr181.tree.nodes import Node
+from tests.support.loopthread import LoopThread
 from tests.support.rtrouted import (
     BrokerBusy,
     InteractiveCli,
@@ -45,43 +44,12 @@ pytestmark = [pytest.mark.rbus, pytest.mark.integration]
 SM = "Device.SoftwareModules."
 TEST_ROOT = "Device.DSMTestTables."
 EU1 = SM + "ExecutionUnit.1."
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
 def tools(cli_tools: RbusTools) -> RbusTools:
     """Every test here drives rbuscli."""
     return cli_tools
-
-
-class LoopThread:
-    """The daemon's loop, in a background thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="dsm-loop", daemon=True)
-        self._thread.start()
-
-    def call(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` run on the loop (the tree belongs to it)."""
-        future: Future[T] = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(function(*args))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        self.loop.call_soon_threadsafe(run)
-        return future.result(10)
-
-    def wait(self, coroutine: Any, timeout: float = 15) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
 
 
 class LcmStandIn:

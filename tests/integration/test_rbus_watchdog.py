@@ -10,7 +10,8 @@ import pytest
 from dsm_tr181.buses.rbus import RbusProvider
 from dsm_tr181.schema import load_schema
 from dsm_tr181.tree.datamodel import DataModel
-from tests.integration.test_rbus_provider import SM, LoopThread
+from tests.integration.test_rbus_provider import SM
+from tests.support.loopthread import LoopThread
 from tests.support.rtrouted import BrokerBusy, RbusTools, run_rbuscli, running_broker
 
 pytestmark = pytest.mark.rbus
