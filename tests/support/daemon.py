@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dsm_tr181.control_client import ControlClient
+from tests.support.processes import delete_runc_containers, runc_containers, stop_process
 
 READY_TIMEOUT = 30.0
 
@@ -54,7 +54,6 @@ class DsmDaemon:
         lcm: Mapping[str, Any] | None = None,
         execenvs: list[Mapping[str, Any]] | None = None,
         extra: Mapping[str, Mapping[str, Any]] | None = None,
-        env: Mapping[str, str] | None = None,
     ) -> None:
         self.work = work
         self.state = work / "state"
@@ -68,17 +67,16 @@ class DsmDaemon:
             **(extra or {}),
         }  # fmt: skip
         self.config = write_config(work / "dsm.toml", sections, execenvs or [{"name": "default"}])
-        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, env: Mapping[str, str] | None = None, wait_ready: bool = True) -> DsmDaemon:
+    def start(self, env: Mapping[str, str] | None = None) -> DsmDaemon:
         notify_path = self.work / "notify.sock"
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(notify_path))
-        environment = {**os.environ, **self.env, **(env or {}), "NOTIFY_SOCKET": str(notify_path)}
+        environment = {**os.environ, **(env or {}), "NOTIFY_SOCKET": str(notify_path)}
         environment.pop("DSM_CONFIG_FILE", None)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -88,8 +86,7 @@ class DsmDaemon:
                 env=environment,
             )
         try:
-            if wait_ready:
-                self._wait_ready(notify)
+            self._wait_ready(notify)
         finally:
             notify.close()
         return self
@@ -114,14 +111,8 @@ class DsmDaemon:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process, grace=15)
 
     def kill9(self) -> None:
         assert self.process is not None
@@ -131,13 +122,11 @@ class DsmDaemon:
     def cleanup(self) -> None:
         """Stop the daemon and remove every container it left (they outlive the daemon)."""
         self.stop()
-        for container in self.containers():
-            subprocess.run(["runc", "--root", str(self.runc_root), "delete", "--force", container],
-                           capture_output=True, check=False)  # fmt: skip
+        delete_runc_containers(self.runc_root)
 
     # -- talking to it ------------------------------------------------------------------------------
 
-    def client(self, timeout: float = 60.0) -> ControlClient:
+    def client(self, timeout: float | None = 60.0) -> ControlClient:
         return ControlClient(str(self.socket), timeout)
 
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -146,28 +135,13 @@ class DsmDaemon:
     def get(self, *paths: str) -> dict[str, str]:
         return dict(self.call("get", {"paths": list(paths)}))
 
-    def cli(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "dsm_tr181.cli", *args],
-            capture_output=True,
-            text=True,
-            input=stdin,
-            timeout=timeout,
-            env={**os.environ, "DSM_SOCKET": str(self.socket)},
-            check=False,
-        )
-
     def events(self, prefix: str = "") -> EventStream:
         """Subscribe now (the control socket's ``events`` stream); the stream ends when
         the daemon stops."""
         return EventStream(self.client(timeout=None), prefix)
 
     def containers(self) -> list[str]:
-        if not self.runc_root.exists():
-            return []
-        listed = subprocess.run(["runc", "--root", str(self.runc_root), "list", "-q"],
-                                capture_output=True, text=True, check=False)  # fmt: skip
-        return listed.stdout.split()
+        return runc_containers(self.runc_root)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

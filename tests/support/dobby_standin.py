@@ -55,7 +55,7 @@ from typing import Any
 from gi.repository import Gio, GLib
 
 from tests.support.dbusdaemon import read_ready_line
-from tests.support.processes import stop_process
+from tests.support.processes import delete_runc_containers, stop_process
 
 SERVICE = "org.rdk.dobby"
 OBJECT_PATH = "/org/rdk/dobby"
@@ -414,18 +414,7 @@ def running_standin(address: str, work_dir: Path, ready_timeout: float = 10.0) -
         yield process
     finally:
         stop_process(process)
-        delete_leftover_containers(work_dir)
-
-
-def delete_leftover_containers(work_dir: Path) -> None:
-    """Force-delete every container still known to the stand-in's runc root."""
-    root = work_dir / "runc"
-    if not root.exists():
-        return
-    runc = ["runc", "--root", str(root)]
-    listed = subprocess.run([*runc, "list", "-q"], capture_output=True, text=True, check=False)
-    for container_id in listed.stdout.split():
-        subprocess.run([*runc, "delete", "--force", container_id], capture_output=True, check=False)
+        delete_runc_containers(work_dir / "runc")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
