@@ -131,11 +131,6 @@ def value(dsm: DsmDaemon, path: str) -> str:
     return dsm.get(path)[path]
 
 
-def du_row_of(dsm: DsmDaemon, event_or_result: Mapping[str, Any]) -> str:
-    """The DU row path a DUStateChange! names."""
-    return str(event_or_result["DeploymentUnitRef"]) + "."
-
-
 def eu_of(dsm: DsmDaemon, du: str) -> str:
     (eu,) = value(dsm, du + "ExecutionUnitList").split(",")
     return eu + "."
