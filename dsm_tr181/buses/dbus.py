@@ -3,9 +3,11 @@
 Threads. A :class:`~dsm_tr181.glib_thread.GLibThread` of its own owns the connection:
 the connection is opened, the object registered and the name requested on it, so Gio
 dispatches method calls there. Each call is handed to the asyncio loop
-(``call_soon_threadsafe``) where :class:`~dsm_tr181.buses.dbus_service.DsmService` runs
-the DataModel operation and builds the reply variant; the GLib thread waits for it (at
-most ``call_timeout`` seconds) and sends it. For GetBulk the loop only copies the values
+(:class:`~dsm_tr181.buses.loop_bridge.LoopBridge`) where
+:class:`~dsm_tr181.buses.dbus_service.DsmService` runs the DataModel operation and builds
+the reply variant; the GLib thread waits for it and sends it. A call the loop does not
+start within ``call_timeout`` seconds is refused and never runs; a started one is
+answered. For GetBulk the loop only copies the values
 and the GLib thread encodes the JSON reply from the copy, so the loop is not held for
 that. Notifications are turned into signal arguments on the loop, inside the DataModel's
 subscription callback, and emitted on the GLib thread (``GLibThread.invoke``). The GLib
@@ -23,7 +25,6 @@ seconds of work per call. Gio's invocation object gives the error names of
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,8 +35,9 @@ from gi.repository import Gio, GLib
 
 from dsm_tr181.buses.dbus_errors import INTERNAL_ERROR, error_name, fault_text, internal_error_text
 from dsm_tr181.buses.dbus_interface import INTERFACE, INTROSPECTION
-from dsm_tr181.buses.dbus_service import DsmService, Reply
+from dsm_tr181.buses.dbus_service import DsmService
 from dsm_tr181.buses.dbus_variants import from_arguments
+from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.errors import Fault
 from dsm_tr181.glib_thread import GLibThread
 from dsm_tr181.sections import build_section
@@ -77,10 +79,6 @@ class DbusConfig:
         return self.bus if bus_type is None else Gio.dbus_address_get_for_bus_sync(bus_type, None)
 
 
-class _NoAnswer(Exception):
-    """The loop did not answer a method call within ``call_timeout``."""
-
-
 class DbusProvider:
     """Serves one DataModel on D-Bus; see the module docstring."""
 
@@ -89,7 +87,7 @@ class DbusProvider:
     def __init__(self, dm: DataModel, config: DbusConfig, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self._dm = dm
-        self._loop = loop
+        self._bridge = LoopBridge(loop, config.call_timeout)
         self._service = DsmService(dm)
         self._interface = Gio.DBusNodeInfo.new_for_xml(INTROSPECTION).lookup_interface(INTERFACE)
         self._glib: GLibThread | None = None
@@ -173,39 +171,16 @@ class DbusProvider:
     ) -> None:
         """Gio's method handler: Gio has checked the method name and the signature."""
         try:
-            reply = self._ask_loop(method_name, from_arguments(parameters))
+            reply = self._bridge.call(self._service.call, method_name, from_arguments(parameters))
             if callable(reply):
                 reply = reply()
         except Fault as fault:
             invocation.return_dbus_error(error_name(fault.code), fault_text(fault))
-        except _NoAnswer:
-            _log.error("%s from %s: no answer from the loop within %s s", method_name, sender, self.config.call_timeout)
-            invocation.return_dbus_error(INTERNAL_ERROR, internal_error_text("the daemon is busy, try again"))
         except Exception:
             _log.exception("%s from %s failed", method_name, sender)
             invocation.return_dbus_error(INTERNAL_ERROR, internal_error_text())
         else:
             invocation.return_value(reply)
-
-    def _ask_loop(self, method: str, args: tuple[Any, ...]) -> Reply:
-        answer: concurrent.futures.Future[Reply] = concurrent.futures.Future()
-
-        def run() -> None:
-            if not answer.set_running_or_notify_cancel():
-                return  # the GLib thread gave up waiting
-            try:
-                answer.set_result(self._service.call(method, args))
-            except Exception as exc:
-                answer.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(run)
-        try:
-            return answer.result(self.config.call_timeout)
-        except TimeoutError:
-            if answer.done():
-                raise  # the operation's own TimeoutError
-            answer.cancel()
-            raise _NoAnswer from None
 
     def _emit(self, signal: str, arguments: GLib.Variant) -> None:
         if self._bus is not None:

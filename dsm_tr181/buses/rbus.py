@@ -9,7 +9,7 @@ registering publishes the row events from which RDK's USP agent makes ObjectAdde
 ObjectDeleted.
 
 Handlers run on rbus's threads and never touch the tree: each hands its work to the
-daemon's loop (:class:`~dsm_tr181.buses.rbus_bridge.LoopBridge`). What the loop sends
+daemon's loop (:class:`~dsm_tr181.buses.loop_bridge.LoopBridge`). What the loop sends
 because the tree changed (rows, events, value changes, asynchronous method answers)
 goes through the :class:`~dsm_tr181.buses.rbus_outbox.Outbox`: in order, from rbus's
 callback thread, never under a partial get librbus is expanding there.
@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any
 
 from dsm_tr181.buses import rbus_ffi
-from dsm_tr181.buses.rbus_bridge import LoopBridge
+from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.buses.rbus_ffi import EventType, RbusCallFailed, Typed
 from dsm_tr181.buses.rbus_gets import SnapshotReads
 from dsm_tr181.buses.rbus_methods import Methods

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from dsm_tr181.buses.rbus_bridge import LoopBridge
+from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.buses.rbus_values import to_rbus
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.tree.datamodel import DataModel

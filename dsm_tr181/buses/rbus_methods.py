@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dsm_tr181.buses.rbus_bridge import LoopBridge
+from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.buses.rbus_ffi import MethodReply, Typed
 from dsm_tr181.buses.rbus_values import typed
 from dsm_tr181.errors import Fault, FaultCode

@@ -735,15 +735,17 @@ def test_unexpected_error_is_internal_error_without_details(
     assert any(r.exc_info and "secret detail" in str(r.exc_info[1]) for r in caplog.records)
 
 
-def test_call_timeout_when_the_loop_is_busy(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
-    def slow(*_: object, **__: object) -> None:
-        time.sleep(1.0)  # blocks the loop, as a runaway handler would
-
+def test_call_timeout_when_the_loop_is_busy(served: Served) -> None:
+    """A call the loop does not take within call_timeout is refused and never runs."""
+    auto_start = f"{EU}1.AutoStart"
+    before = served.loop.run(lambda: served.dm.get_values([auto_start]))
+    flipped = "false" if before[auto_start] else "true"
     with serving(served.dm, served.loop, {"bus": served.address, "name": NAME + ".Slow", "call_timeout": 0.3}):
-        monkeypatch.setattr(served.dm, "get_supported_dm", slow)
-        name, message = call_error(served.address, NAME + ".Slow", "GetSupportedDM", f"['{SM}']", "false")
+        served.loop.loop.call_soon_threadsafe(time.sleep, 1.0)  # blocks the loop, as a runaway handler would
+        name, message = call_error(served.address, NAME + ".Slow", "Set", f"{{'{auto_start}': <{flipped}>}}", "false")
     assert name == "com.rdkcentral.DSM.Error.InternalError"
     assert message.startswith("7003 Internal error: ")
+    assert served.loop.run(lambda: served.dm.get_values([auto_start])) == before
 
 
 def test_start_and_close_are_idempotent_and_close_releases_the_name(served: Served) -> None:

@@ -15,8 +15,8 @@ import pytest
 
 from dsm_tr181.buses import rbus as rbus_provider
 from dsm_tr181.buses import rbus_ffi, rbus_gets, rbus_outbox, rbus_sets
+from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.buses.rbus import RbusConfig, RbusProvider
-from dsm_tr181.buses.rbus_bridge import LoopBridge
 from dsm_tr181.buses.rbus_ffi import SetRequest, SubscribeAction, Typed
 from dsm_tr181.buses.rbus_gets import SnapshotReads
 from dsm_tr181.buses.rbus_methods import ASYNC_HANDLE, Methods

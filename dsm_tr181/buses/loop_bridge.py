@@ -1,7 +1,8 @@
-"""Run a function on the daemon's loop from an rbus thread and wait for its answer.
+"""Run a function on the daemon's loop from a bus thread and wait for its answer.
 
-rbus calls handlers on its own threads; the tree belongs to the asyncio loop. Every
-handler hands its work over with :meth:`LoopBridge.call`. The work is a plain
+rbus calls handlers on its own threads and the D-Bus provider on its GLib thread; the
+tree belongs to the asyncio loop. Every handler hands its work over with
+:meth:`LoopBridge.call`. The work is a plain
 synchronous function (the DataModel API is synchronous), scheduled with
 ``call_soon_threadsafe`` and answered through a ``concurrent.futures.Future``: the same
 contract as ``run_coroutine_threadsafe`` without a Task per call, which costs about
@@ -54,5 +55,5 @@ class LoopBridge:
         except concurrent.futures.TimeoutError:
             if not future.cancel():
                 return future.result()
-        log.warning("rbus: the daemon loop did not take a request within %s s", self.timeout)
+        log.warning("the daemon loop did not take a bus request within %s s", self.timeout)
         raise Fault(FaultCode.INTERNAL_ERROR, f"the daemon did not answer within {self.timeout:g} s")
