@@ -32,7 +32,7 @@ from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
 from dsm_tr181.tree.paths import Name, PathKind, parse_path, schema_path
-from dsm_tr181.tree.results import ResolvedObject
+from dsm_tr181.tree.results import ResolvedObject, combined_fault
 
 _EMPTY = dictionary_variant(())
 _INSTANCE = GLib.VariantType.new("(sa{sv})")
@@ -135,10 +135,7 @@ class DsmService:
         left out, and only a Set where everything failed is an error."""
         result = self._dm.set(values, allow_partial)
         if result.errors and not result.updated:
-            first = result.errors[0].fault
-            fault = Fault(first.code, first.message, first.path)
-            fault.details = [error.fault for error in result.errors]
-            raise fault
+            raise combined_fault(result.errors)
         encode = self._encoder.object_entries
         return dictionary_reply(
             entry for obj in result.updated for entry in encode(obj.path, self._object(obj.path), obj.params)

@@ -40,7 +40,7 @@ from dsm_tr181.buses.rbus_sets import SetBatches
 from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, typed
 from dsm_tr181.errors import AdapterUnavailable
-from dsm_tr181.schema.model import Access, Object
+from dsm_tr181.schema.model import Object
 from dsm_tr181.sections import build_section
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.nodes import Node
@@ -217,13 +217,12 @@ class RbusProvider:
             if obj.multi_instance:
                 elements.append(self._table(obj))
             for name, parameter in obj.parameters.items():
-                writable = parameter.access is Access.READ_WRITE
                 elements.append(
                     rbus_ffi.Property(
                         obj.path + name,
                         carried_type(parameter.type),
                         self._reads.get,
-                        set=self._sets.on_set if writable else None,
+                        set=self._sets.on_set if parameter.writable else None,
                         subscribe=connection.changes.on_subscribe,
                     )
                 )

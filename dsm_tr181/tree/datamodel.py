@@ -42,6 +42,7 @@ from dsm_tr181.tree.results import (
     ResolvedObject,
     SetResult,
     UpdatedObject,
+    combined_fault,
 )
 from dsm_tr181.tree.supported import SupportedObject, supported_dm
 
@@ -333,7 +334,7 @@ class DataModel:
                 errors.append(ParamError(key or next(iter(updates)), fault))
                 del groups[key]
         if errors and not allow_partial:
-            raise _combined(errors)
+            raise combined_fault(errors)
         result = SetResult(errors=errors)
         applied: list[tuple[Node, dict[str, Value]]] = []
         for plan in groups.values():
@@ -772,13 +773,6 @@ def _changes(plan: list[tuple[Node, Parameter, Value, str]]) -> dict[Node, dict[
 
 def _parse(parameter: Parameter, raw: Value) -> Value:
     return parameter.type.parse(raw) if isinstance(raw, str) else parameter.type.check(raw)
-
-
-def _combined(errors: list[ParamError]) -> Fault:
-    first = errors[0].fault
-    fault = Fault(first.code, first.message, first.path)
-    fault.details = [e.fault for e in errors]
-    return fault
 
 
 def _command_args(command: Command, raw: Mapping[str, Value]) -> dict[str, Value]:

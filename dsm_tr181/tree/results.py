@@ -39,6 +39,15 @@ class ParamError:
     fault: Fault
 
 
+def combined_fault(errors: list[ParamError]) -> Fault:
+    """One fault for a refused multi-parameter request: the first error's, with every
+    parameter's fault in ``details``."""
+    first = errors[0].fault
+    fault = Fault(first.code, first.message, first.path)
+    fault.details = [error.fault for error in errors]
+    return fault
+
+
 @dataclass
 class UpdatedObject:
     path: str
