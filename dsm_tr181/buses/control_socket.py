@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from dsm_tr181.control_client import HEADER, encode_frame
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
 from dsm_tr181.schema.model import Parameter
 from dsm_tr181.schema.types import Value, format_datetime
 from dsm_tr181.tree.datamodel import DataModel
@@ -41,11 +42,6 @@ from dsm_tr181.tree.supported import SupportedObject, SupportedParam
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FRAME = 1 << 20
-SM = "Device.SoftwareModules."
-EE_TABLE = SM + "ExecEnv."
-DU_TABLE = SM + "DeploymentUnit."
-EU_TABLE = SM + "ExecutionUnit."
-DU_STATE_CHANGE = SM + "DUStateChange!"
 # Commands whose outcome a DUStateChange! event also reports, with its OperationPerformed.
 DU_OPERATIONS = {"InstallDU()": "Install", "Update()": "Update", "Uninstall()": "Uninstall"}
 # How long a waiting client may still get the DUStateChange! after OperationComplete.
@@ -292,7 +288,7 @@ class ControlMethods:
         args |= _credentials(params)
         if uuid := _text(params, "uuid", ""):
             args["UUID"] = uuid
-        return await self._long_command(params, stream, SM + "InstallDU()", args, "Installation Started")
+        return await self._long_command(params, stream, INSTALL_DU, args, "Installation Started")
 
     async def _du_update(self, params: Params, stream: Stream | None) -> Any:
         du = self._du(_text(params, "uuid"))
