@@ -26,3 +26,13 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
         yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+LAYERS = ("unit", "integration", "conformance")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test says which layer it belongs to, so ``-m unit`` and friends select all of it."""
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(name) for name in LAYERS)]
+    if unmarked:
+        raise pytest.UsageError(f"tests without a {'/'.join(LAYERS)} marker: {', '.join(unmarked)}")

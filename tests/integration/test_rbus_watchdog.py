@@ -14,7 +14,7 @@ from tests.integration.test_rbus_provider import SM
 from tests.support.loopthread import LoopThread
 from tests.support.rtrouted import BrokerBusy, RbusTools, run_rbuscli, running_broker
 
-pytestmark = pytest.mark.rbus
+pytestmark = [pytest.mark.rbus, pytest.mark.integration]
 
 
 def _until(check, timeout: float) -> bool:  # type: ignore[no-untyped-def]

@@ -451,6 +451,7 @@ def test_adopted_container_that_is_not_our_child(harness: Harness) -> None:
 # -- configuration, ids, rotation ----------------------------------------------------
 
 
+@pytest.mark.unit
 def test_config_from_section() -> None:
     config = OciRuntimeConfig.from_config({"binary": "crun", "kill_timeout": 3, "cgroup2_mount_namespace": True})
     assert config == OciRuntimeConfig(binary="crun", kill_timeout=3.0, cgroup2_mount_namespace=True)
@@ -465,6 +466,7 @@ def test_config_from_section() -> None:
         OciRuntimeConfig.from_config({"kill_timeout": -1})
 
 
+@pytest.mark.unit
 def test_container_ids() -> None:
     for good in ("a", "eu-1.2_x", "A" * 128, "1a"):
         assert check_container_id(good) == good
@@ -473,6 +475,7 @@ def test_container_ids() -> None:
             check_container_id(bad)
 
 
+@pytest.mark.unit
 def test_rotation_keeps_whole_lines_and_shifts_backups(tmp_path: Path) -> None:
     policy = LogPolicy(tmp_path / "eu.log", max_bytes=100, backups=2)
     for round_ in range(3):
