@@ -2,12 +2,14 @@
 Yocto recipe and the Raspberry Pi setup script are checked by the tools that consume them."""
 
 import configparser
+import dataclasses
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,21 @@ def test_default_config_documents_the_defaults() -> None:
     assert (documented.state_dir, documented.socket, documented.buses) == (
         built_in.state_dir, built_in.socket, built_in.buses,
     )  # fmt: skip
+
+
+def test_default_config_lists_every_adapter_key_with_its_default() -> None:
+    text = (INTEGRATION / "dsm.toml").read_text()
+    raw = tomllib.loads(text)
+    commented = set(re.findall(r"^# (\w+) = ", text, flags=re.MULTILINE))  # keys with no default value
+    sections: dict[tuple[str, str], type] = {("packager", "tar"): TarPackagerConfig}
+    sections |= {("runtime", name): cls for name, cls in RUNTIME_CONFIGS.items()}
+    sections |= {("bus", name): cls for name, cls in BUS_CONFIGS.items()}
+    for (kind, name), cls in sections.items():
+        if name not in raw[kind]:
+            continue  # crun shares runc's section layout
+        section = raw[kind][name]
+        assert set(section) | commented >= {field.name for field in dataclasses.fields(cls)}, f"[{kind}.{name}]"
+        assert cls.from_config(section) == cls.from_config({}), f"[{kind}.{name}]"
 
 
 def test_yocto_recipe_installs_existing_files_and_declares_the_python_dependencies() -> None:
