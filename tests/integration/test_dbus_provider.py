@@ -45,6 +45,7 @@ from dsm_tr181.schema.loader import load_documents
 from dsm_tr181.schema.types import BaseType, DataType, ListFacet, Value, format_datetime
 from dsm_tr181.tree.datamodel import CommandCall, DataModel
 from tests.support.dbusdaemon import gdbus_call, private_bus, read_ready_line
+from tests.support.loopthread import LoopThread
 from tests.support.processes import stop_process
 
 _MISSING = [tool for tool in ("dbus-daemon", "gdbus") if shutil.which(tool) is None]
@@ -76,31 +77,6 @@ T = TypeVar("T")
 
 
 # == the daemon's side ==============================================================================
-
-
-class LoopThread:
-    """An asyncio loop in a thread: the loop that owns the tree."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="daemon-loop", daemon=True)
-        self._thread.start()
-
-    def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the loop and return its result."""
-
-        async def call() -> T:
-            return fn()
-
-        return self.wait(call())
-
-    def wait(self, coroutine: Awaitable[T], timeout: float = 15.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)  # type: ignore[arg-type]
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
 
 
 def lcm_standin_set_requested_state(dm: DataModel) -> Callable[[CommandCall], dict[str, Value]]:
@@ -188,7 +164,7 @@ def serving(dm: DataModel, loop: LoopThread, section: dict[str, Any]) -> Iterato
 
 @pytest.fixture(scope="module")
 def served(bus_address: str, loop: LoopThread) -> Iterator[Served]:
-    dm = loop.run(softwaremodules)
+    dm = loop.call(softwaremodules)
     with serving(dm, loop, {"bus": bus_address, "call_timeout": 10}):
         yield Served(bus_address, dm, loop)
 
@@ -196,7 +172,7 @@ def served(bus_address: str, loop: LoopThread) -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def test_model(bus_address: str, loop: LoopThread) -> Iterator[Served]:
     """tests/unit/data/test-model.xml: every TR-106 type, hidden values, a creatable table."""
-    dm = loop.run(lambda: DataModel(load_documents([ROOT / "tests/unit/data/test-model.xml"])))
+    dm = loop.call(lambda: DataModel(load_documents([ROOT / "tests/unit/data/test-model.xml"])))
     with serving(dm, loop, {"bus": bus_address, "name": TEST_NAME}):
         yield Served(bus_address, dm, loop, TEST_NAME)
 
@@ -241,7 +217,7 @@ def flat(document: dict[str, dict[str, str]]) -> dict[str, str]:
 def get_as_text(served: Served, paths: list[str]) -> dict[str, str]:
     """Get's answer, each typed value in its TR-106 text as the DataModel writes it."""
     got = entries(served.call("Get", strings(paths)).get_child_value(0))
-    return served.loop.run(lambda: {path: served.dm.text(path, from_variant(v)) for path, v in got.items()})
+    return served.loop.call(lambda: {path: served.dm.text(path, from_variant(v)) for path, v in got.items()})
 
 
 def expected(data_type: DataType, value: Value) -> GLib.Variant:
@@ -339,7 +315,7 @@ class SignalWatch:
 
 def prober(dm: DataModel, loop: LoopThread) -> Callable[[str], None]:
     """Publishes the probe a SignalWatch waits for."""
-    return lambda marker: loop.run(lambda: dm.emit_event(SM + "DUStateChange!", {"Version": marker}))
+    return lambda marker: loop.call(lambda: dm.emit_event(SM + "DUStateChange!", {"Version": marker}))
 
 
 @contextmanager
@@ -382,7 +358,7 @@ def test_get_partial_path_returns_every_value_typed(served: Served) -> None:
         [result] = served.dm.get([SM])
         return {o.path + n: (o.schema.parameters[n].type, v) for o in result.resolved for n, v in o.params.items()}
 
-    want = served.loop.run(snapshot)
+    want = served.loop.call(snapshot)
     got = entries(served.call("Get", f"['{SM}']").get_child_value(0))
     assert list(got) == list(want)  # same parameters, in tree order
     for path, (data_type, value) in want.items():
@@ -400,7 +376,7 @@ def test_get_from_busctl_is_typed(served: Served) -> None:
          "Get", "as", "1", SM + "ExecutionUnitNumberOfEntries"],
         capture_output=True, text=True, timeout=10, check=True,
     )  # fmt: skip
-    count = served.loop.run(lambda: served.dm.value(SM + "ExecutionUnitNumberOfEntries"))
+    count = served.loop.call(lambda: served.dm.value(SM + "ExecutionUnitNumberOfEntries"))
     assert json.loads(done.stdout) == {
         "type": "a{sv}",
         "data": [{SM + "ExecutionUnitNumberOfEntries": {"type": "u", "data": count}}],
@@ -485,7 +461,7 @@ def test_get_supported_dm_json(served: Served) -> None:
 def test_get_bulk_is_gets_values_as_text(served: Served, paths: list[str]) -> None:
     document = bulk(served, paths)
     assert flat(document) == get_as_text(served, paths)
-    objects = served.loop.run(lambda: [o.path for r in served.dm.get(paths) for o in r.resolved])
+    objects = served.loop.call(lambda: [o.path for r in served.dm.get(paths) for o in r.resolved])
     assert list(document) == list(dict.fromkeys(objects))  # grouped by object, in Get's order
 
 
@@ -494,13 +470,13 @@ def test_get_bulk_values_are_tr106_text(served: Served) -> None:
     ee = document[SM + "ExecEnv.1."]
     assert (ee["Enable"], ee["CreatedAt"], ee["AllocatedMemory"], ee["InitialRunLevel"]) == ("true", CREATED, "-1", "3")
     assert document[SM + "DeploymentUnit.1."]["ExecutionUnitList"] == f"{EU}1,{EU}2"
-    count = served.loop.run(lambda: served.dm.value(SM + "ExecutionUnitNumberOfEntries"))
+    count = served.loop.call(lambda: served.dm.value(SM + "ExecutionUnitNumberOfEntries"))
     assert document[SM]["ExecutionUnitNumberOfEntries"] == str(count)
 
 
 def test_get_bulk_max_depth(served: Served) -> None:
     def objects(depth: int) -> list[str]:
-        return served.loop.run(lambda: [o.path for o in served.dm.get([EU + "1."], depth)[0].resolved])
+        return served.loop.call(lambda: [o.path for o in served.dm.get([EU + "1."], depth)[0].resolved])
 
     assert list(bulk(served, [EU + "1."], 1)) == [EU + "1."] == objects(1)
     two = bulk(served, [EU + "1."], 2)
@@ -547,11 +523,11 @@ def many_dus(n: int) -> DataModel:
 
 
 def test_get_bulk_of_1000_dus_decodes(bus_address: str, loop: LoopThread) -> None:
-    dm = loop.run(lambda: many_dus(1000))
+    dm = loop.call(lambda: many_dus(1000))
     with serving(dm, loop, {"bus": bus_address, "name": NAME + ".Large"}):
         text = call(bus_address, NAME + ".Large", "GetBulk", f"['{SM}']", "0")[0]
     document = json.loads(text)
-    assert document == loop.run(lambda: {o.path: o.text() for o in dm.get([SM])[0].resolved})
+    assert document == loop.call(lambda: {o.path: o.text() for o in dm.get([SM])[0].resolved})
     assert len(document) > 13_000 and sum(map(len, document.values())) > 150_000
 
 
@@ -562,7 +538,7 @@ def test_set_writable_parameters_text_and_typed(served: Served) -> None:
     updated = served.call("Set", f"{{'{EU}1.AutoStart': <'true'>, '{EU}1.RunLevel': <uint32 5>}}", "false")
     assert updated.unpack() == ({EU + "1.AutoStart": True, EU + "1.RunLevel": 5},)
     assert entries(updated.get_child_value(0))[EU + "1.RunLevel"].get_type_string() == "u"
-    assert served.loop.run(lambda: served.dm.value(EU + "1.AutoStart")) is True
+    assert served.loop.call(lambda: served.dm.value(EU + "1.AutoStart")) is True
 
 
 def test_set_read_only_is_not_writable(served: Served) -> None:
@@ -592,7 +568,7 @@ def test_set_allow_partial_returns_what_was_applied(served: Served) -> None:
 def test_operate_synchronous_command(served: Served) -> None:
     reply = served.call("Operate", f"'{EU}1.SetRequestedState()'", "{'RequestedState': <'Active'>}")
     assert reply.unpack() == ("", {})
-    assert served.loop.run(lambda: served.dm.value(EU + "1.RequestedState")) == "Active"
+    assert served.loop.call(lambda: served.dm.value(EU + "1.RequestedState")) == "Active"
     name, message = served.error("Operate", f"'{EU}1.SetRequestedState()'", "@a{sv} {}")
     assert name == "com.rdkcentral.DSM.Error.InvalidCommandArguments"
     assert message.startswith("7027 ")
@@ -612,7 +588,7 @@ def test_add_and_delete_refused_in_softwaremodules(served: Served) -> None:
 
 
 def test_signals_reach_another_process(served: Served) -> None:
-    dm, run = served.dm, served.loop.run
+    dm, run = served.dm, served.loop.call
     with watching(served.address, prober(dm, served.loop)) as watch:
         row = run(lambda: dm.add_row(EU, {"EUID": "eu-signals", "ExecutionEnvRef": EE_REF}))
         _, keys = watch.wait_for("ObjectCreation", lambda a: a[0] == row.path).unpack()
@@ -706,7 +682,7 @@ def test_strings_d_bus_cannot_carry_are_replaced(served: Served) -> None:
     def store() -> None:
         served.dm.update(EU + "2.", {"ExecutionFaultMessage": "bad\x00byte \udcff"})
 
-    served.loop.run(store)
+    served.loop.call(store)
     got = served.call("Get", f"['{EU}2.ExecutionFaultMessage']").unpack()[0]
     assert got == {EU + "2.ExecutionFaultMessage": "bad\ufffdbyte ?"}
     assert bulk(served, [EU + "2.ExecutionFaultMessage"]) == {EU + "2.": {"ExecutionFaultMessage": "bad\ufffdbyte ?"}}
@@ -715,7 +691,7 @@ def test_strings_d_bus_cannot_carry_are_replaced(served: Served) -> None:
 
 def test_get_bulk_carries_any_other_string(served: Served) -> None:
     text = 'say "hi" \\u0000 \\ é ☃ 😀\n\t'  # JSON escapes, and the text of one
-    served.loop.run(lambda: served.dm.update(EU + "2.", {"ExecutionFaultMessage": text}))
+    served.loop.call(lambda: served.dm.update(EU + "2.", {"ExecutionFaultMessage": text}))
     assert bulk(served, [EU + "2."])[EU + "2."]["ExecutionFaultMessage"] == text
     assert bulk(served, [EU + "2.ExecutionFaultMessage"])[EU + "2."]["ExecutionFaultMessage"] == text
 
@@ -738,14 +714,14 @@ def test_unexpected_error_is_internal_error_without_details(
 def test_call_timeout_when_the_loop_is_busy(served: Served) -> None:
     """A call the loop does not take within call_timeout is refused and never runs."""
     auto_start = f"{EU}1.AutoStart"
-    before = served.loop.run(lambda: served.dm.get_values([auto_start]))
+    before = served.loop.call(lambda: served.dm.get_values([auto_start]))
     flipped = "false" if before[auto_start] else "true"
     with serving(served.dm, served.loop, {"bus": served.address, "name": NAME + ".Slow", "call_timeout": 0.3}):
         served.loop.loop.call_soon_threadsafe(time.sleep, 1.0)  # blocks the loop, as a runaway handler would
         name, message = call_error(served.address, NAME + ".Slow", "Set", f"{{'{auto_start}': <{flipped}>}}", "false")
     assert name == "com.rdkcentral.DSM.Error.InternalError"
     assert message.startswith("7003 Internal error: ")
-    assert served.loop.run(lambda: served.dm.get_values([auto_start])) == before
+    assert served.loop.call(lambda: served.dm.get_values([auto_start])) == before
 
 
 def test_start_and_close_are_idempotent_and_close_releases_the_name(served: Served) -> None:
@@ -764,7 +740,7 @@ def test_start_and_close_are_idempotent_and_close_releases_the_name(served: Serv
 
 
 def test_close_after_the_bus_went_away(loop: LoopThread) -> None:
-    dm = loop.run(softwaremodules)
+    dm = loop.call(softwaremodules)
     with private_bus() as bus:
         provider = DbusProvider.create(dm, {"bus": bus.address}, loop.loop)
         loop.wait(provider.start())
@@ -880,7 +856,7 @@ def test_policy_on_a_system_like_bus(loop: LoopThread) -> None:
     writers = next((g for g in grp.getgrall() if g.gr_gid not in (0, nogroup)), None)
     if writers is None:
         pytest.skip("no group to stand for the writers' group")
-    dm = loop.run(softwaremodules)
+    dm = loop.call(softwaremodules)
     set_autostart = ("Set", f"{{'{EU}1.AutoStart': <true>}}", "false")
 
     def as_user(address: str, gid: int, method: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -908,7 +884,7 @@ def test_policy_on_a_system_like_bus(loop: LoopThread) -> None:
         assert as_user(address, nogroup, "GetSupportedDM", f"['{EU}{{i}}.']", "true").returncode == 0
 
     # With the writers' group changed as the file's comment says: its members may Set.
-    loop.run(lambda: dm.update(EU + "1.", {"AutoStart": False}))
+    loop.call(lambda: dm.update(EU + "1.", {"AutoStart": False}))
     changed = POLICY.read_text().replace('group="dsm"', f'group="{writers.gr_name}"')
     with system_like_bus(changed) as address, serving(dm, loop, {"bus": address}):
         with watching(address, prober(dm, loop), user=nobody, group=nogroup) as watch:
