@@ -142,6 +142,8 @@ class RbusProvider:
                 await self._open()
             except AdapterUnavailable as exc:
                 log.warning("rbus: cannot register again yet: %s", exc)
+            except Exception:  # the watchdog must outlive what it does not expect
+                log.exception("rbus: registering again failed; retrying")
 
     async def _open(self) -> None:
         if self._connection is not None:
