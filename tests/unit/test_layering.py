@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parents[2] / "dsm_tr181"
-CORE = ("schema", "tree", "lcm")
+CORE = ("schema", "tree", "lcm", "containerspec")
 ADAPTERS = (
     "dsm_tr181.buses",
     "dsm_tr181.packagers",

@@ -1,0 +1,162 @@
+"""The effective OCI runtime spec of an execution unit: a pure function of its inputs.
+
+``effective_spec(bundle config, bundle directory, EU inputs, ExecEnv policy, context)``
+returns the spec the runtime runs — the same for runc, crun and Dobby — or raises the
+fault that refuses the bundle. The LCM computes it at install and update (so a bundle that
+asks too much is refused before anything runs), persists it with the EU, and recomputes it
+only if the persisted copy is missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dsm_tr181.containerspec import review
+from dsm_tr181.containerspec.defaults import (
+    CAPABILITY_SETS,
+    DEFAULT_CAPABILITIES,
+    MASKED_PATHS,
+    NAMESPACES,
+    READONLY_PATHS,
+    default_mounts,
+)
+from dsm_tr181.containerspec.policy import ConfinementPolicy
+from dsm_tr181.containerspec.seccomp import default_profile
+from dsm_tr181.errors import Fault, FaultCode
+
+OCI_VERSION = "1.0.2"
+# process members taken from the bundle as they are (capabilities and noNewPrivileges are decided here).
+PROCESS_KEYS = ("terminal", "consoleSize", "user", "args", "env", "cwd", "rlimits", "apparmorProfile",
+                "selinuxLabel", "oomScoreAdj")  # fmt: skip
+LINUX_KEYS = ("resources", "mountLabel", "personality")
+MARK = "org.rdk.dsm.confinement"  # annotation naming how the spec was made
+
+
+@dataclass(frozen=True)
+class EuInputs:
+    """What InstallDU()/Update() said of the EU."""
+
+    privileged: bool = False
+
+
+@dataclass(frozen=True)
+class SpecContext:
+    """What the daemon decides for this EU."""
+
+    execenv: str
+    container_id: str
+    cgroup_path: str  # "/<daemon instance>/<execenv>/<container id>"
+    arch: str  # uname -m, for the seccomp architectures
+    uid_base: int = 0  # first host UID/GID of the EU's user namespace (0: none)
+    uid_count: int = 0
+
+
+def effective_spec(
+    config: Mapping[str, Any],
+    bundle_dir: str,
+    inputs: EuInputs,
+    policy: ConfinementPolicy,
+    context: SpecContext,
+) -> dict[str, Any]:
+    """The spec to run; Fault when the bundle or the inputs ask for more than ``policy`` allows."""
+    rootfs = _rootfs(config, bundle_dir)
+    if inputs.privileged:
+        if not policy.allow_privileged:
+            raise Fault(
+                FaultCode.REQUEST_DENIED,
+                f"execution environment {context.execenv!r} does not allow privileged execution units",
+            )
+        spec = copy.deepcopy(dict(config))
+        spec["root"] = {**_dict(config.get("root")), "path": rootfs}
+        spec.setdefault("linux", {})["cgroupsPath"] = context.cgroup_path
+        spec.setdefault("annotations", {})[MARK] = "privileged"
+        return spec
+    found = review.offences(config, policy)
+    if found:
+        raise Fault(
+            FaultCode.DU_EE_MISMATCH,
+            f"the bundle asks for more than execution environment {context.execenv!r} allows: {'; '.join(found)}",
+        )
+    return _confined(config, rootfs, policy, context)
+
+
+def _confined(
+    config: Mapping[str, Any], rootfs: str, policy: ConfinementPolicy, context: SpecContext
+) -> dict[str, Any]:
+    bundle_process = _dict(config.get("process"))
+    bundle_linux = _dict(config.get("linux"))
+    process = {key: copy.deepcopy(bundle_process[key]) for key in PROCESS_KEYS if key in bundle_process}
+    process["capabilities"] = _capabilities(bundle_process.get("capabilities"))
+    process["noNewPrivileges"] = True
+    linux: dict[str, Any] = {key: copy.deepcopy(bundle_linux[key]) for key in LINUX_KEYS if key in bundle_linux}
+    resources = linux.setdefault("resources", {})
+    resources["devices"] = [{"allow": False, "access": "rwm"}] + [
+        rule for rule in resources.get("devices", []) if isinstance(rule, dict) and rule.get("allow")
+    ]
+    linux["devices"] = copy.deepcopy(bundle_linux.get("devices", []))
+    namespaces = [{"type": kind} for kind in NAMESPACES]
+    if policy.user_namespace:
+        if context.uid_count <= 0:
+            raise ValueError("a user namespace needs a UID range")
+        namespaces.append({"type": "user"})
+        mapping = [{"containerID": 0, "hostID": context.uid_base, "size": context.uid_count}]
+        linux["uidMappings"], linux["gidMappings"] = mapping, copy.deepcopy(mapping)
+    linux["namespaces"] = namespaces
+    linux["maskedPaths"] = _union(MASKED_PATHS, bundle_linux.get("maskedPaths"))
+    linux["readonlyPaths"] = _union(READONLY_PATHS, bundle_linux.get("readonlyPaths"))
+    linux["seccomp"] = default_profile(context.arch)
+    linux["cgroupsPath"] = context.cgroup_path
+    linux["rootfsPropagation"] = "rprivate"
+    spec: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "process": process,
+        "root": {"path": rootfs, "readonly": bool(_dict(config.get("root")).get("readonly", False))},
+        "hostname": str(config.get("hostname") or context.container_id),
+        "mounts": _mounts(config.get("mounts")),
+        "annotations": {**_dict(config.get("annotations")), MARK: "default"},
+        "linux": linux,
+    }
+    plugins = {name: copy.deepcopy(value) for name, value in _dict(config.get("rdkPlugins")).items()}
+    if plugins:
+        spec["rdkPlugins"] = plugins
+    return spec
+
+
+def _rootfs(config: Mapping[str, Any], bundle_dir: str) -> str:
+    path = str(_dict(config.get("root")).get("path", "rootfs"))
+    return posixpath.normpath(posixpath.join(bundle_dir, path))
+
+
+def _capabilities(asked: Any) -> dict[str, list[str]]:
+    """The bundle's own sets (already checked against the policy), else the default set."""
+    if not isinstance(asked, Mapping):
+        granted = list(DEFAULT_CAPABILITIES)
+        return {"bounding": granted, "effective": granted, "permitted": granted, "inheritable": [], "ambient": []}
+    sets = {kind: sorted({str(name) for name in asked.get(kind) or []}) for kind in CAPABILITY_SETS}
+    sets["inheritable"] = []  # as Docker does since CVE-2022-24769
+    return sets
+
+
+def _mounts(asked: Any) -> list[dict[str, Any]]:
+    mounts = [copy.deepcopy(m) for m in asked if isinstance(m, dict)] if isinstance(asked, list) else []
+    taken = {posixpath.normpath(str(m.get("destination", ""))) for m in mounts}
+    defaults = [m for m in default_mounts() if m["destination"] not in taken]
+    for mount in mounts:
+        if not review.is_bind(mount):  # no setuid files or device nodes from a kernel filesystem (but /dev)
+            options = [str(option) for option in mount.get("options", [])]
+            wanted = ("nosuid",) if posixpath.normpath(str(mount.get("destination"))) == "/dev" else ("nosuid", "nodev")
+            mount["options"] = options + [flag for flag in wanted if flag not in options]
+    return defaults + mounts
+
+
+def _union(base: tuple[str, ...], extra: Any) -> list[str]:
+    more = [str(path) for path in extra if isinstance(path, str)] if isinstance(extra, list) else []
+    return list(dict.fromkeys([*base, *more]))
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
