@@ -39,6 +39,7 @@ from dsm_tr181.lcm.ports import StartSpec
 from dsm_tr181.runtimes.oci import OciRuntime, OciRuntimeConfig
 from dsm_tr181.sample_bundle import make_archive, make_bundle
 from tests.support.daemon import DsmDaemon, EventStream
+from tests.support.specs import spec_of
 
 TARGET_RATIO = 1.2
 EU = "Device.SoftwareModules.ExecutionUnit.1."
@@ -82,7 +83,9 @@ async def bare_runc_run(bench: Bench, container_id: str) -> float:
 
 async def oci_runtime_start(bench: Bench, container_id: str) -> float:
     began = time.perf_counter()
-    await bench.runtime.start(StartSpec(container_id, bench.bundle, bench.log_path(container_id)))
+    await bench.runtime.start(
+        StartSpec(container_id, spec_of(bench.bundle, container_id), bench.log_path(container_id))
+    )
     elapsed = time.perf_counter() - began
     await bench.runtime.remove(container_id)
     return elapsed

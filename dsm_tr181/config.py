@@ -9,9 +9,11 @@ TOML layout::
     [daemon]      state_dir, socket, socket_mode, socket_group, buses, log_level, datamodel_dir
     [lcm]         bundle_dir, log_dir, default_execenv, allow_downgrade, max_parallel_operations,
                   operation_timeout, eu_log_max_bytes, eu_log_backups, usage_interval,
-                  stop_containers_on_exit, preinstalled
+                  stop_containers_on_exit, preinstalled, instance_name, uid_range_base, uid_range_size
     [[execenv]]   name, runtime, enable, vendor, version, type, initial_run_level,
-                  initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent
+                  initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent,
+                  and its confinement policy: allow_privileged, allowed_host_paths, allowed_devices,
+                  extra_capabilities, allowed_rdk_plugins, user_namespace
     [packager.tar], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
 
 The original DSM's ``dsm.config`` JSON (``ExecutionEnvironments``, ``Packagers``,
@@ -20,6 +22,7 @@ The original DSM's ``dsm.config`` JSON (``ExecutionEnvironments``, ``Packagers``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tomllib
@@ -28,7 +31,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dsm_tr181.containerspec import ConfinementPolicy
 from dsm_tr181.lcm.settings import ExecEnvSettings, LcmSettings
+from dsm_tr181.sections import build_section
 
 DEFAULT_FILE = Path("/etc/dsm/dsm.toml")
 BUS_CHOICES = ("auto", "rbus", "dbus", "none")
@@ -198,6 +203,8 @@ def _lcm(section: Mapping[str, Any], state_dir: Path, execenvs: tuple[ExecEnvSet
     if not isinstance(preinstalled, list | tuple) or not all(isinstance(url, str) for url in preinstalled):
         raise ConfigError(f"lcm.preinstalled must be a list of URLs, not {preinstalled!r}")
     values["preinstalled"] = tuple(preinstalled)
+    if not values.get("instance_name"):
+        values["instance_name"] = default_instance_name(state_dir)
     _check_types("lcm", values, LcmSettings)
     try:
         return LcmSettings(execenvs=execenvs, **values)
@@ -205,13 +212,22 @@ def _lcm(section: Mapping[str, Any], state_dir: Path, execenvs: tuple[ExecEnvSet
         raise ConfigError(f"lcm: {exc}") from None
 
 
+def default_instance_name(state_dir: Path) -> str:
+    """``dsm-<8 hex>`` from the state directory: two daemons on one host never share a cgroup."""
+    return "dsm-" + hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:8]
+
+
 def _execenv(index: int, section: Mapping[str, Any]) -> ExecEnvSettings:
-    _no_unknown(f"execenv[{index}]", section, {f.name for f in fields(ExecEnvSettings)})
-    _check_types(f"execenv[{index}]", section, ExecEnvSettings)
+    where = f"execenv[{index}]"
+    policy_keys = {f.name for f in fields(ConfinementPolicy)}
+    plain = {k: v for k, v in section.items() if k not in policy_keys}
+    _no_unknown(where, plain, {f.name for f in fields(ExecEnvSettings)} - {"confinement"} | policy_keys)
+    _check_types(where, plain, ExecEnvSettings)
     try:
-        return ExecEnvSettings(**section)
+        policy = build_section(ConfinementPolicy, {k: v for k, v in section.items() if k in policy_keys}, where)
+        return ExecEnvSettings(**plain, confinement=policy)
     except ValueError as exc:
-        raise ConfigError(f"execenv[{index}]: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _runtime_section(name: str, sections: Mapping[str, Any]) -> dict[str, Any]:

@@ -70,14 +70,17 @@ def settle_memory() -> None:
 
 
 def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
-    """One runtime instance per runtime name, shared by the ExecEnvs that use it."""
-    instances: dict[str, Runtime] = {}
-    for name, section in config.runtimes.items():
+    """One runtime instance per ExecEnv, working in ``<state_dir>/execenvs/<name>/``: two
+    ExecEnvs on the same runtime keep their containers apart."""
+    runtimes: dict[str, Runtime] = {}
+    for ee in config.lcm.execenvs:
         try:
-            instances[name] = adapters.load("runtime", name).create(section, config.state_dir)
+            runtime_class = adapters.load("runtime", ee.runtime)
+            work = config.state_dir / "execenvs" / ee.name
+            runtimes[ee.name] = runtime_class.create(config.runtimes[ee.runtime], work)
         except ValueError as exc:
-            raise ConfigError(f"runtime.{name}: {exc}") from None
-    return {ee.name: instances[ee.runtime] for ee in config.lcm.execenvs}
+            raise ConfigError(f"runtime.{ee.runtime}: {exc}") from None
+    return runtimes
 
 
 async def start_buses(config: DaemonConfig, dm: DataModel) -> list[BusProvider]:
@@ -123,7 +126,9 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
         loop.add_signal_handler(signum, stop.set)
     await lcm.start()
     settle_memory()
-    control = ControlServer(dm, config.socket, config.socket_mode, config.socket_group or None)
+    control = ControlServer(
+        dm, config.socket, config.socket_mode, config.socket_group or None, eu_confinement=lcm.eu_confinement
+    )
     await control.start()
     buses = await start_buses(config, dm)
     log.info("dsm %s ready: control socket %s", __version__, config.socket)

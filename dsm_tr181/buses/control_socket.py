@@ -120,8 +120,10 @@ class ControlServer:
         group: str | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         read_timeout: float = 10.0,
+        eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
     ) -> None:
-        self.methods = ControlMethods(dm)
+        """``eu_confinement``: the effective confinement of an EU instance, for eu.detail."""
+        self.methods = ControlMethods(dm, eu_confinement)
         self.path = Path(path)
         self.mode = mode
         self.group = group
@@ -235,8 +237,9 @@ class ControlMethods:
     :class:`RequestFailed`). Methods that stream need a :class:`Stream`.
     """
 
-    def __init__(self, dm: DataModel) -> None:
+    def __init__(self, dm: DataModel, eu_confinement: Callable[[int], Mapping[str, Any]] | None = None) -> None:
         self.dm = dm
+        self._eu_confinement = eu_confinement
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -309,7 +312,11 @@ class ControlMethods:
         return [self._eu_json(p, owners) for p in rows]
 
     async def _eu_detail(self, params: Params, stream: Stream | None) -> Any:
-        return self._eu_json(self._eu(_text(params, "uid")), self._eu_owners())
+        path = self._eu(_text(params, "uid"))
+        detail = self._eu_json(path, self._eu_owners())
+        if self._eu_confinement is not None:
+            detail["confinement"] = dict(self._eu_confinement(_number(path)))
+        return detail
 
     async def _eu_start(self, params: Params, stream: Stream | None) -> Any:
         self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Active"})

@@ -55,6 +55,7 @@ class EuSettings:
     """What InstallDU() says of the EU it creates."""
 
     privileged: bool = False
+    num_uids: int = 0  # NumRequiredUIDs; 0 = not given
     shutdown_delay: int = 10
     auto_restart: dict[str, Value] = field(default_factory=dict)  # AutoRestart.<name> by name
 
@@ -119,11 +120,15 @@ class Deployments:
             code = FaultCode.UNAVAILABLE_ROLE if args.get("RequiredRoles") else FaultCode.UNAVAILABLE_USER_ROLE
             raise Fault(code, "the execution environment offers no roles")
         ee = self.lcm.execenvs.resolve(str(args.get("ExecutionEnvRef", "")))
+        privileged = bool(args.get("Privileged", False))
+        if privileged and not self.lcm.execenvs.settings[ee].confinement.allow_privileged:
+            raise Fault(FaultCode.REQUEST_DENIED, f"execution environment {ee!r} does not allow privileged units")
         source = _source(str(args["URL"]), str(args.get("Username", "")), str(args.get("Password", "")))
         given_uuid = str(args.get("UUID", "")).lower()
         du, op = self._journal_install(source, ee, given_uuid, str(args.get("ModuleVersion", "")))
         eu_settings = EuSettings(
-            privileged=bool(args.get("Privileged", False)),
+            privileged=privileged,
+            num_uids=int(args.get("NumRequiredUIDs", 0)),  # type: ignore[arg-type]
             shutdown_delay=int(args.get("ShutdownDelay", 10)),  # type: ignore[arg-type]
             auto_restart={k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
         )
@@ -167,6 +172,7 @@ class Deployments:
     ) -> dict[str, Value]:
         started = now()
         target = Path(op.target)
+        eu: ExecutionUnitRecord | None = None
         try:
             async with self.lcm.operations:
                 crashpoint("install.journaled")
@@ -176,6 +182,8 @@ class Deployments:
                 du.uuid = given_uuid or identity.annex_c_uuid(meta["name"], meta["vendor"])
                 self._check_duplicate(du.uuid, meta["version"], du.ee, du.instance)
                 eu = self._new_eu(du, meta, eu_settings)
+                self.lcm.confinement.reserve(eu, eu_settings.num_uids)
+                await asyncio.to_thread(self.lcm.confinement.prepare, eu, target)
                 du.status = "Installed"
                 _describe(du, meta)
                 du.bundle, du.digest, du.disk_kib = str(target), info.digest, info.disk_usage_kib
@@ -187,6 +195,9 @@ class Deployments:
             fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "installation canceled")
             await self._abandon_install(du, op, started, fault)
             raise
+        finally:
+            if eu is not None:
+                self.lcm.confinement.release(eu)
         self.lcm.executions.add(eu, du.disk_kib)
         self.refresh(du)
         log.info("installed DU %s %s %s in %s", du.instance, du.name, du.version, du.ee)
@@ -271,6 +282,8 @@ class Deployments:
                 crashpoint("update.unpacked")
                 meta = self._metadata(info)
                 self._check_version(du, meta["version"])
+                for unit in self._units(du):
+                    await asyncio.to_thread(self.lcm.confinement.prepare, unit.record, Path(op.target))
                 stopped = await self._stop_eus(du, op)
                 crashpoint("update.stopped")
                 eus = [eu.record for eu in self._units(du)]

@@ -248,17 +248,22 @@ class Executions:
         if du is None or not du.bundle:
             self._fault(eu, "UnStartable", "the deployment unit has no bundle")
             return self._give_up(eu)
+        failure = "FailureOnStart" if eu.cause == "controller" else "FailureOnAutoStart"
+        try:
+            config = self.lcm.confinement.spec(record, du)
+        except Fault as fault:
+            self._fault(eu, "UnStartable", fault.message)
+            return self._give_up(eu)
         if self.node(eu).values["Status"] != "Restarting":
             self._set_status(eu, "Starting")
         eu.exited = None
         spec = StartSpec(
             container_id=record.container_id,
-            bundle=Path(du.bundle),
+            config=config,
             log_path=Path(record.log_file),
             log_max_bytes=self.lcm.settings.eu_log_max_bytes,
             log_backups=self.lcm.settings.eu_log_backups,
         )
-        failure = "FailureOnStart" if eu.cause == "controller" else "FailureOnAutoStart"
         try:
             status = await self.lcm.execenvs.runtime(record.ee).start(spec)
         except Fault as fault:

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dsm_tr181.errors import Fault
+from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
 from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
@@ -50,6 +51,7 @@ class Lcm:
         self.sealer = sealer
         self.operations = asyncio.Semaphore(settings.max_parallel_operations)
         self.execenvs = ExecEnvs(self)
+        self.confinement = Confinement(self)
         self.executions = Executions(self)
         self.deployments = Deployments(self)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,6 +96,11 @@ class Lcm:
 
         task.add_done_callback(done)
         return task
+
+    def eu_confinement(self, eu_instance: int) -> dict[str, object]:
+        """What EU ``eu_instance`` runs with (capabilities, namespaces, seccomp, ...)."""
+        eu = self.executions.units[eu_instance].record
+        return self.confinement.summary(eu, self.deployments.records[eu.du])
 
     def bundle_root(self, du_instance: int) -> Path:
         return self.settings.bundle_dir / str(du_instance)

@@ -13,10 +13,10 @@ SERVER_UNREACHABLE, SERVER_INSECURE, CORRUPT_DATA, SYSTEM_RESOURCES_EXCEEDED, ..
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 # Called with (bytes done, total bytes or None when unknown). May be called from any
 # thread; the LCM marshals it onto its loop.
@@ -99,8 +99,12 @@ class ContainerUsage:
 
 @dataclass(frozen=True)
 class StartSpec:
+    """What a runtime starts: the effective OCI spec (see :mod:`dsm_tr181.containerspec`),
+    never the bundle's own config.json. Its ``root.path`` is absolute; the runtime writes
+    the spec into a bundle directory of its own."""
+
     container_id: str  # stable, derived from the EU (never random)
-    bundle: Path
+    config: Mapping[str, Any] = field(repr=False)
     log_path: Path  # stdout/stderr of the container go here (rotated by the runtime)
     log_max_bytes: int = 1 << 20
     log_backups: int = 2

@@ -90,6 +90,8 @@ class ExecutionUnitRecord(Record):
     requested_state: str = "Idle"
     shutdown_delay: int = 10
     privileged: bool = False
+    uid_base: int = 0  # first host UID/GID of its user namespace (uid_count 0: none)
+    uid_count: int = 0
     creation_time: str = ""
     log_file: str = ""
     log_row: int = 0  # Device.DeviceInfo.VendorLogFile instance

@@ -101,21 +101,23 @@ async def _resume(lcm: Lcm, du: DeploymentUnitRecord, op: OperationRecord, eus: 
 
 
 async def _containers(lcm: Lcm) -> None:
-    """Adopt the containers that survived; stop and remove the ones no EU owns."""
-    units = {eu.record.container_id: eu for eu in lcm.executions.units.values()}
-    for runtime in {id(r): r for r in lcm.runtimes.values()}.values():
+    """Per ExecEnv: adopt the containers that survived; stop and remove the ones no EU owns.
+    A container of another ExecEnv's EU (two ExecEnvs on one shared Dobby) is left alone."""
+    everyone = {eu.record.container_id for eu in lcm.executions.units.values()}
+    for ee, runtime in lcm.runtimes.items():
+        units = {eu.record.container_id: eu for eu in lcm.executions.of_ee(ee)}
         running = set(await runtime.adopt())
         for container_id in sorted(running):
             eu = units.get(container_id)
             if eu is not None and not eu.running:
                 log.info("adopting the running container of EU %s", eu.record.euid)
                 lcm.executions.adopt(eu)
-            elif eu is None:
+            elif eu is None and container_id not in everyone:
                 log.warning("stopping container %s: no execution unit owns it", container_id)
                 await runtime.stop(container_id, 0)
                 await runtime.remove(container_id)
         for container_id in await runtime.list_ids():
-            if container_id not in running:
+            if container_id not in running and (container_id in units or container_id not in everyone):
                 await runtime.remove(container_id)
 
 

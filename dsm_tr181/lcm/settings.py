@@ -6,7 +6,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dsm_tr181.containerspec import ConfinementPolicy
+
 EE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+CGROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class ExecEnvSettings:
     allocated_disk_kib: int = -1
     allocated_memory_kib: int = -1
     allocated_cpu_percent: int = -1
+    confinement: ConfinementPolicy = field(default_factory=ConfinementPolicy)
 
     def __post_init__(self) -> None:
         if not EE_NAME.fullmatch(self.name):
@@ -52,6 +56,9 @@ class LcmSettings:
     usage_interval: float = 5.0  # seconds between memory/CPU samples of running EUs
     stop_containers_on_exit: bool = False  # default: containers outlive a daemon restart
     preinstalled: tuple[str, ...] = field(default=())  # DU URLs Reset() restores (factory state)
+    instance_name: str = "dsm"  # names this daemon's cgroups: /<instance_name>/<execenv>/<container>
+    uid_range_base: int = 1_000_000  # first host UID/GID given to EUs in user namespaces
+    uid_range_size: int = 65536  # UIDs per EU at least (more when InstallDU()'s NumRequiredUIDs asks)
 
     def __post_init__(self) -> None:
         names = [ee.name for ee in self.execenvs]
@@ -67,5 +74,11 @@ class LcmSettings:
         for name in ("usage_interval", "operation_timeout", "eu_log_max_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if not CGROUP_NAME.fullmatch(self.instance_name):
+            raise ValueError(f"instance_name {self.instance_name!r} must match {CGROUP_NAME.pattern}")
+        if not 1 <= self.uid_range_base < 1 << 31:
+            raise ValueError("uid_range_base must be 1..2147483647")
+        if not 1 <= self.uid_range_size <= 1 << 24:
+            raise ValueError("uid_range_size must be 1..16777216")
         if self.eu_log_backups < 0:
             raise ValueError("eu_log_backups must be >= 0")

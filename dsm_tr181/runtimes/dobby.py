@@ -10,16 +10,18 @@ Container ids: Dobby sees ``id_prefix + container_id``, checked against Dobby's 
 the prefix count as ours in ``list_ids`` and ``watch``. Descriptors are looked up in
 ``List()`` for every operation: Dobby reuses them once a container is gone.
 
+Bundles: Dobby is given ``<work>/bundles/<id>/``, whose ``config.json`` is the effective
+spec (see :mod:`dsm_tr181.containerspec`), written afresh at each start; its
+``root.path`` is the DU's root filesystem. The DU's own bundle is never touched.
+
 Logs: Dobby does not give a container the caller's files as stdout/stderr — fds passed
 in ``StartFromBundle``'s ``ah`` become fds 3, 4, ... inside the container. Container
 output is owned by Dobby's ``logging`` RDK plugin, which reads the container's pty and
-writes it to a sink. So before each start the bundle's ``config.json`` is made to carry
+writes it to a sink. So the config.json Dobby gets carries
 ``rdkPlugins.logging`` with the ``file`` sink at ``spec.log_path`` and
 ``limit = spec.log_max_bytes`` (``ociVersion`` ``1.0.2-dobby``, which makes Dobby run its
 plugins). Dobby truncates that file at each start and drops output past the limit, so
 the previous run's log is rotated to ``.1`` … ``.N`` (``spec.log_backups``) first.
-Dobby rewrites ``config.json`` at start and keeps the original as ``config-dobby.json``;
-that original is the one edited on later starts.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,34 +125,26 @@ def exit_from_wait_status(container_id: str, wait_status: int) -> ContainerExit:
     return ContainerExit(container_id, exit_status=None)
 
 
-def route_logs_to_file(bundle: Path, log_path: Path, max_bytes: int, backups: int) -> None:
-    """Make Dobby's logging plugin write the container's output to ``log_path``.
+def write_bundle(bundle: Path, config: Mapping[str, Any], log_path: Path, max_bytes: int, backups: int) -> None:
+    """Write the effective spec as ``bundle/config.json`` for Dobby, with Dobby's
+    ``logging`` plugin sending the container's output to ``log_path``.
 
-    Rotates the previous log first (Dobby truncates the file at each start). Edits the
-    bundle's original config (``config-dobby.json`` once Dobby has converted the bundle)
-    and writes it back as ``config.json``.
+    Rotates the previous log first (Dobby truncates the file at each start). Written
+    afresh at every start: Dobby converts ``config.json`` in place (keeping its input as
+    ``config-dobby.json``), so a previous start's file is never edited again.
     """
-    config_path = bundle / "config.json"
-    original = bundle / "config-dobby.json"
-    try:
-        config = json.loads(config_path.read_text())
-        if config.get("ociVersion") != _DOBBY_OCI_VERSION and "rdkPlugins" in config and original.exists():
-            config = json.loads(original.read_text())
-    except (OSError, ValueError) as exc:
-        raise Fault(FaultCode.INVALID_ARGUMENTS, f"bundle {bundle} has no readable config.json: {exc}") from exc
-    if not isinstance(config, dict):
-        raise Fault(FaultCode.INVALID_ARGUMENTS, f"bundle {bundle}: config.json is not a JSON object")
-    config["ociVersion"] = _DOBBY_OCI_VERSION
-    plugins = config.setdefault("rdkPlugins", {})
-    plugins["logging"] = {
+    spec = json.loads(json.dumps(config))  # a deep copy that is plain JSON
+    spec["ociVersion"] = _DOBBY_OCI_VERSION
+    spec.setdefault("rdkPlugins", {})["logging"] = {
         "required": True,
         "data": {"sink": "file", "fileOptions": {"path": str(log_path), "limit": max_bytes}},
     }
+    bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _rotate(log_path, backups)
     staged = bundle / ".config.json.dsm"
-    staged.write_text(json.dumps(config, indent=2))
-    os.replace(staged, config_path)
+    staged.write_text(json.dumps(spec, indent=2))
+    os.replace(staged, bundle / "config.json")
 
 
 def _rotate(log_path: Path, backups: int) -> None:
@@ -170,9 +165,13 @@ class DobbyRuntime:
 
     name = "dobby"
 
-    def __init__(self, config: DobbyRuntimeConfig | None = None, glib: GLibThread | None = None) -> None:
-        """``glib``: a shared GLib thread, else the runtime starts (and stops) its own."""
+    def __init__(
+        self, config: DobbyRuntimeConfig | None = None, glib: GLibThread | None = None, work: Path | None = None
+    ) -> None:
+        """``glib``: a shared GLib thread, else the runtime starts (and stops) its own.
+        ``work``: where the bundles Dobby runs are written (``<work>/bundles/<id>/``)."""
         self._config = config or DobbyRuntimeConfig()
+        self._bundles = (work or Path("/var/lib/dsm/dobby")) / "bundles"
         self._owns_glib = glib is None
         self._glib = glib or GLibThread(name="dobby-glib")
         self._closed = False
@@ -189,7 +188,7 @@ class DobbyRuntime:
     @classmethod
     def create(cls, section: Mapping[str, Any], state_dir: Path) -> DobbyRuntime:
         """Build from the daemon's ``runtime.dobby`` section (Dobby keeps its own state)."""
-        return cls(DobbyRuntimeConfig.from_config(section))
+        return cls(DobbyRuntimeConfig.from_config(section), work=state_dir / "dobby")
 
     # --- Runtime ------------------------------------------------------------------------------
 
@@ -197,8 +196,8 @@ class DobbyRuntime:
         dobby_id = check_container_id(self._dobby_id(spec.container_id))
         if await self._descriptor_of(spec.container_id) is not None:
             raise Fault(FaultCode.COMMAND_FAILURE, f"container {dobby_id!r} is already running on Dobby")
-        bundle = spec.bundle.resolve()
-        await asyncio.to_thread(route_logs_to_file, bundle, spec.log_path, spec.log_max_bytes, spec.log_backups)
+        bundle = self._bundles / spec.container_id
+        await asyncio.to_thread(write_bundle, bundle, spec.config, spec.log_path, spec.log_max_bytes, spec.log_backups)
         args = GLib.Variant("(ssah)", (dobby_id, str(bundle), []))
         (descriptor,) = await self._call("ctrl1", "StartFromBundle", args, "(i)", self._config.start_timeout)
         if descriptor < 0:
@@ -258,12 +257,12 @@ class DobbyRuntime:
         return await self.list_ids()
 
     async def remove(self, container_id: str) -> None:
-        """Dobby forgets stopped containers: force-stop it if it is still there."""
+        """Dobby forgets stopped containers: force-stop it if it is still there; drop its bundle."""
         descriptor = await self._descriptor_of(container_id)
-        if descriptor is None:
-            return
-        with self._exit_waiter(container_id) as exited:
-            await self._force_stop(container_id, descriptor, exited)
+        if descriptor is not None:
+            with self._exit_waiter(container_id) as exited:
+                await self._force_stop(container_id, descriptor, exited)
+        await asyncio.to_thread(shutil.rmtree, self._bundles / container_id, True)
 
     def watch(self, callback: ExitCallback) -> None:
         """Report exits of our containers to ``callback`` on the calling (running) asyncio loop."""

@@ -7,7 +7,9 @@ daemon restarts. Exits are seen through pidfds (see :mod:`.reaper`); after a res
 
 Per container, besides the runtime's own state under ``--root``, the adapter keeps
 ``<work>/containers/<id>.json`` (the log rotation policy, so rotation survives a
-restart) and the pid file written by ``create``.
+restart), the pid file written by ``create``, and ``<work>/bundles/<id>/config.json``:
+the effective spec it was given, the bundle runc/crun run (its ``root.path`` is the DU's
+root filesystem). The DU's own config.json is never read or written here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,13 +53,17 @@ class OciRuntimeConfig:
     """Settings of the runc / crun adapter, read from its configuration section."""
 
     binary: str = "runc"  # name on PATH or path of runc or crun
-    root: str = ""  # --root state directory; "" = <state dir>/oci-<binary>/root
+    root: str = ""  # --root state directory; "" = <ExecEnv state dir>/oci-<binary>/root, else <root>/<ExecEnv>
     kill_timeout: float = 10.0  # SIGTERM -> SIGKILL grace when stop() gets none (TR-181 ShutdownDelay default)
     systemd_cgroup: bool = False  # pass --systemd-cgroup
     # Run every runtime command in a private mount namespace with cgroup2 mounted over
     # /sys/fs/cgroup: lets crun, which rejects hybrid cgroup layouts, work on them.
     cgroup2_mount_namespace: bool = False
     log_check_interval: float = 5.0  # seconds between log size checks
+    # Pass the spec's device cgroup rules. On cgroup v2 they become an eBPF program, which
+    # crun loads only with CAP_SYS_RESOURCE; without it set false (device nodes cannot be
+    # created inside anyway: CAP_MKNOD is not in the default set).
+    device_rules: bool = True
 
     def __post_init__(self) -> None:
         if not self.binary:
@@ -93,22 +100,23 @@ class OciRuntime:
     """Runs OCI bundles with runc or crun; implements Runtime and PausableRuntime."""
 
     def __init__(self, config: OciRuntimeConfig, state_dir: Path) -> None:
-        """``state_dir``: the daemon's state directory (holds ``oci-<binary>/``).
+        """``state_dir``: the ExecEnv's state directory (holds ``oci-<binary>/``; its name is the ExecEnv's).
 
         Makes this process a child subreaper. AdapterUnavailable if a binary is missing.
         """
         self.config = config
         self.name = Path(config.binary).name
         work = state_dir / f"oci-{self.name}"
-        self.root = Path(config.root) if config.root else work / "root"
+        self.root = Path(config.root) / state_dir.name if config.root else work / "root"
         self._files = work / "containers"
+        self._bundles = work / "bundles"
         self._cli = OciCli(
             config.binary,
             self.root,
             systemd_cgroup=config.systemd_cgroup,
             cgroup2_namespace=config.cgroup2_mount_namespace,
         )
-        for directory in (self.root, self._files):
+        for directory in (self.root, self._files, self._bundles):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         become_subreaper()
         self._callbacks: list[ExitCallback] = []
@@ -132,7 +140,8 @@ class OciRuntime:
             policy = LogPolicy(spec.log_path, spec.log_max_bytes, spec.log_backups)
             try:
                 self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
-                pid = await self._create(container_id, spec.bundle, policy)
+                bundle = await asyncio.to_thread(self._write_bundle, container_id, spec.config)
+                pid = await self._create(container_id, bundle, policy)
                 tracked = self._track(container_id, pid, policy)
                 await self._cli.run("start", container_id)
             except OSError as exc:  # log file, pid file, or the init vanished before its pidfd
@@ -390,9 +399,36 @@ class OciRuntime:
             _log.warning("ignoring log policy of %s: %s", container_id, exc)
             return None
 
+    def _write_bundle(self, container_id: str, config: Mapping[str, Any]) -> Path:
+        """``<work>/bundles/<id>/config.json`` from the effective spec (plain OCI: no rdkPlugins)."""
+        bundle = self._bundles / container_id
+        bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+        plain = {key: value for key, value in config.items() if key != "rdkPlugins"}
+        if not self.config.device_rules:
+            resources = {k: v for k, v in plain.get("linux", {}).get("resources", {}).items() if k != "devices"}
+            plain["linux"] = {**plain.get("linux", {}), "resources": resources}
+        if self.config.systemd_cgroup:
+            plain["linux"] = {**plain.get("linux", {}), "cgroupsPath": _systemd_cgroup(plain)}
+        staged = bundle / ".config.json.tmp"
+        staged.write_text(json.dumps(plain))
+        os.replace(staged, bundle / "config.json")
+        return bundle
+
     def _forget_files(self, container_id: str) -> None:
         for name in (f"{container_id}.json", f"{container_id}.pid"):
             (self._files / name).unlink(missing_ok=True)
+        shutil.rmtree(self._bundles / container_id, ignore_errors=True)
+
+
+def _systemd_cgroup(config: Mapping[str, Any]) -> str:
+    """``/a/b/c`` as the systemd driver's ``slice:prefix:name`` (``a.slice:b:c``)."""
+    path = str(config.get("linux", {}).get("cgroupsPath", ""))
+    if not path.startswith("/"):
+        return path
+    parts = [part for part in path.split("/") if part]
+    if len(parts) < 2:
+        return f"system.slice:dsm:{parts[0] if parts else 'container'}"
+    return f"{parts[0]}.slice:{'-'.join(parts[1:-1]) or 'dsm'}:{parts[-1]}"
 
 
 def _rotate_all(policies: list[LogPolicy]) -> None:

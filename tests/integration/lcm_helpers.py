@@ -171,6 +171,12 @@ def runc_state(dsm: DsmDaemon, container: str) -> dict[str, Any] | None:
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
+def running_rootfs(state: Mapping[str, Any]) -> str:
+    """The root filesystem a container (``runc state``) runs: the runtime is given the
+    effective spec in a bundle directory of its own, whose root.path is the DU's rootfs."""
+    return str(json.loads((Path(state["bundle"]) / "config.json").read_text())["root"]["path"])
+
+
 def tree_files(directory: Path) -> list[str]:
     """Every path below ``directory``, relative, sorted ([] when it does not exist)."""
     if not directory.exists():

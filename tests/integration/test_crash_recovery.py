@@ -50,6 +50,7 @@ from tests.integration.lcm_helpers import (
     rows,
     runc_kill,
     runc_state,
+    running_rootfs,
     top_entries,
     tree_files,
     value,
@@ -214,6 +215,7 @@ def test_install_interrupted_after_commit_is_a_complete_install(dsm: DsmDaemon, 
     assert row(dsm, eu)["Status"] == "Idle"
     (generation,) = generations(dsm, du)
     assert top_entries(dsm.state / "bundles" / du.rstrip(".").rpartition(".")[2] / generation) == [
+        ".dsm-spec",
         "config.json",
         "rootfs",
     ]
@@ -247,7 +249,7 @@ def test_update_interrupted_before_the_swap_is_rolled_back_and_the_eu_runs_again
     assert staging_dirs(dsm) == []
     state = runc_state(dsm, euid)
     assert state is not None and state["status"] == "running"
-    assert state["bundle"].endswith(generation)
+    assert running_rootfs(state).endswith(f"/{generation}/rootfs")
     if point == "update.stopped":
         assert state["pid"] != pid  # it had been stopped for the update: started again
     else:
@@ -276,7 +278,7 @@ def test_update_interrupted_after_the_swap_is_finished(dsm: DsmDaemon, du_v1: Pa
     assert new_generation != old_generation
     state = runc_state(dsm, euid)
     assert state is not None and state["status"] == "running" and state["pid"] != pid
-    assert state["bundle"].endswith(new_generation)
+    assert running_rootfs(state).endswith(f"/{new_generation}/rootfs")
     assert "finishing the interrupted update" in log
     assert events_logged(log, "Update") == [("Installed", "no fault")]
 

@@ -39,6 +39,7 @@ from tests.integration.lcm_helpers import (
     row,
     rows,
     runc_state,
+    running_rootfs,
     set_values,
     top_entries,
     tree_files,
@@ -244,7 +245,8 @@ def test_install_creates_du_and_eu_rows_event_and_one_bundle_dir(
     assert top_entries(bundles) == [instance(du)]
     (generation,) = bundle_dirs(dsm, du)
     assert not generation.startswith(".staging")
-    assert top_entries(bundles / instance(du) / generation) == ["config.json", "rootfs"]
+    # The bundle as unpacked, and beside it the EU's persisted effective spec.
+    assert top_entries(bundles / instance(du) / generation) == [".dsm-spec", "config.json", "rootfs"]
     assert (bundles / instance(du) / generation / "rootfs" / "bin" / "busybox").is_file()
     if source.kind == "https":
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -430,7 +432,7 @@ def test_update_of_a_running_du_swaps_the_bundle_and_restarts_the_eu(dsm: DsmDae
     assert new_state is not None and new_state["pid"] != old_pid
     (new_generation,) = bundle_dirs(dsm, du)
     assert new_generation != old_generation
-    assert new_state["bundle"] == str(dsm.state / "bundles" / instance(du) / new_generation)
+    assert running_rootfs(new_state) == str(dsm.state / "bundles" / instance(du) / new_generation / "rootfs")
     log_file = dsm.state / "logs" / f"{euid}.log"
     eventually(lambda: "hello from updater 2.0.0" in log_file.read_text(), what="the new version's output")
 

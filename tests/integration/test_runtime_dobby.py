@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dsm_tr181.containerspec.defaults import DEFAULT_CAPABILITIES
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import ContainerExit, ContainerState, PausableRuntime, StartSpec
 from dsm_tr181.runtimes.dobby import DobbyRuntime, DobbyRuntimeConfig, exit_from_wait_status
@@ -21,6 +23,11 @@ from dsm_tr181.sample_bundle import BUSYBOX, make_bundle
 from tests.support.dbusdaemon import PrivateBus, gdbus_call, private_bus
 from tests.support.dobby_standin import running_standin
 from tests.support.processes import stop_process
+from tests.support.specs import spec_of
+
+CAPS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_KILL": 5, "CAP_SETGID": 6,
+        "CAP_SETUID": 7, "CAP_SETPCAP": 8, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_RAW": 13, "CAP_SYS_CHROOT": 18,
+        "CAP_AUDIT_WRITE": 29, "CAP_SETFCAP": 31}  # fmt: skip
 
 _MISSING = [tool for tool in ("dbus-daemon", "runc", "gdbus") if shutil.which(tool) is None]
 NEEDS_BUS_AND_RUNC = [
@@ -75,7 +82,8 @@ def standin_dir(tmp_path: Path) -> Path:
 
 @asynccontextmanager
 async def dobby_runtime(bus: PrivateBus, **settings: object) -> AsyncIterator[tuple[DobbyRuntime, Exits]]:
-    runtime = DobbyRuntime(DobbyRuntimeConfig.from_config({"bus_address": bus.address, **settings}))
+    config = DobbyRuntimeConfig.from_config({"bus_address": bus.address, **settings})
+    runtime = DobbyRuntime(config, work=bus.directory / "dsm-dobby")
     exits = Exits()
     runtime.watch(exits)
     try:
@@ -86,7 +94,8 @@ async def dobby_runtime(bus: PrivateBus, **settings: object) -> AsyncIterator[tu
 
 def spec_for(tmp_path: Path, container_id: str, script: str) -> StartSpec:
     bundle = make_bundle(tmp_path / "bundles" / container_id, args=("/bin/sh", "-c", script))
-    return StartSpec(container_id=container_id, bundle=bundle, log_path=tmp_path / "logs" / f"{container_id}.log")
+    config = spec_of(bundle, container_id)
+    return StartSpec(container_id=container_id, config=config, log_path=tmp_path / "logs" / f"{container_id}.log")
 
 
 # --- without a bus ------------------------------------------------------------------------------
@@ -165,6 +174,31 @@ class TestThroughTheBus:
             asyncio.run(scenario())
         assert "hello from busybox" in spec.log_path.read_text()
 
+    def test_runs_the_effective_spec_confined(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
+        """What Dobby is given is the confined spec, not the bundle: seen from the host."""
+        bundle = make_bundle(tmp_path / "bundles" / "boxed", args=("/bin/sh", "-c", GRACEFUL))
+        config = json.loads((bundle / "config.json").read_text())
+        del config["process"]["capabilities"]  # the default set applies
+        (bundle / "config.json").write_text(json.dumps(config))
+        spec = StartSpec("boxed", spec_of(bundle, "boxed"), tmp_path / "logs" / "boxed.log")
+
+        async def scenario() -> None:
+            async with dobby_runtime(bus) as (runtime, _exits):
+                pid = (await runtime.start(spec)).pid
+                status = dict(
+                    line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+                )
+                effective = int(status["CapEff"], 16)
+                assert effective == sum(1 << CAPS[name] for name in DEFAULT_CAPABILITIES)
+                assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+                for kind in ("pid", "net", "mnt", "ipc", "uts"):
+                    assert os.readlink(f"/proc/{pid}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
+                await runtime.stop("boxed", timeout=5)
+
+        with running_standin(bus.address, standin_dir):
+            asyncio.run(scenario())
+        assert "config-dobby.json" not in os.listdir(bundle)  # the DU's bundle is never touched
+
     def test_paused_container_stops_gracefully(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
         spec = spec_for(tmp_path, "frozen", GRACEFUL)
 
@@ -212,7 +246,9 @@ class TestThroughTheBus:
 
         with running_standin(bus.address, standin_dir):
             asyncio.run(scenario())
-        assert (spec.bundle / "config-dobby.json").exists()
+        # The bundle Dobby ran is the adapter's own, converted by Dobby; the DU's is untouched.
+        assert (bus.directory / "dsm-dobby" / "bundles" / "batch" / "config-dobby.json").exists()
+        assert not (tmp_path / "bundles" / "batch" / "config-dobby.json").exists()
         assert "bye" in spec.log_path.read_text()
         assert "bye" in spec.log_path.with_name("batch.log.1").read_text()
 
@@ -227,7 +263,7 @@ class TestThroughTheBus:
                 assert caught.value.code is FaultCode.COMMAND_FAILURE
                 for bad in ("a..b", "with space", "x" * 130):
                     with pytest.raises(Fault) as caught:
-                        await runtime.start(StartSpec(bad, spec.bundle, spec.log_path))
+                        await runtime.start(StartSpec(bad, spec.config, spec.log_path))
                     assert caught.value.code is FaultCode.INVALID_ARGUMENTS
                 await runtime.remove("twice")
                 assert await runtime.list_ids() == []

@@ -22,16 +22,19 @@ from typing import Any
 
 import pytest
 
+from dsm_tr181.containerspec import ConfinementPolicy
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import ContainerExit, ContainerState, PausableRuntime, StartSpec
 from dsm_tr181.runtimes.container_ids import check_container_id
 from dsm_tr181.runtimes.logrotate import LogPolicy, backup_path, rotate_if_needed
 from dsm_tr181.runtimes.oci import OciRuntime, OciRuntimeConfig
 from dsm_tr181.sample_bundle import BUSYBOX, make_bundle
+from tests.support.specs import spec_of
 
 FLAVOURS: dict[str, dict[str, Any]] = {
     "runc": {"binary": "runc"},
-    "crun": {"binary": "crun", "cgroup2_mount_namespace": True},
+    # Without CAP_SYS_RESOURCE crun cannot load its cgroup-v2 device filter (see device_rules).
+    "crun": {"binary": "crun", "cgroup2_mount_namespace": True, "device_rules": False},
 }
 # The namespace trampoline, spelt out independently of the adapter's.
 CGROUP2_NS = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c"]
@@ -95,7 +98,7 @@ class Harness:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The runtime's own CLI on the test's root."""
-        argv = [self.flavour, "--root", str(self.root), *args]
+        argv = [self.flavour, "--root", str(self.root / self.state_dir.name), *args]  # <root>/<ExecEnv>
         if self.flavour == "crun":
             argv = [*CGROUP2_NS, CGROUP2_SCRIPT, "sh", *argv]
         return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
@@ -117,8 +120,10 @@ class Harness:
             (bundle / "config.json").write_text(json.dumps(config))
         return bundle
 
-    def spec(self, container_id: str, bundle: Path, **kwargs: Any) -> StartSpec:
-        return StartSpec(container_id, bundle, self.tmp / "logs" / f"{container_id}.log", **kwargs)
+    def spec(self, container_id: str, bundle: Path, log: Path | None = None, **kwargs: Any) -> StartSpec:
+        """The spec the LCM would derive (the test's own directory may be bind-mounted)."""
+        config = spec_of(bundle, container_id, policy=ConfinementPolicy(allowed_host_paths=(str(self.tmp),)))
+        return StartSpec(container_id, config, log or self.tmp / "logs" / f"{container_id}.log", **kwargs)
 
     def clean_up(self) -> None:
         """Delete every container of the root and reap the inits that were our children."""
@@ -257,7 +262,7 @@ def test_failed_start_raises_and_leaves_nothing(harness: Harness) -> None:
 
         file = harness.tmp / "a-file"
         file.touch()
-        unwritable = StartSpec("unlogged", harness.bundle("unlogged", SLEEPER), file / "unlogged.log")
+        unwritable = harness.spec("unlogged", harness.bundle("unlogged", SLEEPER), file / "unlogged.log")
         with pytest.raises(Fault) as caught:
             await runtime.start(unwritable)
         assert caught.value.code is FaultCode.INTERNAL_ERROR

@@ -59,7 +59,7 @@ class DsmDaemon:
         self.state = work / "state"
         self.socket = work / "dsm.sock"
         self.log_path = work / "daemon.log"
-        self.runc_root = self.state / "oci-runc" / "root"
+        self.runc_root = self.runc_root_of("default")
         sections: dict[str, Mapping[str, Any]] = {
             "daemon": {"state_dir": str(self.state), "socket": str(self.socket), "buses": ["none"],
                        "log_level": "debug"},
@@ -122,7 +122,12 @@ class DsmDaemon:
     def cleanup(self) -> None:
         """Stop the daemon and remove every container it left (they outlive the daemon)."""
         self.stop()
-        delete_runc_containers(self.runc_root)
+        for root in self.state.glob("execenvs/*/oci-runc/root"):
+            delete_runc_containers(root)
+
+    def runc_root_of(self, execenv: str) -> Path:
+        """The runc state root of an ExecEnv (each ExecEnv has its own runtime)."""
+        return self.state / "execenvs" / execenv / "oci-runc" / "root"
 
     # -- talking to it ------------------------------------------------------------------------------
 
