@@ -425,3 +425,16 @@ def test_user_namespaces_need_a_searchable_bundle_dir(tmp_path: Path) -> None:
         assert rows(dsm, DU) == [] and tree_files(dsm.state / "bundles") == []
     finally:
         dsm.cleanup()
+
+
+def test_a_lost_spec_is_recomputed_and_persisted_again(dsm: DsmDaemon) -> None:
+    eu, _pid = started(dsm, archive(dsm.work, "respec"))
+    euid = dsm.get(eu + "EUID")[eu + "EUID"]
+    (persisted,) = dsm.work.glob(f"bundles/*/*/.dsm-spec/{euid}.json")
+    before = persisted.read_text()
+    assert operate(dsm, eu + "SetRequestedState()", {"RequestedState": "Idle"}).ok
+    wait_status(dsm, eu, "Idle")
+    persisted.unlink()
+    assert operate(dsm, eu + "SetRequestedState()", {"RequestedState": "Active"}).ok
+    wait_status(dsm, eu, "Active")
+    assert persisted.read_text() == before
