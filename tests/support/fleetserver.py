@@ -8,6 +8,7 @@ PostgreSQL DSN given), reads the URL it prints, and makes an operator token.
 
 from __future__ import annotations
 
+import argparse
 import os
 import select
 import subprocess
@@ -16,7 +17,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from dsm_tr181.fleet.cli import open_repository
 from dsm_tr181.fleet.client import FleetClient
+from dsm_tr181.fleet.repository import Role, TokenRecord
+from dsm_tr181.fleet.tokens import new_token, token_hash
 from tests.support.httpserver import TlsFiles
 from tests.support.processes import stop_process
 
@@ -75,11 +79,14 @@ class FleetServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def token(self, name: str, role: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "dsm_tr181.fleet.cli", "token", "add", name, "--role", role, *self._store()],
-            capture_output=True, text=True, check=True, timeout=30,
-        )  # fmt: skip
-        return result.stdout.strip()
+        """A new token, made on the server's database as ``dsm-fleet token add`` does."""
+        token = new_token()
+        repo = open_repository(argparse.Namespace(postgres=self.postgres, db=str(self.db)))
+        try:
+            repo.add_token(token_hash(token), TokenRecord(name, Role(role)))
+        finally:
+            repo.close()
+        return token
 
     @property
     def ca(self) -> str:

@@ -83,7 +83,10 @@ def test_roles_and_tokens(fleet: FleetServer, tmp_path: Path) -> None:
     with pytest.raises(FleetApiError) as operator_report:
         fleet.client().request("POST", "/v1/devices/self/state", {"installed": []})
     assert operator_report.value.status == 403
-    # tokens are stored hashed only
+    # tokens are made on the database by the CLI, shown once and stored hashed only
+    made = fleet.cli("token", "add", "dev-9", "--role", "device", "--db", str(fleet.db)).stdout.strip()
+    assert fleet.client(made).request("POST", "/v1/resolve", {"labels": {}}).status == 200
+    assert "dev-9\tdevice" in fleet.cli("token", "list", "--db", str(fleet.db)).stdout
     with sqlite3.connect(fleet.db) as db:
         stored = db.execute("SELECT hash, name FROM fleet_tokens").fetchall()
     assert device_token not in repr(stored) and fleet.operator not in repr(stored)
