@@ -160,8 +160,9 @@ class Resolved:
 
 @dataclass(frozen=True)
 class Problem:
-    """An app that cannot be decided: ``tie``, ``conflict`` or ``nomatch``. The device leaves
-    what it has for that app as it is; the operator sees it in ``dsm-fleet devices``."""
+    """An app that cannot be decided: ``tie``, ``conflict`` or ``nomatch``. On a tie or a
+    conflict the device leaves what it has for that app as it is; with no package at all it
+    removes the app. Either way it is an error in ``dsm-fleet devices`` and on the device."""
 
     app: str
     kind: str

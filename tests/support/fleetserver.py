@@ -1,8 +1,9 @@
 """A real ``dsm-fleet serve`` process in a test, and ``dsm-fleet`` CLI runs.
 
-``FleetServer(work, tls)`` starts the server on an ephemeral port of 127.0.0.1 (HTTPS with
-the test CA's certificate when ``tls`` is given) over a SQLite file in ``work`` (or the
-PostgreSQL DSN given), reads the URL it prints, and makes an operator token.
+``FleetServer(work, tls)`` starts the server on an ephemeral port of 127.0.0.1 (the same
+one again when restarted; HTTPS with the test CA's certificate when ``tls`` is given) over a
+SQLite file in ``work`` (or the PostgreSQL DSN given), reads the URL it prints, and makes an
+operator token.
 ``token(name, role)`` makes more; ``cli(*args)`` runs the CLI against it.
 """
 
@@ -35,14 +36,15 @@ class FleetServer:
         self.log_path = work / "fleet.log"
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
+        self.port = 0  # 0 at first; a restart listens on the same port again
         self.operator = ""
 
     def _store(self) -> list[str]:
         return ["--postgres", self.postgres] if self.postgres else ["--db", str(self.db)]
 
     def start(self) -> FleetServer:
-        command = [sys.executable, "-m", "dsm_tr181.fleet.cli", "serve", *self._store(), "--listen", "127.0.0.1:0",
-                   *self.extra]  # fmt: skip
+        command = [sys.executable, "-m", "dsm_tr181.fleet.cli", "serve", *self._store(),
+                   "--listen", f"127.0.0.1:{self.port}", *self.extra]  # fmt: skip
         if self.tls:
             command += ["--cert", str(self.tls.server_cert), "--key", str(self.tls.server_key)]
         with self.log_path.open("a") as log:
@@ -55,6 +57,7 @@ class FleetServer:
                 line = self.process.stdout.readline()
                 if line.startswith("listening on "):
                     self.url = line.split()[-1]
+                    self.port = int(self.url.rpartition(":")[2])
                     break
             if self.process.poll() is not None:
                 raise RuntimeError(f"dsm-fleet serve exited with {self.process.returncode}: {self.log()}")
