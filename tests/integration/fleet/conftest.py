@@ -1,4 +1,5 @@
-"""Fixtures of the fleet tests: the test CA and a running HTTPS repository server."""
+"""Fixtures of the fleet tests: the test CA, a running HTTPS repository server, a real
+PostgreSQL, and the repository interface on each store."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from dsm_tr181.fleet.repository import Repository
+from dsm_tr181.fleet.sqlite_repo import SqliteRepository
 from tests.support.fleetserver import FleetServer
 from tests.support.httpserver import TlsFiles, make_tls_files
+from tests.support.postgres import Postgres, running_postgres
+from tests.support.postgres import unavailable as postgres_unavailable
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +31,27 @@ def fleet(tmp_path: Path, fleet_tls: TlsFiles) -> Iterator[FleetServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
+    """The repository interface on each store (PostgreSQL: a fresh database of a real server)."""
+    if request.param == "sqlite":
+        repo: Repository = SqliteRepository(tmp_path / "fleet.db")
+    else:
+        from dsm_tr181.fleet.postgres_repo import PostgresRepository
+
+        repo = PostgresRepository(request.getfixturevalue("postgres").new_database())
+    try:
+        yield repo
+    finally:
+        repo.close()
