@@ -15,6 +15,7 @@ TOML layout::
                   and its confinement policy: allow_privileged, allowed_host_paths, allowed_devices,
                   extra_capabilities, allowed_rdk_plugins, user_namespace
     [packager.tar], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
+    [fleet]       the fleet client (dsm_tr181/fleet/settings.py), off by default
 
 The original DSM's ``dsm.config`` JSON (``ExecutionEnvironments``, ``Packagers``,
 ``CommandServer``) is accepted too and translated.
@@ -38,7 +39,7 @@ from dsm_tr181.sections import build_section
 DEFAULT_FILE = Path("/etc/dsm/dsm.toml")
 BUS_CHOICES = ("auto", "rbus", "dbus", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-SECTIONS = ("daemon", "lcm", "execenv", "packager", "runtime", "bus")
+SECTIONS = ("daemon", "lcm", "execenv", "packager", "runtime", "bus", "fleet")
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,7 @@ class DaemonConfig:
     packager: Mapping[str, Any] = field(default_factory=dict)
     runtimes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # runtime name -> section
     bus_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    fleet: Mapping[str, Any] = field(default_factory=dict)  # the [fleet] section, read by dsm_tr181.fleet
 
 
 def load_config(argv_overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> DaemonConfig:
@@ -117,7 +119,7 @@ def translate_original(data: Mapping[str, Any]) -> dict[str, Any]:
 def _check_layout(raw: Mapping[str, Any]) -> None:
     """Known sections only, each of the right shape (a misspelt section is not ignored)."""
     _no_unknown("configuration", raw, set(SECTIONS))
-    for name in ("daemon", "lcm"):
+    for name in ("daemon", "lcm", "fleet"):
         if not isinstance(raw.get(name, {}), Mapping):
             raise ConfigError(f"{name} must be a table, not {raw[name]!r}")
     execenvs = raw.get("execenv", [])
@@ -165,7 +167,7 @@ def _buses(value: Any) -> tuple[str, ...]:
 
 
 def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str, Any]) -> DaemonConfig:
-    known = {f.name for f in fields(DaemonConfig)} - {"lcm", "packager", "runtimes", "bus_sections"}
+    known = {f.name for f in fields(DaemonConfig)} - {"lcm", "packager", "runtimes", "bus_sections", "fleet"}
     _no_unknown("daemon", daemon, known)
     state_dir = Path(_daemon_text(daemon, "state_dir", str(DaemonConfig.state_dir)))
     chosen = _buses(daemon.get("buses", ("auto",)))
@@ -187,6 +189,7 @@ def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str
         packager=raw.get("packager", {}).get("tar", {}),
         runtimes=runtimes,
         bus_sections=dict(buses),
+        fleet=dict(raw.get("fleet", {})),
     )
 
 

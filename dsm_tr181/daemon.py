@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dsm_tr181 import __version__, adapters
+from dsm_tr181 import __version__, adapters, fleet
 from dsm_tr181.buses.control_socket import ControlServer
 from dsm_tr181.buses.provider import BusProvider
 from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_from_args
@@ -113,7 +113,9 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     state_dir = config.state_dir
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     datamodel = Path(config.datamodel_dir) if config.datamodel_dir else None
-    dm = DataModel(load_schema(datamodel, cache_dir=state_dir))
+    fleet_settings = fleet.settings(config.fleet)
+    extensions = fleet.extensions(datamodel) if fleet_settings.enable else []
+    dm = DataModel(load_schema(datamodel, cache_dir=state_dir, extensions=extensions))
     try:
         packager = adapters.load("packager", "tar").from_config(config.packager)
         sealer = FernetSealer(state_dir / "secret.key")
@@ -125,6 +127,7 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await lcm.start()
+    agent = fleet.start(fleet_settings, dm, state_dir)
     settle_memory()
     control = ControlServer(
         dm, config.socket, config.socket_mode, config.socket_group or None, eu_confinement=lcm.eu_confinement
@@ -139,6 +142,8 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     for provider in reversed(buses):
         await provider.close()
     await control.close()
+    if agent is not None:
+        await agent.close()
     await lcm.close()
 
 

@@ -8,10 +8,12 @@ restarts without parsing XML or loading lxml.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from dsm_tr181 import __version__
@@ -40,11 +42,16 @@ __all__ = [
 ]
 
 
-def load_schema(directory: Path | None = None, cache_dir: Path | None = None) -> Schema:
+def load_schema(
+    directory: Path | None = None, cache_dir: Path | None = None, extensions: Sequence[Path] = ()
+) -> Schema:
+    """``extensions``: vendor-extension DM documents served in addition (whole)."""
     directory = directory or default_datamodel_dir()
     if cache_dir is None:
-        return _parse(directory)
-    key = f"{__version__}:{documents_digest(directory)}"
+        return _parse(directory, extensions)
+    key = f"{__version__}:{documents_digest(directory)}:" + ",".join(
+        f"{path.name}={hashlib.sha256(path.read_bytes()).hexdigest()}" for path in extensions
+    )
     cache = cache_dir / "schema.pickle"
     try:
         with cache.open("rb") as fh:
@@ -53,7 +60,7 @@ def load_schema(directory: Path | None = None, cache_dir: Path | None = None) ->
             return schema
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError):
         pass
-    schema = _parse(directory)
+    schema = _parse(directory, extensions)
     try:
         _write_atomically(cache, pickle.dumps((key, schema), protocol=pickle.HIGHEST_PROTOCOL))
     except OSError as exc:
@@ -61,10 +68,10 @@ def load_schema(directory: Path | None = None, cache_dir: Path | None = None) ->
     return schema
 
 
-def _parse(directory: Path) -> Schema:
+def _parse(directory: Path, extensions: Sequence[Path]) -> Schema:
     from dsm_tr181.schema.loader import parse_directory
 
-    return parse_directory(directory)
+    return parse_directory(directory, extensions)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -8,7 +8,7 @@ schema paths, and links objects into a tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,17 +23,19 @@ DT_NAMESPACE_PREFIX = "urn:broadband-forum-org:cwmp:devicetype-"
 GONE = ("obsoleted", "deleted")
 
 
-def parse_directory(directory: Path) -> Schema:
+def parse_directory(directory: Path, extensions: Sequence[Path] = ()) -> Schema:
     """What the product serves: the DM documents of ``directory``, reduced to what its
-    device-type documents list."""
+    device-type documents list, plus the objects of the vendor-extension DM documents
+    ``extensions`` (served whole: they are the product's own)."""
     kinds = {path: _document_kind(path) for path in sorted(directory.glob("*.xml"))}
     documents = [path for path, kind in kinds.items() if kind.startswith(DM_NAMESPACE_PREFIX)]
     if not documents:
         raise SchemaError(f"no BBF data-model document in {directory}")
-    schema = load_documents(documents)
+    schema = load_documents([*documents, *extensions])
+    keep = frozenset(obj.get("name") for path in extensions for obj in _parse(path).iter("object"))
     for path, kind in kinds.items():
         if kind.startswith(DT_NAMESPACE_PREFIX):
-            apply_device_type(schema, path)
+            apply_device_type(schema, path, keep)
     return schema
 
 
@@ -44,15 +46,17 @@ def load_documents(paths: Iterable[Path]) -> Schema:
     return builder.finish()
 
 
-def apply_device_type(schema: Schema, path: Path) -> None:
-    """Keep only the objects, parameters, commands and events a DT document lists, with
-    the DT's narrower access (a DT says readOnly where the model's Alias is writeOnceReadOnly:
-    that stays)."""
-    root = etree.parse(str(path), etree.XMLParser(remove_comments=True, no_network=True)).getroot()
+def apply_device_type(schema: Schema, path: Path, keep: frozenset[str] = frozenset()) -> None:
+    """Keep only the objects, parameters, commands and events a DT document lists (and the
+    objects in ``keep``), with the DT's narrower access (a DT says readOnly where the model's
+    Alias is writeOnceReadOnly: that stays)."""
+    root = _parse(path)
     listed: dict[str, etree._Element] = {
         obj.get("ref"): obj for model in root.findall("model") for obj in model.findall("object")
     }
     for obj_path in list(schema.objects)[1:]:  # the root object stays
+        if obj_path in keep:
+            continue
         element = listed.get(obj_path)
         obj = schema.objects[obj_path]
         if element is None:
@@ -70,6 +74,10 @@ def apply_device_type(schema: Schema, path: Path) -> None:
         obj.commands = {name: c for name, c in obj.commands.items() if name in commands}
         events = {e.get("ref") for e in element.findall("event")}
         obj.events = {name: e for name, e in obj.events.items() if name in events}
+
+
+def _parse(path: Path) -> etree._Element:
+    return etree.parse(str(path), etree.XMLParser(remove_comments=True, no_network=True)).getroot()
 
 
 def _document_kind(path: Path) -> str:
