@@ -9,9 +9,10 @@ TOML layout::
     [daemon]      state_dir, socket, socket_mode, socket_group, buses, log_level, datamodel_dir
     [lcm]         bundle_dir, log_dir, default_execenv, allow_downgrade, max_parallel_operations,
                   operation_timeout, eu_log_max_bytes, eu_log_backups, usage_interval,
-                  stop_containers_on_exit, preinstalled
+                  stop_containers_on_exit, preinstalled, trust_dir
     [[execenv]]   name, runtime, enable, vendor, version, type, initial_run_level,
-                  initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent
+                  initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent,
+                  signers, require_signature
     [packager.tar], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
 
 The original DSM's ``dsm.config`` JSON (``ExecutionEnvironments``, ``Packagers``,
@@ -189,11 +190,12 @@ def _lcm(section: Mapping[str, Any], state_dir: Path, execenvs: tuple[ExecEnvSet
     known = {f.name for f in fields(LcmSettings)} - {"execenvs"}
     _no_unknown("lcm", section, known)
     values = dict(section)
-    for key in ("bundle_dir", "log_dir"):
+    for key in ("bundle_dir", "log_dir", "trust_dir"):
         if not isinstance(values.get(key, ""), str):
             raise ConfigError(f"lcm.{key} must be a string, not {values[key]!r}")
     values["bundle_dir"] = Path(values.get("bundle_dir") or state_dir / "bundles")
     values["log_dir"] = Path(values.get("log_dir") or state_dir / "logs")
+    values["trust_dir"] = Path(values.get("trust_dir") or state_dir / "signers")
     preinstalled = values.get("preinstalled", [])
     if not isinstance(preinstalled, list | tuple) or not all(isinstance(url, str) for url in preinstalled):
         raise ConfigError(f"lcm.preinstalled must be a list of URLs, not {preinstalled!r}")
@@ -208,8 +210,11 @@ def _lcm(section: Mapping[str, Any], state_dir: Path, execenvs: tuple[ExecEnvSet
 def _execenv(index: int, section: Mapping[str, Any]) -> ExecEnvSettings:
     _no_unknown(f"execenv[{index}]", section, {f.name for f in fields(ExecEnvSettings)})
     _check_types(f"execenv[{index}]", section, ExecEnvSettings)
+    signers = section.get("signers", [])
+    if not isinstance(signers, list | tuple) or not all(isinstance(name, str) for name in signers):
+        raise ConfigError(f"execenv[{index}].signers must be a list of trust-store names, not {signers!r}")
     try:
-        return ExecEnvSettings(**section)
+        return ExecEnvSettings(**{**section, "signers": tuple(signers)})
     except ValueError as exc:
         raise ConfigError(f"execenv[{index}]: {exc}") from None
 

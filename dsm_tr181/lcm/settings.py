@@ -24,6 +24,10 @@ class ExecEnvSettings:
     allocated_disk_kib: int = -1
     allocated_memory_kib: int = -1
     allocated_cpu_percent: int = -1
+    # Trust-store certificate names (file names without extension) Signers starts with.
+    signers: tuple[str, ...] = ()
+    # Refuse InstallDU()/Update() without a Signature (7036); installed unsigned DUs stay.
+    require_signature: bool = False
 
     def __post_init__(self) -> None:
         if not EE_NAME.fullmatch(self.name):
@@ -52,6 +56,7 @@ class LcmSettings:
     usage_interval: float = 5.0  # seconds between memory/CPU samples of running EUs
     stop_containers_on_exit: bool = False  # default: containers outlive a daemon restart
     preinstalled: tuple[str, ...] = field(default=())  # DU URLs Reset() restores (factory state)
+    trust_dir: Path | None = None  # PEM certificates served as Device.Security.Certificate rows
 
     def __post_init__(self) -> None:
         names = [ee.name for ee in self.execenvs]
