@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -281,6 +283,8 @@ def test_turning_the_policy_on_keeps_unsigned_dus_but_updates_need_a_signature(
         first = install(dsm, str(archive))
         assert first.ok, first
         du = str(first.event["DeploymentUnitRef"]) + "."  # type: ignore[index]
+        second = install(dsm, str(build_du(work / "build", "unsigned-app")))
+        assert second.ok, second
         set_values(dsm, {EE + "1.Signers": CERTS + "1," + VENDOR_ROOT, CERTS + "1.Enable": False})
         dsm.stop()
         dsm = start_daemon(home, pki, tls, strict=True)
@@ -288,6 +292,8 @@ def test_turning_the_policy_on_keeps_unsigned_dus_but_updates_need_a_signature(
         # what a controller set survives the restart
         assert value(dsm, EE + "1.Signers") == CERTS + "1," + VENDOR_ROOT
         assert value(dsm, CERTS + "1.Enable") == "false"
+        gone = operate(dsm, str(second.event["DeploymentUnitRef"]) + ".Uninstall()")  # type: ignore[index]
+        assert gone.ok, gone
 
         newer = build_du(work / "build", "signed-app", "2.0.0")
         refused = operate(dsm, du + "Update()", {"URL": str(newer)})
@@ -303,5 +309,46 @@ def test_turning_the_policy_on_keeps_unsigned_dus_but_updates_need_a_signature(
         updated = operate(dsm, du + "Update()", {"URL": str(newer), "Signature": signature})
         assert updated.ok, updated
         assert row(dsm, du)["Version"] == "2.0.0" and row(dsm, du)[SIGNED_BY] == SIGNER
+    finally:
+        dsm.cleanup()
+
+
+# == the README's worked example ============================================================
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_signing_commands() -> str:
+    text = README.read_text()
+    block = text.split("<!-- signing-example -->\n```sh\n", 1)[1].split("```", 1)[0]
+    return block
+
+
+def test_the_readme_worked_example_signs_a_du_the_device_installs(
+    work: Path, tls: TlsFiles, served: Path, https: FileServer
+) -> None:
+    example = work / "readme"
+    example.mkdir()
+    build_du(work / "build", "hello", out=example / "hello.tar")
+    subprocess.run(["bash", "-euo", "pipefail", "-c", readme_signing_commands()], cwd=example, check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    (served / "readme").mkdir()
+    for name in ("hello.tar", "hello.tar.p7s"):
+        shutil.copyfile(example / name, served / "readme" / name)
+    trust = example / "signers"
+    trust.mkdir()
+    shutil.copyfile(example / "ca.pem", trust / "example-ca.pem")
+    (example / "dsm").mkdir()
+    dsm = DsmDaemon(
+        example / "dsm",
+        lcm={"trust_dir": str(trust)},
+        execenvs=[{"name": "default", "signers": ["example-ca"]}],
+        extra={"packager.tar": {"ca_file": str(tls.ca_cert)}},
+    ).start()
+    try:
+        assert row(dsm, CERTS + "1")["Subject"] == "CN=Example Code Signing CA"
+        outcome = install(dsm, https.url("readme/hello.tar"), https.url("readme/hello.tar.p7s"))
+        assert outcome.ok, outcome
+        assert value(dsm, str(outcome.event["DeploymentUnitRef"]) + "." + SIGNED_BY) == "CN=Example Vendor Signer"  # type: ignore[index]
     finally:
         dsm.cleanup()
