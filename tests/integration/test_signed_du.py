@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -352,3 +354,20 @@ def test_the_readme_worked_example_signs_a_du_the_device_installs(
         assert value(dsm, str(outcome.event["DeploymentUnitRef"]) + "." + SIGNED_BY) == "CN=Example Vendor Signer"  # type: ignore[index]
     finally:
         dsm.cleanup()
+
+
+def test_dsmcli_installs_with_a_signature_and_du_detail_shows_the_signer(
+    dsm: DsmDaemon, pki: Pki, archive: Path, served: Path, https: FileServer
+) -> None:
+    (served / "cli.p7s").write_bytes(pki.sign(archive.read_bytes()))
+
+    def dsmcli(*argv: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "dsm_tr181.cli", "--socket", str(dsm.socket), "--json", *argv],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    dsmcli("du.install", "default", https.url(archive.name), "--signature", https.url("cli.p7s"), "--wait")
+    (du,) = rows(dsm, DU)
+    detail = json.loads(dsmcli("du.detail", row(dsm, du)["UUID"]))
+    assert detail[SIGNED_BY] == SIGNER
