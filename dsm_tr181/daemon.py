@@ -125,6 +125,8 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await lcm.start()
+    # SIGHUP (systemctl reload dsm): read the trust store again
+    loop.add_signal_handler(signal.SIGHUP, lambda: lcm.certificates.reload(truststore.load(config.lcm.trust_dir)))
     settle_memory()
     control = ControlServer(dm, config.socket, config.socket_mode, config.socket_group or None)
     await control.start()

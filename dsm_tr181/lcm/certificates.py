@@ -4,7 +4,9 @@ The certificates come from the daemon (read from the trust directory, see
 :mod:`dsm_tr181.signing.truststore`) as plain values; this core part only serves them,
 keeps each one's instance number and Enable across restarts (so that the ExecEnvs'
 ``Signers`` references stay right), and hands the enabled ones an ExecEnv's ``Signers``
-name to the packager as trust anchors.
+name to the packager as trust anchors. :meth:`Certificates.reload` takes the trust store
+again at run time (the daemon does on SIGHUP): new certificates get rows, changed ones new
+values, and the rows of removed ones go, with the ``Signers`` references to them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,26 @@ class Certificates:
         for gone in known.values():
             log.warning("trusted certificate %s is no longer in the trust store", gone.name)
         self.lcm.commit(put=list(self.records.values()), delete=list(known.values()))
+
+    def reload(self, certificates: Sequence[TrustedCertificate]) -> None:
+        """Serve ``certificates`` (the trust store read again) instead of the current ones."""
+        fresh = {c.name: c for c in certificates}
+        table = self.lcm.dm.table(CERT_TABLE)
+        gone = [self.records.pop(name) for name in list(self.records) if name not in fresh]
+        for record in gone:
+            self.lcm.dm.delete_row(f"{CERT_TABLE}{record.instance}")
+        added = []
+        for name, cert in fresh.items():
+            record = self.records.get(name)
+            if record is None:
+                record = self.records[name] = CertificateRecord(name=name, instance=table.next_instance)
+                self.lcm.dm.add_row(CERT_TABLE, {**cert.values, "Enable": True}, number=record.instance)
+                added.append(record)
+            elif cert.der != self.certificates[name].der:
+                self.lcm.dm.update(f"{CERT_TABLE}{record.instance}", cert.values)
+        self.certificates = fresh
+        self.lcm.commit(put=added, delete=gone)
+        log.info("trust store reloaded: %d certificates (%d new, %d removed)", len(fresh), len(added), len(gone))
 
     def install_hooks(self) -> None:
         self.lcm.dm.on_set(ROW + "Enable", apply=self._enable_changed)

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from tests.integration.lcm_helpers import (
     INSTALL_DU,
     Outcome,
     build_du,
+    eventually,
     needs_runc,
     operate,
     row,
@@ -371,3 +373,31 @@ def test_dsmcli_installs_with_a_signature_and_du_detail_shows_the_signer(
     (du,) = rows(dsm, DU)
     detail = json.loads(dsmcli("du.detail", row(dsm, du)["UUID"]))
     assert detail[SIGNED_BY] == SIGNER
+
+
+def test_sighup_reads_the_trust_store_again(work: Path, pki: Pki, tls: TlsFiles, archive: Path) -> None:
+    home = work / "reload"
+    (home / "dsm").mkdir(parents=True)
+    trust = home / "signers"
+    pki.root.write(trust, "vendor-root")
+    dsm = DsmDaemon(
+        home / "dsm", lcm={"trust_dir": str(trust)}, execenvs=[{"name": "default", "signers": ["vendor-root"]}]
+    ).start()
+    try:
+        assert value(dsm, "Device.Security.CertificateNumberOfEntries") == "1"
+        late = Pki.create()
+        late.root.write(trust, "late-root")
+        assert dsm.process is not None
+        dsm.process.send_signal(signal.SIGHUP)
+        eventually(lambda: value(dsm, "Device.Security.CertificateNumberOfEntries") == "2" or None, what="reload")
+        serial = format(late.root.cert.serial_number, "X")
+        (added,) = [path for path in rows(dsm, CERTS) if row(dsm, path)["SerialNumber"] == serial]
+        set_values(dsm, {EE + "1.Signers": CERTS + "1," + added.rstrip(".")})
+        signed = install(dsm, str(archive), data_uri(late.sign(archive.read_bytes())))
+        assert signed.ok and row(dsm, str(signed.event["DeploymentUnitRef"]))[SIGNED_BY] == SIGNER  # type: ignore[index]
+        (trust / "late-root.pem").unlink()
+        dsm.process.send_signal(signal.SIGHUP)
+        eventually(lambda: value(dsm, "Device.Security.CertificateNumberOfEntries") == "1" or None, what="reload")
+        assert value(dsm, EE + "1.Signers") == CERTS + "1"  # the strong reference went with its row
+    finally:
+        dsm.cleanup()
