@@ -247,17 +247,21 @@ def _credentials(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run_install(client: ControlClient, args: argparse.Namespace) -> int:
-    params = {"ee_name": args.ee, "uri": args.url, **_credentials(args)}
+    params = {"ee_name": args.ee, "uri": args.url, **_credentials(args), **_signature(args)}
     if args.uuid:
         params["uuid"] = args.uuid
     return _long(client, args, "du.install", params)
 
 
 def run_update(client: ControlClient, args: argparse.Namespace) -> int:
-    params = {"uuid": args.id, **_credentials(args)}
+    params = {"uuid": args.id, **_credentials(args), **_signature(args)}
     if args.url:
         params["uri"] = args.url
     return _long(client, args, "du.update", params)
+
+
+def _signature(args: argparse.Namespace) -> dict[str, str]:
+    return {"signature": args.signature} if args.signature else {}
 
 
 def run_uninstall(client: ControlClient, args: argparse.Namespace) -> int:
@@ -394,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("id", metavar="ID", help=f"{what}, instance number or Alias")
         return sub
 
+    def signed(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--signature", metavar="URL", help="the archive's detached CMS signature (URL or data: URI)")
+
     def waiting(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--wait", action="store_true", help="follow the request to its end, showing progress")
 
@@ -412,10 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("url", metavar="URL")
     install.add_argument("--uuid", help="the DU's UUID (default: derived by the daemon)")
     credentials(install)
+    signed(install)
     waiting(install)
     update = identified("du.update", run_update, "update a deployment unit", "DU UUID")
     update.add_argument("url", metavar="URL", nargs="?", help="new URL (default: the DU's own)")
     credentials(update)
+    signed(update)
     waiting(update)
     waiting(identified("du.uninstall", run_uninstall, "uninstall a deployment unit", "DU UUID"))
     identified("eu.detail", _by_id("eu.detail", "uid"), "show an execution unit", "EUID")

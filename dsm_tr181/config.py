@@ -9,11 +9,12 @@ TOML layout::
     [daemon]      state_dir, socket, socket_mode, socket_group, buses, log_level, datamodel_dir
     [lcm]         bundle_dir, log_dir, default_execenv, allow_downgrade, max_parallel_operations,
                   operation_timeout, eu_log_max_bytes, eu_log_backups, usage_interval,
-                  stop_containers_on_exit, preinstalled, instance_name, uid_range_base, uid_range_size
+                  stop_containers_on_exit, preinstalled, instance_name, uid_range_base, uid_range_size,
+                  trust_dir
     [[execenv]]   name, runtime, enable, vendor, version, type, initial_run_level,
                   initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent,
-                  and its confinement policy: allow_privileged, allowed_host_paths, allowed_devices,
-                  extra_capabilities, allowed_rdk_plugins, user_namespace
+                  signers, require_signature, and its confinement policy: allow_privileged,
+                  allowed_host_paths, allowed_devices, extra_capabilities, allowed_rdk_plugins, user_namespace
     [packager.tar], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
     [fleet]       the fleet client (dsm_tr181/fleet/settings.py), off by default
 
@@ -197,11 +198,12 @@ def _lcm(section: Mapping[str, Any], state_dir: Path, execenvs: tuple[ExecEnvSet
     known = {f.name for f in fields(LcmSettings)} - {"execenvs"}
     _no_unknown("lcm", section, known)
     values = dict(section)
-    for key in ("bundle_dir", "log_dir"):
+    for key in ("bundle_dir", "log_dir", "trust_dir"):
         if not isinstance(values.get(key, ""), str):
             raise ConfigError(f"lcm.{key} must be a string, not {values[key]!r}")
     values["bundle_dir"] = Path(values.get("bundle_dir") or state_dir / "bundles")
     values["log_dir"] = Path(values.get("log_dir") or state_dir / "logs")
+    values["trust_dir"] = Path(values.get("trust_dir") or state_dir / "signers")
     preinstalled = values.get("preinstalled", [])
     if not isinstance(preinstalled, list | tuple) or not all(isinstance(url, str) for url in preinstalled):
         raise ConfigError(f"lcm.preinstalled must be a list of URLs, not {preinstalled!r}")
@@ -226,9 +228,12 @@ def _execenv(index: int, section: Mapping[str, Any]) -> ExecEnvSettings:
     plain = {k: v for k, v in section.items() if k not in policy_keys}
     _no_unknown(where, plain, {f.name for f in fields(ExecEnvSettings)} - {"confinement"} | policy_keys)
     _check_types(where, plain, ExecEnvSettings)
+    signers = plain.get("signers", [])
+    if not isinstance(signers, list | tuple) or not all(isinstance(name, str) for name in signers):
+        raise ConfigError(f"{where}.signers must be a list of trust-store names, not {signers!r}")
     try:
         policy = build_section(ConfinementPolicy, {k: v for k, v in section.items() if k in policy_keys}, where)
-        return ExecEnvSettings(**plain, confinement=policy)
+        return ExecEnvSettings(**{**plain, "signers": tuple(signers)}, confinement=policy)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

@@ -30,6 +30,7 @@ from dsm_tr181.lcm.manager import Lcm
 from dsm_tr181.lcm.ports import Runtime
 from dsm_tr181.schema import load_schema
 from dsm_tr181.secretbox import FernetSealer
+from dsm_tr181.signing import truststore
 from dsm_tr181.store import SqliteStore
 from dsm_tr181.tree.datamodel import DataModel
 
@@ -121,13 +122,17 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
         sealer = FernetSealer(state_dir / "secret.key")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    lcm = Lcm(dm, SqliteStore(state_dir / "dsm.db"), packager, build_runtimes(config), config.lcm, sealer)
+    certificates = truststore.load(config.lcm.trust_dir)
+    runtimes = build_runtimes(config)
+    lcm = Lcm(dm, SqliteStore(state_dir / "dsm.db"), packager, runtimes, config.lcm, sealer, certificates)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await lcm.start()
     agent = fleet.start(fleet_settings, dm, state_dir)
+    # SIGHUP (systemctl reload dsm): read the trust store again
+    loop.add_signal_handler(signal.SIGHUP, lambda: lcm.certificates.reload(truststore.load(config.lcm.trust_dir)))
     settle_memory()
     control = ControlServer(
         dm, config.socket, config.socket_mode, config.socket_group or None, eu_confinement=lcm.eu_confinement

@@ -288,14 +288,14 @@ class ControlMethods:
     async def _du_install(self, params: Params, stream: Stream | None) -> Any:
         ee = self._ee(_text(params, "ee_name"))
         args = {"URL": _text(params, "uri"), "ExecutionEnvRef": ee.rstrip(".")}
-        args |= _credentials(params)
+        args |= _credentials(params) | _signature(params)
         if uuid := _text(params, "uuid", ""):
             args["UUID"] = uuid
         return await self._long_command(params, stream, INSTALL_DU, args, "Installation Started")
 
     async def _du_update(self, params: Params, stream: Stream | None) -> Any:
         du = self._du(_text(params, "uuid"))
-        args = _credentials(params)
+        args = _credentials(params) | _signature(params)
         if uri := _text(params, "uri", ""):
             args["URL"] = uri
         return await self._long_command(params, stream, du + "Update()", args, "Update Started")
@@ -682,6 +682,12 @@ def _credentials(params: Params) -> dict[str, str]:
     """Username and Password arguments, when given (never logged, never echoed)."""
     args = {"Username": _text(params, "username", ""), "Password": _text(params, "password", "")}
     return {name: value for name, value in args.items() if value}
+
+
+def _signature(params: Params) -> dict[str, str]:
+    """The Signature argument (a URL or data: URI), when given."""
+    signature = _text(params, "signature", "")
+    return {"Signature": signature} if signature else {}
 
 
 def _need(stream: Stream | None, what: str) -> Stream:

@@ -10,6 +10,15 @@ in the background, and always ends with a DUStateChange! event:
   DU switches to the new bundle in one commit, the old one is removed and the EUs are
   started again. On failure the old bundle stays (CurrentState Installed + fault).
 * Uninstall: EUs stopped and removed from the runtime, files removed, rows deleted.
+
+Signatures: a ``Signature`` input goes to the packager with the ExecEnv's trusted signers
+(its ``Signers`` rows), which verifies it before unpacking; the DU records the signer
+(``X_RDKCENTRAL-COM_SignedBy``). An ExecEnv with ``require_signature`` fails an Install or
+Update without a Signature with 7036 (Bad Signature: "a required signature is absent"),
+after its one DUStateChange!. DUs installed unsigned before the policy was turned on stay
+installed and keep running; they can be uninstalled, and updated only with a signature.
+Preinstalled DUs that ExecEnv Reset() restores come from the device's own configuration
+and are exempt.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROW = DU_TABLE + "{i}."
+SIGNED_BY = "X_RDKCENTRAL-COM_SignedBy"  # vendor parameter (datamodel/regenerate.py)
 # A progress notification every 4 MiB or 0.25 s at most: finer steps cost the download
 # measurable CPU (they compete with the packager's threads) for no visible gain.
 PROGRESS_STEP = 4 << 20
@@ -97,6 +107,7 @@ class Deployments:
             "Installed": from_stamp(du.installed),
             "LastUpdate": from_stamp(du.last_update),
             "ModuleVersion": du.module_version,
+            SIGNED_BY: du.signed_by,
         }
 
     def refresh(self, du: DeploymentUnitRecord) -> None:
@@ -114,8 +125,6 @@ class Deployments:
 
     def _install_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         args = call.args
-        if args.get("Signature"):
-            raise Fault(FaultCode.BAD_SIGNATURE, "this device cannot verify DU signatures")
         if args.get("RequiredRoles") or args.get("RequiredUserRoles"):
             code = FaultCode.UNAVAILABLE_ROLE if args.get("RequiredRoles") else FaultCode.UNAVAILABLE_USER_ROLE
             raise Fault(code, "the execution environment offers no roles")
@@ -123,7 +132,11 @@ class Deployments:
         privileged = bool(args.get("Privileged", False))
         if privileged and not self.lcm.execenvs.settings[ee].confinement.allow_privileged:
             raise Fault(FaultCode.REQUEST_DENIED, f"execution environment {ee!r} does not allow privileged units")
-        source = _source(str(args["URL"]), str(args.get("Username", "")), str(args.get("Password", "")))
+        source = self._signed(
+            _source(str(args["URL"]), str(args.get("Username", "")), str(args.get("Password", ""))),
+            str(args.get("Signature", "")),
+            ee,
+        )
         given_uuid = str(args.get("UUID", "")).lower()
         du, op = self._journal_install(source, ee, given_uuid, str(args.get("ModuleVersion", "")))
         eu_settings = EuSettings(
@@ -133,6 +146,22 @@ class Deployments:
             auto_restart={k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
         )
         return self._install(du, op, source, given_uuid, eu_settings, call.request_id)
+
+    def _signed(self, source: PackageSource, signature: str, ee: str) -> PackageSource:
+        """``source`` with its Signature and the ExecEnv's trusted signers (syntax checked here)."""
+        if not signature:
+            return source
+        parts = urlsplit(signature)
+        if parts.scheme.lower() != "data" and (parts.username is not None or parts.password is not None):
+            raise Fault(FaultCode.INVALID_ARGUMENTS, "the Signature URL must not carry credentials (userinfo)")
+        return replace(source, signature=signature, signers=self.lcm.execenvs.trusted_signers(ee))
+
+    def _check_policy(self, du: DeploymentUnitRecord, source: PackageSource) -> None:
+        if not source.signature and self.lcm.execenvs.requires_signature(du.ee):
+            raise Fault(
+                FaultCode.BAD_SIGNATURE,
+                f"execution environment {du.ee!r} requires signed deployment units: no Signature given",
+            )
 
     def _journal_install(
         self, source: PackageSource, ee: str, given_uuid: str, module_version: str
@@ -169,6 +198,8 @@ class Deployments:
         given_uuid: str,
         eu_settings: EuSettings,
         request_id: str,
+        *,
+        exempt: bool = False,
     ) -> dict[str, Value]:
         started = now()
         target = Path(op.target)
@@ -176,7 +207,7 @@ class Deployments:
         try:
             async with self.lcm.operations:
                 crashpoint("install.journaled")
-                info = await self._unpack(du, source, target, request_id)
+                info = await self._unpack(du, source, target, request_id, exempt=exempt)
                 crashpoint("install.unpacked")
                 meta = self._metadata(info)
                 du.uuid = given_uuid or identity.annex_c_uuid(meta["name"], meta["vendor"])
@@ -187,6 +218,7 @@ class Deployments:
                 du.status = "Installed"
                 _describe(du, meta)
                 du.bundle, du.digest, du.disk_kib = str(target), info.digest, info.disk_usage_kib
+                du.signed_by = info.signed_by
                 du.installed = du.last_update = stamp()
                 du.eus = [eu.instance]
                 self.lcm.commit(put=[du, eu], delete=[op])
@@ -243,7 +275,7 @@ class Deployments:
         source = _source(url, "", "")
         du, op = self._journal_install(source, ee, "", "")
         try:
-            await self._install(du, op, source, "", EuSettings(), "")
+            await self._install(du, op, source, "", EuSettings(), "", exempt=True)
         except Fault as fault:
             log.error("could not restore preinstalled DU %s: %s", url, fault)
 
@@ -257,7 +289,7 @@ class Deployments:
         username, password = str(args.get("Username", "")), str(args.get("Password", ""))
         if not username and not password and url == du.url and du.credentials:
             username, password = self._unseal(du)
-        source = _source(url, username, password)
+        source = self._signed(_source(url, username, password), str(args.get("Signature", "")), du.ee)
         op = OperationRecord(
             du=du.instance,
             kind="update",
@@ -290,6 +322,7 @@ class Deployments:
                 for record in (du, *eus):
                     _describe(record, meta)
                 du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
+                du.signed_by = info.signed_by
                 du.url, du.credentials, du.last_update, du.status = source.url, self._seal(source), stamp(), "Installed"
                 op.stage = "swapped"
                 self.lcm.commit(put=[du, *eus, op])
@@ -454,8 +487,10 @@ class Deployments:
         return meta
 
     async def _unpack(
-        self, du: DeploymentUnitRecord, source: PackageSource, target: Path, request_id: str
+        self, du: DeploymentUnitRecord, source: PackageSource, target: Path, request_id: str, *, exempt: bool = False
     ) -> BundleInfo:
+        """Fetch and unpack ``source`` into ``target``; first refuse an unsigned DU where the
+        ExecEnv requires signatures (unless ``exempt``), once the operation has shown its DU."""
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         lock = threading.Lock()
@@ -470,6 +505,8 @@ class Deployments:
             loop.call_soon_threadsafe(self.lcm.progress, du, request_id, "download", done, known)
 
         self.lcm.progress(du, request_id, "download")
+        if not exempt:
+            self._check_policy(du, source)
         try:
             info = await asyncio.wait_for(
                 self.lcm.packager.unpack(source, target, progress), self.lcm.settings.operation_timeout

@@ -80,7 +80,22 @@ class ExecEnvs:
             "RestartCount": record.restart_count,
             "RestartReason": record.restart_reason,
             "LastRestarted": from_stamp(record.last_restarted),
+            "Signers": self._signers(settings, record),
         }
+
+    def _signers(self, settings: ExecEnvSettings, record: ExecEnvRecord) -> tuple[str, ...]:
+        """What a controller last set, else the configured trust-store names; rows gone are left out."""
+        if record.signers is None:
+            return self.lcm.certificates.refs(settings.signers)
+        return tuple(ref for ref in record.signers if self.lcm.dm.find_node(ref) is not None)
+
+    def trusted_signers(self, name: str) -> tuple[bytes, ...]:
+        """DER of the enabled certificates the ExecEnv's Signers name: the anchors of its DUs' signatures."""
+        return self.lcm.certificates.anchors(self.node(name).values["Signers"])  # type: ignore[arg-type]
+
+    def requires_signature(self, name: str) -> bool:
+        settings = self.settings.get(name)
+        return settings is not None and settings.require_signature
 
     def node(self, name: str) -> Node:
         return self.lcm.dm.node(f"{EE_TABLE}{self.records[name].instance}")
@@ -132,6 +147,7 @@ class ExecEnvs:
         dm.on_set(ROW + "InitialExecutionUnitRunLevel", apply=self._persist_setting)
         dm.on_set(ROW + "RequestedRunLevel", apply=lambda node, old, new: self._set_run_level(node, int(new)))
         dm.on_set(ROW + "Reset", apply=self._reset_requested)
+        dm.on_set(ROW + "Signers", apply=self._signers_changed)
         dm.on_get(ROW + "AvailableDiskSpace", self._available_disk)
         dm.on_get(ROW + "AvailableMemory", self._available_memory)
         dm.on_command(ROW + "SetRunLevel()", self._set_run_level_command)
@@ -149,6 +165,11 @@ class ExecEnvs:
         record = self._record(node)
         record.initial_run_level = int(node.values["InitialRunLevel"])  # type: ignore[arg-type]
         record.initial_eu_run_level = int(node.values["InitialExecutionUnitRunLevel"])  # type: ignore[arg-type]
+        self.lcm.commit(put=[record])
+
+    def _signers_changed(self, node: Node, old: Value, new: Value) -> None:
+        record = self._record(node)
+        record.signers = list(new)  # type: ignore[arg-type]
         self.lcm.commit(put=[record])
 
     def _enable_changed(self, node: Node, old: Value, new: Value) -> None:
@@ -228,6 +249,7 @@ class ExecEnvs:
         record.enable = settings.enable
         record.initial_run_level = settings.initial_run_level
         record.initial_eu_run_level = settings.initial_eu_run_level
+        record.signers = None
         self.lcm.commit(put=[record])
         self.lcm.dm.update(
             self.node(record.name),
@@ -235,6 +257,7 @@ class ExecEnvs:
                 "Enable": record.enable,
                 "InitialRunLevel": record.initial_run_level,
                 "InitialExecutionUnitRunLevel": record.initial_eu_run_level,
+                "Signers": self._signers(settings, record),
             },
         )
         for url in self.lcm.settings.preinstalled:

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from dsm_tr181.errors import Fault
+from dsm_tr181.lcm.certificates import Certificates
 from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
 from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
-from dsm_tr181.lcm.ports import Packager, Runtime, Sealer
+from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate
 from dsm_tr181.lcm.records import DeploymentUnitRecord, Record, Store
 from dsm_tr181.lcm.recovery import recover
 from dsm_tr181.lcm.settings import LcmSettings
-from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
+from dsm_tr181.lcm.tables import CERT_TABLE, DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
@@ -41,8 +42,9 @@ class Lcm:
         runtimes: Mapping[str, Runtime],
         settings: LcmSettings,
         sealer: Sealer,
+        certificates: Sequence[TrustedCertificate] = (),
     ) -> None:
-        """``runtimes``: one runtime per ExecEnv name."""
+        """``runtimes``: one runtime per ExecEnv name; ``certificates``: the trust store."""
         self.dm = dm
         self.store = store
         self.packager = packager
@@ -50,6 +52,7 @@ class Lcm:
         self.settings = settings
         self.sealer = sealer
         self.operations = asyncio.Semaphore(settings.max_parallel_operations)
+        self.certificates = Certificates(self, certificates)
         self.execenvs = ExecEnvs(self)
         self.confinement = Confinement(self)
         self.executions = Executions(self)
@@ -60,6 +63,7 @@ class Lcm:
         """Restore persisted state, recover from an interrupted run, serve the commands."""
         for directory in (self.settings.bundle_dir, self.settings.log_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.certificates.install_hooks()
         self.execenvs.install_hooks()
         self.executions.install_hooks()
         self.deployments.install_hooks()
@@ -81,7 +85,7 @@ class Lcm:
 
     def commit(self, put: list[Record] | None = None, delete: list[Record] | None = None) -> None:
         """Persist records together with the instance counters of every table."""
-        tables = (EE_TABLE, DU_TABLE, EU_TABLE, LOG_TABLE)
+        tables = (EE_TABLE, DU_TABLE, EU_TABLE, LOG_TABLE, CERT_TABLE)
         self.store.commit(put, delete, {t: self.dm.table(t).next_instance for t in tables})
 
     def spawn(self, coro: object, name: str) -> asyncio.Task[None]:

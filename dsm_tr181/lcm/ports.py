@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from dsm_tr181.schema.types import Value
+
 # Called with (bytes done, total bytes or None when unknown). May be called from any
 # thread; the LCM marshals it onto its loop.
 ProgressCallback = Callable[[int, int | None], None]
@@ -33,6 +35,11 @@ class PackageSource:
     # Expected archive digest ("sha256:<hex>"), from the caller; the packager may
     # also find one in a sibling ".sha256" file.
     digest: str = ""
+    # InstallDU()/Update() Signature: an http(s)/file URL or a data: URI of a detached
+    # CMS signature over the archive, "" for none; checked against ``signers``, the DER
+    # certificates of the ExecEnv's Signers, before anything is unpacked.
+    signature: str = ""
+    signers: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,17 @@ class BundleInfo:
     description: str = ""
     digest: str = ""  # "sha256:<hex>" of the archive as fetched
     disk_usage_kib: int = 0
+    signed_by: str = ""  # Subject of the certificate whose signature was verified; "" unsigned
     annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrustedCertificate:
+    """One certificate of the trust store, as a Device.Security.Certificate row shows it."""
+
+    name: str  # stable key (the file name without extension)
+    der: bytes = field(repr=False)
+    values: dict[str, Value] = field(repr=False)  # the row's parameters but Enable
 
 
 class Packager(Protocol):

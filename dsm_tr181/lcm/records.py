@@ -40,6 +40,21 @@ class ExecEnvRecord(Record):
     restart_count: int = 0
     restart_reason: str = ""
     last_restarted: str = ""  # TR-106 dateTime text, "" never
+    # Signers as a controller set them (Device.Security.Certificate refs); None: as configured
+    signers: list[str] | None = None
+
+    def key(self) -> str:
+        return self.name
+
+
+@dataclass(slots=True)
+class CertificateRecord(Record):
+    """A trust-store certificate's row: its instance number and Enable survive restarts."""
+
+    KIND: ClassVar[str] = "certificate"
+    name: str  # the trust store's name for it (file name without extension)
+    instance: int
+    enable: bool = True
 
     def key(self) -> str:
         return self.name
@@ -67,6 +82,7 @@ class DeploymentUnitRecord(Record):
     installed: str = ""
     last_update: str = ""
     eus: list[int] = field(default_factory=list)
+    signed_by: str = ""  # Subject of the verified signer of the current bundle, "" unsigned
 
     def key(self) -> str:
         return str(self.instance)
@@ -122,7 +138,7 @@ class OperationRecord(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.KIND: t for t in (ExecEnvRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord)
+    t.KIND: t for t in (ExecEnvRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord, CertificateRecord)
 }
 
 

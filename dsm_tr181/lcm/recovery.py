@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.records import (
+    CertificateRecord,
     DeploymentUnitRecord,
     ExecEnvRecord,
     ExecutionUnitRecord,
@@ -41,6 +42,7 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
         table = lcm.dm.table(table_path)
         table.next_instance = max(table.next_instance, next_instance)
     dus: dict[int, DeploymentUnitRecord] = {du.instance: du for du in snapshot.of(DeploymentUnitRecord)}
+    lcm.certificates.restore(snapshot.of(CertificateRecord))
     lcm.execenvs.restore(snapshot.of(ExecEnvRecord), {du.ee for du in dus.values()})
     ops: dict[int, OperationRecord] = {op.du: op for op in snapshot.of(OperationRecord)}
     eus: list[ExecutionUnitRecord] = snapshot.of(ExecutionUnitRecord)

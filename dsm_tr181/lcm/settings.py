@@ -28,6 +28,10 @@ class ExecEnvSettings:
     allocated_memory_kib: int = -1
     allocated_cpu_percent: int = -1
     confinement: ConfinementPolicy = field(default_factory=ConfinementPolicy)
+    # Trust-store certificate names (file names without extension) Signers starts with.
+    signers: tuple[str, ...] = ()
+    # Refuse InstallDU()/Update() without a Signature (7036); installed unsigned DUs stay.
+    require_signature: bool = False
 
     def __post_init__(self) -> None:
         if not EE_NAME.fullmatch(self.name):
@@ -59,6 +63,7 @@ class LcmSettings:
     instance_name: str = "dsm"  # names this daemon's cgroups: /<instance_name>/<execenv>/<container>
     uid_range_base: int = 1_000_000  # first host UID/GID given to EUs in user namespaces
     uid_range_size: int = 65536  # UIDs per EU at least (more when InstallDU()'s NumRequiredUIDs asks)
+    trust_dir: Path | None = None  # PEM certificates served as Device.Security.Certificate rows
 
     def __post_init__(self) -> None:
         names = [ee.name for ee in self.execenvs]

@@ -13,6 +13,7 @@ EU_TABLE = SM + "ExecutionUnit."
 LOG_TABLE = "Device.DeviceInfo.VendorLogFile."
 DU_STATE_CHANGE = SM + "DUStateChange!"
 INSTALL_DU = SM + "InstallDU()"
+CERT_TABLE = "Device.Security.Certificate."
 
 
 def now() -> datetime:

@@ -17,10 +17,16 @@ The expected digest is the caller's ``sha256:<hex>``; failing that, and when
 fetched first: any 4xx answer (or a missing file) means there is none; a 5xx,
 network or TLS failure fails the install, as then nobody can tell. URLs with a
 query or fragment have no sibling. Digests are checked before anything is unpacked.
+
+With a signature (:mod:`~dsm_tr181.packagers.signature`) the archive is never unpacked
+while it downloads: it is hashed once on its way into the temporary file (local files: in
+place), with the digest the signature names, and the signature is verified against that
+digest before the archive is handed over. No second read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import os
@@ -29,7 +35,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
@@ -48,6 +53,7 @@ from dsm_tr181.packagers.httpget import (
     status_fault,
 )
 from dsm_tr181.packagers.worker import Cancel, disk_fault
+from dsm_tr181.signing.verify import Pending
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +65,18 @@ class _Readable(Protocol):
     def readinto(self, buffer: bytearray, /) -> int | None: ...
 
 
+class _Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class FetchOptions:
     http: HttpOptions
     max_archive_bytes: int
     sibling_digest: bool
+    max_signature_bytes: int = 65536
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,7 @@ class Fetched:
     # Waits until the whole archive is in; returns its hex sha256 (already checked
     # against any expected digest) or raises the download's fault.
     complete: Callable[[], str]
+    signed_by: str = ""  # Subject of the verified signer; "" when no signature was given
 
 
 @contextmanager
@@ -85,25 +99,28 @@ def fetch(
     *,
     download_dir: Path,
     unpack_dir: Path,
+    signature: Pending | None = None,
 ) -> Iterator[Fetched]:
     """Fetch ``source``; the archive is readable inside the ``with`` block.
 
     ``download_dir`` holds a download that must be verified before it is unpacked;
     ``unpack_dir`` is where the archive will be unpacked (checked for free space
-    when nothing is stored first).
+    when nothing is stored first). ``signature``: verified before the block is entered.
     """
     label = display_url(source.url)
     expected = integrity.parse_expected(source.digest)
-    local = _local_path(source.url, label)
+    local = local_path(source.url, label)
     if local is not None:
-        with _open_local(local, label) as file:
+        with open_local(local, label) as file:
             size = _local_size(file, options, label)
             if not expected and options.sibling_digest:
                 expected = _local_sibling_digest(local, label)
-            digest = _copy_hashed(file, None, size, options, progress, cancel, label)
+            check = _SignatureCheck(signature, label)
+            digest = _copy_hashed(file, None, size, options, progress, cancel, label, check.hasher)
             _verify(digest, expected, label)
+            signed_by = check.verify(digest)
             file.seek(0)
-            yield Fetched(file, local.name, label, lambda: digest)
+            yield Fetched(file, local.name, label, lambda: digest, signed_by)
         return
     split_url(source.url)
     auth = BasicAuth(source.username, source.password) if source.username or source.password else None
@@ -111,9 +128,10 @@ def fetch(
         expected = _http_sibling_digest(source.url, auth, options, label)
     name = Path(unquote(urlsplit(source.url).path)).name
     transfer = _Transfer(source.url, auth, options, progress, cancel, label)
-    if expected:
-        with transfer.verified(expected, download_dir) as (file, digest):
-            yield Fetched(file, name, label, lambda: digest)
+    if expected or signature is not None:
+        check = _SignatureCheck(signature, label)
+        with transfer.verified(expected, download_dir, check) as (file, digest):
+            yield Fetched(file, name, label, lambda: digest, check.signed_by)
     else:
         with transfer.streamed(unpack_dir) as (file, complete):
             yield Fetched(file, name, label, complete)
@@ -131,13 +149,14 @@ class _Transfer:
     label: str
 
     @contextmanager
-    def verified(self, expected: str, download_dir: Path) -> Iterator[tuple[BinaryIO, str]]:
-        """Download the whole archive into a temporary file, check its digest, then hand it over."""
+    def verified(self, expected: str, download_dir: Path, check: _SignatureCheck) -> Iterator[tuple[BinaryIO, str]]:
+        """Download the whole archive into a temporary file, check its digest and signature, then hand it over."""
         with _temporary_file(download_dir) as download:
             with self._open() as reply:
                 total = _body_size(reply, download_dir, self.options)
-                digest = self._copy(reply, download, total)
+                digest = self._copy(reply, download, total, check.hasher)
             _verify(digest, expected, self.label)
+            check.verify(digest)
             download.seek(0)
             yield download, digest
 
@@ -161,9 +180,32 @@ class _Transfer:
         with open_url(self.url, self.auth, self.options.http) as reply, self.cancel.hook(reply.abort):
             yield reply
 
-    def _copy(self, reply: Reply, out: BinaryIO, total: int | None) -> str:
+    def _copy(self, reply: Reply, out: BinaryIO, total: int | None, extra: _Hasher | None = None) -> str:
         where = display_url(reply.url)
-        return _copy_hashed(reply.response, out, total, self.options, self.progress, self.cancel, where)
+        return _copy_hashed(reply.response, out, total, self.options, self.progress, self.cancel, where, extra)
+
+
+class _SignatureCheck:
+    """The signature of one archive, checked against the digest taken while it streams."""
+
+    def __init__(self, pending: Pending | None, label: str) -> None:
+        self.pending = pending
+        self.label = label
+        self.signed_by = ""
+        # sha256 is taken anyway; another digest the signature names is taken beside it.
+        self.hasher: _Hasher | None = None
+        if pending is not None and pending.hash_name != "sha256":
+            self.hasher = hashlib.new(pending.hash_name)
+
+    def verify(self, sha256_hex: str) -> str:
+        """Verify (BAD_SIGNATURE if it fails); the signer's Subject, "" when unsigned."""
+        if self.pending is None:
+            return ""
+        digest = self.hasher.digest() if self.hasher is not None else bytes.fromhex(sha256_hex)
+        verified = self.pending.verify(digest)
+        self.signed_by = verified.signer
+        log.info("%s: signature verified, signed by %s", self.label, verified.signer)
+        return verified.signer
 
 
 def _temporary_file(directory: Path) -> BinaryIO:
@@ -179,7 +221,7 @@ def _verify(digest: str, expected: str, label: str) -> None:
     log.info("%s: sha256 %s%s", label, digest, " (verified)" if expected else "")
 
 
-def _local_path(url: str, label: str) -> Path | None:
+def local_path(url: str, label: str) -> Path | None:
     """The path a local source names, or None for http(s); other forms are refused."""
     if url.startswith("/"):
         return Path(url)
@@ -207,7 +249,7 @@ def _local_path(url: str, label: str) -> Path | None:
     return path
 
 
-def _open_local(path: Path, label: str) -> BinaryIO:
+def open_local(path: Path, label: str) -> BinaryIO:
     # O_NONBLOCK so that a FIFO given as the source cannot hang the worker in open().
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -234,7 +276,7 @@ def _local_sibling_digest(path: Path, label: str) -> str:
     sibling = path.with_name(path.name + ".sha256")
     if not sibling.exists():
         return ""
-    with _open_local(sibling, f"{label}.sha256") as file:
+    with open_local(sibling, f"{label}.sha256") as file:
         data = file.read(_MAX_CHECKSUM_FILE + 1)
     return _parse_sibling(data, path.name, f"{label}.sha256")
 
@@ -300,9 +342,11 @@ def _copy_hashed(
     progress: ProgressCallback,
     cancel: Cancel,
     label: str,
+    extra: _Hasher | None = None,
 ) -> str:
-    """Read ``source`` to its end in chunks, hashing and (if ``out``) writing; return the hex digest."""
-    hasher = sha256()
+    """Read ``source`` to its end in chunks, hashing (sha256, and ``extra`` if given) and (if ``out``)
+    writing; return the hex sha256."""
+    hasher = hashlib.sha256()
     buffer = bytearray(_CHUNK)
     view = memoryview(buffer)
     done = 0
@@ -328,6 +372,8 @@ def _copy_hashed(
             )
         chunk = view[:count]
         hasher.update(chunk)
+        if extra is not None:
+            extra.update(chunk)
         if out is not None:
             try:
                 out.write(chunk)

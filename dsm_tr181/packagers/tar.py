@@ -27,7 +27,12 @@ read_timeout           60         seconds any later wait for data may take
 max_redirects          5          HTTP redirects followed
 download_dir           (none)     where downloads await their digest check; default the target's parent
 sibling_digest         true       look for ``<url>.sha256`` when no digest is given
+max_signature_bytes    65536      largest signature fetched from a ``Signature`` URL
 =====================  =========  ============================================
+
+A ``Signature`` (:mod:`~dsm_tr181.packagers.signature`) is fetched and parsed first; the
+archive is then hashed once as it arrives and the signature verified against that digest
+and the ExecEnv's signers before extraction starts (never unpacked while downloading).
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
+from dsm_tr181.packagers import signature
 from dsm_tr181.packagers.bundle import Layout, claim, describe, locate, name_from_archive
 from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
 from dsm_tr181.packagers.fetch import Fetched, FetchOptions, fetch
@@ -67,9 +73,17 @@ class TarPackagerConfig:
     max_redirects: int = 5
     download_dir: Path | None = None
     sibling_digest: bool = True
+    max_signature_bytes: int = 65536
 
     def __post_init__(self) -> None:
-        for name in ("max_archive_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout"):
+        for name in (
+            "max_archive_bytes",
+            "max_signature_bytes",
+            "max_unpacked_bytes",
+            "max_entries",
+            "connect_timeout",
+            "read_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"packager tar: {name} must be positive")
         if self.max_redirects < 0:
@@ -82,7 +96,7 @@ class TarPackagerConfig:
 
     def fetch_options(self) -> FetchOptions:
         http = HttpOptions(self.ca_file, self.verify_tls, self.connect_timeout, self.read_timeout, self.max_redirects)
-        return FetchOptions(http, self.max_archive_bytes, self.sibling_digest)
+        return FetchOptions(http, self.max_archive_bytes, self.sibling_digest, self.max_signature_bytes)
 
     def extract_limits(self) -> ExtractLimits:
         return ExtractLimits(self.max_unpacked_bytes, self.max_entries, self.allow_special_files)
@@ -121,7 +135,10 @@ class TarPackager:
         _check_target(target)
         download_dir = self.config.download_dir or target.parent
         options = self.config.fetch_options()
-        with fetch(source, options, progress, cancel, download_dir=download_dir, unpack_dir=target.parent) as fetched:
+        pending = signature.load(source, options)
+        with fetch(
+            source, options, progress, cancel, download_dir=download_dir, unpack_dir=target.parent, signature=pending
+        ) as fetched:
             staging = make_staging(target.parent)
             try:
                 info = self._install(fetched, staging, target, cancel)
@@ -145,6 +162,7 @@ class TarPackager:
                 symlinks=extracted.symlinks,
                 label=fetched.label,
             )
+            info = replace(info, signed_by=fetched.signed_by)
             claim(layout)
             cancel.check(fetched.label)
             _publish(layout, staging, target)

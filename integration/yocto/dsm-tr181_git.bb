@@ -25,7 +25,7 @@ RDEPENDS:${PN} += " \
     python3-core python3-asyncio python3-json python3-logging python3-sqlite3 python3-io \
     python3-netclient python3-compression python3-shell python3-ctypes python3-tomllib \
     python3-lxml python3-cffi python3-cryptography python3-pygobject python3-pydbus \
-    python3-pyroute2 \
+    python3-pyroute2 python3-asn1crypto \
     busybox \
 "
 # The runtime and the bus: Dobby (which runs crun) and rbus on RDK-B. Images without

@@ -26,6 +26,9 @@ SUPPORTED_COMMANDS_AND_EVENTS = {
 }
 DEVICE_INFO_PARAMETERS = {"VendorConfigFileNumberOfEntries", "VendorLogFileNumberOfEntries"}
 DEVICE_INFO_TABLES = {"Device.DeviceInfo.VendorConfigFile.{i}.", "Device.DeviceInfo.VendorLogFile.{i}."}
+# The trust store ExecEnv.{i}.Signers references: the table, and its parent reduced to its count.
+SECURITY_PARAMETERS = {"CertificateNumberOfEntries"}
+SECURITY_TABLE = "Device.Security.Certificate.{i}."
 
 
 def _generator() -> ModuleType:
@@ -61,11 +64,12 @@ def test_dt_lists_the_supported_objects_parameters_commands_and_events(
 ) -> None:
     listed = {o.get("ref"): o for o in dt.find("model").findall("object")}
     subtree = {p for p in product_dm.object_paths() if p.startswith(SM)}
-    assert set(listed) == subtree | DEVICE_INFO_TABLES | {"Device.DeviceInfo."}
+    assert set(listed) == subtree | DEVICE_INFO_TABLES | {"Device.DeviceInfo.", "Device.Security.", SECURITY_TABLE}
+    reduced = {"Device.DeviceInfo.": DEVICE_INFO_PARAMETERS, "Device.Security.": SECURITY_PARAMETERS}
     for path, element in listed.items():
         model = product_dm.object(path)
         params = {p.get("ref") for p in element.findall("parameter")}
-        assert params == (DEVICE_INFO_PARAMETERS if path == "Device.DeviceInfo." else set(model.parameters)), path
+        assert params == reduced.get(path, set(model.parameters)), path
         assert (element.get("minEntries"), element.get("maxEntries")) == (
             str(model.min_entries),
             "unbounded" if model.max_entries is None else str(model.max_entries),

@@ -29,7 +29,12 @@ RESTATED_IN_PART: dict[str, tuple[tuple[str, ...] | None, bool]] = {
     "Device.DeviceInfo.": (("VendorConfigFileNumberOfEntries", "VendorLogFileNumberOfEntries"), False),
     "Device.DeviceInfo.VendorConfigFile.{i}.": (None, False),
     "Device.DeviceInfo.VendorLogFile.{i}.": (None, False),
+    "Device.Security.": (("CertificateNumberOfEntries",), False),
+    "Device.Security.Certificate.{i}.": (None, False),
 }
+# Vendor parameters (TR-106 3.3: X_<domain>_ prefix), defined by the product, not the BBF.
+VENDOR_PREFIX = "X_RDKCENTRAL-COM_"
+VENDOR_PARAMETERS = {f"{SM}DeploymentUnit.{{i}}.X_RDKCENTRAL-COM_SignedBy": "PARAM_READ_ONLY"}
 # Served from the CWMP flavour: TR-069 controllers reach the product through the RDK-B stack.
 CWMP_ONLY = (
     f"{SM}ExecEnv.{{i}}.Reset",
@@ -88,9 +93,21 @@ def expected(bbf_items: facts.Items) -> facts.Items:
     return {k: v for k, v in bbf_items.items() if (b := _behaviour_path(k)) is None or b in supported}
 
 
+def _standard(items: facts.Items) -> facts.Items:
+    return {k: v for k, v in items.items() if VENDOR_PREFIX not in k}
+
+
 @pytest.fixture(scope="module")
 def served(supported: list[SupportedObject], schema: Schema) -> facts.Items:
-    return facts.served_items(supported, schema)
+    """The served model but for its vendor parameters (checked on their own)."""
+    return _standard(facts.served_items(supported, schema))
+
+
+def test_vendor_parameters_are_the_named_ones_with_their_access(supported: list[SupportedObject]) -> None:
+    vendor = {so.path + sp.name: sp.access for so in supported for sp in so.params if sp.name.startswith("X_")}
+    assert vendor.keys() == VENDOR_PARAMETERS.keys()
+    assert all(name.rpartition(".")[2].startswith(VENDOR_PREFIX) for name in vendor)
+    assert vendor == VENDOR_PARAMETERS
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +234,7 @@ def test_comparison_catches_each_kind_of_divergence(expected: facts.Items, tmp_p
     (tmp_path / PRODUCT_DT.name).write_bytes(PRODUCT_DT.read_bytes())
 
     schema = load_schema(tmp_path)
-    doctored = facts.served_items(DataModel(schema).get_supported_dm(["Device."])["Device."], schema)
+    doctored = _standard(facts.served_items(DataModel(schema).get_supported_dm(["Device."])["Device."], schema))
     lines = facts.differences(doctored, expected, "doctored", "BBF XML")
     found = {line.split(" is ")[0].split(" in ")[0] for line in lines}
     assert found == {

@@ -118,3 +118,12 @@ def test_rpi_setup_into_a_staging_root(tmp_path: Path) -> None:
     (root / "etc/dsm/dsm.toml").write_text("# edited by the operator\n")
     subprocess.run(run, capture_output=True, text=True, check=True)  # a second run keeps the config
     assert (root / "etc/dsm/dsm.toml").read_text() == "# edited by the operator\n"
+
+
+def test_rdkb_config_requires_signatures_from_its_trust_store() -> None:
+    config = load_config({"config": str(INTEGRATION / "dsm-rdkb.toml")}, env={})
+    (ee,) = config.lcm.execenvs
+    assert ee.require_signature and ee.signers == ("vendor-ca",)
+    assert config.lcm.trust_dir == Path("/etc/dsm/signers")
+    default = load_config({"config": str(INTEGRATION / "dsm.toml")}, env={})
+    assert not default.lcm.execenvs[0].require_signature and default.lcm.execenvs[0].signers == ()
