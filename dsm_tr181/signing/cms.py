@@ -86,6 +86,7 @@ def parse(blob: bytes) -> DetachedSignature:
     der = _der(blob)
     try:
         info = asn1_cms.ContentInfo.load(der, strict=True)
+        info.native  # noqa: B018 - parses every field now, so that later reads cannot fail
         if info["content_type"].native != "signed_data":
             raise bad("not a CMS SignedData")
         signed = info["content"]
@@ -104,7 +105,7 @@ def parse(blob: bytes) -> DetachedSignature:
                 certificates.append(x509.load_der_x509_certificate(choice.chosen.dump()))
     except Fault:
         raise
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, x509.InvalidVersion) as exc:
         raise bad(f"malformed CMS signature ({exc})") from None
     return DetachedSignature(hash_name, tuple(certificates), signer_info)
 

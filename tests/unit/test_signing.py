@@ -150,3 +150,18 @@ def test_trust_store_rows_come_from_the_certificates(pki: Pki, tmp_path: Path) -
     assert row["SubjectAlt"] == () and found["with-san"].values["SubjectAlt"] == ("signer.example",)
     assert found["vendor-ca"].der == pki.intermediate.der
     assert truststore.load(tmp_path / "missing") == [] and truststore.load(None) == []
+
+
+def test_any_damaged_byte_is_a_bad_signature_never_a_crash(pki: Pki) -> None:
+    signature = pki.sign(DATA)
+    outcomes = set()
+    for position in range(0, len(signature), 29):
+        damaged = bytearray(signature)
+        damaged[position] ^= 0x5A
+        try:
+            verify(bytes(damaged), DATA, [pki.root.der])
+            outcomes.add("verified")
+        except Fault as fault:
+            assert fault.code is FaultCode.BAD_SIGNATURE
+            outcomes.add("refused")
+    assert "refused" in outcomes
