@@ -151,8 +151,12 @@ class Deployments:
         """``source`` with its Signature and the ExecEnv's trusted signers (syntax checked here)."""
         if not signature:
             return source
-        parts = urlsplit(signature)
-        if parts.scheme.lower() != "data" and (parts.username is not None or parts.password is not None):
+        try:
+            parts = urlsplit(signature)
+            userinfo = parts.username is not None or parts.password is not None
+        except ValueError as exc:
+            raise Fault(FaultCode.INVALID_ARGUMENTS, f"malformed Signature URL ({exc})") from None
+        if parts.scheme.lower() != "data" and userinfo:
             raise Fault(FaultCode.INVALID_ARGUMENTS, "the Signature URL must not carry credentials (userinfo)")
         return replace(source, signature=signature, signers=self.lcm.execenvs.trusted_signers(ee))
 

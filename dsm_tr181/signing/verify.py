@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from dsm_tr181.signing import chain, cms
@@ -35,11 +36,14 @@ class Pending:
 
     def verify(self, content_digest: bytes, at: datetime | None = None) -> Verified:
         """Check the signature over content with this digest, made by a key trusted at ``at`` (default now)."""
-        signer = self.signature.signer_in([*self.signature.certificates, *self.anchors])
-        intermediates = [c for c in self.signature.certificates if c != signer]
-        anchor = chain.validate(signer, intermediates, self.anchors, at or datetime.now(UTC))
-        self.signature.check(signer, content_digest)
-        return Verified(signer.subject.rfc4514_string(), anchor.public_bytes(Encoding.DER))
+        try:
+            signer = self.signature.signer_in([*self.signature.certificates, *self.anchors])
+            intermediates = [c for c in self.signature.certificates if c != signer]
+            anchor = chain.validate(signer, intermediates, self.anchors, at or datetime.now(UTC))
+            self.signature.check(signer, content_digest)
+            return Verified(signer.subject.rfc4514_string(), anchor.public_bytes(Encoding.DER))
+        except (ValueError, UnsupportedAlgorithm) as exc:  # a carried certificate cryptography cannot read
+            raise cms.bad(f"the signature's certificates cannot be read ({exc})") from None
 
 
 def prepare(signature: bytes, anchors: Sequence[bytes]) -> Pending:

@@ -401,3 +401,22 @@ def test_sighup_reads_the_trust_store_again(work: Path, pki: Pki, tls: TlsFiles,
         assert value(dsm, EE + "1.Signers") == CERTS + "1"  # the strong reference went with its row
     finally:
         dsm.cleanup()
+
+
+def test_preinstalled_dus_restored_by_reset_are_exempt_from_the_policy(
+    work: Path, pki: Pki, tls: TlsFiles, archive: Path
+) -> None:
+    home = work / "reset"
+    (home / "dsm").mkdir(parents=True)
+    dsm = DsmDaemon(
+        home / "dsm",
+        lcm={"preinstalled": [str(archive)]},
+        execenvs=[{"name": "default", "require_signature": True}],
+    ).start()
+    try:
+        assert install(dsm, str(archive)).fault["code"] == BAD  # type: ignore[index]
+        assert operate(dsm, EE + "1.Reset()").ok
+        (du,) = rows(dsm, DU)
+        assert row(dsm, du)["Status"] == "Installed" and row(dsm, du)[SIGNED_BY] == ""
+    finally:
+        dsm.cleanup()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
 CODE_SIGNING = [ExtendedKeyUsageOID.CODE_SIGNING]
@@ -35,7 +36,7 @@ CODE_SIGNING = [ExtendedKeyUsageOID.CODE_SIGNING]
 @dataclass(frozen=True)
 class Identity:
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: SigningKey
 
     @property
     def der(self) -> bytes:
@@ -64,9 +65,10 @@ def issue(
     digital_signature: bool = True,
     eku: list[x509.ObjectIdentifier] | None = CODE_SIGNING,
     san: str = "",
+    key: SigningKey | None = None,
 ) -> Identity:
-    """A certificate for ``name`` signed by ``issuer`` (self-signed without one)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """A certificate for ``name`` (EC P-256 key unless ``key``) signed by ``issuer`` (self-signed without one)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dsm-tr181 tests"),
                          x509.NameAttribute(NameOID.COMMON_NAME, name)])  # fmt: skip
     builder = (
@@ -123,12 +125,12 @@ class Pki:
             builder = builder.add_certificate(extra.cert)
         return builder.sign(Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary])
 
-    def openssl_sign(self, content: Path, workdir: Path, *options: str) -> bytes:
+    def openssl_sign(self, content: Path, workdir: Path, *options: str, signer: Identity | None = None) -> bytes:
         """``openssl cms -sign -binary -outform DER`` of ``content`` by the signer, intermediate carried."""
         openssl = shutil.which("openssl")
         if openssl is None:
             raise FileNotFoundError("openssl")
-        cert, key = self.signer.write(workdir, "signer")
+        cert, key = (signer or self.signer).write(workdir, "signer")
         chain, _ = self.intermediate.write(workdir, "chain")
         out = workdir / (content.name + ".p7s")
         command = [openssl, "cms", "-sign", "-binary", "-outform", "DER", "-in", str(content), "-signer", str(cert)]

@@ -22,6 +22,7 @@ ADAPTERS = (
     "dsm_tr181.config",
     "dsm_tr181.glib_thread",
     "dsm_tr181.adapters",
+    "dsm_tr181.signing",
 )
 HEAVY = ("cffi", "gi", "pydbus", "sqlite3", "cryptography")
 

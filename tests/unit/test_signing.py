@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -150,3 +151,30 @@ def test_trust_store_rows_come_from_the_certificates(pki: Pki, tmp_path: Path) -
     assert row["SubjectAlt"] == () and found["with-san"].values["SubjectAlt"] == ("signer.example",)
     assert found["vendor-ca"].der == pki.intermediate.der
     assert truststore.load(tmp_path / "missing") == [] and truststore.load(None) == []
+
+
+def test_any_damaged_byte_is_a_bad_signature_never_a_crash(pki: Pki) -> None:
+    signature = pki.sign(DATA)
+    outcomes = set()
+    for position in range(0, len(signature), 29):
+        damaged = bytearray(signature)
+        damaged[position] ^= 0x5A
+        try:
+            verify(bytes(damaged), DATA, [pki.root.der])
+            outcomes.add("verified")
+        except Fault as fault:
+            assert fault.code is FaultCode.BAD_SIGNATURE
+            outcomes.add("refused")
+    assert "refused" in outcomes
+
+
+@pytest.mark.parametrize(
+    "options", [(), ("-keyopt", "rsa_padding_mode:pss"), ("-noattr",)], ids=["pkcs1", "pss", "noattr"]
+)
+def test_rsa_signers_as_openssl_signs_with_them(pki: Pki, tmp_path: Path, options: tuple[str, ...]) -> None:
+    signer = issue("RSA signer", pki.intermediate, key=rsa.generate_private_key(65537, 2048))
+    content = tmp_path / "du.tar"
+    content.write_bytes(DATA)
+    signature = pki.openssl_sign(content, tmp_path, *options, signer=signer)
+    assert verify(signature, DATA, [pki.root.der]) == "CN=RSA signer,O=dsm-tr181 tests"
+    assert "does not" in refused(signature, DATA + b"!", [pki.root.der])
