@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from dsm_tr181.buses._rbus_cffi import ffi
 from dsm_tr181.errors import AdapterUnavailable, Fault, FaultCode
@@ -673,13 +673,30 @@ def _uncaught(exc_type: type[BaseException], value: BaseException, tb: Any) -> N
     log.error("rbus callback raised", exc_info=(exc_type, value, tb))
 
 
+class HandlerActivity(Protocol):
+    """Told when a handler starts and ends (on rbus's threads)."""
+
+    def enter(self) -> None: ...
+
+    def leave(self) -> None: ...
+
+
+class _NoActivity:
+    def enter(self) -> None:
+        pass
+
+    def leave(self) -> None:
+        pass
+
+
 class Handle:
     """One rbus connection, from ``rbus_open`` to ``close``, and everything it keeps alive."""
 
-    def __init__(self, rbus: Rbus, component: str) -> None:
+    def __init__(self, rbus: Rbus, component: str, activity: HandlerActivity | None = None) -> None:
         self._rbus = rbus
         self._lib = rbus.lib
         self._keep: list[Any] = []  # callbacks, names, element arrays: rbus holds raw pointers
+        self.activity = activity or _NoActivity()  # the handlers running (for the watchdog)
         out = ffi.new("rbusHandle_t *")
         rbus.check("rbus_open", self._lib.rbus_open(out, component.encode()))
         self._handle: Any = out[0]
@@ -804,8 +821,17 @@ class Handle:
         return self._handle
 
     def _callback(self, ctype: str, function: Callable[..., int]) -> Any:
+        activity = self.activity
+
+        def tracked(*args: Any) -> int:
+            activity.enter()
+            try:
+                return function(*args)
+            finally:
+                activity.leave()
+
         # error=: should anything escape, rbus gets BUS_ERROR, never 0 with an empty value.
-        callback = ffi.callback(ctype, function, error=int(RbusError.BUS_ERROR), onerror=_uncaught)
+        callback = ffi.callback(ctype, tracked, error=int(RbusError.BUS_ERROR), onerror=_uncaught)
         self._keep.append(callback)
         return callback
 

@@ -24,6 +24,7 @@ from dsm_tr181.buses.rbus_outbox import Outbox
 from dsm_tr181.buses.rbus_sets import SetBatches
 from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, to_rbus, typed
+from dsm_tr181.buses.rbus_watchdog import Activity
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import load_schema
 from dsm_tr181.schema.model import Access, Schema
@@ -96,6 +97,7 @@ def test_every_served_name_becomes_an_element(schema: Schema, loop: asyncio.Abst
     provider = RbusProvider.create(DataModel(schema), {}, loop)
     connection = rbus_provider._Connection(
         FakeHandle(),  # type: ignore[arg-type]
+        Activity(),
         Outbox(FakeHandle(), "dsm-tr181"),  # type: ignore[arg-type]
         Methods(provider.dm, LoopBridge(loop, 5), run_now),
         ValueChanges(provider.dm, loop, lambda name, data: None),
