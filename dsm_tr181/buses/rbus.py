@@ -40,7 +40,7 @@ from dsm_tr181.buses.rbus_outbox import Outbox
 from dsm_tr181.buses.rbus_sets import SetBatches
 from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, typed
-from dsm_tr181.buses.rbus_watchdog import QUIET_BEFORE_CLOSE, Activity, Verdict, after_probe, before_probe
+from dsm_tr181.buses.rbus_watchdog import QUIET_BEFORE_CLOSE, Verdict, after_probe, before_probe
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.schema.model import Object
 from dsm_tr181.sections import build_section
@@ -89,7 +89,7 @@ class _Connection:
     """What lives from start() to close(): waiting callers and subscriptions die with it."""
 
     handle: rbus_ffi.Handle
-    activity: Activity  # its handlers, as the watchdog sees them
+    activity: rbus_ffi.HandlerActivity  # its handlers, as the watchdog sees them
     outbox: Outbox
     methods: Methods
     changes: ValueChanges
@@ -176,15 +176,14 @@ class RbusProvider:
         if self._connection is not None:
             raise RuntimeError("the rbus provider is already started")
         rbus = rbus_ffi.load(self.config.library)
-        activity = Activity()
         try:
-            handle = await self._loop.run_in_executor(None, rbus_ffi.Handle, rbus, self.config.component, activity)
+            handle = await self._loop.run_in_executor(None, rbus_ffi.Handle, rbus, self.config.component)
         except RbusCallFailed as exc:
             raise AdapterUnavailable(f"rbus broker unreachable (is rtrouted running?): {exc}") from exc
         outbox = Outbox(handle, self.config.component)
         connection = _Connection(
             handle,
-            activity,
+            handle.activity,
             outbox,
             Methods(self.dm, self._bridge, outbox.post),
             ValueChanges(self.dm, self._loop, partial(self._publish, outbox, kind=EventType.VALUE_CHANGED)),

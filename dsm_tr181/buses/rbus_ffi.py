@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from dsm_tr181.buses._rbus_cffi import ffi
 from dsm_tr181.errors import AdapterUnavailable, Fault, FaultCode
@@ -673,30 +674,44 @@ def _uncaught(exc_type: type[BaseException], value: BaseException, tb: Any) -> N
     log.error("rbus callback raised", exc_info=(exc_type, value, tb))
 
 
-class HandlerActivity(Protocol):
-    """Told when a handler starts and ends (on rbus's threads)."""
+class HandlerActivity:
+    """The handlers of one handle: how many run now, and when the last one started or
+    ended. Updated from rbus's threads; read by close() and the provider's watchdog."""
 
-    def enter(self) -> None: ...
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._last = time.monotonic()
 
-    def leave(self) -> None: ...
-
-
-class _NoActivity:
     def enter(self) -> None:
-        pass
+        with self._lock:
+            self._running += 1
+            self._last = time.monotonic()
 
     def leave(self) -> None:
-        pass
+        with self._lock:
+            self._running -= 1
+            self._last = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds since a handler last ran (0 while one runs)."""
+        with self._lock:
+            return 0.0 if self._running else time.monotonic() - self._last
+
+
+CLOSE_WAIT = 30.0  # seconds close() waits for librbus to leave our handlers
+CLOSE_QUIET = 0.2  # ... judged by this long without a handler running
 
 
 class Handle:
     """One rbus connection, from ``rbus_open`` to ``close``, and everything it keeps alive."""
 
-    def __init__(self, rbus: Rbus, component: str, activity: HandlerActivity | None = None) -> None:
+    def __init__(self, rbus: Rbus, component: str) -> None:
         self._rbus = rbus
         self._lib = rbus.lib
         self._keep: list[Any] = []  # callbacks, names, element arrays: rbus holds raw pointers
-        self.activity = activity or _NoActivity()  # the handlers running (for the watchdog)
+        self.activity = HandlerActivity()
+        self._closing = False
         out = ffi.new("rbusHandle_t *")
         rbus.check("rbus_open", self._lib.rbus_open(out, component.encode()))
         self._handle: Any = out[0]
@@ -708,9 +723,19 @@ class Handle:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (it drops every element); no callback runs after this."""
+        """Close the connection (it drops every element); no callback runs after this.
+
+        librbus may still be inside a long partial get, calling our handlers leaf by leaf:
+        closing under it frees what it walks (garbage names, then a crash). So from now on
+        every handler fails at once, which lets librbus finish the walk quickly (it keeps
+        nothing of failed leaves), and the handle is closed once no handler has run for a
+        moment (at most CLOSE_WAIT seconds)."""
         if self._handle is None:
             return
+        self._closing = True
+        deadline = time.monotonic() + CLOSE_WAIT
+        while self.activity.quiet_for() < CLOSE_QUIET and time.monotonic() < deadline:
+            time.sleep(0.02)
         handle, self._handle = self._handle, None
         try:
             self._rbus.check("rbus_close", self._lib.rbus_close(handle))
@@ -826,6 +851,8 @@ class Handle:
         def tracked(*args: Any) -> int:
             activity.enter()
             try:
+                if self._closing:
+                    return int(RbusError.DESTINATION_NOT_REACHABLE)
                 return function(*args)
             finally:
                 activity.leave()

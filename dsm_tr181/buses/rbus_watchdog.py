@@ -16,39 +16,12 @@ says, never by how long a call took:
 from __future__ import annotations
 
 import enum
-import threading
-import time
 
 from dsm_tr181.buses.rbus_ffi import RbusError
 
 FORGOTTEN = frozenset({RbusError.DESTINATION_NOT_FOUND, RbusError.ELEMENT_DOES_NOT_EXIST,
                        RbusError.COMPONENT_DOES_NOT_EXIST})  # fmt: skip
 QUIET_BEFORE_CLOSE = 1.0  # seconds without a running handler before the handle is closed
-
-
-class Activity:
-    """The handlers of one handle: how many run now, and when the last one started or ended.
-    Updated from rbus's threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running = 0
-        self._last = time.monotonic()
-
-    def enter(self) -> None:
-        with self._lock:
-            self._running += 1
-            self._last = time.monotonic()
-
-    def leave(self) -> None:
-        with self._lock:
-            self._running -= 1
-            self._last = time.monotonic()
-
-    def quiet_for(self) -> float:
-        """Seconds since a handler last ran (0 while one runs)."""
-        with self._lock:
-            return 0.0 if self._running else time.monotonic() - self._last
 
 
 class Verdict(enum.Enum):

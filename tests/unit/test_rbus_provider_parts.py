@@ -17,6 +17,7 @@ from dsm_tr181.buses import rbus as rbus_provider
 from dsm_tr181.buses import rbus_ffi, rbus_gets, rbus_outbox, rbus_sets
 from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.buses.rbus import RbusConfig, RbusProvider
+from dsm_tr181.buses.rbus_ffi import HandlerActivity as Activity
 from dsm_tr181.buses.rbus_ffi import SetRequest, SubscribeAction, Typed
 from dsm_tr181.buses.rbus_gets import SnapshotReads
 from dsm_tr181.buses.rbus_methods import ASYNC_HANDLE, Methods
@@ -24,7 +25,6 @@ from dsm_tr181.buses.rbus_outbox import Outbox
 from dsm_tr181.buses.rbus_sets import SetBatches
 from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, to_rbus, typed
-from dsm_tr181.buses.rbus_watchdog import Activity
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import load_schema
 from dsm_tr181.schema.model import Access, Schema

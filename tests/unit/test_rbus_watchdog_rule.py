@@ -12,8 +12,9 @@ import pytest
 
 from dsm_tr181.buses import rbus as rbus_provider
 from dsm_tr181.buses.rbus import RbusProvider
+from dsm_tr181.buses.rbus_ffi import HandlerActivity as Activity
 from dsm_tr181.buses.rbus_ffi import RbusCallFailed, RbusError
-from dsm_tr181.buses.rbus_watchdog import Activity, Verdict, after_probe, before_probe
+from dsm_tr181.buses.rbus_watchdog import Verdict, after_probe, before_probe
 from dsm_tr181.schema import load_schema
 from dsm_tr181.schema.model import Schema
 from dsm_tr181.tree.datamodel import DataModel
