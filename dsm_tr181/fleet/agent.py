@@ -9,8 +9,9 @@ changed, ``Uninstall()`` for apps no longer wanted, ``ExecutionUnit.{i}.SetReque
 for the run intent. So each step is journaled by the LCM, crash-safe and announced with
 ``DUStateChange!`` on every bus. Only DUs in its own journal (:mod:`ownership`) are touched.
 Apps the repository could not decide (tie, conflict) are left as they are and reported; an
-app whose packages are all gone ("nomatch") is uninstalled, and reported. A failed step is retried with exponential backoff; the outcome is reported to the
-repository and shown in ``Device.SoftwareModules.X_RDK_Fleet.``.
+app whose packages are all gone ("nomatch") is uninstalled, and reported. A failed step is
+retried with exponential backoff; the outcome is reported to the repository and shown in
+``Device.SoftwareModules.X_RDK_Fleet.``.
 """
 
 from __future__ import annotations

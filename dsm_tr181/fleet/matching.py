@@ -12,15 +12,18 @@
 
 :func:`resolve_naive` is the rule read literally (every spec, every package);
 :class:`Catalog` gives the same answers from an index: specs are filed under one label of
-their target (the anchor; a device can only match specs anchored on one of its own labels),
-packages under their name in groups of equal labelset size, largest first, so a lookup stops
-at the first group that has a candidate.
+their target (the anchor; a device can only match specs anchored on one of its own labels);
+packages by name and exact labelset, in groups of equal labelset size. An app's candidates of
+size k are found by looking up each k-label subset of its merged set (or by scanning the
+group when that is smaller), largest k first, stopping at the first size that has one.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import combinations
 
 from dsm_tr181.fleet.model import App, Labels, Package, Problem, Resolution, Resolved, Spec, is_subset
 
@@ -50,10 +53,12 @@ class Catalog:
             else:
                 self._unanchored.append(spec)
         by_size: dict[str, dict[int, list[Package]]] = defaultdict(lambda: defaultdict(list))
+        self._exact: dict[tuple[str, Labels], Package] = {}
         for package in packages:
             by_size[package.name][len(package.labels)].append(package)
-        self._packages: dict[str, list[list[Package]]] = {
-            name: [sizes[size] for size in sorted(sizes, reverse=True)] for name, sizes in by_size.items()
+            self._exact[(package.name, package.labels)] = package
+        self._packages: dict[str, list[tuple[int, list[Package]]]] = {
+            name: [(size, sizes[size]) for size in sorted(sizes, reverse=True)] for name, sizes in by_size.items()
         }
 
     def resolve(self, device: Mapping[str, str]) -> Resolution:
@@ -63,8 +68,14 @@ class Catalog:
         return _decide(applying, device, self._candidates)
 
     def _candidates(self, app: App, merged: Mapping[str, str]) -> list[Package]:
-        for group in self._packages.get(app.name, ()):
-            found = [p for p in group if is_subset(p.labels, merged)]
+        pairs = tuple(sorted(merged.items()))
+        for size, group in self._packages.get(app.name, ()):
+            if size > len(pairs):
+                continue
+            if math.comb(len(pairs), size) < len(group):
+                found = [p for c in combinations(pairs, size) if (p := self._exact.get((app.name, c))) is not None]
+            else:
+                found = [p for p in group if is_subset(p.labels, merged)]
             if found:
                 return found
         return []

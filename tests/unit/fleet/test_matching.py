@@ -110,7 +110,7 @@ def worlds(draw: st.DrawFn) -> tuple[list[Package], list[Spec], dict[str, str]]:
     return list(packages.values()), specs, draw(LABELSETS)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(worlds())
 def test_index_equals_naive_rule(world: tuple[list[Package], list[Spec], dict[str, str]]) -> None:
     packages, specs, device = world
