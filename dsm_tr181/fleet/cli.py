@@ -3,7 +3,7 @@
 Server side (on the repository's own database)::
 
     dsm-fleet serve --db fleet.db --listen 0.0.0.0:8443 --cert server.pem --key server.key
-    dsm-fleet token add NAME --role operator|device --db fleet.db    (prints the token once)
+    dsm-fleet token add NAME --role operator|device [--labels k=v,..] --db fleet.db   (prints it once)
     dsm-fleet token list|rm NAME --db fleet.db
 
 Operator commands (``--url``/$DSM_FLEET_URL, ``--token``/$DSM_FLEET_TOKEN, ``--ca``/$DSM_FLEET_CA)::
@@ -144,14 +144,14 @@ def _token(args: argparse.Namespace) -> None:
     try:
         if args.action == "add":
             token = new_token()
-            repo.add_token(token_hash(token), TokenRecord(args.name, Role(args.role)))
+            repo.add_token(token_hash(token), TokenRecord(args.name, Role(args.role), parse_labels(args.labels)))
             print(token)
         elif args.action == "rm":
             if not repo.delete_token(args.name):
                 raise FleetError(f"no token named {args.name}")
         else:
             for record in repo.tokens():
-                print(f"{record.name}\t{record.role.value}")
+                print(f"{record.name}\t{record.role.value}\t{labels_text(record.labels)}")
     finally:
         repo.close()
 
@@ -184,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("action", choices=("add", "list", "rm"))
     token.add_argument("name", nargs="?", default="")
     token.add_argument("--role", choices=[r.value for r in Role], default=Role.DEVICE.value)
+    token.add_argument("--labels", default="", help="device token: labels bound to it (the device cannot claim others)")
     package = sub.add_parser("package", help="push, list, remove packages")
     remote(package)
     package.add_argument("action", choices=("push", "list", "rm"))

@@ -19,7 +19,9 @@ Routes (``operator`` / ``device``: the token role allowed)::
     POST   /v1/devices/self/state            device: what it installed and what failed
     GET    /v1/devices                       operator
 
-Tokens come as ``Authorization: Bearer <token>`` (or Basic with the token as password, which
+A device token may be bound to labels (``token add --labels fleet=eu``): the device is then
+refused any other value for them and always resolved with them, so it cannot read the answer
+meant for another fleet. Tokens come as ``Authorization: Bearer <token>`` (or Basic with the token as password, which
 is what the daemon's packager sends when downloading a blob). Resolve is rate-limited per
 token (429 with Retry-After). Answers are cached by catalog revision and labelset, so an
 unchanged poll costs a dictionary lookup and a 304.
@@ -243,6 +245,11 @@ class FleetServer:
         if not isinstance(body, dict) or not isinstance(body.get("labels", {}), dict):
             raise FleetError('resolve takes {"labels": {name: value}}')
         device_labels = labels(body.get("labels", {}))
+        if token.role is Role.DEVICE and token.labels:
+            claimed = dict(device_labels)
+            if any(claimed.get(name, value) != value for name, value in token.labels):
+                return _error(403, f"this device's token is bound to {dict(token.labels)}")
+            device_labels = labels(claimed | dict(token.labels))
         answer, etag = await self._answer(device_labels, _origin(request, self.options.public_url))
         if token.role is Role.DEVICE:
             await self._record_seen(token.name, device_labels, answer, etag)

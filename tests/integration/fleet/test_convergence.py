@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.integration.lcm_helpers import DU, EU, build_du, install, needs_runc, rows
+from tests.integration.lcm_helpers import DU, EU, build_du, install, needs_runc, rows, set_values
 from tests.support.daemon import DsmDaemon
 from tests.support.fleetserver import FleetServer
 from tests.support.httpserver import FileServer, TlsFiles
@@ -103,6 +103,7 @@ def test_two_devices_converge_by_labels(
 
     eventually(lambda: fleet_state(eu)["Status"] == "Converged", what="eu converged")
     eventually(lambda: fleet_state(us)["Status"] == "Converged", what="us converged")
+    eventually(lambda: apps(eu)["hello"]["EUStatus"] == apps(us)["hello"]["EUStatus"] == "Active", what="started")
     on_eu, on_us = apps(eu), apps(us)
     assert {n: (a["Version"], a["EUStatus"]) for n, a in on_eu.items()} == {
         "hello": ("1.0.0", "Active"), "worker": ("1.0.0", "Idle"), "mine": ("1.0.0", "Idle"),
@@ -160,6 +161,7 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
         assert journal["owned"]["hello"]["phase"] == "installing"
     dsm.start()
     eventually(lambda: fleet_state(dsm)["Status"] == "Converged", what="converged after the crashes")
+    eventually(lambda: all(a["EUStatus"] == "Active" for a in apps(dsm).values()), what="both started")
     on = apps(dsm)
     assert sorted(on) == ["hello", "worker"] and len(rows(dsm, DU)) == 2 and len(rows(dsm, EU)) == 2
     assert all(a["EUStatus"] == "Active" for a in on.values()) and len(dsm.containers()) == 2
@@ -172,3 +174,14 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
     eventually(lambda: fleet_state(dsm)["LastSync"] > synced, what="a sync after the server restart")
     assert fleet_state(dsm)["Status"] == "Converged" and len(rows(dsm, DU)) == 2
     assert json.loads(fleet.cli("devices", "--json").stdout)[0]["converged"] is True
+
+    # Labels and Enable set through the tree (as a controller would): acted on and kept
+    set_values(dsm, {FLEET + "Labels": "fleet=us"})
+    eventually(lambda: fleet.client().request("GET", "/v1/devices").json()[0]["labels"]["fleet"] == "us",
+               what="the new labels reach the repository")  # fmt: skip
+    set_values(dsm, {FLEET + "Enable": False})
+    eventually(lambda: fleet_state(dsm)["Status"] == "Disabled", what="disabled")
+    assert json.loads((dsm.state / "fleet.json").read_text())["overrides"]["Labels"] == "fleet=us"
+    dsm.stop()
+    dsm.start()
+    assert fleet_state(dsm)["Enable"] == "false" and fleet_state(dsm)["Labels"] == "fleet=us"

@@ -87,6 +87,14 @@ def test_roles_and_tokens(fleet: FleetServer, tmp_path: Path) -> None:
     made = fleet.cli("token", "add", "dev-9", "--role", "device", "--db", str(fleet.db)).stdout.strip()
     assert fleet.client(made).request("POST", "/v1/resolve", {"labels": {}}).status == 200
     assert "dev-9\tdevice" in fleet.cli("token", "list", "--db", str(fleet.db)).stdout
+    # a token bound to labels: the device cannot claim another fleet, and is resolved with its own
+    bound = fleet.cli("token", "add", "dev-eu", "--labels", "fleet=eu", "--db", str(fleet.db)).stdout.strip()
+    with pytest.raises(FleetApiError) as other_fleet:
+        fleet.client(bound).request("POST", "/v1/resolve", {"labels": {"fleet": "us"}})
+    assert other_fleet.value.status == 403
+    fleet.client(bound).request("POST", "/v1/resolve", {"labels": {"arch": "arm64"}})
+    seen = {d["id"]: d["labels"] for d in fleet.client().request("GET", "/v1/devices").json()}
+    assert seen["dev-eu"] == {"arch": "arm64", "fleet": "eu"}
     with sqlite3.connect(fleet.db) as db:
         stored = db.execute("SELECT hash, name FROM fleet_tokens").fetchall()
     assert device_token not in repr(stored) and fleet.operator not in repr(stored)
