@@ -97,12 +97,13 @@ class FleetAgent:
         if reply.status == 200:
             self._answer, self._etag, self._settled = reply.json(), reply.headers.get("etag", ""), False
         assert self._answer is not None
-        if self._settled:
-            self._show(LastSync=stamp())
+        problems = [p["message"] for p in self._answer.get("problems", [])]
+        if self._settled:  # nothing changed since a convergence without failures
+            self._failures_in_row = 0
+            self._show(LastSync=stamp(), Status="Error" if problems else "Converged", LastError="; ".join(problems))
             return self._jittered(self.settings.interval)
         self._show(Status="Syncing")
         failures = await self.converge(self._answer)
-        problems = [p["message"] for p in self._answer.get("problems", [])]
         report = {"installed": self.installed(), "failures": failures}
         try:
             await asyncio.to_thread(client.request, "POST", "/v1/devices/self/state", report)

@@ -143,6 +143,11 @@ def test_two_devices_converge_by_labels(
     assert fleet_state(us)["Status"] == "Error" and apps(us)["hello"]["Version"] == "1.5.0"
     table = fleet.cli("devices").stdout
     assert "spec base" in table and "spec us-gold" in table
+    # a tie between equally specific packages: likewise left as it is, and reported
+    fleet.cli("spec", "rm", "us-gold")
+    push(fleet, build_du(tmp_path, "hello", "1.6.0"), "hello", "arch=amd64,firmware=fw-7")
+    eventually(lambda: "tie between" in fleet_state(us)["LastError"], what="tie on us")
+    assert apps(us)["hello"]["Version"] == "1.5.0" and len(rows(us, DU)) == 1
 
 
 def test_kill9_mid_convergence_resumes_without_duplicates(
@@ -167,12 +172,20 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
     assert all(a["EUStatus"] == "Active" for a in on.values()) and len(dsm.containers()) == 2
     journal = json.loads((dsm.state / "fleet.json").read_text())
     assert {app: e["phase"] for app, e in journal["owned"].items()} == {"hello": "installed", "worker": "installed"}
-    # the server restarting loses nothing: the device polls it again and stays converged
+    # an app dropped from the specs is uninstalled
+    apply(fleet, tmp_path, "id: base\napps: [{name: hello}]\n")
+    eventually(lambda: sorted(apps(dsm)) == ["hello"], what="worker uninstalled")
+    assert list(json.loads((dsm.state / "fleet.json").read_text())["owned"]) == ["hello"]
+
+    # the repository gone: an error on the device, retried with backoff; back: nothing lost
     synced = fleet_state(dsm)["LastSync"]
     fleet.kill9()
+    eventually(lambda: "repository" in fleet_state(dsm)["LastError"], what="the outage reported")
+    assert fleet_state(dsm)["Status"] == "Error"
     fleet.start()
     eventually(lambda: fleet_state(dsm)["LastSync"] > synced, what="a sync after the server restart")
-    assert fleet_state(dsm)["Status"] == "Converged" and len(rows(dsm, DU)) == 2
+    eventually(lambda: fleet_state(dsm)["Status"] == "Converged", what="converged again")
+    assert len(rows(dsm, DU)) == 1 and fleet_state(dsm)["LastError"] == ""
     assert json.loads(fleet.cli("devices", "--json").stdout)[0]["converged"] is True
 
     # Labels and Enable set through the tree (as a controller would): acted on and kept
