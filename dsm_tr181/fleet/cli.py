@@ -83,13 +83,22 @@ def _print(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
+def _list_or_rm(client: FleetClient, args: argparse.Namespace, collection: str) -> bool:
+    """``list`` and ``rm ID`` of packages and specs; False for the other actions."""
+    if args.action == "list":
+        _print(client.request("GET", collection).json())
+    elif args.action == "rm":
+        client.request("DELETE", f"{collection}/{args.target}")
+    else:
+        return False
+    return True
+
+
 def _package(args: argparse.Namespace) -> None:
     client = _client(args)
-    if args.action == "list":
-        _print(client.request("GET", "/v1/packages").json())
-    elif args.action == "rm":
-        client.request("DELETE", f"/v1/packages/{args.target}")
-    elif args.url_ref:
+    if _list_or_rm(client, args, "/v1/packages"):
+        return
+    if args.url_ref:
         body = {"name": args.name, "labels": dict(parse_labels(args.labels)), "version": args.version,
                 "url": args.url_ref, "sha256": args.sha256}  # fmt: skip
         _print(client.request("POST", "/v1/packages" + ("?replace=true" if args.replace else ""), body).json())
@@ -105,20 +114,17 @@ def _package(args: argparse.Namespace) -> None:
 
 def _spec(args: argparse.Namespace) -> None:
     client = _client(args)
-    if args.action == "list":
-        _print(client.request("GET", "/v1/specs").json())
-    elif args.action == "rm":
-        client.request("DELETE", f"/v1/specs/{args.target}")
-    else:
-        import yaml
+    if _list_or_rm(client, args, "/v1/specs"):
+        return
+    import yaml
 
-        if not args.file:
-            raise FleetError("spec apply needs -f spec.yaml")
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        for document in yaml.safe_load_all(text):
-            if not isinstance(document, dict) or "id" not in document:
-                raise FleetError("each YAML document is a spec with an id")
-            _print(client.request("PUT", f"/v1/specs/{document['id']}", document).json())
+    if not args.file:
+        raise FleetError("spec apply needs -f spec.yaml")
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    for document in yaml.safe_load_all(text):
+        if not isinstance(document, dict) or "id" not in document:
+            raise FleetError("each YAML document is a spec with an id")
+        _print(client.request("PUT", f"/v1/specs/{document['id']}", document).json())
 
 
 def _resolve(args: argparse.Namespace) -> None:

@@ -167,22 +167,13 @@ class FleetServer:
         return web.json_response(package_json(package), status=201)
 
     async def list_packages(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        return web.json_response([package_json(p) for p in await asyncio.to_thread(self.repo.packages)])
+        return await self._list(request, self.repo.packages, package_json)
 
     async def get_package(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        package = await asyncio.to_thread(self.repo.package, request.match_info["id"])
-        if package is None:
-            return _error(404, f"no package {request.match_info['id']}")
-        return web.json_response(package_json(package))
+        return await self._get(request, self.repo.package, package_json, "package")
 
     async def delete_package(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        if not await asyncio.to_thread(self.repo.delete_package, request.match_info["id"]):
-            return _error(404, f"no package {request.match_info['id']}")
-        self._checked = 0.0
-        return web.Response(status=204)
+        return await self._delete(request, self.repo.delete_package, "package")
 
     async def get_blob(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -217,21 +208,32 @@ class FleetServer:
         return web.json_response(spec_json(spec), status=201 if created else 200)
 
     async def list_specs(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        return web.json_response([spec_json(s) for s in await asyncio.to_thread(self.repo.specs)])
+        return await self._list(request, self.repo.specs, spec_json)
 
     async def get_spec(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        spec = await asyncio.to_thread(self.repo.spec, request.match_info["id"])
-        if spec is None:
-            return _error(404, f"no spec {request.match_info['id']}")
-        return web.json_response(spec_json(spec))
+        return await self._get(request, self.repo.spec, spec_json, "spec")
 
     async def delete_spec(self, request: web.Request) -> web.Response:
+        return await self._delete(request, self.repo.delete_spec, "spec")
+
+    # -- the shape of list/get/delete of packages and specs (operator only) ---------------------------------
+
+    async def _list(self, request: web.Request, fetch: Callable[[], list[Any]], to_json: Callable[[Any], Any]):
         _need(request, Role.OPERATOR)
-        if not await asyncio.to_thread(self.repo.delete_spec, request.match_info["id"]):
-            return _error(404, f"no spec {request.match_info['id']}")
-        self._checked = 0.0
+        return web.json_response([to_json(item) for item in await asyncio.to_thread(fetch)])
+
+    async def _get(self, request: web.Request, fetch: Callable[[str], Any], to_json: Callable[[Any], Any], what: str):
+        _need(request, Role.OPERATOR)
+        item = await asyncio.to_thread(fetch, request.match_info["id"])
+        if item is None:
+            return _error(404, f"no {what} {request.match_info['id']}")
+        return web.json_response(to_json(item))
+
+    async def _delete(self, request: web.Request, delete: Callable[[str], bool], what: str) -> web.Response:
+        _need(request, Role.OPERATOR)
+        if not await asyncio.to_thread(delete, request.match_info["id"]):
+            return _error(404, f"no {what} {request.match_info['id']}")
+        self._checked = 0.0  # the next resolve looks at the revision at once
         return web.Response(status=204)
 
     # -- resolve and devices --------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlencode
+
+import yaml
 
 from dsm_tr181.fleet.cli import open_repository
 from dsm_tr181.fleet.client import FleetClient
@@ -97,6 +100,16 @@ class FleetServer:
 
     def client(self, token: str = "") -> FleetClient:
         return FleetClient(self.url, token or self.operator, self.ca)
+
+    def push(self, archive: Path, name: str, labels: str = "", version: str = "", replace: bool = False) -> dict:
+        """What ``dsm-fleet package push`` does, without starting a process."""
+        query = {"name": name, "labels": labels, "version": version, **({"replace": "true"} if replace else {})}
+        return self.client().request("POST", "/v1/packages?" + urlencode(query), raw=archive.read_bytes()).json()
+
+    def apply(self, text: str) -> None:
+        """What ``dsm-fleet spec apply -f`` does with that YAML, without starting a process."""
+        for spec in yaml.safe_load_all(text):
+            self.client().request("PUT", f"/v1/specs/{spec['id']}", spec)
 
     def cli(self, *args: str, token: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "DSM_FLEET_URL": self.url, "DSM_FLEET_TOKEN": token or self.operator,

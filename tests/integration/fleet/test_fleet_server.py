@@ -19,12 +19,12 @@ pytestmark = pytest.mark.integration
 def push(fleet: FleetServer, tmp_path: Path, name: str, labels: str, content: bytes, version: str = "1") -> dict:
     archive = tmp_path / f"{name}-{hashlib.sha256(content).hexdigest()[:8]}.tar"
     archive.write_bytes(content)
-    out = fleet.cli("package", "push", str(archive), "--name", name, "--labels", labels, "--version", version)
-    return json.loads(out.stdout)
+    return fleet.push(archive, name, labels, version)
 
 
 def test_operator_pushes_and_device_resolves_with_etag(fleet: FleetServer, tmp_path: Path) -> None:
-    generic = push(fleet, tmp_path, "web", "", b"generic")
+    (tmp_path / "generic.tar").write_bytes(b"generic")
+    generic = json.loads(fleet.cli("package", "push", str(tmp_path / "generic.tar"), "--name", "web").stdout)
     arm = push(fleet, tmp_path, "web", "arch=arm64", b"arm build", "2")
     assert arm["sha256"] == hashlib.sha256(b"arm build").hexdigest() and arm["size"] == 9
     spec = tmp_path / "spec.yaml"
@@ -55,7 +55,7 @@ def test_operator_pushes_and_device_resolves_with_etag(fleet: FleetServer, tmp_p
 
     # a spec change changes the answer and its ETag
     spec.write_text("id: eu\ntarget: {fleet: eu}\napps:\n  - name: web\n    start: false\n")
-    fleet.cli("spec", "apply", "-f", str(spec))
+    fleet.apply(spec.read_text())
     changed = device.request("POST", "/v1/resolve", {"labels": {"fleet": "eu", "arch": "arm64"}},
                              headers={"If-None-Match": etag})  # fmt: skip
     assert changed.status == 200 and changed.headers["etag"] != etag and changed.json()["apps"][0]["start"] is False
@@ -132,7 +132,7 @@ def test_devices_show_problems_and_reports_and_survive_restart(fleet: FleetServe
         "id: base\napps: [{name: web}, {name: db}]\n---\n"
         "id: gold\ntarget: {tier: gold}\napps: [{name: db, start: false}]\n"
     )
-    fleet.cli("spec", "apply", "-f", str(tmp_path / "s.yaml"))
+    fleet.apply((tmp_path / "s.yaml").read_text())
     tied_token = fleet.token("tied", "device")
     tied = fleet.client(tied_token)
     answer = tied.request("POST", "/v1/resolve", {"labels": {"arch": "arm64", "fleet": "eu"}}).json()
@@ -148,13 +148,13 @@ def test_devices_show_problems_and_reports_and_survive_restart(fleet: FleetServe
     fleet.start()
     table = fleet.cli("devices").stdout
     assert "tied" in table and "tie between" in table and "conflicting specs" in table
-    devices = {d["id"]: d for d in json.loads(fleet.cli("devices", "--json").stdout)}
+    devices = {d["id"]: d for d in fleet.client().request("GET", "/v1/devices").json()}
     assert devices["tied"]["labels"] == {"arch": "arm64", "fleet": "eu"}
     assert devices["tied"]["converged"] is False  # the tie is an error, whatever it installed
     assert devices["gold"]["converged"] is False and "spec gold" in devices["gold"]["last_error"]
     # resolve the tie by removing one package: the device reporting the answer's packages is converged
-    tie_ids = [p["id"] for p in json.loads(fleet.cli("package", "list").stdout) if p["name"] == "web"]
-    fleet.cli("package", "rm", tie_ids[0])
+    tie_ids = [p["id"] for p in fleet.client().request("GET", "/v1/packages").json() if p["name"] == "web"]
+    fleet.client().request("DELETE", f"/v1/packages/{tie_ids[0]}")
     tied = fleet.client(tied_token)  # the restarted server listens on another port
     answer = tied.request("POST", "/v1/resolve", {"labels": {"arch": "arm64", "fleet": "eu"}}).json()
     assert not answer["problems"]

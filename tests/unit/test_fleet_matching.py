@@ -110,7 +110,7 @@ def worlds(draw: st.DrawFn) -> tuple[list[Package], list[Spec], dict[str, str]]:
     return list(packages.values()), specs, draw(LABELSETS)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(worlds())
 def test_index_equals_naive_rule(world: tuple[list[Package], list[Spec], dict[str, str]]) -> None:
     packages, specs, device = world
@@ -120,7 +120,7 @@ def test_index_equals_naive_rule(world: tuple[list[Package], list[Spec], dict[st
     assert len(decided) == len(result.apps) + len(result.problems)  # each app decided once
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(worlds())
 def test_resolved_packages_obey_the_rule(world: tuple[list[Package], list[Spec], dict[str, str]]) -> None:
     """Independent of either implementation: the winner is a candidate and strictly largest."""

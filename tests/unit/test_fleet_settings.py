@@ -13,7 +13,7 @@ from dsm_tr181.config import ConfigError, load_config
 from dsm_tr181.fleet.settings import FleetSettings
 
 pytestmark = pytest.mark.unit
-DSM_TOML = Path(__file__).resolve().parents[3] / "integration" / "dsm.toml"
+DSM_TOML = Path(__file__).resolve().parents[2] / "integration" / "dsm.toml"
 
 
 def test_dsm_toml_lists_every_key_with_its_default() -> None:

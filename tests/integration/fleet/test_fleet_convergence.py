@@ -71,24 +71,13 @@ def daemons() -> Iterator[list[DsmDaemon]]:
         dsm.cleanup()
 
 
-def push(fleet: FleetServer, archive: Path, name: str, labels: str, *extra: str) -> dict[str, Any]:
-    out = fleet.cli("package", "push", str(archive), "--name", name, "--labels", labels, *extra)
-    return json.loads(out.stdout)
-
-
-def apply(fleet: FleetServer, tmp_path: Path, text: str) -> None:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(text)
-    fleet.cli("spec", "apply", "-f", str(spec))
-
-
 def test_two_devices_converge_by_labels(
     tmp_path: Path, fleet: FleetServer, fleet_tls: TlsFiles, daemons: list[DsmDaemon]
 ) -> None:
-    push(fleet, build_du(tmp_path, "hello", "1.0.0"), "hello", "")
-    push(fleet, build_du(tmp_path, "hello", "1.5.0"), "hello", "arch=amd64,fleet=us")
-    push(fleet, build_du(tmp_path, "worker", "1.0.0"), "worker", "firmware=fw-7")
-    apply(fleet, tmp_path, "id: base\napps: [{name: hello}]\n---\nid: eu\ntarget: {fleet: eu}\n"
+    fleet.push(build_du(tmp_path, "hello", "1.0.0"), "hello", "")
+    fleet.push(build_du(tmp_path, "hello", "1.5.0"), "hello", "arch=amd64,fleet=us")
+    fleet.push(build_du(tmp_path, "worker", "1.0.0"), "worker", "firmware=fw-7")
+    fleet.apply("id: base\napps: [{name: hello}]\n---\nid: eu\ntarget: {fleet: eu}\n"
           "apps: [{name: worker, start: false}]\n")  # fmt: skip
 
     # a controller's DU on device eu, installed before the fleet client runs, stays untouched
@@ -111,17 +100,17 @@ def test_two_devices_converge_by_labels(
     assert {n: (a["Version"], a["EUStatus"]) for n, a in on_us.items()} == {"hello": ("1.5.0", "Active")}
     assert len(eu.containers()) == 1 and len(us.containers()) == 1  # real runc containers
     assert fleet_state(eu)["Labels"] == "fleet=eu" and fleet_state(eu)["LastError"] == ""
-    devices = {d["id"]: d for d in json.loads(fleet.cli("devices", "--json").stdout)}
+    devices = {d["id"]: d for d in fleet.client().request("GET", "/v1/devices").json()}
     assert devices["eu"]["converged"] and devices["us"]["converged"]
     assert devices["us"]["labels"] == {"arch": "amd64", "execenv": "default", "firmware": "fw-7", "fleet": "us"}
 
     # spec change -> re-convergence: worker started on eu
     events = eu.events("Device.SoftwareModules.")
-    apply(fleet, tmp_path, "id: eu\ntarget: {fleet: eu}\napps: [{name: worker, start: true}]\n")
+    fleet.apply("id: eu\ntarget: {fleet: eu}\napps: [{name: worker, start: true}]\n")
     eventually(lambda: apps(eu)["worker"]["EUStatus"] == "Active", what="worker started")
     # a new version of a package -> Update() of the same DU (same instance, no second DU)
     before = apps(eu)["hello"]
-    push(fleet, build_du(tmp_path, "hello", "2.0.0"), "hello", "", "--replace")
+    fleet.push(build_du(tmp_path, "hello", "2.0.0"), "hello", replace=True)
     args = events.du_state_change("Update")
     assert args["CurrentState"] == "Installed" and args["Fault.FaultCode"] == "0"
     after = eventually(lambda: (a := apps(eu)) and a["hello"]["Version"] == "2.0.0" and a, what="hello 2.0.0 on eu")
@@ -130,22 +119,22 @@ def test_two_devices_converge_by_labels(
     assert apps(us)["hello"]["Version"] == "1.5.0"  # us has its more specific package
 
     # package removal -> uninstall (and the missing package reported)
-    worker = next(p for p in json.loads(fleet.cli("package", "list").stdout) if p["name"] == "worker")
-    fleet.cli("package", "rm", worker["id"])
+    worker = next(p for p in fleet.client().request("GET", "/v1/packages").json() if p["name"] == "worker")
+    fleet.client().request("DELETE", f"/v1/packages/{worker['id']}")
     assert events.du_state_change("Uninstall")["CurrentState"] == "Uninstalled"
     eventually(lambda: "worker" not in apps(eu), what="worker uninstalled")
     eventually(lambda: "no package worker" in fleet_state(eu)["LastError"], what="nomatch reported")
     assert "mine" in apps(eu)  # the controller's DU was never touched
 
     # a conflict: the device keeps what it has and shows the error; so does dsm-fleet devices
-    apply(fleet, tmp_path, "id: us-gold\ntarget: {fleet: us}\napps: [{name: hello, labels: {tier: gold}}]\n")
+    fleet.apply("id: us-gold\ntarget: {fleet: us}\napps: [{name: hello, labels: {tier: gold}}]\n")
     eventually(lambda: "conflicting specs" in fleet_state(us)["LastError"], what="conflict on us")
     assert fleet_state(us)["Status"] == "Error" and apps(us)["hello"]["Version"] == "1.5.0"
     table = fleet.cli("devices").stdout
     assert "spec base" in table and "spec us-gold" in table
     # a tie between equally specific packages: likewise left as it is, and reported
-    fleet.cli("spec", "rm", "us-gold")
-    push(fleet, build_du(tmp_path, "hello", "1.6.0"), "hello", "arch=amd64,firmware=fw-7")
+    fleet.client().request("DELETE", "/v1/specs/us-gold")
+    fleet.push(build_du(tmp_path, "hello", "1.6.0"), "hello", "arch=amd64,firmware=fw-7")
     eventually(lambda: "tie between" in fleet_state(us)["LastError"], what="tie on us")
     assert apps(us)["hello"]["Version"] == "1.5.0" and len(rows(us, DU)) == 1
 
@@ -153,9 +142,9 @@ def test_two_devices_converge_by_labels(
 def test_kill9_mid_convergence_resumes_without_duplicates(
     tmp_path: Path, fleet: FleetServer, fleet_tls: TlsFiles, daemons: list[DsmDaemon]
 ) -> None:
-    push(fleet, build_du(tmp_path, "hello", "1.0.0"), "hello", "")
-    push(fleet, build_du(tmp_path, "worker", "1.0.0"), "worker", "")
-    apply(fleet, tmp_path, "id: base\napps: [{name: hello}, {name: worker}]\n")
+    fleet.push(build_du(tmp_path, "hello", "1.0.0"), "hello", "")
+    fleet.push(build_du(tmp_path, "worker", "1.0.0"), "worker", "")
+    fleet.apply("id: base\napps: [{name: hello}, {name: worker}]\n")
     dsm = device(tmp_path, fleet, fleet_tls, "d1", "fleet=eu")
     daemons.append(dsm)
     for step in ("install.unpacked", "install.committed"):  # before and after the LCM's commit
@@ -173,7 +162,7 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
     journal = json.loads((dsm.state / "fleet.json").read_text())
     assert {app: e["phase"] for app, e in journal["owned"].items()} == {"hello": "installed", "worker": "installed"}
     # an app dropped from the specs is uninstalled
-    apply(fleet, tmp_path, "id: base\napps: [{name: hello}]\n")
+    fleet.apply("id: base\napps: [{name: hello}]\n")
     eventually(lambda: sorted(apps(dsm)) == ["hello"], what="worker uninstalled")
     assert list(json.loads((dsm.state / "fleet.json").read_text())["owned"]) == ["hello"]
 
@@ -186,7 +175,7 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
     eventually(lambda: fleet_state(dsm)["LastSync"] > synced, what="a sync after the server restart")
     eventually(lambda: fleet_state(dsm)["Status"] == "Converged", what="converged again")
     assert len(rows(dsm, DU)) == 1 and fleet_state(dsm)["LastError"] == ""
-    assert json.loads(fleet.cli("devices", "--json").stdout)[0]["converged"] is True
+    assert fleet.client().request("GET", "/v1/devices").json()[0]["converged"] is True
 
     # Labels and Enable set through the tree (as a controller would): acted on and kept
     set_values(dsm, {FLEET + "Labels": "fleet=us"})
