@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -58,7 +59,10 @@ async def _serve(args: argparse.Namespace) -> None:
                             resolve_burst=args.resolve_burst)  # fmt: skip
     host, _, port = args.listen.rpartition(":")
     context = tls_context(args.cert, args.key) if args.cert else None
-    runner = web.AppRunner(FleetServer(repo, options).app(), access_log=None)
+    access_log = logging.getLogger("aiohttp.access") if args.access_log else None
+    if access_log is not None:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    runner = web.AppRunner(FleetServer(repo, options).app(), access_log=access_log)
     await runner.setup()
     site = web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=context)
     await site.start()
@@ -185,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", default="", help="base URL devices download blobs from")
     serve.add_argument("--resolve-rate", type=float, default=2.0, help="resolves per second per token")
     serve.add_argument("--resolve-burst", type=int, default=10)
+    serve.add_argument("--access-log", action="store_true", help="log each request on stderr")
     token = sub.add_parser("token", help="manage API tokens (on the database)")
     store(token)
     token.add_argument("action", choices=("add", "list", "rm"))

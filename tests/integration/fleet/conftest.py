@@ -26,7 +26,8 @@ def fleet_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 @pytest.fixture
 def fleet(tmp_path: Path, fleet_tls: TlsFiles) -> Iterator[FleetServer]:
-    server = FleetServer(tmp_path / "fleet", fleet_tls, extra=("--resolve-rate", "20", "--resolve-burst", "20")).start()
+    options = ("--resolve-rate", "20", "--resolve-burst", "20", "--access-log")
+    server = FleetServer(tmp_path / "fleet", fleet_tls, extra=options).start()
     try:
         yield server
     finally:

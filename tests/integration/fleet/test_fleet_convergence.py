@@ -103,6 +103,9 @@ def test_two_devices_converge_by_labels(
     devices = {d["id"]: d for d in fleet.client().request("GET", "/v1/devices").json()}
     assert devices["eu"]["converged"] and devices["us"]["converged"]
     assert devices["us"]["labels"] == {"arch": "amd64", "execenv": "default", "firmware": "fw-7", "fleet": "us"}
+    # nothing changed: the devices poll with the answer's ETag and are told so (304), and do nothing
+    eventually(lambda: fleet.log().count('"POST /v1/resolve HTTP/1.1" 304') >= 4, what="polls answered 304")
+    assert len(rows(eu, DU)) == 3 and len(rows(us, DU)) == 1
 
     # spec change -> re-convergence: worker started on eu
     events = eu.events("Device.SoftwareModules.")
