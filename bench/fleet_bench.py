@@ -5,7 +5,8 @@ per device poll when nothing changed.
    (``resolve_naive``) on the same world: 200 app names, 10 000 packages (labelsets over
    arch/fleet/firmware/model/tier), 1 000 specs (targets of one or two labels, 1-5 apps
    each), devices with five labels. Prints p50/p99 of each and the speed-up; both must give
-   the same answers. Target: index p99 < 10 ms and >= 50x faster than the scan.
+   the same answers. Target: index p99 < 10 ms and >= 50x faster than the scan. The index's
+   thread CPU time is printed too: on a loaded machine the wall-clock p99 measures the load.
 2. A real ``dsm-fleet serve`` process (SQLite, HTTP on 127.0.0.1, rate limit off) and 1 000
    simulated devices, each with its own device token: one first poll each, then rounds of
    polls with the ETag they got (304). Prints the server's CPU time (utime+stime from /proc)
@@ -73,12 +74,13 @@ def bench_resolve() -> None:
     catalog = Catalog(packages, specs)
     build_ms = (time.perf_counter() - started) * 1000
     devices = [device(rng) for _ in range(1000)]
-    indexed, naive = [], []
+    indexed, indexed_cpu, naive = [], [], []
     apps = 0
     for i, labels_ in enumerate(devices):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         answer = catalog.resolve(labels_)
         indexed.append(time.perf_counter() - t0)
+        indexed_cpu.append(time.thread_time() - c0)
         apps += len(answer.apps) + len(answer.problems)
         if i < 40:  # the scan is slow: 40 devices
             t0 = time.perf_counter()
@@ -89,7 +91,9 @@ def bench_resolve() -> None:
     n50, n99 = percentile(naive, 0.5) * 1000, percentile(naive, 0.99) * 1000
     print(f"resolve, 10000 packages / 1000 specs, {apps / len(devices):.1f} apps per device "
           f"(index built in {build_ms:.0f} ms)")  # fmt: skip
+    c50, c99 = percentile(indexed_cpu, 0.5) * 1000, percentile(indexed_cpu, 0.99) * 1000
     print(f"  index      p50 {p50:8.3f} ms   p99 {p99:8.3f} ms   (target p99 < 10 ms)")
+    print(f"  index CPU  p50 {c50:8.3f} ms   p99 {c99:8.3f} ms   (thread CPU time: without other processes' load)")
     print(f"  full scan  p50 {n50:8.3f} ms   p99 {n99:8.3f} ms")
     print(f"  speed-up   p50 {n50 / p50:6.0f}x      p99 {n99 / p99:6.0f}x   (target >= 50x)")
 
