@@ -5,7 +5,9 @@ as real runc containers, every step through the TR-181 tree."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from dsm_tr181.control_client import DaemonError
 from tests.integration.lcm_helpers import DU, EU, build_du, install, needs_runc, rows, set_values
 from tests.support.daemon import DsmDaemon
 from tests.support.fleetserver import FleetServer
@@ -31,7 +34,7 @@ def eventually(check: Callable[[], T], timeout: float = 60.0, what: str = "") ->
             last = check()
             if last:
                 return last
-        except (AssertionError, KeyError) as exc:
+        except (AssertionError, KeyError, DaemonError) as exc:  # DaemonError: a row gone while read
             last = exc
         time.sleep(0.3)
     raise AssertionError(f"not within {timeout} s: {what} (last: {last!r})")
@@ -164,6 +167,22 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
     assert all(a["EUStatus"] == "Active" for a in on.values()) and len(dsm.containers()) == 2
     journal = json.loads((dsm.state / "fleet.json").read_text())
     assert {app: e["phase"] for app, e in journal["owned"].items()} == {"hello": "installed", "worker": "installed"}
+    # a package by reference whose archive is missing at first: the Update() fails, is reported
+    # and retried with backoff until the archive is there; the device token never goes there
+    served = tmp_path / "elsewhere"
+    served.mkdir()
+    archive = build_du(tmp_path, "hello", "3.0.0")
+    sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with FileServer(served) as files:
+        body = {"name": "hello", "version": "3.0.0", "url": files.url("hello-3.tar"), "sha256": sha256}
+        fleet.client().request("POST", "/v1/packages?replace=true", body)
+        eventually(lambda: "hello: " in fleet_state(dsm)["LastError"], what="the failed Update() reported")
+        assert apps(dsm)["hello"]["Version"] == "1.0.0"
+        shutil.copy(archive, served / "hello-3.tar")
+        eventually(lambda: apps(dsm)["hello"]["Version"] == "3.0.0", what="the Update() retried")
+        assert all(request.authorization == "" for request in files.requests)
+    eventually(lambda: fleet_state(dsm)["Status"] == "Converged", what="converged on 3.0.0")
+
     # an app dropped from the specs is uninstalled
     fleet.apply("id: base\napps: [{name: hello}]\n")
     eventually(lambda: sorted(apps(dsm)) == ["hello"], what="worker uninstalled")
