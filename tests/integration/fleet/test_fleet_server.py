@@ -34,6 +34,9 @@ def test_operator_pushes_and_device_resolves_with_etag(fleet: FleetServer, tmp_p
     listed = {p["id"] for p in json.loads(fleet.cli("package", "list").stdout)}
     assert listed == {generic["id"], arm["id"]}
 
+    assert fleet.client().request("GET", f"/v1/packages/{arm['id']}").json() == arm
+    spec_apps = fleet.client().request("GET", "/v1/specs/eu").json()["apps"]
+    assert spec_apps == [{"name": "web", "labels": {}, "start": True}]
     dry = json.loads(fleet.cli("resolve", "--labels", "fleet=eu,arch=x86_64").stdout)
     assert [(a["name"], a["package"]) for a in dry["apps"]] == [("web", generic["id"])]
 
