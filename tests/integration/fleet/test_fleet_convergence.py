@@ -167,6 +167,17 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
     assert all(a["EUStatus"] == "Active" for a in on.values()) and len(dsm.containers()) == 2
     journal = json.loads((dsm.state / "fleet.json").read_text())
     assert {app: e["phase"] for app, e in journal["owned"].items()} == {"hello": "installed", "worker": "installed"}
+
+    # killed in the middle of an Update(): resumed, still one DU per app
+    dsm.stop()
+    dsm.start(env={"DSM_CRASH_AT": "update.swapped"})
+    fleet.push(build_du(tmp_path, "hello", "2.0.0"), "hello", replace=True)
+    assert dsm.wait_exit(60) == -9, dsm.log()
+    assert json.loads((dsm.state / "fleet.json").read_text())["owned"]["hello"]["phase"] == "updating"
+    dsm.start()
+    eventually(lambda: apps(dsm)["hello"]["Version"] == "2.0.0", what="hello 2.0.0 after the crash")
+    eventually(lambda: fleet_state(dsm)["Status"] == "Converged", what="converged after the update crash")
+    assert len(rows(dsm, DU)) == 2 and apps(dsm)["hello"]["UUID"] == on["hello"]["UUID"]
     # a package by reference whose archive is missing at first: the Update() fails, is reported
     # and retried with backoff until the archive is there; the device token never goes there
     served = tmp_path / "elsewhere"
@@ -177,7 +188,7 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
         body = {"name": "hello", "version": "3.0.0", "url": files.url("hello-3.tar"), "sha256": sha256}
         fleet.client().request("POST", "/v1/packages?replace=true", body)
         eventually(lambda: "hello: " in fleet_state(dsm)["LastError"], what="the failed Update() reported")
-        assert apps(dsm)["hello"]["Version"] == "1.0.0"
+        assert apps(dsm)["hello"]["Version"] == "2.0.0"
         shutil.copy(archive, served / "hello-3.tar")
         eventually(lambda: apps(dsm)["hello"]["Version"] == "3.0.0", what="the Update() retried")
         assert all(request.authorization == "" for request in files.requests)
