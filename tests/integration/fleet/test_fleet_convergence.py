@@ -45,8 +45,8 @@ def device(tmp_path: Path, fleet: FleetServer, tls: TlsFiles, name: str, labels:
     work.mkdir()
     (work / "token").write_text(fleet.token(name, "device") + "\n")
     section = {"enable": True, "url": fleet.url, "token_file": str(work / "token"), "ca_file": str(tls.ca_cert),
-               "labels": labels, "firmware_key": "fw-7", "interval": 1.0, "jitter": 0.1, "retry_min": 0.5,
-               "retry_max": 2.0}  # fmt: skip
+               "labels": labels, "firmware_key": "fw-7", "interval": 0.5, "jitter": 0.1, "retry_min": 0.3,
+               "retry_max": 1.0}  # fmt: skip
     return DsmDaemon(work, extra={"fleet": section, "packager.tar": {"ca_file": str(tls.ca_cert)}})
 
 
