@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import sqlite3
 import subprocess
 import sys
 import time
@@ -41,6 +42,20 @@ class FleetServer:
         self.url = ""
         self.port = 0  # 0 at first; a restart listens on the same port again
         self.operator = ""
+
+    def store_args(self) -> list[str]:
+        """The CLI options naming this server's store."""
+        return self._store()
+
+    def stored(self, sql: str) -> list[tuple]:
+        """Rows of a query on the server's store, read directly (not through the API)."""
+        if self.postgres:
+            import psycopg
+
+            with psycopg.connect(self.postgres) as connection:
+                return list(connection.execute(sql).fetchall())
+        with sqlite3.connect(self.db) as connection:
+            return list(connection.execute(sql).fetchall())
 
     def _store(self) -> list[str]:
         return ["--postgres", self.postgres] if self.postgres else ["--db", str(self.db)]

@@ -1,10 +1,10 @@
-"""The repository server as a real process over HTTPS, driven by its API and by ``dsm-fleet``."""
+"""The repository server as a real process over HTTPS, driven by its API and by ``dsm-fleet``,
+on SQLite and on a real PostgreSQL (``any_fleet``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,12 @@ from tests.support.fleetserver import FleetServer
 from tests.support.httpserver import TlsFiles
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fleet(any_fleet: FleetServer) -> FleetServer:
+    """Here every server test runs on SQLite and on PostgreSQL."""
+    return any_fleet
 
 
 def push(fleet: FleetServer, tmp_path: Path, name: str, labels: str, content: bytes, version: str = "1") -> dict:
@@ -87,19 +93,18 @@ def test_roles_and_tokens(fleet: FleetServer, tmp_path: Path) -> None:
         fleet.client().request("POST", "/v1/devices/self/state", {"installed": []})
     assert operator_report.value.status == 403
     # tokens are made on the database by the CLI, shown once and stored hashed only
-    made = fleet.cli("token", "add", "dev-9", "--role", "device", "--db", str(fleet.db)).stdout.strip()
+    made = fleet.cli("token", "add", "dev-9", "--role", "device", *fleet.store_args()).stdout.strip()
     assert fleet.client(made).request("POST", "/v1/resolve", {"labels": {}}).status == 200
-    assert "dev-9\tdevice" in fleet.cli("token", "list", "--db", str(fleet.db)).stdout
+    assert "dev-9\tdevice" in fleet.cli("token", "list", *fleet.store_args()).stdout
     # a token bound to labels: the device cannot claim another fleet, and is resolved with its own
-    bound = fleet.cli("token", "add", "dev-eu", "--labels", "fleet=eu", "--db", str(fleet.db)).stdout.strip()
+    bound = fleet.cli("token", "add", "dev-eu", "--labels", "fleet=eu", *fleet.store_args()).stdout.strip()
     with pytest.raises(FleetApiError) as other_fleet:
         fleet.client(bound).request("POST", "/v1/resolve", {"labels": {"fleet": "us"}})
     assert other_fleet.value.status == 403
     fleet.client(bound).request("POST", "/v1/resolve", {"labels": {"arch": "arm64"}})
     seen = {d["id"]: d["labels"] for d in fleet.client().request("GET", "/v1/devices").json()}
     assert seen["dev-eu"] == {"arch": "arm64", "fleet": "eu"}
-    with sqlite3.connect(fleet.db) as db:
-        stored = db.execute("SELECT hash, name FROM fleet_tokens").fetchall()
+    stored = fleet.stored("SELECT hash, name FROM fleet_tokens")
     assert device_token not in repr(stored) and fleet.operator not in repr(stored)
     assert (hashlib.sha256(device_token.encode()).hexdigest(), "dev-1") in stored
     # duplicate package (same name and labels) is refused unless replaced
