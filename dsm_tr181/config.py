@@ -12,7 +12,7 @@ TOML layout::
                   stop_containers_on_exit, preinstalled
     [[execenv]]   name, runtime, enable, vendor, version, type, initial_run_level,
                   initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent
-    [packager.tar], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
+    [packager.tar], [packager.image], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
 
 The original DSM's ``dsm.config`` JSON (``ExecutionEnvironments``, ``Packagers``,
 ``CommandServer``) is accepted too and translated.
@@ -51,6 +51,7 @@ class DaemonConfig:
     log_level: str = "info"
     datamodel_dir: str = ""  # "" = the installed datamodel/
     packager: Mapping[str, Any] = field(default_factory=dict)
+    packager_image: Mapping[str, Any] = field(default_factory=dict)
     runtimes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # runtime name -> section
     bus_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -160,7 +161,7 @@ def _buses(value: Any) -> tuple[str, ...]:
 
 
 def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str, Any]) -> DaemonConfig:
-    known = {f.name for f in fields(DaemonConfig)} - {"lcm", "packager", "runtimes", "bus_sections"}
+    known = {f.name for f in fields(DaemonConfig)} - {"lcm", "packager", "packager_image", "runtimes", "bus_sections"}
     _no_unknown("daemon", daemon, known)
     state_dir = Path(_daemon_text(daemon, "state_dir", str(DaemonConfig.state_dir)))
     chosen = _buses(daemon.get("buses", ("auto",)))
@@ -180,6 +181,7 @@ def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str
         datamodel_dir=_daemon_text(daemon, "datamodel_dir", ""),
         lcm=_lcm(lcm_raw, state_dir, execenvs),
         packager=raw.get("packager", {}).get("tar", {}),
+        packager_image=raw.get("packager", {}).get("image", {}),
         runtimes=runtimes,
         bus_sections=dict(buses),
     )

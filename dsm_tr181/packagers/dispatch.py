@@ -1,0 +1,66 @@
+"""The daemon's packager: the ``image`` packager for images, the ``tar`` packager for DU archives.
+
+An image is an ``oci://`` reference, a directory holding ``oci-layout``, or an
+uncompressed tar with ``oci-layout`` or a ``docker save`` ``manifest.json`` at its
+top (and no ``config.json``, which makes a flat DU bundle); everything else, and
+every http(s) URL, goes to the tar packager. Removal goes through the image
+packager, which also drops the bundle's layer references (a no-op for tar bundles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dsm_tr181.errors import Fault
+from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
+from dsm_tr181.packagers.fetch import _local_path
+from dsm_tr181.packagers.image import ImagePackager
+from dsm_tr181.packagers.imageref import is_image_ref
+from dsm_tr181.packagers.imagesources import OCI_LAYOUT, archive_kind, tar_top_names
+from dsm_tr181.packagers.tar import TarPackager
+
+
+class AutoPackager:
+    def __init__(self, tar: TarPackager, image: ImagePackager) -> None:
+        self.tar = tar
+        self.image = image
+
+    @classmethod
+    def create(cls, tar_section: Mapping[str, Any], image_section: Mapping[str, Any], bundle_dir: Path) -> AutoPackager:
+        """Both packagers from their sections; the layer store defaults to ``layers`` beside ``bundle_dir``."""
+        return cls(
+            TarPackager.from_config(tar_section), ImagePackager.from_config(image_section, bundle_dir.parent / "layers")
+        )
+
+    def __repr__(self) -> str:
+        return f"AutoPackager({self.tar!r}, {self.image!r})"
+
+    async def unpack(self, source: PackageSource, target: Path, progress: ProgressCallback) -> BundleInfo:
+        chosen = self.image if await asyncio.to_thread(is_image_source, source.url) else self.tar
+        return await chosen.unpack(source, target, progress)
+
+    async def remove(self, bundle: Path) -> None:
+        await self.image.remove(bundle)
+
+
+def is_image_source(url: str) -> bool:
+    """Whether ``url`` names an image (see the module docstring); unreadable sources go to tar, which says why."""
+    if is_image_ref(url):
+        return True
+    try:
+        path = _local_path(url, url)
+    except Fault:
+        return False
+    if path is None:
+        return False
+    try:
+        if path.is_dir():
+            return os.path.isfile(path / OCI_LAYOUT)
+        with open(path, "rb") as file:
+            return archive_kind(tar_top_names(file)) != ""
+    except OSError:
+        return False
