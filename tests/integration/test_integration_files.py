@@ -69,7 +69,10 @@ def test_default_config_lists_every_adapter_key_with_its_default() -> None:
     text = (INTEGRATION / "dsm.toml").read_text()
     raw = tomllib.loads(text)
     commented = set(re.findall(r"^# (\w+) = ", text, flags=re.MULTILINE))  # keys with no default value
-    sections: dict[tuple[str, str], type] = {("packager", "tar"): TarPackagerConfig, ("packager", "image"): ImagePackagerConfig}
+    sections: dict[tuple[str, str], type] = {
+        ("packager", "tar"): TarPackagerConfig,
+        ("packager", "image"): ImagePackagerConfig,
+    }
     sections |= {("runtime", name): cls for name, cls in RUNTIME_CONFIGS.items()}
     sections |= {("bus", name): cls for name, cls in BUS_CONFIGS.items()}
     for (kind, name), cls in sections.items():
