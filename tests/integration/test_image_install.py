@@ -8,11 +8,15 @@ checks that a failure leaves no bundle, no layer and no row.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import pty
 import shutil
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from dsm_tr181.cli import size
 from dsm_tr181.errors import FaultCode
 from dsm_tr181.sample_image import Entry, Layout, busybox_layer, file, greeter, layer_tar
 from tests.integration.lcm_helpers import (
@@ -438,3 +443,51 @@ def test_docker_save_archive_installs_and_runs(dsm: DsmDaemon, images: Path) -> 
     eu = eu_of(dsm, du)
     start(dsm, eu)
     output_of(dsm, eu, "from-docker-save")
+
+
+# == the README example =======================================================================
+
+
+def dsmcli_on_a_terminal(dsm: DsmDaemon, *argv: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run dsmcli with its stderr on a pseudo-terminal (where --wait shows live progress); (result, terminal text)."""
+    env = {**os.environ, "DSM_SOCKET": str(dsm.socket)}
+    controller, terminal = pty.openpty()
+    with os.fdopen(controller, "rb", buffering=0) as screen:
+        done = subprocess.run([sys.executable, "-m", "dsm_tr181.cli", *argv], env=env, stdout=subprocess.PIPE,
+                              stderr=terminal, text=True, timeout=60, check=False)  # fmt: skip
+        os.close(terminal)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once everything written has been read
+            while chunk := screen.read(65536):
+                shown += chunk
+    return done, shown.decode(errors="replace")
+
+
+def test_readme_example_sample_image_pushed_and_installed_with_dsmcli(
+    dsm: DsmDaemon, registries: Registries, images: Path
+) -> None:
+    subprocess.run([sys.executable, "-m", "dsm_tr181.sample_image", str(images / "greeter")], check=True, timeout=60)
+    registries.plain.push(images / "greeter", "1.0", "greeter:1.0")
+
+    done, terminal = dsmcli_on_a_terminal(dsm, "du.install", "default", registries.plain.ref("greeter:1.0"), "--wait")
+
+    assert done.returncode == 0, terminal
+    layer_bytes = sum(p.stat().st_size for p in (images / "greeter/blobs/sha256").iterdir()) - sum(
+        len(blob_text) for blob_text in small_blobs(images / "greeter")
+    )
+    assert f"download: {size(layer_bytes)} of {size(layer_bytes)} (100%)" in terminal, terminal
+    assert "DUStateChange.CurrentState = Installed" in done.stdout
+    (du,) = rows(dsm, DU)
+    assert operate(dsm, du + "Uninstall()").ok
+    from_layout, terminal = dsmcli_on_a_terminal(dsm, "du.install", "default", str(images / "greeter"), "--wait")
+    assert "DUStateChange.CurrentState = Installed" in from_layout.stdout, terminal
+    (du,) = rows(dsm, DU)
+    eu = eu_of(dsm, du)
+    start(dsm, eu)
+    output_of(dsm, eu, "hello from an image")
+
+
+def small_blobs(layout: Path) -> list[bytes]:
+    """The JSON blobs (manifest, config) of a layout: not layers."""
+    blobs = [p.read_bytes() for p in (layout / "blobs/sha256").iterdir()]
+    return [data for data in blobs if data.startswith(b"{")]
