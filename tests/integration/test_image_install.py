@@ -8,6 +8,7 @@ checks that a failure leaves no bundle, no layer and no row.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import io
@@ -26,7 +27,9 @@ from typing import Any
 import pytest
 
 from dsm_tr181.cli import size
-from dsm_tr181.errors import FaultCode
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.ports import PackageSource
+from dsm_tr181.packagers.image import ImagePackager, ImagePackagerConfig
 from dsm_tr181.sample_image import Entry, Layout, busybox_layer, file, greeter, layer_tar
 from tests.integration.lcm_helpers import (
     DU,
@@ -219,6 +222,12 @@ def test_https_registry_with_basic_auth_needs_the_credentials(
     assert_nothing_left(dsm, anonymous, FaultCode.TRANSFER_AUTH_FAILURE, "no Username/Password")
     wrong = install(dsm, url, Username=USER, Password="not-" + PASSWORD)
     assert_nothing_left(dsm, wrong, FaultCode.TRANSFER_AUTH_FAILURE, "refused the credentials")
+
+    untrusting = ImagePackager(ImagePackagerConfig(), images / "layers")  # the system CAs only
+    (images / "bundles").mkdir()
+    with pytest.raises(Fault) as raised:
+        asyncio.run(untrusting.unpack(PackageSource(url, USER, PASSWORD), images / "bundles" / "g", lambda d, t: None))
+    assert raised.value.code is FaultCode.SERVER_INSECURE and "certificate not trusted" in raised.value.message
 
     du = installed(install(dsm, url, Username=USER, Password=PASSWORD))
     assert value(dsm, du + "Name") == "greeter"
