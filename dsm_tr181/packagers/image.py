@@ -41,7 +41,7 @@ import http.client
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,11 +114,25 @@ class ImagePackagerConfig:
         return Platform.parse(self.platform) if self.platform else Platform.host()
 
 
-class ImagePackager:
-    """Packager for OCI images (see the module docstring)."""
+# (image config, manifest annotations, root filesystem path, label) → the bundle's config.json
+ConfigMaker = Callable[[dict[str, Any], dict[str, str], str, str], dict[str, Any]]
 
-    def __init__(self, config: ImagePackagerConfig | None = None, default_layer_dir: Path | None = None) -> None:
+
+class ImagePackager:
+    """Packager for OCI images (see the module docstring).
+
+    ``make_config`` builds config.json; the bundle generator (:mod:`dsm_tr181.bundlegen`)
+    passes its own to start from what BundleGen starts from.
+    """
+
+    def __init__(
+        self,
+        config: ImagePackagerConfig | None = None,
+        default_layer_dir: Path | None = None,
+        make_config: ConfigMaker = runtime_config,
+    ) -> None:
         self.config = config or ImagePackagerConfig()
+        self._make_config = make_config
         layer_dir = self.config.layer_dir or default_layer_dir
         if layer_dir is None:
             raise ValueError("packager image: layer_dir must be set")
@@ -258,7 +272,7 @@ class ImagePackager:
             rootfs.mkdir(mode=0o755)
             for layer in manifest.layers:
                 apply_layer(str(self.store.path(layer.hex)), str(rootfs), label, cancel)
-            spec = runtime_config(config, manifest.annotations, str(rootfs), label)
+            spec = self._make_config(config, manifest.annotations, str(rootfs), label)
             (staging / CONFIG).write_text(json.dumps(spec, indent=2))
         except OSError as exc:
             raise disk_fault(exc, f"{label}: cannot assemble the root filesystem") from exc
