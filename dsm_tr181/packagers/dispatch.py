@@ -5,6 +5,12 @@ uncompressed tar with ``oci-layout`` or a ``docker save`` ``manifest.json`` at i
 top (and no ``config.json``, which makes a flat DU bundle); everything else, and
 every http(s) URL, goes to the tar packager. Removal goes through the image
 packager, which also drops the bundle's layer references (a no-op for tar bundles).
+
+A bundle made for a platform (``dsm-bundle generate`` annotates :data:`PLATFORM` and
+:data:`COMPATIBILITY_KEY`) installs only on a device configured with that platform name
+and key (``[packager.image]`` ``platform_name`` and ``compatibility_key``); otherwise it
+is removed again and the install fails with DU_EE_MISMATCH naming both. Bundles without
+those annotations, and devices without a platform name, are not checked.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dsm_tr181.errors import Fault
+from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
 from dsm_tr181.packagers.fetch import _local_path
 from dsm_tr181.packagers.image import ImagePackager
 from dsm_tr181.packagers.imageref import is_image_ref
 from dsm_tr181.packagers.imagesources import OCI_LAYOUT, archive_kind, tar_top_names
 from dsm_tr181.packagers.tar import TarPackager
+
+PLATFORM = "com.rdkcentral.dac.platform"
+COMPATIBILITY_KEY = "com.rdkcentral.dac.compatibilityKey"
 
 
 class AutoPackager:
@@ -41,7 +50,23 @@ class AutoPackager:
 
     async def unpack(self, source: PackageSource, target: Path, progress: ProgressCallback) -> BundleInfo:
         chosen = self.image if await asyncio.to_thread(is_image_source, source.url) else self.tar
-        return await chosen.unpack(source, target, progress)
+        info = await chosen.unpack(source, target, progress)
+        mismatch = self._mismatch(info.annotations)
+        if mismatch:
+            await self.remove(info.path)
+            raise Fault(FaultCode.DU_EE_MISMATCH, f"{source.url}: {mismatch}")
+        return info
+
+    def _mismatch(self, annotations: Mapping[str, str]) -> str:
+        """Why a bundle made for a platform does not fit this device; "" when it does (or nobody says)."""
+        device = (self.image.config.platform_name, self.image.config.compatibility_key)
+        made_for = (annotations.get(PLATFORM, ""), annotations.get(COMPATIBILITY_KEY, ""))
+        if not device[0] or not any(made_for) or made_for == device:
+            return ""
+        return (
+            f"generated for platform {made_for[0] or '(none)'} with compatibility key {made_for[1] or '(none)'}; "
+            f"this device is platform {device[0]} with key {device[1] or '(none)'}"
+        )
 
     async def remove(self, bundle: Path) -> None:
         await self.image.remove(bundle)

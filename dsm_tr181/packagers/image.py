@@ -29,6 +29,9 @@ verify_tls             true       verify https certificates and host names
 connect_timeout        15         seconds for TCP connect + TLS handshake
 read_timeout           60         seconds any later wait for data may take
 max_redirects          5          HTTP redirects followed
+platform_name          ""         this device's RDK platform name (``dsm-bundle generate`` templates)
+compatibility_key      ""         this firmware's compatibility key; with platform_name, DUs made for
+                                  another platform or key are refused (see ``packagers/dispatch.py``)
 =====================  =========  ============================================
 """
 
@@ -93,6 +96,8 @@ class ImagePackagerConfig:
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
     max_redirects: int = 5
+    platform_name: str = ""
+    compatibility_key: str = ""
 
     def __post_init__(self) -> None:
         for name in ("max_image_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout"):
