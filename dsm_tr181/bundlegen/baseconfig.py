@@ -7,7 +7,8 @@ In short: umoci's defaults (terminal, the three default capabilities in all five
 NOFILE 1024, hostname ``umoci-default``, /proc /dev /dev/pts /dev/shm /dev/mqueue), the
 image's Entrypoint+Cmd, Env (over ``PATH``/``TERM=xterm``, ``HOME`` from /etc/passwd),
 WorkingDir, User (names from the image's /etc/passwd and /etc/group, read without
-following symlinks), Volumes as tmpfs, Labels and the image's os/architecture/author/
+following symlinks), Volumes as tmpfs (sorted: umoci lists them in Go's random map
+order), Labels and the image's os/architecture/author/
 created/exposedPorts/stopSignal as annotations; then the rootless changes: a user
 namespace mapping the running user to root, no network namespace, /sys and
 /etc/resolv.conf bound from the host.
@@ -32,13 +33,11 @@ def umoci_config(image: dict[str, Any], rootfs: str, label: str) -> dict[str, An
     args = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
     if not args:
         raise BundleError(f"{label}: the image has neither Entrypoint nor Cmd")
-    uid, gid, home, extra_gids = _user(str(config.get("User") or ""), rootfs, label)
+    uid, gid, home = _user(str(config.get("User") or ""), rootfs, label)
     env = _environment([_PATH, "TERM=xterm"], list(config.get("Env") or []))
     if not any(item.startswith("HOME=") for item in env):
         env.append(f"HOME={home}")
     user: dict[str, Any] = {"uid": uid, "gid": gid}
-    if extra_gids:
-        user["additionalGids"] = extra_gids
     mounts = _default_mounts() + [
         {
             "destination": path,
@@ -120,16 +119,14 @@ def _annotations(image: dict[str, Any], config: dict[str, Any]) -> dict[str, str
         IMAGE + "created": str(image.get("created") or _GO_ZERO_TIME),
         IMAGE + "os": str(image.get("os", "")),
     }
-    if config.get("ExposedPorts"):
-        out[IMAGE + "exposedPorts"] = ",".join(sorted(config["ExposedPorts"]))
-    if config.get("StopSignal"):
-        out[IMAGE + "stopSignal"] = str(config["StopSignal"])
+    out[IMAGE + "exposedPorts"] = ",".join(sorted(config.get("ExposedPorts") or {}))  # "" when none, as umoci
+    out[IMAGE + "stopSignal"] = str(config.get("StopSignal") or "")
     out.update({str(k): str(v) for k, v in (config.get("Labels") or {}).items()})
     return out
 
 
-def _user(spec: str, rootfs: str, label: str) -> tuple[int, int, str, list[int]]:
-    """uid, gid, home and supplementary groups, as libcontainer's GetExecUser works them out."""
+def _user(spec: str, rootfs: str, label: str) -> tuple[int, int, str]:
+    """uid, gid and home, as umoci works them out (no supplementary groups in rootless mode)."""
     user, _, group = spec.partition(":")
     passwd = _account_file(rootfs, "passwd", label)
     entry = next((row for row in passwd if row[0] == user or (user.isdigit() and row[2] == user)), None)
@@ -146,6 +143,4 @@ def _user(spec: str, rootfs: str, label: str) -> tuple[int, int, str, list[int]]
         if found is None:
             raise BundleError(f"{label}: the image's group {group!r} is not in its /etc/group")
         gid = int(found)
-    name = entry[0] if entry else ""
-    extra = [int(row[2]) for row in groups if not group and name and name in row[3].split(",") and int(row[2]) != gid]
-    return uid, gid, home, extra
+    return uid, gid, home
