@@ -3,6 +3,8 @@
 ``dsm-bundle generate IMAGE --template DIR|TGZ --platform NAME -o OUT.tar.gz`` — an OCI image
 made into a bundle for an RDK platform (see :mod:`~dsm_tr181.bundlegen.generate`).
 ``dsm-bundle key --template DIR|TGZ --platform NAME`` — the template's compatibility key.
+``dsm-bundle compose a,b.shell,c --modules modules.json [--base IMAGE] -o OUT`` — modules laid
+into a root filesystem (see :mod:`~dsm_tr181.bundlegen.compose`).
 Errors print one line naming the problem and exit 1, leaving no output file.
 """
 
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dsm_tr181.bundlegen.compose import Request, compose
 from dsm_tr181.bundlegen.errors import BundleError
 from dsm_tr181.bundlegen.generate import Source, generate
 from dsm_tr181.bundlegen.processor import LIB_MODES, RUNTIMES, Options
@@ -44,6 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--plain-http", action="append", default=[], metavar="HOST:PORT", help="registry over http")
     key = verbs.add_parser("key", help="print the template's compatibility key")
     _template_args(key)
+    comp = verbs.add_parser("compose", help="modules → a DU archive (or an OCI image layout)")
+    comp.add_argument("modules", help="comma-separated module names; name.run chooses a run configuration")
+    comp.add_argument("--modules-map", type=Path, required=True, help="modules.json naming the modules")
+    comp.add_argument("--base", default="", help="image to lay the modules over (any image source)")
+    comp.add_argument(
+        "-o", "--output", type=Path, required=True, help="DU archive (.tar.gz) or, with --oci, a directory"
+    )
+    comp.add_argument("--oci", action="store_true", help="write an OCI image layout instead of a DU archive")
+    comp.add_argument("--name", default="", help="DU name (default: the last module)")
+    comp.add_argument("--version", default="")
+    comp.add_argument("--define", action="append", default=[], metavar="VAR=VALUE", help="for ${VAR} in manifests")
     return parser
 
 
@@ -60,6 +74,12 @@ def _load_json(path: Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.verb == "compose":
+            variables = dict(item.partition("=")[::2] for item in args.define)
+            request = Request(args.modules.split(","), args.modules_map, args.output.absolute(), args.base, args.name,
+                              args.version, variables, args.oci)  # fmt: skip
+            print(compose(request))
+            return 0
         template = load_template(args.template, args.platform)
         if args.verb == "key":
             print(template.compatibility_key(args.api_version, args.release_type))

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import posixpath
+import stat
 from collections.abc import Iterator
 
 from dsm_tr181.bundlegen.errors import BundleError
@@ -108,3 +109,34 @@ def read_in_root(rootfs: str, path: str, limit: int = 64 << 20) -> bytes | None:
         base = "/" + "/".join(parents)
         current = posixpath.normpath(target if target.startswith("/") else posixpath.join(base, target))
     return None
+
+
+def copy_in(rootfs: str, path: str, source: str, mode: int) -> None:
+    """Copy the host file ``source`` to ``path`` (replacing what is there), parents made as needed."""
+    *parents, name = _parts(path)
+    if not name:
+        raise BundleError(f"{path!r}: not a file path")
+    with _directory(rootfs, parents, create=True) as fd:
+        _unlink_any(fd, name)
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode & 0o777, dir_fd=fd)
+        with open(source, "rb") as src, open(out, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        os.chmod(name, mode & 0o777, dir_fd=fd)
+
+
+def symlink_in(rootfs: str, path: str, target: str) -> None:
+    *parents, name = _parts(path)
+    with _directory(rootfs, parents, create=True) as fd:
+        _unlink_any(fd, name)
+        os.symlink(target, name, dir_fd=fd)
+
+
+def _unlink_any(fd: int, name: str) -> None:
+    try:
+        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(info.st_mode):
+        raise BundleError(f"{name}: a directory is in the way")
+    os.unlink(name, dir_fd=fd)
