@@ -18,8 +18,8 @@ import pytest
 from dsm_tr181.bundlegen.baseconfig import umoci_config
 from dsm_tr181.bundlegen.template import load_template
 from dsm_tr181.errors import FaultCode
-from dsm_tr181.sample_image import Layout, file
-from tests.integration.lcm_helpers import DU, install, needs_runc, operate, rows, top_entries, value
+from dsm_tr181.sample_image import Layout, file, greeter
+from tests.integration.lcm_helpers import DU, eventually, install, needs_runc, operate, rows, top_entries, value
 from tests.support.daemon import DsmDaemon
 from tests.unit.test_bundlegen import APP_ID, DATA, image_layout
 
@@ -160,4 +160,31 @@ def test_a_generated_du_installs_only_on_its_platform_and_firmware(
     assert (value(dsm, du + "Name"), value(dsm, du + "Version"), value(dsm, du + "Vendor")) == (
         APP_ID, "2.0.1", "example.com",
     )  # fmt: skip
+    assert operate(dsm, du + "Uninstall()").ok
+
+
+@needs_runc
+def test_a_composed_bundle_over_a_busybox_base_runs(daemon: tuple[DsmDaemon, str], tmp_path: Path) -> None:
+    dsm, _ = daemon
+    greeter(Layout(tmp_path / "base"))
+    app = tmp_path / "modules" / "hello"
+    app.mkdir(parents=True)
+    (app / "run.sh").write_text("trap 'exit 0' TERM; echo composed-and-running; sleep 3600 & wait\n")
+    (app / "usr.manifest").write_text("/app/run.sh: ${MODULE_DIR}/run.sh\n")
+    (app / "module.json").write_text(json.dumps({"run": {"default": {"args": ["/bin/sh", "/app/run.sh"]}}}))
+    (tmp_path / "modules.json").write_text(json.dumps({"hello": {"type": "direct-dir", "path": "modules/hello"}}))
+    mapping, out = str(tmp_path / "modules.json"), str(tmp_path / "hello.tar.gz")
+    composed = dsm_bundle("compose", "hello", "--modules-map", mapping, "--base", str(tmp_path / "base"),
+                          "--version", "0.1", "-o", out)  # fmt: skip
+    assert composed.returncode == 0, composed.stderr
+
+    outcome = install(dsm, str(tmp_path / "hello.tar.gz"))
+
+    assert outcome.ok and outcome.event is not None, outcome
+    du = str(outcome.event["DeploymentUnitRef"]) + "."
+    assert (value(dsm, du + "Name"), value(dsm, du + "Version")) == ("hello", "0.1")
+    (eu,) = value(dsm, du + "ExecutionUnitList").split(",")
+    assert operate(dsm, eu + ".SetRequestedState()", {"RequestedState": "Active"}).ok
+    log_file = dsm.state / "logs" / f"{value(dsm, eu + '.EUID')}.log"
+    eventually(lambda: log_file.exists() and "composed-and-running" in log_file.read_text(), what="composed output")
     assert operate(dsm, du + "Uninstall()").ok
