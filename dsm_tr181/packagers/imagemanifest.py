@@ -1,8 +1,9 @@
 """OCI / Docker image manifests and indexes: parsed, checked, and an index resolved to one platform.
 
 Accepted media types: OCI image manifest and index, Docker schema 2 manifest and
-manifest list. Layers may be uncompressed or gzip tars (OCI ``+gzip``, Docker
-``rootfs.diff.tar.gzip``); zstd and non-distributable "foreign" layers are refused.
+manifest list. Layers may be uncompressed, gzip (OCI ``+gzip``, Docker
+``rootfs.diff.tar.gzip``) or zstd (OCI ``+zstd``, with the optional ``zstandard``
+package) tars; non-distributable "foreign" layers are refused.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ LAYER_TYPES = frozenset(
     {
         "application/vnd.oci.image.layer.v1.tar",
         "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
         "application/vnd.docker.image.rootfs.diff.tar",
         "application/vnd.docker.image.rootfs.diff.tar.gzip",
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,7 @@ from dsm_tr181.packagers.layers import apply_layer
 from dsm_tr181.packagers.layerstore import LayerStore
 from dsm_tr181.packagers.worker import Cancel
 from dsm_tr181.sample_bundle import make_archive, make_bundle
-from dsm_tr181.sample_image import Entry, Layout, file
+from dsm_tr181.sample_image import Entry, Layout, file, layer_tar
 
 pytestmark = pytest.mark.unit
 
@@ -237,3 +238,30 @@ def test_sources_go_to_the_image_packager_by_scheme_or_content(tmp_path: Path) -
     assert not is_image_source(str(bundle_tar))
     assert not is_image_source("https://example.com/image.tar")
     assert not is_image_source(str(tmp_path / "missing.tar"))
+
+
+# == zstd layers ====================================================================================
+
+
+def test_zstd_layers_are_unpacked_and_corrupt_ones_refused(tmp_path: Path) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    layout = Layout(tmp_path / "img")
+    raw = layer_tar([file("hello.txt", "zstd says hi")])
+    good = zstandard.ZstdCompressor().compress(raw)
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+    layer = layout.blob(good, "application/vnd.oci.image.layer.v1.tar+zstd")
+    layout.tag(layout.image([(layer, diff_id)], {"Cmd": ["/x"]}), "1.0")
+    bad_layout = Layout(tmp_path / "bad")
+    broken = good[: len(good) // 2]  # a truncated frame
+    bad_layer = bad_layout.blob(broken, "application/vnd.oci.image.layer.v1.tar+zstd")
+    bad_layout.tag(bad_layout.image([(bad_layer, diff_id)], {"Cmd": ["/x"]}), "1.0")
+    (tmp_path / "bundles").mkdir()
+    packager = ImagePackager(ImagePackagerConfig(), tmp_path / "layers")
+
+    info = asyncio.run(packager.unpack(PackageSource(str(layout.root)), tmp_path / "bundles" / "g", lambda d, t: None))
+
+    assert (info.path / "rootfs" / "hello.txt").read_text() == "zstd says hi"
+    with pytest.raises(Fault) as raised:
+        asyncio.run(packager.unpack(PackageSource(str(bad_layout.root)), tmp_path / "bundles" / "h", lambda d, t: None))
+    assert raised.value.code is FaultCode.CORRUPT_DATA, raised.value
+    assert os.listdir(tmp_path / "bundles") == ["g"]
