@@ -2,8 +2,10 @@
 
 An image is an ``oci://`` reference, a directory holding ``oci-layout``, or an
 uncompressed tar with ``oci-layout`` or a ``docker save`` ``manifest.json`` at its
-top (and no ``config.json``, which makes a flat DU bundle); everything else, and
-every http(s) URL, goes to the tar packager. Removal goes through the image
+top (and no ``config.json``, which makes a flat DU bundle). Of an http(s) archive only
+the start is looked at, with one extra GET read no further than its first 8 KiB
+(:func:`~dsm_tr181.packagers.imagesources.looks_like_image_tar`). Everything else goes
+to the tar packager, which also reports what was wrong with an unreadable source. Removal goes through the image
 packager, which also drops the bundle's layer references (a no-op for tar bundles).
 
 A bundle made for a platform (``dsm-bundle generate`` annotates :data:`PLATFORM` and
@@ -16,6 +18,7 @@ those annotations, and devices without a platform name, are not checked.
 from __future__ import annotations
 
 import asyncio
+import http.client as http_client
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,9 +27,10 @@ from typing import Any
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
 from dsm_tr181.packagers.fetch import _local_path
+from dsm_tr181.packagers.httpget import BasicAuth, HttpOptions, open_url
 from dsm_tr181.packagers.image import ImagePackager
 from dsm_tr181.packagers.imageref import is_image_ref
-from dsm_tr181.packagers.imagesources import OCI_LAYOUT, archive_kind, tar_top_names
+from dsm_tr181.packagers.imagesources import OCI_LAYOUT, PEEK_BYTES, archive_kind, looks_like_image_tar, tar_top_names
 from dsm_tr181.packagers.tar import TarPackager
 
 PLATFORM = "com.rdkcentral.dac.platform"
@@ -49,7 +53,8 @@ class AutoPackager:
         return f"AutoPackager({self.tar!r}, {self.image!r})"
 
     async def unpack(self, source: PackageSource, target: Path, progress: ProgressCallback) -> BundleInfo:
-        chosen = self.image if await asyncio.to_thread(is_image_source, source.url) else self.tar
+        image = await asyncio.to_thread(is_image_source, source, self.image.config.http())
+        chosen = self.image if image else self.tar
         info = await chosen.unpack(source, target, progress)
         mismatch = self._mismatch(info.annotations)
         if mismatch:
@@ -72,8 +77,9 @@ class AutoPackager:
         await self.image.remove(bundle)
 
 
-def is_image_source(url: str) -> bool:
-    """Whether ``url`` names an image (see the module docstring); unreadable sources go to tar, which says why."""
+def is_image_source(source: PackageSource, http: HttpOptions) -> bool:
+    """Whether ``source`` names an image (see the module docstring)."""
+    url = source.url
     if is_image_ref(url):
         return True
     try:
@@ -81,7 +87,7 @@ def is_image_source(url: str) -> bool:
     except Fault:
         return False
     if path is None:
-        return False
+        return _remote_image(source, http)
     try:
         if path.is_dir():
             return os.path.isfile(path / OCI_LAYOUT)
@@ -89,3 +95,17 @@ def is_image_source(url: str) -> bool:
             return archive_kind(tar_top_names(file)) != ""
     except OSError:
         return False
+
+
+def _remote_image(source: PackageSource, http: HttpOptions) -> bool:
+    auth = BasicAuth(source.username, source.password) if source.username or source.password else None
+    try:
+        with open_url(source.url, auth, http) as reply:
+            if reply.response.status != 200:
+                return False
+            start = b""
+            while len(start) < PEEK_BYTES and (more := reply.response.read(PEEK_BYTES - len(start))):
+                start += more
+    except (Fault, OSError, http_client.HTTPException):
+        return False
+    return looks_like_image_tar(start)

@@ -1,5 +1,9 @@
 """The ``image`` packager: OCI images (registry references, image layouts, docker save archives) → bundles.
 
+Sources: ``oci://`` references, image layouts (directories) and image archives (local, or
+over http(s): downloaded whole into an unnamed temporary file first, as they are read in
+any order; a caller's ``sha256:`` digest is checked).
+
 ``unpack`` resolves the source's manifest (an index to this device's platform,
 architecture and variant), reads the image config, then fetches each layer the
 layer store lacks, streaming it straight into safe extraction
@@ -44,18 +48,21 @@ import http.client
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
+from dsm_tr181.packagers import integrity
 from dsm_tr181.packagers.bundle import CONFIG, Layout, _check_symlinks, claim, describe
 from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
-from dsm_tr181.packagers.fetch import _local_path
-from dsm_tr181.packagers.httpget import HttpOptions, display_url
+from dsm_tr181.packagers.fetch import FetchOptions, _body_size, _copy_hashed, _local_path
+from dsm_tr181.packagers.httpget import BasicAuth, HttpOptions, display_url, open_url
 from dsm_tr181.packagers.imageconfig import runtime_config
 from dsm_tr181.packagers.imagemanifest import (
     INDEX_TYPES,
@@ -68,7 +75,7 @@ from dsm_tr181.packagers.imagemanifest import (
     select,
 )
 from dsm_tr181.packagers.imageref import Platform, is_image_ref, parse_ref
-from dsm_tr181.packagers.imagesources import ImageSource, RegistrySource, local_source
+from dsm_tr181.packagers.imagesources import ImageSource, RegistrySource, archive_source, local_source
 from dsm_tr181.packagers.layers import apply_layer
 from dsm_tr181.packagers.layerstore import LayerStore
 from dsm_tr181.packagers.worker import Cancel, disk_fault, make_staging, remove_tree
@@ -198,12 +205,31 @@ class ImagePackager:
             return
         label = display_url(source.url)
         path = _local_path(source.url, label)
-        if path is None:
-            raise Fault(
-                FaultCode.UNSUPPORTED_PROTOCOL, f"{label}: images are read from oci:// registries or local files"
-            )
-        with local_source(path, label) as image:
-            yield image
+        if path is not None:
+            with local_source(path, label) as image:
+                yield image
+            return
+        with self._download(source, label, cancel) as file:
+            yield archive_source(file, Path(urlsplit(source.url).path).name, label)
+
+    @contextmanager
+    def _download(self, source: PackageSource, label: str, cancel: Cancel) -> Iterator[BinaryIO]:
+        """An image archive over http(s), whole in an unnamed temporary file (it is read in any order)."""
+        expected = integrity.parse_expected(source.digest)
+        auth = BasicAuth(source.username, source.password) if source.username or source.password else None
+        options = FetchOptions(self.config.http(), self.config.max_image_bytes, sibling_digest=False)
+        try:
+            file = tempfile.TemporaryFile(dir=self.store.root)  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise disk_fault(exc, f"cannot create a download file in {self.store.root}") from exc
+        with file:
+            with open_url(source.url, auth, options.http) as reply, cancel.hook(reply.abort):
+                total = _body_size(reply, self.store.root, options)
+                digest = _copy_hashed(reply.response, file, total, options, lambda d, t: None, cancel, label)
+            if expected:
+                integrity.verify(digest, expected, label)
+            file.seek(0)
+            yield file
 
     def _resolve(self, image: ImageSource) -> tuple[Manifest, str]:
         """The image manifest for this device, and its hex digest."""

@@ -173,9 +173,51 @@ def local_source(path: Path, label: str) -> Iterator[ImageSource]:
     except OSError as exc:
         raise Fault(FaultCode.FILE_ACCESS_FAILURE, f"{label}: cannot open ({exc.strerror})") from None
     with file:
-        kind = archive_kind(tar_top_names(file))
-        name = path.name.removesuffix(".tar")
-        yield _make(kind, _Tar(file, label), name, label)
+        yield archive_source(file, path.name, label)
+
+
+def archive_source(file: BinaryIO, file_name: str, label: str) -> ImageSource:
+    """The image in an uncompressed tar read in place (a layout's or ``docker save``'s)."""
+    kind = archive_kind(tar_top_names(file))
+    return _make(kind, _Tar(file, label), file_name.removesuffix(".tar"), label)
+
+
+PEEK_BYTES = 8192
+
+
+def looks_like_image_tar(start: bytes) -> bool:
+    """Whether the first bytes of an uncompressed tar start an image archive.
+
+    For a remote archive only its start is looked at: the first member (after ``./`` and
+    pax / GNU long-name headers) of an image tar is one of its top-level names
+    (``oci-layout``, ``index.json``, ``blobs/``, ``manifest.json``, ``repositories``) or an
+    old ``docker save`` layer id (``<64 hex>/`` or ``<64 hex>.json``); a DU archive starts
+    with ``config.json``, ``rootfs/`` or its top folder.
+    """
+    offset = 0
+    while offset + 512 <= len(start):
+        header = start[offset : offset + 512]
+        if header[257:262] != b"ustar":
+            return False
+        try:
+            size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError:
+            return False
+        offset += 512
+        if header[156:157] in (b"x", b"g", b"L", b"K"):  # metadata for the next member
+            offset += -(-size // 512) * 512
+            continue
+        name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+        prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
+        top = _normal(f"{prefix}/{name}" if prefix else name).split("/", 1)[0]
+        if not top:
+            offset += -(-size // 512) * 512
+            continue
+        if top in (OCI_LAYOUT, "index.json", "blobs", DOCKER_MANIFEST, "repositories"):
+            return True
+        stem = top.removesuffix(".json")
+        return len(stem) == 64 and all(c in "0123456789abcdef" for c in stem)
+    return False
 
 
 def _make(kind: str, files: _Files, name: str, label: str) -> ImageSource:

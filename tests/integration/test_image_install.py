@@ -454,6 +454,27 @@ def test_docker_save_archive_installs_and_runs(dsm: DsmDaemon, images: Path) -> 
     output_of(dsm, eu, "from-docker-save")
 
 
+def test_image_archives_over_http_are_told_apart_from_du_archives(
+    dsm: DsmDaemon, registries: Registries, images: Path
+) -> None:
+    layout = Layout(images / "layout")
+    config = {"Cmd": ["/bin/sh", "-c", SERVICE.format(greeting="from-an-http-archive")]}
+    layout.tag(layout.image(whiteout_layers(), config, annotations={"org.opencontainers.image.title": "web"}), "1.0")
+    archive = registries.fake_root / "served-image.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(layout.root, arcname=".")
+    url = f"http://127.0.0.1:{registries.fake.port}/served-image.tar"
+
+    du = installed(install(dsm, url))
+
+    assert value(dsm, du + "Name") == "web"
+    check_whiteouts(bundle(dsm, du) / "rootfs")
+    assert list((dsm.state / "layers").glob("tmp*")) == []  # the download went with its install
+    eu = eu_of(dsm, du)
+    start(dsm, eu)
+    output_of(dsm, eu, "from-an-http-archive")
+
+
 # == the README example =======================================================================
 
 

@@ -14,7 +14,9 @@ import pytest
 
 from dsm_tr181.bundlegen.compose import Request, compose, load_map, manifest_entries, resolve
 from dsm_tr181.bundlegen.errors import BundleError
+from dsm_tr181.lcm.ports import PackageSource
 from dsm_tr181.packagers.dispatch import is_image_source
+from dsm_tr181.packagers.image import ImagePackagerConfig
 
 pytestmark = pytest.mark.unit
 
@@ -189,7 +191,7 @@ def test_run_configuration_errors(tmp_path: Path) -> None:
 def test_compose_writes_an_oci_layout_the_image_packager_reads(tmp_path: Path) -> None:
     out = tmp_path / "layout"
     compose(Request(["app"], app_modules(tmp_path), out, oci=True))
-    assert is_image_source(str(out))
+    assert is_image_source(PackageSource(str(out)), ImagePackagerConfig().http())
     index = json.loads((out / "index.json").read_text())
     blobs = out / "blobs" / "sha256"
     manifest = json.loads((blobs / index["manifests"][0]["digest"].removeprefix("sha256:")).read_text())

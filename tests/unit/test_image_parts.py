@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from dsm_tr181.packagers.image import ImagePackager, ImagePackagerConfig
 from dsm_tr181.packagers.imageconfig import runtime_config
 from dsm_tr181.packagers.imagemanifest import select
 from dsm_tr181.packagers.imageref import ImageRef, Platform, parse_ref
+from dsm_tr181.packagers.imagesources import PEEK_BYTES, looks_like_image_tar
 from dsm_tr181.packagers.layers import apply_layer
 from dsm_tr181.packagers.layerstore import LayerStore
 from dsm_tr181.packagers.worker import Cancel
@@ -229,15 +232,50 @@ def test_runtime_config_refuses_what_it_cannot_run(tmp_path: Path) -> None:
 # == which packager ================================================================================
 
 
+def image_source(url: str) -> bool:
+    return is_image_source(PackageSource(url), ImagePackagerConfig(connect_timeout=2).http())
+
+
 def test_sources_go_to_the_image_packager_by_scheme_or_content(tmp_path: Path) -> None:
     layout = Layout(tmp_path / "layout")
     layout.tag(layout.image([[file("x", "y")]], {"Cmd": ["/x"]}), "1.0")
     bundle_tar = make_archive(make_bundle(tmp_path / "b" / "hello"), tmp_path / "hello.tar", flat=True)
-    assert is_image_source("oci://r/app:1")
-    assert is_image_source(str(layout.root)) and is_image_source(layout.root.as_uri())
-    assert not is_image_source(str(bundle_tar))
-    assert not is_image_source("https://example.com/image.tar")
-    assert not is_image_source(str(tmp_path / "missing.tar"))
+    assert image_source("oci://r/app:1")
+    assert image_source(str(layout.root)) and image_source(layout.root.as_uri())
+    assert not image_source(str(bundle_tar))
+    assert not image_source("https://127.0.0.1:1/image.tar")  # unreachable: the tar packager says why
+    assert not image_source(str(tmp_path / "missing.tar"))
+
+
+def tar_start(names: list[str], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            if name.endswith("/"):
+                info.type = tarfile.DIRTYPE
+            tar.addfile(info, io.BytesIO(b""))
+    return out.getvalue()[:PEEK_BYTES]
+
+
+@pytest.mark.parametrize(
+    ("names", "image"),
+    [
+        (["./", "./oci-layout", "./index.json"], True),
+        (["blobs/", "blobs/sha256/"], True),
+        (["index.json"], True),
+        (["a" * 64 + "/", "a" * 64 + "/layer.tar"], True),  # old docker save
+        (["b" * 64 + ".json"], True),
+        (["manifest.json"], True),
+        (["blobs/sha256/" + "é" * 120], True),  # a pax header first
+        (["./", "./config.json", "./rootfs/"], False),  # flat DU
+        (["hello/", "hello/config.json"], False),  # DU in a top folder
+        (["rootfs/"], False),
+    ],
+)
+def test_the_start_of_a_remote_tar_tells_an_image(names: list[str], image: bool) -> None:
+    assert looks_like_image_tar(tar_start(names)) is image
+    assert looks_like_image_tar(b"\x1f\x8b" + bytes(600)) is False  # compressed: a DU archive
 
 
 # == zstd layers ====================================================================================
