@@ -41,6 +41,7 @@ from tests.integration.lcm_helpers import (
     install,
     needs_runc,
     operate,
+    operate_async,
     row,
     rows,
     runc_state,
@@ -336,6 +337,24 @@ def test_stalled_blob_server_fails_and_leaves_nothing(dsm: DsmDaemon, registries
     outcome = install(dsm, f"oci://127.0.0.1:{registries.fake.port}/stall:1.0")
 
     assert_nothing_left(dsm, outcome, FaultCode.DOWNLOAD_INCOMPLETE, "stalled")
+
+
+def test_a_crash_during_a_layer_download_leaves_nothing_after_the_restart(
+    dsm: DsmDaemon, registries: Registries, images: Path
+) -> None:
+    layout = Layout(images / "app")
+    layer_path = fake_registry(registries.fake_root, layout, greeter(layout), "crash")
+    registries.fake.redirects[layer_path] = f"http://127.0.0.1:{registries.slow.port}{layer_path}"
+    operate_async(dsm, INSTALL_DU, {"URL": f"oci://127.0.0.1:{registries.fake.port}/crash:1.0", "ExecutionEnvRef": EE1})
+    eventually(lambda: any(r.path == layer_path for r in registries.slow.requests), what="the layer download")
+
+    dsm.kill9()  # while the layer is being extracted into the store's staging directory
+    dsm.start()
+
+    assert rows(dsm, DU) == []
+    assert top_entries(dsm.state / "bundles") == []
+    assert top_entries(dsm.state / "layers" / "layers") == []  # no layer, no staging directory
+    assert top_entries(dsm.state / "layers" / "refs") == []
 
 
 # == layer sharing =========================================================================
