@@ -20,7 +20,10 @@ fails on ``journald`` with a ``limit``); ``ipc``/``minidump``/``oomcrash``/``thu
 plugins are not added for runc/crun (BundleGen fails with a KeyError there); /etc/hosts
 holds ``127.0.0.1\\tlocalhost`` plus a newline (BundleGen writes a stray quote); removing an
 image library never follows a symlink out of the root filesystem (BundleGen's realpath
-resolves it on the build host). ``createmountpoints`` is not offered.
+resolves it on the build host); an app asking for more RAM than ``hardware.maxRam`` is refused
+(BundleGen clamps the limit with a warning; the issue asks for a clear error). The library
+choice of the ``normal`` mode reads ELF version definitions itself (BundleGen runs
+``readelf -V``, with the same result). ``createmountpoints`` and ``.ipk`` output are not offered.
 """
 
 from __future__ import annotations
