@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from dsm_tr181.bundlegen.cli import main as dsm_bundle
 from dsm_tr181.bundlegen.errors import BundleError
 from dsm_tr181.bundlegen.generate import Source, generate
+from dsm_tr181.bundlegen.libraries import LibraryMatcher, version_definitions
 from dsm_tr181.bundlegen.processor import Options, parse_size
 from dsm_tr181.bundlegen.template import Template, load_template
 from dsm_tr181.sample_image import Entry, Layout, file
@@ -358,3 +360,40 @@ def test_sizes_parse_as_binary_units() -> None:
     ]  # fmt: skip
     with pytest.raises(BundleError):
         parse_size("lots")
+
+
+def test_version_definitions_read_as_bundlegen_reads_readelf(tmp_path: Path) -> None:
+    readelf = shutil.which("readelf")
+    libc = next((p for p in (Path("/lib/x86_64-linux-gnu/libc.so.6"), Path("/lib/aarch64-linux-gnu/libc.so.6"))
+                 if p.exists()), None)  # fmt: skip
+    if readelf is None or libc is None:
+        pytest.skip("needs readelf (binutils) and a glibc")
+    output = subprocess.run([readelf, "-V", str(libc)], capture_output=True, text=True, check=True).stdout
+    section = output.split("Version definition section", 1)[1].split("Version needs section", 1)[0]
+    expected = [
+        line.split("Name: ", 1)[1] for line in section.splitlines() if line.startswith("  0x") and "Name: " in line
+    ]
+    assert version_definitions(libc.read_bytes()) == expected and len(expected) > 10
+    assert version_definitions(b"not an ELF file") == []
+
+
+@pytest.mark.parametrize(("host_versions", "taken"), [("all", "host"), ("fewer", "image")])
+def test_normal_mode_compares_version_definitions(tmp_path: Path, host_versions: str, taken: str) -> None:
+    libc = Path("/lib/x86_64-linux-gnu/libc.so.6")
+    if not libc.exists():
+        pytest.skip("needs an x86-64 glibc to stand in for the image's")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "lib").mkdir(parents=True)
+    shutil.copy(libc, rootfs / "lib" / "libc.so.6")
+    image_versions = version_definitions(libc.read_bytes())
+    versions = [*image_versions, "GLIBC_9.9"] if host_versions == "all" else image_versions[:3]
+    platform = {"libs": [{"name": "/lib/libc.so.6", "apiversions": versions, "deps": []}]}
+    mounted: list[tuple[str, str]] = []
+    matcher = LibraryMatcher(platform, str(rootfs), lambda s, d: mounted.append((s, d)), "normal", True)
+
+    matcher.mount_or_use_image("/lib/libc.so.6", "/lib/libc.so.6")
+
+    if taken == "host":
+        assert mounted == [("/lib/libc.so.6", "/lib/libc.so.6")] and not (rootfs / "lib/libc.so.6").exists()
+    else:
+        assert mounted == [] and (rootfs / "lib/libc.so.6").exists()
