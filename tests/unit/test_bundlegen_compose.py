@@ -14,6 +14,9 @@ import pytest
 
 from dsm_tr181.bundlegen.compose import Request, compose, load_map, manifest_entries, resolve
 from dsm_tr181.bundlegen.errors import BundleError
+from dsm_tr181.bundlegen.generate import Source, generate
+from dsm_tr181.bundlegen.processor import Options
+from dsm_tr181.bundlegen.template import load_template
 from dsm_tr181.lcm.ports import PackageSource
 from dsm_tr181.packagers.dispatch import is_image_source
 from dsm_tr181.packagers.image import ImagePackagerConfig
@@ -197,3 +200,18 @@ def test_compose_writes_an_oci_layout_the_image_packager_reads(tmp_path: Path) -
     manifest = json.loads((blobs / index["manifests"][0]["digest"].removeprefix("sha256:")).read_text())
     config = json.loads((blobs / manifest["config"]["digest"].removeprefix("sha256:")).read_text())
     assert config["config"]["Cmd"] == ["/bin/sh", "/app/run.sh"]
+
+
+def test_a_composed_oci_layout_goes_through_the_generator(tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    compose(Request(["app"], app_modules(tmp_path), layout, oci=True))
+    data = Path(__file__).parent / "data" / "bundlegen"
+    metadata = json.loads((data / "weather.json").read_text()) | {"graphics": False}
+    out = tmp_path / "generated.tar.gz"
+
+    generate(Source(str(layout)), load_template(data, "testplat"), metadata, Options("dobby"), out,
+             api_version="5", release_type="prod")  # fmt: skip
+
+    result = archive_of(out)
+    assert result["config"]["process"]["args"] == ["/usr/libexec/DobbyInit", "/bin/sh", "/app/run.sh"]
+    assert result["files"]["rootfs/app/run.sh"] == b"echo composed\n"
