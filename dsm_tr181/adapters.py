@@ -15,6 +15,8 @@ from dsm_tr181.errors import AdapterUnavailable
 REGISTRY: dict[str, dict[str, str]] = {
     "packager": {
         "tar": "dsm_tr181.packagers.tar:TarPackager",
+        "image": "dsm_tr181.packagers.image:ImagePackager",
+        "auto": "dsm_tr181.packagers.dispatch:AutoPackager",
     },
     "runtime": {
         "runc": "dsm_tr181.runtimes.oci:OciRuntime",

@@ -118,7 +118,10 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     extensions = fleet.extensions(datamodel) if fleet_settings.enable else []
     dm = DataModel(load_schema(datamodel, cache_dir=state_dir, extensions=extensions))
     try:
-        packager = adapters.load("packager", "tar").from_config(config.packager)
+        # Images to the image packager, DU archives to the tar packager (dsm_tr181/packagers/dispatch.py).
+        packager = adapters.load("packager", "auto").create(
+            config.packager, config.packager_image, config.lcm.bundle_dir
+        )
         sealer = FernetSealer(state_dir / "secret.key")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
