@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from dsm_tr181.containerspec import ConfinementPolicy, EuInputs, SpecContext, ef
 from dsm_tr181.containerspec.defaults import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from dsm_tr181.containerspec.seccomp import DENIED
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm.confinement import first_free
+from dsm_tr181.lcm.confinement import first_free, shift_ownership
 from dsm_tr181.sample_bundle import oci_config
 
 pytestmark = pytest.mark.unit
@@ -156,3 +158,19 @@ def test_uid_ranges_never_overlap(taken: list[tuple[int, int]], size: int) -> No
     assert start >= 100
     for base, count in taken:
         assert start + size <= base or base + count <= start
+
+
+def test_shifting_ownership_never_touches_a_shared_layer_file(tmp_path: Path) -> None:
+    """Image layers are hard-linked into every DU using them: a user-namespaced DU gets its
+    own copy of a file before its owner changes."""
+    store, rootfs = tmp_path / "layers", tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    store.mkdir()
+    (store / "shared").write_text("layer")
+    os.link(store / "shared", rootfs / "bin" / "shared")
+    (rootfs / "own").write_text("mine")
+    shift_ownership(rootfs, 1_000_000, 65536)
+    assert os.lstat(store / "shared").st_uid == 0 and os.lstat(store / "shared").st_nlink == 1
+    assert os.lstat(rootfs / "bin" / "shared").st_uid == 1_000_000
+    assert (rootfs / "bin" / "shared").read_text() == "layer"
+    assert os.lstat(rootfs / "own").st_uid == 1_000_000 and os.lstat(rootfs).st_gid == 1_000_000
