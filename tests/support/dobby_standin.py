@@ -13,13 +13,24 @@ under its own ``--root``:
 - signals ``Started(i, s)``, then on exit ``StoppedWithStatus(i, s, i waitStatus)`` followed
   by ``Stopped(i, s)``; the container is then forgotten, as Dobby does.
 
-Like Dobby it publishes no introspection data (Introspect gets an error), answers
-wrong argument types with the failure value instead of a D-Bus error, reads
+Like Dobby (checked against DobbyDaemon built from rdkcentral/Dobby) it publishes no
+introspection data (Introspect gets an error), answers wrong argument types with the
+failure value instead of a D-Bus error (``GetState`` with -1), reads
 ``DBUS_SYSTEM_BUS_ADDRESS`` when no ``--address`` is given, converts ``1.0.2-dobby``
 bundles (original kept as ``config-dobby.json``, ``config.json`` rewritten as ``1.0.2``),
-reaps containers as a child subreaper and reports exit codes 129..192 as deaths by
-signal. Of the RDK plugins it honours only ``logging`` with the ``file`` sink (the file
-is truncated at each start) or ``devNull``; other output goes to /dev/null.
+writes ``container.pid`` into the bundle, sets the hostname to the container id, reaps
+containers as a child subreaper and reports exit codes 129..192 as deaths by signal.
+A graceful ``Stop`` sends SIGTERM and SIGKILL 0.5 s later, as Dobby does. ``GetInfo``
+has Dobby's fields and types (integer pids, ``processes`` with integer ``pid``/``nsPid``,
+``cpu.usage.total`` in ns, ``memory.user.*`` in bytes, a monotonic ``timestamp`` in ns).
+At start it kills what a previous instance left in its runc root, as Dobby does.
+Of the RDK plugins it honours only ``logging`` with the ``file`` sink (the file is
+truncated at each start) or ``devNull``; other output goes to /dev/null.
+
+Where the real daemon crashes, the stand-in refuses and says why on stderr: a bundle
+without ``linux.resources`` (Dobby's pids-limit code dereferences it) gets -1 from
+``StartFromBundle``, and ``GetInfo`` of a container started without ``rdkPlugins``
+(Dobby reads its plugin manager) gets "".
 
 Not like Dobby: runc instead of crun, no plugins or hooks, the ``fileOptions.limit`` of
 the logging plugin is not enforced, output reaches the log file through plain stdio
@@ -66,6 +77,7 @@ STATE_INVALID, STATE_STARTING, STATE_RUNNING, STATE_STOPPING, STATE_PAUSED = ran
 _STATE_NAMES = {STATE_STARTING: "starting", STATE_RUNNING: "running", STATE_PAUSED: "paused"}
 _ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _PR_SET_CHILD_SUBREAPER = 36
+KILL_AFTER_MS = 500  # Dobby's graceful Stop: SIGKILL this long after SIGTERM
 
 Reply = GLib.Variant | None
 
@@ -76,6 +88,7 @@ class Container:
     id: str
     pid: int
     state: int
+    has_plugins: bool = True
 
 
 def valid_id(container_id: str) -> bool:
@@ -180,6 +193,10 @@ class DobbyStandIn:
             return GLib.Variant("(i)", (-1,))
         container_id, bundle = args[0], Path(args[1])
         command, env = (args[3], args[5]) if len(args) == 6 else ("", [])
+        crash = _would_crash_dobby(bundle)
+        if crash:
+            print(f"dobby stand-in: refusing {container_id!r}: {crash}", file=sys.stderr)
+            return GLib.Variant("(i)", (-1,))
         try:
             container = self._create_and_start(container_id, bundle, command, env)
         except Exception as exc:  # whatever went wrong, Dobby answers -1
@@ -201,7 +218,16 @@ class DobbyStandIn:
                 return GLib.Variant("(b)", (False,))
             self._runc("resume", container.id, check=False)
         done = self._runc("kill", container.id, "KILL" if force else "TERM", check=False)
+        if not force and done.returncode == 0:
+            # Dobby's graceful stop kills the container 0.5 s after its SIGTERM.
+            GLib.timeout_add(KILL_AFTER_MS, self._kill_if_running, container.descriptor, container.pid)
         return GLib.Variant("(b)", (done.returncode == 0,))
+
+    def _kill_if_running(self, descriptor: int, pid: int) -> bool:
+        container = self._containers.get(descriptor)
+        if container is not None and container.pid == pid:
+            self._runc("kill", container.id, "KILL", check=False)
+        return GLib.SOURCE_REMOVE
 
     def _pause(self, message: Gio.DBusMessage) -> GLib.Variant:
         return self._freeze(message, "pause", STATE_RUNNING, STATE_PAUSED)
@@ -219,11 +245,17 @@ class DobbyStandIn:
         return GLib.Variant("(b)", (True,))
 
     def _get_state(self, message: Gio.DBusMessage) -> GLib.Variant:
-        container, _ = self._find(message)
+        container, args = self._find(message)
+        if not args:  # Dobby: "error getting the args" → -1
+            return GLib.Variant("(i)", (-1,))
         return GLib.Variant("(i)", (container.state if container else STATE_INVALID,))
 
     def _get_info(self, message: Gio.DBusMessage) -> GLib.Variant:
         container, _ = self._find(message)
+        if container is not None and not container.has_plugins:
+            print(f"dobby stand-in: GetInfo of {container.id!r} refused: Dobby would crash "
+                  "(no rdkPlugins, no plugin manager)", file=sys.stderr)  # fmt: skip
+            return GLib.Variant("(s)", ("",))
         return GLib.Variant("(s)", (json.dumps(self._info(container)) if container else "",))
 
     def _list(self, _message: Gio.DBusMessage) -> GLib.Variant:
@@ -234,6 +266,7 @@ class DobbyStandIn:
 
     def _create_and_start(self, container_id: str, bundle: Path, command: str, env: Sequence[str]) -> Container:
         config = _extended_config(bundle)
+        has_plugins = bool(config.get("rdkPlugins"))
         workdir = self._states / container_id
         workdir.mkdir(parents=True, exist_ok=True)
         # runc runs a private copy of the config (absolute rootfs), as Dobby runs a custom
@@ -244,6 +277,7 @@ class DobbyStandIn:
             config["process"]["args"] = shlex.split(command)
         config["process"]["env"] = [*config["process"].get("env", []), *env]
         config["process"]["terminal"] = False
+        config["hostname"] = container_id  # as Dobby does
         (workdir / "config.json").write_text(json.dumps(config))
         pid_file = workdir / "container.pid"
         pid_file.unlink(missing_ok=True)
@@ -251,7 +285,8 @@ class DobbyStandIn:
             self._runc("create", "--bundle", str(workdir), "--pid-file", str(pid_file), container_id, stdio=output)
         self._runc("start", container_id)
         pid = int(pid_file.read_text())
-        return Container(_free_descriptor(self._containers), container_id, pid, STATE_RUNNING)
+        (bundle / "container.pid").write_text(str(pid))  # Dobby writes it into the bundle
+        return Container(_free_descriptor(self._containers), container_id, pid, STATE_RUNNING, has_plugins)
 
     def _reap(self, pid: int) -> None:
         """Reaper thread: wait for the container's init (ours as subreaper), then report."""
@@ -269,17 +304,30 @@ class DobbyStandIn:
         return GLib.SOURCE_REMOVE
 
     def _info(self, container: Container) -> dict[str, Any]:
+        """Dobby's GetInfo JSON (DobbyStats + id and state), with its types."""
         cgroups = _cgroup_dirs(container.pid)
         pids = _read_ints(cgroups.get("pids"), "cgroup.procs")
         memory = cgroups.get("memory")
-        usage = _read_ints(memory, "memory.usage_in_bytes") or _read_ints(memory, "memory.current")
+
+        def memory_value(v1: str, v2: str) -> int | None:
+            values = _read_ints(memory, v1) or _read_ints(memory, v2)
+            return values[0] if values else None
+
         return {
+            "pids": pids,
+            "processes": [_process(p) for p in pids],
+            "cpu": {"usage": {"total": _cpu_ns(cgroups.get("cpuacct")), "percpu": None}},
+            "timestamp": time.monotonic_ns(),
+            "memory": {
+                "user": {
+                    "limit": memory_value("memory.limit_in_bytes", "memory.max"),
+                    "usage": memory_value("memory.usage_in_bytes", "memory.current"),
+                    "max": memory_value("memory.max_usage_in_bytes", "memory.peak"),
+                    "failcnt": memory_value("memory.failcnt", "memory.events.max"),
+                }
+            },
             "id": container.id,
             "state": _STATE_NAMES.get(container.state, "unknown"),
-            "timestamp": time.monotonic_ns(),
-            "pids": pids,
-            "processes": [{"pid": str(p), "nsPid": _ns_pid(p)} for p in pids],
-            "memory": {"user": {"usage": usage[0] if usage else None}},
         }
 
     def _runc(
@@ -289,6 +337,11 @@ class DobbyStandIn:
         self._root.mkdir(parents=True, exist_ok=True)
         command = ["runc", "--root", str(self._root), "--log", str(log), *args]
         return subprocess.run(command, stdin=subprocess.DEVNULL, stdout=stdio, stderr=stdio, check=check, timeout=30)
+
+    def kill_leftovers(self) -> None:
+        """At start, as Dobby does: kill and delete the containers a previous instance left."""
+        if self._root.exists():
+            delete_runc_containers(self._root)
 
     def shutdown(self) -> None:
         """Kill and delete every container (on SIGTERM)."""
@@ -323,12 +376,23 @@ def _log_sink(config: dict[str, Any]) -> Iterator[int]:
         os.close(fd)
 
 
+def _would_crash_dobby(bundle: Path) -> str:
+    """Why the real DobbyDaemon would crash on this bundle ("" if it would not)."""
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""  # Dobby refuses an unreadable bundle on its own
+    if not isinstance((config.get("linux") or {}).get("resources"), dict):
+        return "no linux.resources: DobbyDaemon's default pids limit dereferences it and crashes"
+    return ""
+
+
 def _free_descriptor(used: dict[int, Container]) -> int:
     return random.choice([d for d in range(1, 1025) if d not in used])
 
 
 def _cgroup_dirs(pid: int) -> dict[str, Path]:
-    """The pids and memory cgroup directories of ``pid`` (cgroup v1 or unified v2)."""
+    """The pids, memory and cpuacct cgroup directories of ``pid`` (cgroup v1 or unified v2)."""
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
@@ -336,13 +400,38 @@ def _cgroup_dirs(pid: int) -> dict[str, Path]:
     entries = [line.split(":", 2) for line in lines]
     if Path("/sys/fs/cgroup/cgroup.controllers").exists():
         unified = next((Path(f"/sys/fs/cgroup{path}") for _, controllers, path in entries if not controllers), None)
-        return {"pids": unified, "memory": unified} if unified else {}
+        return {"pids": unified, "memory": unified, "cpuacct": unified} if unified else {}
+    mounts = {"pids": "pids", "memory": "memory", "cpuacct": "cpu,cpuacct"}
     return {
-        name: Path(f"/sys/fs/cgroup/{name}{path}")
+        name: Path(f"/sys/fs/cgroup/{mounts[name]}{path}")
         for _, controllers, path in entries
-        for name in ("pids", "memory")
+        for name in mounts
         if name in controllers.split(",")
     }
+
+
+def _cpu_ns(directory: Path | None) -> int | None:
+    """Cumulative CPU time in ns: cpuacct.usage (v1) or cpu.stat usage_usec (v2)."""
+    usage = _read_ints(directory, "cpuacct.usage")
+    if usage:
+        return usage[0]
+    try:
+        for line in (directory / "cpu.stat").read_text().splitlines() if directory else []:
+            key, _, number = line.partition(" ")
+            if key == "usage_usec":
+                return int(number) * 1000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _process(pid: int) -> dict[str, Any]:
+    try:
+        executable = os.readlink(f"/proc/{pid}/exe")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        executable, cmdline = "", ""
+    return {"pid": pid, "nsPid": _ns_pid(pid), "executable": executable, "cmdline": cmdline}
 
 
 def _read_ints(directory: Path | None, name: str) -> list[int]:
@@ -354,14 +443,14 @@ def _read_ints(directory: Path | None, name: str) -> list[int]:
         return []
 
 
-def _ns_pid(pid: int) -> str:
+def _ns_pid(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("NSpid:"):
-                return line.split()[-1]
-    except OSError:
+                return int(line.split()[-1])
+    except (OSError, ValueError):
         pass
-    return ""
+    return -1
 
 
 def serve(address: str, work_dir: Path) -> int:
@@ -372,6 +461,7 @@ def serve(address: str, work_dir: Path) -> int:
     flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
     bus = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
     service = DobbyStandIn(bus, work_dir)
+    service.kill_leftovers()
     bus.add_filter(service.filter)
     owned = bus.call_sync(
         "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "RequestName",
