@@ -18,6 +18,10 @@ from typing import Any
 from dsm_tr181.errors import Fault, FaultCode
 
 
+# Where crun sends the output of the OCI hooks (Dobby's plugin launcher).
+HOOK_OUTPUT = {"run.oci.hooks.stdout": "/dev/null", "run.oci.hooks.stderr": "/dev/null"}
+
+
 def make_safe_for_dobby(config: dict[str, Any]) -> None:
     """Add what Dobby dereferences unchecked (in place); Fault if the config cannot hold it."""
     linux = config.setdefault("linux", {})
@@ -26,5 +30,9 @@ def make_safe_for_dobby(config: dict[str, Any]) -> None:
     resources = linux.setdefault("resources", {})
     if not isinstance(resources, dict):
         raise Fault(FaultCode.INVALID_ARGUMENTS, "config.json: 'linux.resources' is not a JSON object")
+    annotations = config.setdefault("annotations", {})
+    if not isinstance(annotations, dict):
+        raise Fault(FaultCode.INVALID_ARGUMENTS, "config.json: 'annotations' is not a JSON object")
+    annotations.update(HOOK_OUTPUT)
     if not config.get("rdkPlugins"):
         raise Fault(FaultCode.INTERNAL_ERROR, "a bundle for Dobby needs at least one RDK plugin (GetInfo needs one)")

@@ -113,7 +113,7 @@ def wait_status_as_dobby_reports_it(status: int) -> int:
 class DobbyStandIn:
     """The service: method calls and child exits are handled on the main GLib loop."""
 
-    def __init__(self, connection: Gio.DBusConnection, work_dir: Path) -> None:
+    def __init__(self, connection: Gio.DBusConnection, work_dir: Path, production: bool = False) -> None:
         self._bus = connection
         self._root = work_dir / "runc"
         self._states = work_dir / "containers"
@@ -128,6 +128,8 @@ class DobbyStandIn:
             (CTRL, "GetInfo"): self._get_info,
             (CTRL, "List"): self._list,
         }
+        if production:  # DOBBY_PROD builds do not register it: UnknownMethod
+            del self._methods[(CTRL, "StartFromBundle")]
 
     # --- bus plumbing -------------------------------------------------------------------------
 
@@ -401,13 +403,14 @@ def _cgroup_dirs(pid: int) -> dict[str, Path]:
     if Path("/sys/fs/cgroup/cgroup.controllers").exists():
         unified = next((Path(f"/sys/fs/cgroup{path}") for _, controllers, path in entries if not controllers), None)
         return {"pids": unified, "memory": unified, "cpuacct": unified} if unified else {}
-    mounts = {"pids": "pids", "memory": "memory", "cpuacct": "cpu,cpuacct"}
-    return {
-        name: Path(f"/sys/fs/cgroup/{mounts[name]}{path}")
-        for _, controllers, path in entries
-        for name in mounts
-        if name in controllers.split(",")
-    }
+    found = {}
+    for _, controllers, path in entries:
+        for name in ("pids", "memory", "cpuacct"):
+            if name in controllers.split(","):  # mounted alone or with its siblings (cpu,cpuacct)
+                found[name] = Path(f"/sys/fs/cgroup/{name}{path}")
+                if not found[name].exists():
+                    found[name] = Path(f"/sys/fs/cgroup/{controllers}{path}")
+    return found
 
 
 def _cpu_ns(directory: Path | None) -> int | None:
@@ -453,14 +456,14 @@ def _ns_pid(pid: int) -> int:
     return -1
 
 
-def serve(address: str, work_dir: Path) -> int:
+def serve(address: str, work_dir: Path, production: bool = False) -> int:
     """Own ``org.rdk.dobby`` on ``address`` and serve until SIGTERM/SIGINT."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
     flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
     bus = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
-    service = DobbyStandIn(bus, work_dir)
+    service = DobbyStandIn(bus, work_dir, production)
     service.kill_leftovers()
     bus.add_filter(service.filter)
     owned = bus.call_sync(
@@ -489,11 +492,14 @@ def serve(address: str, work_dir: Path) -> int:
 
 
 @contextmanager
-def running_standin(address: str, work_dir: Path, ready_timeout: float = 10.0) -> Iterator[subprocess.Popen[str]]:
+def running_standin(
+    address: str, work_dir: Path, ready_timeout: float = 10.0, production: bool = False
+) -> Iterator[subprocess.Popen[str]]:
     """Run the stand-in as a separate process on ``address``; stop it (and any container it
     left behind, even if it had to be killed) when the block ends."""
+    command = [sys.executable, "-m", "tests.support.dobby_standin", "--address", address, "--work-dir", str(work_dir)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.dobby_standin", "--address", address, "--work-dir", str(work_dir)],
+        [*command, *(["--production"] if production else [])],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
@@ -511,10 +517,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A stand-in for Dobby (org.rdk.dobby) on runc, for tests.")
     parser.add_argument("--address", default=os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", ""), help="bus address")
     parser.add_argument("--work-dir", type=Path, required=True, help="runc root and container state go here")
+    parser.add_argument("--production", action="store_true", help="behave as a DOBBY_PROD build (no StartFromBundle)")
     opts = parser.parse_args(argv)
     if not opts.address:
         parser.error("no --address and no DBUS_SYSTEM_BUS_ADDRESS")
-    return serve(opts.address, opts.work_dir)
+    return serve(opts.address, opts.work_dir, opts.production)
 
 
 if __name__ == "__main__":
