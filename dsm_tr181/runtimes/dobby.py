@@ -633,6 +633,9 @@ class DobbyRuntime:
             Gio.io_error_quark(), Gio.IOErrorEnum.CLOSED
         ):
             return _unavailable(f"{self._config.service} is not on the bus")
+        if remote.endswith((".UnknownObject", ".UnknownInterface")):
+            # DobbyDaemon owns its name a moment before it serves its object (then: Ready).
+            return _unavailable(f"{self._config.service} is on the bus but not serving yet (starting)")
         if remote.endswith(".UnknownMethod"):
             if method == "StartFromBundle":
                 return RuntimeUnavailable(PRODUCTION_BUILD)

@@ -17,7 +17,6 @@ from typing import Any
 
 from dsm_tr181.errors import Fault, FaultCode
 
-
 # Where crun sends the output of the OCI hooks (Dobby's plugin launcher).
 HOOK_OUTPUT = {"run.oci.hooks.stdout": "/dev/null", "run.oci.hooks.stderr": "/dev/null"}
 

@@ -1,7 +1,8 @@
 """A runtime that is absent, crashes or comes back never takes the daemon down.
 
-The real daemon serves a runc ExecEnv and a Dobby ExecEnv; Dobby is the stand-in on a
-private bus, absent at first, then started, killed (a crash) and started again.
+The real daemon serves a runc ExecEnv and a Dobby ExecEnv; Dobby (the stand-in, and the
+real DobbyDaemon with ``-m dobby_real``) is on a private bus: absent at first, then
+started, killed (a crash) and started again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.dobby_daemons import Dobby
 from tests.integration.lcm_helpers import (
     EE,
     INSTALL_DU,
@@ -26,8 +28,6 @@ from tests.integration.lcm_helpers import (
 )
 from tests.integration.test_runtime_dobby import NEEDS_BUS_AND_RUNC
 from tests.support.daemon import DsmDaemon
-from tests.support.dbusdaemon import PrivateBus, private_bus
-from tests.support.dobby_standin import running_standin
 
 pytestmark = NEEDS_BUS_AND_RUNC
 
@@ -35,17 +35,11 @@ RUNC_EE, DOBBY_EE = EE + "1.", EE + "2."
 
 
 @pytest.fixture
-def bus() -> Iterator[PrivateBus]:
-    with private_bus() as running:
-        yield running
-
-
-@pytest.fixture
-def dsm(tmp_path: Path, bus: PrivateBus) -> Iterator[DsmDaemon]:
+def dsm(tmp_path: Path, dobby: Dobby) -> Iterator[DsmDaemon]:
     daemon = DsmDaemon(
         tmp_path,
         execenvs=[{"name": "runc", "runtime": "runc"}, {"name": "dobby", "runtime": "dobby"}],
-        extra={"runtime.dobby": {"bus_address": bus.address, "call_timeout": 2.0}},
+        extra={"runtime.dobby": {"bus_address": dobby.bus.address, "call_timeout": 2.0}},
     )
     try:
         yield daemon
@@ -67,7 +61,7 @@ def install_and_start(dsm: DsmDaemon, work: Path, name: str, ee: str) -> str:
     return eu
 
 
-def test_dobby_absent_then_appearing_then_crashing_then_back(dsm: DsmDaemon, bus: PrivateBus, tmp_path: Path) -> None:
+def test_dobby_absent_then_appearing_then_crashing_then_back(dsm: DsmDaemon, dobby: Dobby, tmp_path: Path) -> None:
     # No Dobby on the bus: the daemon starts, serves the tree, the Dobby ExecEnv is Error.
     dsm.start()
     assert value(dsm, DOBBY_EE + "Status") == "Error"
@@ -79,21 +73,20 @@ def test_dobby_absent_then_appearing_then_crashing_then_back(dsm: DsmDaemon, bus
     # ...while the runc ExecEnv works.
     runc_eu = install_and_start(dsm, tmp_path, "beside", RUNC_EE)
 
-    standin_dir = tmp_path / "standin"
-    with running_standin(bus.address, standin_dir) as standin:
+    with dobby.run() as first:
         ee_status(dsm, DOBBY_EE, "Up")  # on its Ready signal / new owner, not a restart of dsm
         dobby_eu = install_and_start(dsm, tmp_path, "boxed", DOBBY_EE)
-        standin.send_signal(signal.SIGKILL)  # Dobby crashes
-        standin.wait(5)
+        first.send_signal(signal.SIGKILL)  # Dobby crashes
+        first.wait(5)
 
-    ee_status(dsm, DOBBY_EE, "Error")
-    idle = wait_status(dsm, dobby_eu, "Idle")
-    assert idle["ExecutionFaultCode"] in ("FailureWhileActive", "UnStartable"), idle
-    assert row(dsm, runc_eu)["Status"] == "Active"
-    assert dsm.process is not None and dsm.process.poll() is None
-
-    with running_standin(bus.address, standin_dir):
-        ee_status(dsm, DOBBY_EE, "Up")
-        active = wait_status(dsm, dobby_eu, "Active")  # AutoStart: started again
-        assert active["ExecutionFaultCode"] == "NoFault"
+        ee_status(dsm, DOBBY_EE, "Error")
+        idle = wait_status(dsm, dobby_eu, "Idle")
+        assert idle["ExecutionFaultCode"] in ("FailureWhileActive", "UnStartable"), idle
         assert row(dsm, runc_eu)["Status"] == "Active"
+        assert dsm.process is not None and dsm.process.poll() is None
+
+        with dobby.run():  # a new instance (it kills what the crashed one left)
+            ee_status(dsm, DOBBY_EE, "Up")
+            active = wait_status(dsm, dobby_eu, "Active")  # AutoStart: started again
+            assert active["ExecutionFaultCode"] == "NoFault"
+            assert row(dsm, runc_eu)["Status"] == "Active"

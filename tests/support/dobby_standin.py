@@ -4,7 +4,7 @@ It owns ``org.rdk.dobby`` on a (private) bus and answers Dobby's D-Bus API on
 ``/org/rdk/dobby`` the way DobbyDaemon does, running containers with real ``runc``
 under its own ``--root``:
 
-- ``admin1.Ping()``; ``admin1.Ready()`` is emitted once the name is owned;
+- ``admin1.Ping()``; ``admin1.Ready()`` is emitted once it serves;
 - ``ctrl1.StartFromBundle`` as ``ssah`` or ``ssahssas`` → ``i`` (descriptor in 1..1024, or -1
   for a bad id, an id already running, a wrong signature or a failed start); the reply
   is sent after the container has been created and started;
@@ -23,7 +23,9 @@ containers as a child subreaper and reports exit codes 129..192 as deaths by sig
 A graceful ``Stop`` sends SIGTERM and SIGKILL 0.5 s later, as Dobby does. ``GetInfo``
 has Dobby's fields and types (integer pids, ``processes`` with integer ``pid``/``nsPid``,
 ``cpu.usage.total`` in ns, ``memory.user.*`` in bytes, a monotonic ``timestamp`` in ns).
-At start it kills what a previous instance left in its runc root, as Dobby does.
+At start it kills what a previous instance left in its runc root, as Dobby does, and
+owns ``org.rdk.dobby`` 0.3 s before it serves (calls meanwhile get UnknownObject) and emits
+``Ready``.
 Of the RDK plugins it honours only ``logging`` with the ``file`` sink (the file is
 truncated at each start) or ``devNull``; other output goes to /dev/null.
 
@@ -78,6 +80,7 @@ _STATE_NAMES = {STATE_STARTING: "starting", STATE_RUNNING: "running", STATE_PAUS
 _ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _PR_SET_CHILD_SUBREAPER = 36
 KILL_AFTER_MS = 500  # Dobby's graceful Stop: SIGKILL this long after SIGTERM
+STARTING_MS = 300  # between owning the name and serving (UnknownObject meanwhile), then Ready
 
 Reply = GLib.Variant | None
 
@@ -118,6 +121,7 @@ class DobbyStandIn:
         self._root = work_dir / "runc"
         self._states = work_dir / "containers"
         self._containers: dict[int, Container] = {}
+        self.serving = False  # until Ready
         self._methods: dict[tuple[str, str], Callable[[Gio.DBusMessage], Reply]] = {
             (ADMIN, "Ping"): lambda _m: None,
             (CTRL, "StartFromBundle"): self._start_from_bundle,
@@ -146,7 +150,11 @@ class DobbyStandIn:
 
     def _dispatch(self, message: Gio.DBusMessage) -> bool:
         handler = self._methods.get((message.get_interface() or "", message.get_member() or ""))
-        if handler is None:
+        if not self.serving:  # like DobbyDaemon between taking its name and serving
+            reply = message.new_method_error_literal(
+                "org.freedesktop.DBus.Error.UnknownObject", f"Unknown object '{OBJECT_PATH}'."
+            )
+        elif handler is None:
             reply = message.new_method_error_literal(
                 "org.freedesktop.DBus.Error.UnknownMethod",
                 f"no method {message.get_interface()}.{message.get_member()} here",
@@ -164,6 +172,7 @@ class DobbyStandIn:
         return GLib.SOURCE_REMOVE
 
     def announce_ready(self) -> None:
+        self.serving = True
         self._emit(ADMIN, "Ready")
 
     def _emit(self, interface: str, member: str, body: GLib.Variant | None = None) -> None:
@@ -481,8 +490,14 @@ def serve(address: str, work_dir: Path, production: bool = False) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, quit_on_signal)
-    service.announce_ready()
-    print("ready", flush=True)
+
+    def ready() -> bool:
+        service.announce_ready()
+        print("ready", flush=True)
+        return GLib.SOURCE_REMOVE
+
+    # DobbyDaemon owns its name ~0.1 s before it serves its object and emits Ready.
+    GLib.timeout_add(STARTING_MS, ready)
     try:
         loop.run()
     finally:
