@@ -19,6 +19,7 @@ from dsm_tr181.runtimes.dobby import PRODUCTION_BUILD
 from dsm_tr181.sample_bundle import make_bundle
 from tests.integration.dobby_daemons import Dobby
 from tests.integration.test_runtime_dobby import NEEDS_BUS_AND_RUNC, STUBBORN, dobby_runtime, spec_for
+from tests.support import dobby_real
 from tests.support.dbusdaemon import PrivateBus, gdbus_call, private_bus
 from tests.support.dobby_standin import running_standin
 
@@ -158,7 +159,25 @@ def test_dobby_dying_mid_call_is_reported_with_the_real_time(dobby: Dobby, tmp_p
         asyncio.run(scenario(process))
 
 
-def test_production_build_makes_the_runtime_unavailable_with_the_reason(tmp_path: Path) -> None:
+PROD_ENV = "DSM_DOBBY_PROD_DAEMON"  # a DobbyDaemon built with -DDOBBY_PROD=ON
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "standin",
+        pytest.param(
+            "real",
+            marks=[
+                pytest.mark.dobby_real,
+                pytest.mark.skipif(not os.environ.get(PROD_ENV), reason=f"{PROD_ENV} is not set (a DOBBY_PROD build)"),
+            ],
+        ),
+    ],
+)
+def test_production_build_makes_the_runtime_unavailable_with_the_reason(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = StartSpec("p", make_bundle(tmp_path / "bundle"), tmp_path / "p.log")
 
     async def scenario(address: str) -> None:
@@ -168,5 +187,11 @@ def test_production_build_makes_the_runtime_unavailable_with_the_reason(tmp_path
                     await attempt
                 assert caught.value.message == PRODUCTION_BUILD
 
-    with private_bus() as bus, running_standin(bus.address, tmp_path / "prod", production=True):
-        asyncio.run(scenario(bus.address))
+    with private_bus() as bus:
+        if kind == "real":
+            monkeypatch.setenv(dobby_real.ENV, os.environ[PROD_ENV])
+            daemon = dobby_real.running_dobby(bus.address, tmp_path / "prod")
+        else:
+            daemon = running_standin(bus.address, tmp_path / "prod", production=True)
+        with daemon:
+            asyncio.run(scenario(bus.address))
