@@ -72,7 +72,7 @@ def test_commands_rows_and_the_full_model_through_the_agent(stack: UspStack) -> 
     assert "completed successfully" in answer, answer
     eventually(lambda: values(stack.cli("get", eu + "Status"))[eu + "Status"] == "Active", 20, "the EU to run")
     # Agent defects, as documented in integration/usp-tr069.md: booleans as True (3), and
-    # InitialRunLevel written as INT32 where dsm serves an unsignedInt (4, 5).
+    # sets of InitialRunLevel failing in the agent on a stale errno (5): dsm never sees them.
     assert values(stack.cli("get", f"{SM}ExecEnv.1.Enable"))[f"{SM}ExecEnv.1.Enable"] == "True"
     assert "Failed to set" in stack.cli("set", f"{SM}ExecEnv.1.InitialRunLevel", "3")
     assert stack.dsm.get(f"{SM}ExecEnv.1.InitialRunLevel")[f"{SM}ExecEnv.1.InitialRunLevel"] == "0"
