@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -28,6 +29,7 @@ from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_f
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.lcm.manager import Lcm
 from dsm_tr181.lcm.ports import Runtime
+from dsm_tr181.runtimes.deferred import DeferredRuntime
 from dsm_tr181.schema import load_schema
 from dsm_tr181.secretbox import FernetSealer
 from dsm_tr181.store import SqliteStore
@@ -73,10 +75,15 @@ def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
     """One runtime instance per runtime name, shared by the ExecEnvs that use it."""
     instances: dict[str, Runtime] = {}
     for name, section in config.runtimes.items():
+        adapter = adapters.load("runtime", name)
+        create = functools.partial(adapter.create, section, config.state_dir)
         try:
-            instances[name] = adapters.load("runtime", name).create(section, config.state_dir)
+            instances[name] = create()
         except ValueError as exc:
             raise ConfigError(f"runtime.{name}: {exc}") from None
+        except AdapterUnavailable as exc:  # its ExecEnvs are Error until it can be created
+            log.error("runtime %s is unavailable: %s", name, exc)
+            instances[name] = DeferredRuntime(name, create, str(exc))
     return {ee.name: instances[ee.runtime] for ee in config.lcm.execenvs}
 
 

@@ -7,6 +7,7 @@ started, killed (a crash) and started again.
 
 from __future__ import annotations
 
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +91,20 @@ def test_dobby_absent_then_appearing_then_crashing_then_back(dsm: DsmDaemon, dob
             active = wait_status(dsm, dobby_eu, "Active")  # AutoStart: started again
             assert active["ExecutionFaultCode"] == "NoFault"
             assert row(dsm, runc_eu)["Status"] == "Active"
+
+
+def test_runtime_binary_missing_at_start_then_installed(tmp_path: Path) -> None:
+    binary = tmp_path / "bin" / "runc"
+    (tmp_path / "dsm").mkdir()
+    dsm = DsmDaemon(tmp_path / "dsm", extra={"runtime.runc": {"binary": str(binary)}})
+    try:
+        dsm.start()  # serves the tree although runc cannot be found
+        assert value(dsm, EE + "1.Status") == "Error"
+        assert f"runtime runc is unavailable: OCI runtime adapter needs '{binary}'" in dsm.log()
+        binary.parent.mkdir()
+        shutil.copy(shutil.which("runc") or "", binary)
+        ee_status(dsm, EE + "1.", "Up")  # the next probe creates the adapter
+        eu = install_and_start(dsm, tmp_path, "late", EE + "1.")
+        assert row(dsm, eu)["Status"] == "Active"
+    finally:
+        dsm.cleanup()
