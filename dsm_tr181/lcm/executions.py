@@ -512,9 +512,12 @@ class Executions:
         if self.lcm.settings.stop_containers_on_exit:
             for eu in list(self.units.values()):
                 if eu.running:
-                    await self.lcm.execenvs.runtime(eu.record.ee).stop(
-                        eu.record.container_id, float(eu.record.shutdown_delay)
-                    )
+                    try:
+                        await self.lcm.execenvs.runtime(eu.record.ee).stop(
+                            eu.record.container_id, float(eu.record.shutdown_delay)
+                        )
+                    except Fault as fault:  # e.g. its runtime is gone: the others still stop
+                        log.error("EU %s not stopped on exit: %s", eu.record.euid, fault)
         for eu in self.units.values():
             if eu.task and not eu.task.done():
                 eu.task.cancel()
