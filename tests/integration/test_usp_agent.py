@@ -100,6 +100,7 @@ def test_the_agent_honours_the_rbus_timeout_of_its_environment(stack: UspStack) 
 def test_after_dsm_restarts_new_rows_reach_usp_once_the_agent_restarts(stack: UspStack) -> None:
     install(stack, f"file://{build_du(stack.work, 'first')}")
     eventually(lambda: f"{SM}DeploymentUnit.1.Status" in values(stack.cli("get", f"{SM}DeploymentUnit.")), 30)
+    eventually(lambda: not requests(stack), 30, "the first InstallDU() to complete in USP")
     stack.restart_dsm()
     install(stack, f"file://{build_du(stack.work, 'second')}")
     eventually(lambda: dsm_status(stack, 2) == "Installed", 30, "the install after the restart")
