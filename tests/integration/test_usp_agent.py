@@ -112,3 +112,22 @@ def test_after_dsm_restarts_new_rows_reach_usp_once_the_agent_restarts(stack: Us
     stack.start_agent()
     got = values(stack.cli("get", f"{SM}DeploymentUnit."))
     assert got[f"{SM}DeploymentUnit.1.Status"] == got[f"{SM}DeploymentUnit.2.Status"] == "Installed"
+
+
+@pytest.mark.parametrize("component", ["dsm-tr181", "eRT.com.cisco.spvtg.ccsp.dsm"])
+def test_without_the_data_model_files_the_component_name_decides(component: str, tmp_path: Path) -> None:
+    """Without usp_dm_*.conf the agent discovers the model on rbus and writes them itself."""
+    assert not isinstance(FOUND, str)
+    agent, tools = FOUND
+    with usp_stack(tmp_path / "usp", agent, tools, component=component, start_agent=False) as stack:
+        # It stops either way here: the PandM stand-in has an undotted name, so discovery also
+        # misses X_RDKCENTRAL-COM_LastRebootReason, which it needs in its schema.
+        with pytest.raises(RuntimeError, match="exited"):
+            stack.start_agent(dm_files=False)
+        discovered = (stack.work / "usp-pa" / "usp_dm_params.conf").read_text()
+        if "." in component:  # our elements are taken, and clash with the LCM layer's
+            assert f"{SM}ExecEnv.{{i}}.Vendor" in discovered
+            assert "already exists in schema" in stack.trace()
+        else:  # undotted components are skipped: the LCM build keeps its own part alone
+            assert SM not in discovered
+            assert "already exists in schema" not in stack.trace()

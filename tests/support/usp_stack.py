@@ -117,19 +117,22 @@ class UspStack:
     def trace(self) -> str:
         return (self.work / "obuspa.log").read_text(errors="replace")
 
-    def start_agent(self, env: Mapping[str, str] | None = None) -> None:
-        """(Re)start the agent; it is up when its CLI answers."""
+    def start_agent(self, env: Mapping[str, str] | None = None, dm_files: bool = True) -> None:
+        """(Re)start the agent; it is up when its CLI answers. ``dm_files``: give it
+        integration/usp-pa/*.conf (else it discovers the model itself, then aborts or runs)."""
         if "agent" in self.processes:
             stop_process(self.processes.pop("agent"))
         argv = [str(self.agent), "-p", "-v", "3", "-r", str(self.work / "factory_reset.txt"),
                 "-f", str(self.work / "usp.db"), "-s", str(self.cli_socket), "-i", "lo"]  # fmt: skip
         dm_dir = self.work / "usp-pa"  # the data-model files shipped in integration/usp-pa/
-        dm_dir.mkdir(exist_ok=True)
-        for conf in ("usp_dm_objs.conf", "usp_dm_params.conf"):
-            shutil.copy(REPO / "integration" / "usp-pa" / conf, dm_dir / conf)
-        # On a device the files also list the other components' elements (PandM's here).
-        with (dm_dir / "usp_dm_params.conf").open("a") as params:
-            params.write(f"{REBOOT_REASON} STRING RO\n")  # obuspa registers the other two itself
+        shutil.rmtree(dm_dir, ignore_errors=True)
+        dm_dir.mkdir()
+        if dm_files:
+            for conf in ("usp_dm_objs.conf", "usp_dm_params.conf"):
+                shutil.copy(REPO / "integration" / "usp-pa" / conf, dm_dir / conf)
+            # On a device the files also list the other components' elements (PandM's here).
+            with (dm_dir / "usp_dm_params.conf").open("a") as params:
+                params.write(f"{REBOOT_REASON} STRING RO\n")  # obuspa registers the other two itself
         environment = {**self.tools.env(), "USP_PA_DM_DIR": str(dm_dir), **(env or {})}
         self.processes["agent"] = self.namespace.popen(argv, self.work / "obuspa.log", environment)
         _until(lambda: "Device.SoftwareModules.ExecEnvNumberOfEntries" in self.cli("get", "Device.SoftwareModules."),
@@ -155,7 +158,7 @@ def _until(check: object, timeout: float, what: str, process: subprocess.Popen[b
 
 @contextmanager
 def usp_stack(
-    work: Path, agent: Path, tools: RbusTools, agent_env: Mapping[str, str] | None = None
+    work: Path, agent: Path, tools: RbusTools, component: str = "dsm-tr181", start_agent: bool = True
 ) -> Iterator[UspStack]:
     """rtrouted, a PandM stand-in, dsm (runc ExecEnv, rbus) and the agent, in a namespace."""
     work.mkdir(parents=True, exist_ok=True)
@@ -183,13 +186,14 @@ def usp_stack(
         dsm = DsmDaemon(
             work / "dsm",
             execenvs=[{"name": "default", "runtime": "runc"}],
-            extra={"bus.rbus": {"library": str(tools.library), "skip": ["Device.DeviceInfo."]}},
+            extra={"bus.rbus": {"library": str(tools.library), "skip": ["Device.DeviceInfo."], "component": component}},
         )
         dsm.config = _with_rbus(dsm.config)
         stack.callback(dsm.cleanup)
         dsm.start(env=tools.env(), prefix=namespace.prefix())
         stack_ = UspStack(work, agent, tools, namespace, dsm, processes)
-        stack_.start_agent(agent_env)
+        if start_agent:
+            stack_.start_agent()
         yield stack_
 
 
