@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,16 @@ class Namespace:
             )  # fmt: skip
 
     def close(self) -> None:
+        """Stop whatever still runs in the namespace (each by its pid), then the namespace."""
+        namespace = os.readlink(f"/proc/{self._holder.pid}/ns/mnt")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == self._holder.pid:
+                continue
+            try:
+                if os.readlink(entry / "ns" / "mnt") == namespace:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:  # gone meanwhile
+                continue
         stop_process(self._holder)
 
 
