@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -28,6 +29,7 @@ from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_f
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.lcm.manager import Lcm
 from dsm_tr181.lcm.ports import Runtime
+from dsm_tr181.runtimes.deferred import DeferredRuntime
 from dsm_tr181.schema import load_schema
 from dsm_tr181.secretbox import FernetSealer
 from dsm_tr181.signing import truststore
@@ -72,15 +74,19 @@ def settle_memory() -> None:
 
 def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
     """One runtime instance per ExecEnv, working in ``<state_dir>/execenvs/<name>/``: two
-    ExecEnvs on the same runtime keep their containers apart."""
+    ExecEnvs on the same runtime keep their containers apart. A runtime that cannot be
+    created now (AdapterUnavailable) is a placeholder: its ExecEnv is Error until it can."""
     runtimes: dict[str, Runtime] = {}
     for ee in config.lcm.execenvs:
+        adapter = adapters.load("runtime", ee.runtime)
+        create = functools.partial(adapter.create, config.runtimes[ee.runtime], config.state_dir / "execenvs" / ee.name)
         try:
-            runtime_class = adapters.load("runtime", ee.runtime)
-            work = config.state_dir / "execenvs" / ee.name
-            runtimes[ee.name] = runtime_class.create(config.runtimes[ee.runtime], work)
+            runtimes[ee.name] = create()
         except ValueError as exc:
             raise ConfigError(f"runtime.{ee.runtime}: {exc}") from None
+        except AdapterUnavailable as exc:
+            log.error("runtime %s of execution environment %s is unavailable: %s", ee.runtime, ee.name, exc)
+            runtimes[ee.name] = DeferredRuntime(ee.runtime, create, str(exc))
     return runtimes
 
 

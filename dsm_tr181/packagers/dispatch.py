@@ -26,7 +26,7 @@ from typing import Any
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
-from dsm_tr181.packagers.fetch import _local_path
+from dsm_tr181.packagers.fetch import local_path
 from dsm_tr181.packagers.httpget import BasicAuth, HttpOptions, open_url
 from dsm_tr181.packagers.image import ImagePackager
 from dsm_tr181.packagers.imageref import is_image_ref
@@ -83,7 +83,7 @@ def is_image_source(source: PackageSource, http: HttpOptions) -> bool:
     if is_image_ref(url):
         return True
     try:
-        path = _local_path(url, url)
+        path = local_path(url, url)
     except Fault:
         return False
     if path is None:

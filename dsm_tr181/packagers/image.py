@@ -61,7 +61,7 @@ from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
 from dsm_tr181.packagers import integrity
 from dsm_tr181.packagers.bundle import CONFIG, Layout, _check_symlinks, claim, describe
 from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
-from dsm_tr181.packagers.fetch import FetchOptions, _body_size, _copy_hashed, _local_path
+from dsm_tr181.packagers.fetch import FetchOptions, body_size, copy_hashed, local_path
 from dsm_tr181.packagers.httpget import BasicAuth, HttpOptions, display_url, open_url
 from dsm_tr181.packagers.imageconfig import runtime_config
 from dsm_tr181.packagers.imagemanifest import (
@@ -204,7 +204,7 @@ class ImagePackager:
             yield RegistrySource(ref, source.username, source.password, self.config.http(), plain, cancel)
             return
         label = display_url(source.url)
-        path = _local_path(source.url, label)
+        path = local_path(source.url, label)
         if path is not None:
             with local_source(path, label) as image:
                 yield image
@@ -224,8 +224,8 @@ class ImagePackager:
             raise disk_fault(exc, f"cannot create a download file in {self.store.root}") from exc
         with file:
             with open_url(source.url, auth, options.http) as reply, cancel.hook(reply.abort):
-                total = _body_size(reply, self.store.root, options)
-                digest = _copy_hashed(reply.response, file, total, options, lambda d, t: None, cancel, label)
+                total = body_size(reply, self.store.root, options)
+                digest = copy_hashed(reply.response, file, total, options, lambda d, t: None, cancel, label)
             if expected:
                 integrity.verify(digest, expected, label)
             file.seek(0)
