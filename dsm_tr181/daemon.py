@@ -85,7 +85,7 @@ def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
         except ValueError as exc:
             raise ConfigError(f"runtime.{ee.runtime}: {exc}") from None
         except AdapterUnavailable as exc:
-            log.error("runtime %s of execution environment %s is unavailable: %s", ee.runtime, ee.name, exc)
+            log.error("runtime %s is unavailable: %s (execution environment %s)", ee.runtime, exc, ee.name)
             runtimes[ee.name] = DeferredRuntime(ee.runtime, create, str(exc))
     return runtimes
 

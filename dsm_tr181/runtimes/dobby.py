@@ -153,6 +153,19 @@ def write_bundle(bundle: Path, config: Mapping[str, Any], log_path: Path, max_by
     }
     bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
     make_safe_for_dobby(spec)
+    # Dobby finds a container's processes in the cgroup it names after the container id
+    # (id_prefix keeps two daemons apart there); a cgroupsPath of ours would hide them.
+    spec.get("linux", {}).pop("cgroupsPath", None)
+    # Dobby takes root.path as relative to the bundle: point a link in the bundle at the rootfs.
+    root = spec.setdefault("root", {})
+    rootfs = str(root.get("path", "rootfs"))
+    if os.path.isabs(rootfs):
+        link = bundle / "rootfs"
+        staged_link = bundle / ".rootfs.dsm"
+        staged_link.unlink(missing_ok=True)
+        staged_link.symlink_to(rootfs)
+        os.replace(staged_link, link)
+        root["path"] = "rootfs"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _rotate(log_path, backups)
     staged = bundle / ".config.json.dsm"

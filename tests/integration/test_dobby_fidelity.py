@@ -183,7 +183,7 @@ PROD_ENV = "DSM_DOBBY_PROD_DAEMON"  # a DobbyDaemon built with -DDOBBY_PROD=ON
 def test_production_build_makes_the_runtime_unavailable_with_the_reason(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = StartSpec("p", make_bundle(tmp_path / "bundle"), tmp_path / "p.log")
+    spec = StartSpec("p", spec_of(make_bundle(tmp_path / "bundle"), "p"), tmp_path / "p.log")
 
     async def scenario(address: str) -> None:
         async with dobby_runtime(PrivateBus(address, 0, tmp_path)) as (runtime, _exits):

@@ -56,7 +56,20 @@ def test_a_benign_bundle_gets_the_defaults() -> None:
     seccomp = spec["linux"]["seccomp"]
     assert seccomp["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
     assert {"mount", "unshare", "setns", "ptrace", "bpf", "init_module"} <= set(seccomp["syscalls"][0]["names"])
-    assert spec["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    rules = spec["linux"]["resources"]["devices"]
+    assert rules[0] == {"allow": False, "access": "rwm"}
+    assert {(r["major"], r.get("minor")) for r in rules[1:]} == {
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 2),
+        (136, None),
+    }
+    destinations = [m["destination"] for m in spec["mounts"]]
+    assert destinations.index("/dev") < destinations.index("/dev/mqueue") < len(destinations)
     assert spec["linux"]["devices"] == [] and "sysctl" not in spec["linux"] and "hooks" not in spec
     assert spec["linux"]["cgroupsPath"] == "/dsm-1234/default/default-1"
     assert spec["root"] == {"path": "/b/1/g1/rootfs", "readonly": True}
@@ -109,7 +122,7 @@ def test_the_allow_list_admits_exactly_what_it_names() -> None:
     spec = derive(config, policy)
     assert "CAP_NET_ADMIN" in spec["process"]["capabilities"]["effective"]
     assert spec["linux"]["devices"][0]["path"] == "/dev/ttyUSB0"
-    assert spec["linux"]["resources"]["devices"][1]["major"] == 188
+    assert spec["linux"]["resources"]["devices"][-1]["major"] == 188
     assert spec["rdkPlugins"] == {"gpu": {"data": {}}}
     assert summarize(spec)["host_mounts"] == ["/run/app/sock:/s"]
     # ... and nothing beside it: a neighbour path, another device number.
