@@ -56,6 +56,7 @@ class DeploymentUnitRecord(Record):
     alias: str = ""
     duid: str = ""
     credentials: str = ""  # sealed "user\\0password" of the last Install/Update, "" for none
+    sealed_url: str = ""  # the full URL, sealed, when it has a query (``url`` is served without it)
     name: str = ""
     vendor: str = ""
     version: str = ""

@@ -34,6 +34,7 @@ import errno
 import gzip
 import io
 import lzma
+import math
 import os
 import stat
 import tarfile
@@ -52,6 +53,7 @@ _MAX_HEADER_BYTES = 1 << 20
 _MAX_TRAILING_BYTES = 16 << 20
 _XZ_MEMORY_LIMIT = 128 << 20  # "xz -9" needs 65 MiB to decode
 _MAX_MTIME = 1 << 33  # year 2242: keeps utime() clear of overflow on a forged header
+_MAX_ID = (1 << 32) - 2  # uid/gid chown() accepts ((uid_t)-1 means "unchanged")
 _EXTENDED_HEADERS = frozenset(
     {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
 )
@@ -96,6 +98,8 @@ def extract_archive(archive: BinaryIO, staging: Path, limits: ExtractLimits, lab
         raise Fault(FaultCode.CORRUPT_DATA, f"{label}: not a valid tar archive ({exc})") from None
     except OSError as exc:
         raise _write_fault(exc, label) from exc
+    except (ValueError, OverflowError) as exc:  # a header value no system call takes (the checks below name most)
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: impossible member header ({exc})") from None
     return writer.result()
 
 
@@ -259,6 +263,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
 
 def _components(name: str, label: str, what: str) -> tuple[str, ...]:
     """A member (or hardlink target) name as safe path components; () for the top itself."""
+    if "\0" in name:
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: {what} {name!r}: NUL byte in the name")
     if name.startswith("/"):
         raise Fault(FaultCode.CORRUPT_DATA, f"{label}: {what} {name!r}: absolute path")
     parts = tuple([part for part in name.split("/") if part not in ("", ".")])
@@ -295,6 +301,7 @@ class _Writer:
                 FaultCode.SYSTEM_RESOURCES_EXCEEDED,
                 f"{self._label}: more than {self._limits.max_entries} archive members",
             )
+        self._check_header(member)
         parts = _components(member.name, self._label, "member")
         if not parts:
             if not member.isdir():
@@ -335,6 +342,16 @@ class _Writer:
                 os.chown(path, member.uid, member.gid, follow_symlinks=False)
             os.chmod(path, (member.mode & 0o777) | 0o700)
             os.utime(path, _times(member), follow_symlinks=False)
+
+    def _check_header(self, member: tarfile.TarInfo) -> None:
+        """Values a pax header can forge that no system call would take."""
+        if not isinstance(member.mtime, int) and not math.isfinite(member.mtime):
+            self._refuse(member, f"modification time {member.mtime!r}")
+        for what, value in (("uid", member.uid), ("gid", member.gid)):
+            if not 0 <= value <= _MAX_ID:
+                self._refuse(member, f"{what} {value} out of range")
+        if "\0" in member.linkname:
+            self._refuse(member, "NUL byte in the link target")
 
     def _refuse(self, member: tarfile.TarInfo, reason: str) -> None:
         raise Fault(FaultCode.CORRUPT_DATA, f"{self._label}: member {member.name!r}: {reason}")

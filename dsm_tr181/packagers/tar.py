@@ -150,6 +150,11 @@ class TarPackager:
             _publish(layout, staging, target)
         except OSError as exc:
             raise disk_fault(exc, f"{fetched.label}: cannot unpack") from exc
+        except Fault:
+            raise
+        except Exception as exc:  # whatever else the archive's content provokes: it is the archive's fault
+            log.warning("%s: unpacking failed", fetched.label, exc_info=True)
+            raise Fault(FaultCode.CORRUPT_DATA, f"{fetched.label}: cannot unpack ({type(exc).__name__})") from exc
         log.info("%s: unpacked into %s (%d members)", fetched.label, target, extracted.entries)
         return info
 
