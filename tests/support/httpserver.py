@@ -50,6 +50,7 @@ class Request:
     path: str
     host: str  # the Host header
     authorization: str  # the Authorization header, "" if none
+    query: str = ""  # the query string asked for, "" if none
 
 
 def make_tls_files(directory: Path) -> TlsFiles:
@@ -167,8 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
-        path = urlsplit(self.path).path
-        owner.requests.append(Request(path, self.headers.get("Host", ""), self.headers.get("Authorization", "")))
+        path, query = urlsplit(self.path)[2:4]
+        owner.requests.append(Request(path, self.headers.get("Host", ""), self.headers.get("Authorization", ""), query))
         if path in owner.statuses:
             self._empty(owner.statuses[path])
         elif path in owner.redirects:
