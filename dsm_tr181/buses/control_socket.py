@@ -21,13 +21,15 @@ import grp
 import json
 import logging
 import os
+import resource
 import socket
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sized
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dsm_tr181.buses.log_limit import RateLimitedLog
 from dsm_tr181.control_client import HEADER, encode_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
@@ -46,10 +48,18 @@ DEFAULT_MAX_FRAME = 1 << 20
 DU_OPERATIONS = {"InstallDU()": "Install", "Update()": "Update", "Uninstall()": "Uninstall"}
 # How long a waiting client may still get the DUStateChange! after OperationComplete.
 EVENT_GRACE = 2.0
-EVENT_BACKLOG = 10_000  # notifications queued for one slow `events` client before it is cut off
+EVENT_FLUSH = 1.0  # at shutdown, seconds `events` clients get to receive what is queued for them
+EVENT_BACKLOG = 1000  # notifications queued for one slow `events` client before it is cut off
+MAX_SUBSCRIBERS = 64  # `events` clients at once
+MAX_CONNECTIONS = 256  # connections at once, and always well below the descriptor limit
+_SPARE_DESCRIPTORS = 64  # kept for the store, runtimes and downloads
+MAX_PATHS = 1024  # paths (or values) one request may name
+MAX_RESULT_VALUES = 200_000  # values one get may return
+_SLICE = 16  # paths resolved before other clients get a turn
 
 Params = Mapping[str, Any]
 T = TypeVar("T")
+S = TypeVar("S", bound=Sized)
 
 
 class ClientGone(Exception):
@@ -99,6 +109,10 @@ class Stream:
             raise ClientGone
         raise TimeoutError
 
+    def abort(self) -> None:
+        """Drop the connection now, with whatever is still buffered for it."""
+        self._writer.transport.abort()
+
     def close(self) -> None:
         if self._hangup is not None:
             self._hangup.cancel()
@@ -120,8 +134,13 @@ class ControlServer:
         group: str | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         read_timeout: float = 10.0,
+        max_connections: int = MAX_CONNECTIONS,
+        max_subscribers: int = MAX_SUBSCRIBERS,
+        event_backlog: int = EVENT_BACKLOG,
     ) -> None:
-        self.methods = ControlMethods(dm)
+        self.methods = ControlMethods(dm, max_subscribers, event_backlog)
+        self.max_connections = min(max_connections, _descriptor_budget())
+        self._errors = RateLimitedLog(log)
         self.path = Path(path)
         self.mode = mode
         self.group = group
@@ -156,6 +175,7 @@ class ControlServer:
         if self._server is None:
             return
         self._server.close()
+        await self.methods.flush_events(EVENT_FLUSH)
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -170,6 +190,9 @@ class ControlServer:
                 self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.max_connections:
+            self._refuse(writer)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -186,6 +209,8 @@ class ControlServer:
                 method, params = _method_and_params(request)
                 stream = Stream(reader, writer, request_id)
                 frame = encode_frame({"id": request_id, "result": await self.methods.call(method, params, stream)})
+            except (ClientGone, ConnectionError):
+                raise  # an expected end, not a failure of the request
             except RequestFailed as failure:
                 frame = encode_frame(_error_reply(request_id, failure.fault, failure.extra))
             except Fault as fault:
@@ -194,7 +219,7 @@ class ControlServer:
                 fault = Fault(FaultCode.MESSAGE_FAILED, f"no complete request within {self.read_timeout:g} s")
                 frame = encode_frame(_error_reply(request_id, fault))
             except Exception:
-                log.exception("control request %r failed", method)
+                self._errors.log(logging.ERROR, "control request %r failed", method, exc_info=True)
                 frame = encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))
             writer.write(frame)
             await writer.drain()
@@ -209,6 +234,14 @@ class ControlServer:
                 stream.close()
             writer.close()
             self._connections.discard(task)
+
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        """Over the connection cap: say so at once and hang up (the refusal is not worth a wait)."""
+        fault = Fault(FaultCode.RESOURCES_EXCEEDED, f"too many connections (at most {self.max_connections})")
+        self._errors.log(logging.WARNING, "refusing a control connection: %s", fault.message)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            writer.write(encode_frame(_error_reply(None, fault)))
+        writer.close()
 
     async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
         try:
@@ -235,8 +268,13 @@ class ControlMethods:
     :class:`RequestFailed`). Methods that stream need a :class:`Stream`.
     """
 
-    def __init__(self, dm: DataModel) -> None:
+    def __init__(
+        self, dm: DataModel, max_subscribers: int = MAX_SUBSCRIBERS, event_backlog: int = EVENT_BACKLOG
+    ) -> None:
         self.dm = dm
+        self.max_subscribers = max_subscribers
+        self.event_backlog = event_backlog
+        self._event_queues: set[asyncio.Queue[Notification]] = set()
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -326,11 +364,20 @@ class ControlMethods:
 
     async def _get(self, params: Params, stream: Stream | None) -> Any:
         values: dict[str, str] = {}
-        for result in self.dm.get(_texts(params, "paths"), _count(params, "max_depth")):
-            if result.fault:
-                raise result.fault
-            for obj in result.resolved:
-                values |= {obj.path + name: text for name, text in obj.text().items()}
+        paths = list(dict.fromkeys(_texts(params, "paths")))  # the same path twice adds nothing
+        depth = _count(params, "max_depth")
+        for start in range(0, len(paths), _SLICE):
+            if start:
+                await asyncio.sleep(0)  # a long request lets the other clients in between slices
+            for result in self.dm.get(paths[start : start + _SLICE], depth):
+                if result.fault:
+                    raise result.fault
+                for obj in result.resolved:
+                    values |= {obj.path + name: text for name, text in obj.text().items()}
+            if len(values) > MAX_RESULT_VALUES:
+                raise Fault(
+                    FaultCode.RESOURCES_EXCEEDED, f"the result exceeds {MAX_RESULT_VALUES} values: ask for less"
+                )
         return values
 
     async def _set(self, params: Params, stream: Stream | None) -> Any:
@@ -364,25 +411,42 @@ class ControlMethods:
     async def _events(self, params: Params, stream: Stream | None) -> Any:
         stream = _need(stream, "events")
         prefix = _text(params, "prefix", "")
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        lost = False
+        if len(self._event_queues) >= self.max_subscribers:
+            raise Fault(FaultCode.RESOURCES_EXCEEDED, f"too many events clients (at most {self.max_subscribers})")
+        # Notifications themselves are queued (shared by every subscriber), made text only when sent.
+        queue: asyncio.Queue[Notification] = asyncio.Queue()
 
         def deliver(note: Notification) -> None:
-            nonlocal lost
-            if queue.qsize() >= EVENT_BACKLOG:
-                lost = True
-                subscription.cancel()
-            else:
-                queue.put_nowait({"event": self.notification_json(note)})
+            if queue.qsize() < self.event_backlog:
+                queue.put_nowait(note)
+                return
+            subscription.cancel()
+            log.warning("dropping an events client: it left %d notifications unread", self.event_backlog)
+            while not queue.empty():  # give the backlog back now
+                queue.get_nowait()
+            stream.abort()  # and what the socket still holds for it
 
         subscription = self.dm.subscribe(deliver, set(Kind), prefix)
+        self._event_queues.add(queue)
         try:
             await stream.send({"id": stream.request_id, "result": {"subscribed": prefix}})
-            while not (lost and queue.empty()):
-                await stream.send(await stream.receive(queue))
+            while True:
+                await stream.send({"event": self.notification_json(await stream.receive(queue))})
         finally:
             subscription.cancel()
-        raise Fault(FaultCode.RESOURCES_EXCEEDED, f"client too slow: over {EVENT_BACKLOG} notifications queued")
+            self._event_queues.discard(queue)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._event_queues)
+
+    async def flush_events(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until every `events` client has been sent what is queued for it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(not queue.empty() for queue in self._event_queues):
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.01)
 
     # == long commands ===============================================================================
 
@@ -610,12 +674,17 @@ class _Tracker:
 
 def _decode(body: bytes) -> dict[str, Any]:
     try:
-        request = json.loads(body)
+        request = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise Fault(FaultCode.MESSAGE_FAILED, f"malformed JSON request: {exc}") from None
     if not isinstance(request, dict):
         raise Fault(FaultCode.MESSAGE_FAILED, "a request must be a JSON object")
     return request
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: a request carrying one could not even be answered in JSON."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _method_and_params(request: Mapping[str, Any]) -> tuple[str, Params]:
@@ -661,13 +730,20 @@ def _texts(params: Params, name: str) -> list[str]:
         return [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise _wrong(name, "a non-empty list of strings")
-    return value
+    return _bounded(value, name)
 
 
 def _text_map(params: Params, name: str, required: bool = True) -> dict[str, str]:
     value = params.get(name, None if required else {})
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise _wrong(name, "an object of strings")
+    return _bounded(value, name)
+
+
+def _bounded(value: S, name: str) -> S:
+    """One request names at most MAX_PATHS paths: the work of one client stays bounded."""
+    if len(value) > MAX_PATHS:
+        raise Fault(FaultCode.RESOURCES_EXCEEDED, f"parameter {name!r} names {len(value)} items: at most {MAX_PATHS}")
     return value
 
 
@@ -745,6 +821,12 @@ def _number(row: str) -> int:
 
 
 # == the socket file ==================================================================================
+
+
+def _descriptor_budget() -> int:
+    """Connections the descriptor limit leaves room for (an accept() at the limit fails in a loop)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(8, soft - _SPARE_DESCRIPTORS)
 
 
 def _group_id(name: str) -> int:

@@ -117,6 +117,7 @@ class Deployments:
     # -- InstallDU() -----------------------------------------------------------------------------
 
     def _install_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        self.lcm.check_open()
         args = call.args
         if args.get("Signature"):
             raise Fault(FaultCode.BAD_SIGNATURE, "this device cannot verify DU signatures")
@@ -177,7 +178,7 @@ class Deployments:
         async def abandon(fault: Fault) -> None:
             await self._abandon_install(du, op, started, fault)
 
-        async with ends_with("installation", abandon), self.lcm.operations:
+        async with ends_with("installation", abandon), self.lcm.operation():
             crashpoint("install.journaled")
             info = await self._unpack(du, source, target, request_id)
             crashpoint("install.unpacked")
@@ -247,6 +248,7 @@ class Deployments:
     # -- Update() --------------------------------------------------------------------------------
 
     def _update_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        self.lcm.check_open()
         du = self.records[call.node.number]
         self._check_changeable(du)
         args = call.args
@@ -276,7 +278,7 @@ class Deployments:
         async def abandon(fault: Fault) -> None:
             await self._abandon_update(du, op, stopped, started, fault)
 
-        async with ends_with("update", abandon), self.lcm.operations:
+        async with ends_with("update", abandon), self.lcm.operation():
             crashpoint("update.journaled")
             info = await self._unpack(du, source, Path(op.target), request_id)
             crashpoint("update.unpacked")
@@ -367,6 +369,7 @@ class Deployments:
     # -- Uninstall() ------------------------------------------------------------------------------
 
     def _uninstall_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        self.lcm.check_open()
         du = self.records[call.node.number]
         self._check_changeable(du, uninstall=True)
         op = self._journal_uninstall(du)
@@ -392,7 +395,7 @@ class Deployments:
                 lambda: self.lcm.du_state_change(du, "Uninstall", "Installed", started, fault),
             )
 
-        async with ends_with("uninstall", abandon), self.lcm.operations:
+        async with ends_with("uninstall", abandon), self.lcm.operation():
             crashpoint("uninstall.journaled")
             await self.finish_uninstall(du, op)
         self.lcm.du_state_change(du, "Uninstall", "Uninstalled", started)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from dsm_tr181.errors import Fault
+from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.deployments import Deployments
 from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
@@ -53,6 +55,8 @@ class Lcm:
         self.executions = Executions(self)
         self.deployments = Deployments(self)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.closing = False  # set by drain(): no new Install/Update/Uninstall
+        self._running: set[asyncio.Task[Any]] = set()  # operations started or queued
 
     async def start(self) -> None:
         """Restore persisted state, recover from an interrupted run, serve the commands."""
@@ -66,7 +70,41 @@ class Lcm:
         await recover(self, self.store.load())
         self.executions.start_sampler()
 
+    def check_open(self) -> None:
+        """Refuse new operations once shutdown has begun."""
+        if self.closing:
+            raise Fault(FaultCode.REQUEST_DENIED, "the deployment and state manager is shutting down")
+
+    @asynccontextmanager
+    async def operation(self) -> AsyncIterator[None]:
+        """Hold one operation slot; drain() waits for (then cancels) whoever is in here or queued for it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            async with self.operations:
+                yield
+        finally:
+            self._running.discard(task)
+
+    async def drain(self) -> None:
+        """At shutdown: accept no new operation, give running ones ``shutdown_timeout`` to end, cancel the rest.
+
+        A cancelled operation still ends properly (rolled back, its DUStateChange! sent)
+        while the store is open; the buses close only after this."""
+        self.closing = True
+        pending = set(self._running)
+        if not pending:
+            return
+        log.info("waiting up to %g s for %d running operations", self.settings.shutdown_timeout, len(pending))
+        _, pending = await asyncio.wait(pending, timeout=self.settings.shutdown_timeout)
+        for task in pending:
+            log.warning("cancelling operation %s at shutdown", task.get_name())
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     async def close(self) -> None:
+        await self.drain()
         await self.executions.close()
         for task in list(self._tasks):
             task.cancel()
