@@ -207,7 +207,7 @@ class Deployments:
             f"installation of DU {du.instance}",
             lambda: self.lcm.packager.remove(Path(op.target)),
             lambda: _remove_empty(self.lcm.bundle_root(du.instance)),
-            lambda: self.lcm.commit(delete=[du, op]),
+            lambda: self.lcm.commit(delete=[du, op], keep_changes=True),
             lambda: self.drop(du),
             lambda: self.lcm.du_state_change(du, "Install", "Failed", started, fault),
         )
@@ -336,7 +336,7 @@ class Deployments:
         await cleanup(
             f"update of DU {du.instance}",
             lambda: self.lcm.packager.remove(Path(op.target)),
-            lambda: self.lcm.commit(put=[du], delete=[op]),
+            lambda: self.lcm.commit(put=[du], delete=[op], keep_changes=True),
             lambda: self.refresh(du),
             restart,
             lambda: self.lcm.du_state_change(du, "Update", "Installed", started, fault),
@@ -390,7 +390,7 @@ class Deployments:
             du.status = "Installed"
             await cleanup(
                 f"uninstall of DU {du.instance}",
-                lambda: self.lcm.commit(put=[du], delete=[op]),
+                lambda: self.lcm.commit(put=[du], delete=[op], keep_changes=True),
                 lambda: self.refresh(du),
                 lambda: self.lcm.du_state_change(du, "Uninstall", "Installed", started, fault),
             )
@@ -420,9 +420,8 @@ class Deployments:
     async def uninstall_all(self, ee: str) -> None:
         """Uninstall every DU of ``ee`` (ExecEnv Reset()), each with its event."""
         for du in [d for d in self.records.values() if d.ee == ee and d.status == "Installed"]:
-            op = self._journal_uninstall(du)
             try:
-                await self._uninstall(du, op)
+                await self._uninstall(du, self._journal_uninstall(du))
             except Fault:
                 continue
 

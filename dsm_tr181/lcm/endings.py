@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 def fault_of(exc: BaseException, what: str) -> Fault:
     """The fault an operation ends with when ``exc`` ended it."""
+    if isinstance(exc, Fault) and exc.code is FaultCode.RESOURCES_EXCEEDED:  # the store's file system is full
+        return Fault(FaultCode.SYSTEM_RESOURCES_EXCEEDED, exc.message, exc.path)  # as DUStateChange! names it
     if isinstance(exc, Fault):
         return exc
     if isinstance(exc, asyncio.CancelledError):

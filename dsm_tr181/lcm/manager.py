@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -115,10 +116,30 @@ class Lcm:
 
     # -- shared helpers ---------------------------------------------------------------------
 
-    def commit(self, put: list[Record] | None = None, delete: list[Record] | None = None) -> None:
-        """Persist records together with the instance counters of every table."""
+    def commit(
+        self, put: list[Record] | None = None, delete: list[Record] | None = None, *, keep_changes: bool = False
+    ) -> None:
+        """Persist records together with the instance counters of every table.
+
+        When the store refuses (a Fault: full disk), the records in ``put`` get back what
+        the store holds, so that the caller's change is undone everywhere, unless
+        ``keep_changes`` (an operation ending in failure still ends: recovery at the next
+        start finishes what the journal then says)."""
         tables = (EE_TABLE, DU_TABLE, EU_TABLE, LOG_TABLE)
-        self.store.commit(put, delete, {t: self.dm.table(t).next_instance for t in tables})
+        try:
+            self.store.commit(put, delete, {t: self.dm.table(t).next_instance for t in tables})
+        except Fault:
+            if put and not keep_changes:
+                self._restore(put)
+            raise
+
+    def _restore(self, records: list[Record]) -> None:
+        stored = self.store.load().records
+        for record in records:
+            before = stored.get(record.KIND, {}).get(record.key())
+            if before is not None:
+                for item in fields(before):  # type: ignore[arg-type]  # every record is a dataclass
+                    setattr(record, item.name, getattr(before, item.name))
 
     def spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         """Run a background coroutine, keep a reference, log what it raises."""

@@ -145,7 +145,8 @@ class Store(Protocol):
         delete: list[Record] | None = None,
         counters: dict[str, int] | None = None,
     ) -> None:
-        """Apply all changes in one durable transaction (or none of them)."""
+        """Apply all changes in one durable transaction (or none of them); a Fault if it cannot
+        (RESOURCES_EXCEEDED when its file system is full)."""
         ...
 
     def close(self) -> None: ...
