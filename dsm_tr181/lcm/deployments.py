@@ -68,6 +68,7 @@ class Deployments:
     def __init__(self, lcm: Lcm) -> None:
         self.lcm = lcm
         self.records: dict[int, DeploymentUnitRecord] = {}
+        self._installing: dict[int, asyncio.Task[object]] = {}  # DU instance -> its InstallDU() under way
 
     def install_hooks(self) -> None:
         dm = self.lcm.dm
@@ -176,11 +177,16 @@ class Deployments:
         target = Path(op.target)
 
         async def abandon(fault: Fault) -> None:
+            self._installing.pop(du.instance, None)  # cancelled while queued for a slot
             await self._abandon_install(du, op, started, fault)
 
+        self._installing[du.instance] = asyncio.current_task()  # type: ignore[assignment]  # always a task
         async with ends_with("installation", abandon), self.lcm.operation():
             crashpoint("install.journaled")
-            info = await self._unpack(du, source, target, request_id)
+            try:
+                info = await self._unpack(du, source, target, request_id)
+            finally:
+                self._installing.pop(du.instance, None)  # past the transfer, Uninstall() waits its turn
             crashpoint("install.unpacked")
             meta = self._metadata(info)
             du.uuid = given_uuid or identity.annex_c_uuid(meta["name"], meta["vendor"])
@@ -371,6 +377,9 @@ class Deployments:
     def _uninstall_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         self.lcm.check_open()
         du = self.records[call.node.number]
+        installing = self._installing.get(du.instance)
+        if installing is not None:
+            return self._cancel_install(du, installing)
         self._check_changeable(du, uninstall=True)
         op = self._journal_uninstall(du)
         return self._uninstall(du, op)
@@ -395,9 +404,20 @@ class Deployments:
                 lambda: self.lcm.du_state_change(du, "Uninstall", "Installed", started, fault),
             )
 
-        async with ends_with("uninstall", abandon), self.lcm.operation():
+        async with ends_with("uninstall", abandon), self.lcm.operation(removal=True):
             crashpoint("uninstall.journaled")
             await self.finish_uninstall(du, op)
+        self.lcm.du_state_change(du, "Uninstall", "Uninstalled", started)
+        return {}
+
+    async def _cancel_install(self, du: DeploymentUnitRecord, installing: asyncio.Task[object]) -> dict[str, Value]:
+        """Uninstall() of a DU still downloading: how an operator ends a stuck transfer (TR-181 has no
+        cancel). The installation is cancelled and rolled back (its DUStateChange! says Failed, 7023),
+        then this Uninstall reports the DU Uninstalled."""
+        started = now()
+        log.warning("Uninstall() of DU %s cancels its installation", du.instance)
+        installing.cancel()
+        await asyncio.gather(installing, return_exceptions=True)
         self.lcm.du_state_change(du, "Uninstall", "Uninstalled", started)
         return {}
 

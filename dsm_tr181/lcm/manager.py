@@ -51,7 +51,9 @@ class Lcm:
         self.runtimes = dict(runtimes)
         self.settings = settings
         self.sealer = sealer
-        self.operations = asyncio.Semaphore(settings.max_parallel_operations)
+        self.operations = asyncio.Semaphore(settings.max_parallel_operations)  # installs and updates
+        # Uninstalls download nothing: slots of their own, so slow downloads never hold them up.
+        self.removals = asyncio.Semaphore(settings.max_parallel_operations)
         self.execenvs = ExecEnvs(self)
         self.executions = Executions(self)
         self.deployments = Deployments(self)
@@ -77,13 +79,14 @@ class Lcm:
             raise Fault(FaultCode.REQUEST_DENIED, "the deployment and state manager is shutting down")
 
     @asynccontextmanager
-    async def operation(self) -> AsyncIterator[None]:
-        """Hold one operation slot; drain() waits for (then cancels) whoever is in here or queued for it."""
+    async def operation(self, removal: bool = False) -> AsyncIterator[None]:
+        """Hold one operation slot (a removal's own kind of slot for an uninstall); drain() waits for
+        (then cancels) whoever is in here or queued for it."""
         task = asyncio.current_task()
         assert task is not None
         self._running.add(task)
         try:
-            async with self.operations:
+            async with self.removals if removal else self.operations:
                 yield
         finally:
             self._running.discard(task)
