@@ -87,7 +87,7 @@ def extract_archive(archive: BinaryIO, staging: Path, limits: ExtractLimits, lab
         tar = tarfile.TarFile(fileobj=source, tarinfo=_BoundedTarInfo)
         while (member := tar.next()) is not None:
             cancel.check(label)
-            writer.add(tar, member)
+            writer.add(member)
             tar.members.clear()  # tarfile would otherwise keep every TarInfo
         end_of_members = tar.offset
         source.drain()
@@ -294,7 +294,7 @@ class _Writer:
     def result(self) -> Extracted:
         return Extracted(self._bytes, self._entries, self._symlinks)
 
-    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def add(self, member: tarfile.TarInfo) -> None:
         self._entries += 1
         if self._entries > self._limits.max_entries:
             raise Fault(
@@ -316,7 +316,7 @@ class _Writer:
             self._refuse(member, f"duplicate member (a {existing} of that name came before)")
         path = f"{self._root}/{name}"
         if member.isreg():
-            self._add_file(tar, member, path, name)
+            self._add_file(member, path, name)
         elif member.isdir():
             if existing is None:
                 os.mkdir(path, 0o700)
@@ -368,20 +368,21 @@ class _Writer:
             self._kinds[prefix] = _DIRECTORY
             self._directories[prefix] = None
 
-    def _add_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, name: str) -> None:
-        self._bytes += member.size
+    def _add_file(self, member: tarfile.TarInfo, path: str, name: str) -> None:
+        pieces = _pieces(member, self._label)
+        self._bytes += sum(size for _, size in pieces)  # a sparse file counts the data it holds, not its holes
         if self._bytes > self._limits.max_unpacked_bytes:
             raise Fault(
                 FaultCode.SYSTEM_RESOURCES_EXCEEDED,
                 f"{self._label}: unpacked files exceed {self._limits.max_unpacked_bytes} bytes at {member.name!r}",
             )
-        # A sparse member's data is a map of pieces: tarfile's reader expands it.
-        reader = self._source if member.sparse is None else tar.extractfile(member)
-        assert reader is not None  # a regular file always has a reader
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self._kinds[name] = _FILE
         try:
-            self._copy(reader, fd, member)
+            for offset, size in pieces:  # holes stay holes: they take no blocks
+                os.lseek(fd, offset, os.SEEK_SET)
+                self._copy(fd, size, member)
+            os.ftruncate(fd, member.size)
             if self._as_root:
                 os.fchown(fd, member.uid, member.gid)
             os.fchmod(fd, member.mode & 0o777)
@@ -389,11 +390,11 @@ class _Writer:
         finally:
             os.close(fd)
 
-    def _copy(self, reader: _Source | BinaryIO, fd: int, member: tarfile.TarInfo) -> None:
-        remaining = member.size
+    def _copy(self, fd: int, size: int, member: tarfile.TarInfo) -> None:
+        remaining = size
         while remaining:
             self._cancel.check(self._label)
-            count = reader.readinto(self._buffer[: min(_CHUNK, remaining)])  # type: ignore[union-attr]
+            count = self._source.readinto(self._buffer[: min(_CHUNK, remaining)])
             if not count:
                 raise tarfile.ReadError(f"unexpected end of data in {member.name!r}")
             chunk = self._buffer[:count]
@@ -432,6 +433,20 @@ class _Writer:
             os.chown(path, member.uid, member.gid, follow_symlinks=False)
         os.chmod(path, member.mode & 0o777)
         os.utime(path, _times(member), follow_symlinks=False)
+
+
+def _pieces(member: tarfile.TarInfo, label: str) -> list[tuple[int, int]]:
+    """Where a regular member's data goes in its file, as (offset, size): all of it at 0, or a
+    sparse member's map (its data in the archive is these pieces one after the other)."""
+    if member.sparse is None:
+        return [(0, member.size)]
+    pieces = [(offset, size) for offset, size in member.sparse if size]
+    end = 0
+    for offset, size in pieces:
+        if offset < end or offset + size > member.size:
+            raise Fault(FaultCode.CORRUPT_DATA, f"{label}: member {member.name!r}: sparse map out of order or bounds")
+        end = offset + size
+    return pieces
 
 
 def _times(member: tarfile.TarInfo) -> tuple[int, int]:
