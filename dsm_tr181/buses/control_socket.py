@@ -55,7 +55,7 @@ MAX_CONNECTIONS = 256  # connections at once, and always well below the descript
 _SPARE_DESCRIPTORS = 64  # kept for the store, runtimes and downloads
 MAX_PATHS = 1024  # paths (or values) one request may name
 MAX_RESULT_VALUES = 200_000  # values one get may return
-_SLICE = 16  # paths resolved before other clients get a turn
+_SLICE = 16  # paths resolved, or objects made text, before other clients get a turn
 
 Params = Mapping[str, Any]
 T = TypeVar("T")
@@ -366,14 +366,16 @@ class ControlMethods:
         values: dict[str, str] = {}
         paths = list(dict.fromkeys(_texts(params, "paths")))  # the same path twice adds nothing
         depth = _count(params, "max_depth")
+        formatted = 0
         for start in range(0, len(paths), _SLICE):
-            if start:
-                await asyncio.sleep(0)  # a long request lets the other clients in between slices
             for result in self.dm.get(paths[start : start + _SLICE], depth):
                 if result.fault:
                     raise result.fault
                 for obj in result.resolved:
                     values |= {obj.path + name: text for name, text in obj.text().items()}
+                    formatted += 1
+                    if formatted % _SLICE == 0:
+                        await asyncio.sleep(0)  # a long read lets the other clients in between slices
             if len(values) > MAX_RESULT_VALUES:
                 raise Fault(
                     FaultCode.RESOURCES_EXCEEDED, f"the result exceeds {MAX_RESULT_VALUES} values: ask for less"

@@ -379,10 +379,13 @@ class _Writer:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self._kinds[name] = _FILE
         try:
-            for offset, size in pieces:  # holes stay holes: they take no blocks
-                os.lseek(fd, offset, os.SEEK_SET)
-                self._copy(fd, size, member)
-            os.ftruncate(fd, member.size)
+            if member.sparse is None:
+                self._copy(fd, member.size, member)
+            else:
+                for offset, size in pieces:  # holes stay holes: they take no blocks
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    self._copy(fd, size, member)
+                os.ftruncate(fd, member.size)
             if self._as_root:
                 os.fchown(fd, member.uid, member.gid)
             os.fchmod(fd, member.mode & 0o777)
