@@ -7,9 +7,10 @@ them), then measures the p99 latency of a one-parameter get from another process
   (b) while two clients read the whole tree in a loop,
   (c) while 50 ``events`` clients that never read exist and 2000 sets publish notifications,
 each as a ratio to the idle p99 (target <= 3x), and the daemon's RSS before and after each
-phase, the phase's clients gone (target: back within 5 MiB).
+phase, the phase's clients gone (target: back within 5 MiB). Then (d) C install/uninstall
+cycles of a small DU: RSS after the first 10% of them and at the end, as KiB per cycle.
 
-Run as root: python bench/stress_bench.py [--entries 100000] [--dus 1000] [--dir /dev/shm]
+Run as root: python bench/stress_bench.py [--entries 100000] [--dus 1000] [--cycles 2000] [--dir /dev/shm]
 """
 
 from __future__ import annotations
@@ -153,15 +154,32 @@ def phase_subscribers(dsm: DsmDaemon) -> float:
             sock.close()
 
 
+def cycles(dsm: DsmDaemon, archive: Path, count: int) -> tuple[float, float]:
+    """RSS (MiB) after the first tenth of ``count`` install/uninstall cycles and after all of them."""
+    client = dsm.client(timeout=None)
+    args = {"URL": f"file://{archive}", "ExecutionEnvRef": "Device.SoftwareModules.ExecEnv.1"}
+    warm = 0.0
+    for n in range(count):
+        done = client.follow("operate", {"command": "Device.SoftwareModules.InstallDU()", "args": args},
+                             lambda progress: None)  # fmt: skip
+        du = done["DUStateChange"]["DeploymentUnitRef"]
+        client.follow("operate", {"command": du + ".Uninstall()", "args": {}}, lambda progress: None)
+        if n + 1 == max(1, count // 10):
+            warm = rss_mib(dsm)
+    return warm, rss_mib(dsm)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--dus", type=int, default=1000)
+    parser.add_argument("--cycles", type=int, default=2000)
     parser.add_argument("--dir", default=None, help="work directory (a tmpfs keeps the disk out of it)")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsm-stress-", dir=options.dir))
     try:
         archive = many_entries(work / "many.tar", options.entries)
+        small = many_entries(work / "small.tar", 10)
         dsm = DsmDaemon(work, lcm={"usage_interval": 60.0})
         dsm.state.mkdir(parents=True)
         populate(dsm.state, options.dus)
@@ -178,6 +196,7 @@ def main() -> None:
                 latency = phase()
                 time.sleep(1.0)  # the phase's clients are gone: let the daemon settle
                 rows.append((name, latency, before, rss_mib(dsm)))
+            warm, end = cycles(dsm, small, options.cycles) if options.cycles else (0.0, 0.0)
         finally:
             dsm.stop()
     finally:
@@ -189,6 +208,10 @@ def main() -> None:
               f"{after - before:>+6.1f}M")  # fmt: skip
     met = all(latency / idle <= 3 for _, latency, _, _ in rows)
     back = all(after - before <= 5 for _, _, before, after in rows)
+    if options.cycles:
+        creep = (end - warm) * 1024 / max(1, options.cycles - options.cycles // 10)
+        print(f"(d) {options.cycles} install/uninstall cycles: RSS {warm:.1f}M after the first tenth, "
+              f"{end:.1f}M at the end: {creep:+.2f} KiB per cycle")  # fmt: skip
     print(f"targets: p99 <= 3x idle ({'met' if met else 'MISSED'}), RSS back within 5 MiB "
           f"({'met' if back else 'MISSED'})")  # fmt: skip
 
