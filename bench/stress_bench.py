@@ -180,7 +180,8 @@ def main() -> None:
     try:
         archive = many_entries(work / "many.tar", options.entries)
         small = many_entries(work / "small.tar", 10)
-        dsm = DsmDaemon(work, lcm={"usage_interval": 60.0})
+        limits = {"max_entries": options.entries + options.entries // 1000 + 10}  # the files and their folders
+        dsm = DsmDaemon(work, lcm={"usage_interval": 60.0}, extra={"packager.tar": limits})
         dsm.state.mkdir(parents=True)
         populate(dsm.state, options.dus)
         dsm.start()

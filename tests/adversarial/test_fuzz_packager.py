@@ -28,7 +28,7 @@ from tests.adversarial.archives import CONFIG, bundle_members, deep_json, member
 pytestmark = pytest.mark.unit
 
 LIMITS = ExtractLimits(max_unpacked_bytes=1 << 20, max_entries=200, allow_special_files=False)
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 WEIRD_TEXT = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
     ["nan", "inf", "-inf", "-1", str(10**20), str(2**64), "1e400", "", "\0", "a\0b", "../x", "/etc", "BINARY"]
@@ -94,7 +94,7 @@ JSON_VALUES = st.recursive(
 @given(
     st.sampled_from(["config", "manifest"]),
     st.one_of(
-        st.integers(1, 200_000).map(deep_json),
+        st.integers(1, 120_000).map(deep_json),
         st.integers(1, 50_000).map(lambda n: b"[" * n),
         st.dictionaries(st.sampled_from([*CONFIG, "annotations", "name", "version"]), JSON_VALUES, max_size=4).map(
             lambda changes: json.dumps({**CONFIG, **changes}).encode()
