@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import grp
 import json
 import logging
@@ -53,6 +54,9 @@ EVENT_BACKLOG = 1000  # notifications queued for one slow `events` client before
 MAX_SUBSCRIBERS = 64  # `events` clients at once
 MAX_CONNECTIONS = 256  # connections at once, and always well below the descriptor limit
 _SPARE_DESCRIPTORS = 64  # kept for the store, runtimes and downloads
+_ACCEPT_BACKLOG = 32
+_ACCEPT_RETRY = 0.1  # seconds before accepting again when the process is out of descriptors
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 MAX_PATHS = 1024  # paths (or values) one request may name
 MAX_RESULT_VALUES = 200_000  # values one get may return
 _SLICE = 16  # paths resolved, or objects made text, before other clients get a turn
@@ -146,7 +150,8 @@ class ControlServer:
         self.group = group
         self.max_frame = max_frame
         self.read_timeout = read_timeout  # for the request frame to arrive complete
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._inode = 0
         self._connections: set[asyncio.Task[Any]] = set()
 
@@ -164,24 +169,50 @@ class ControlServer:
             os.chmod(self.path, self.mode)
             if gid != -1:
                 os.chown(self.path, -1, gid)
-            self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+            sock.listen(_ACCEPT_BACKLOG)
+            sock.setblocking(False)
         except BaseException:
             sock.close()
             self._unlink()
             raise
+        self._listener = sock
+        self._acceptor = asyncio.get_running_loop().create_task(self._accept(sock), name="dsm-control-accept")
         log.info("control socket listening on %s", self.path)
 
     async def close(self) -> None:
-        if self._server is None:
+        if self._listener is None or self._acceptor is None:
             return
-        self._server.close()
+        self._acceptor.cancel()
+        await asyncio.gather(self._acceptor, return_exceptions=True)
+        self._listener.close()
+        self._listener = None
         await self.methods.flush_events(EVENT_FLUSH)
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
         self._unlink()
+
+    async def _accept(self, listener: socket.socket) -> None:
+        """One connection at a time: each is served or refused (and closed) before the next is accepted,
+        so connections over the cap never pile up as descriptors (asyncio's own loop accepts whole bursts,
+        and at the descriptor limit logs a traceback per failed accept)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                self._errors.log(logging.WARNING, "cannot accept a control connection: %s", exc.strerror)
+                await asyncio.sleep(_ACCEPT_RETRY)
+                continue
+            if len(self._connections) >= self.max_connections:
+                self._refuse(conn)
+                continue
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+            task = loop.create_task(self._serve(reader, writer))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
 
     def _unlink(self) -> None:
         """Remove the socket file, unless another server has replaced it since."""
@@ -190,12 +221,6 @@ class ControlServer:
                 self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self.max_connections:
-            self._refuse(writer)
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
         stream: Stream | None = None
         try:
             request_id: Any = None
@@ -233,15 +258,14 @@ class ControlServer:
             if stream is not None:
                 stream.close()
             writer.close()
-            self._connections.discard(task)
 
-    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+    def _refuse(self, conn: socket.socket) -> None:
         """Over the connection cap: say so at once and hang up (the refusal is not worth a wait)."""
         fault = Fault(FaultCode.RESOURCES_EXCEEDED, f"too many connections (at most {self.max_connections})")
         self._errors.log(logging.WARNING, "refusing a control connection: %s", fault.message)
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            writer.write(encode_frame(_error_reply(None, fault)))
-        writer.close()
+        with conn, contextlib.suppress(OSError):  # a full socket buffer just loses the explanation
+            conn.setblocking(False)
+            conn.send(encode_frame(_error_reply(None, fault)))
 
     async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
         try:
@@ -828,7 +852,9 @@ def _number(row: str) -> int:
 def _descriptor_budget() -> int:
     """Connections the descriptor limit leaves room for (an accept() at the limit fails in a loop)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(8, soft - _SPARE_DESCRIPTORS)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, soft - _SPARE_DESCRIPTORS)
 
 
 def _group_id(name: str) -> int:
