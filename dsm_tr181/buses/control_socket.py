@@ -50,6 +50,7 @@ DU_OPERATIONS = {"InstallDU()": "Install", "Update()": "Update", "Uninstall()": 
 # How long a waiting client may still get the DUStateChange! after OperationComplete.
 EVENT_GRACE = 2.0
 EVENT_FLUSH = 1.0  # at shutdown, seconds `events` clients get to receive what is queued for them
+_EVENT_FRAMES = 256  # encoded notifications kept for the subscribers still to send them
 EVENT_BACKLOG = 1000  # notifications queued for one slow `events` client before it is cut off
 MAX_SUBSCRIBERS = 64  # `events` clients at once
 MAX_CONNECTIONS = 256  # connections at once, and always well below the descriptor limit
@@ -88,11 +89,12 @@ class Stream:
         self._writer = writer
         self._hangup: asyncio.Task[None] | None = None
 
-    async def send(self, message: Mapping[str, Any]) -> None:
+    async def send(self, message: Mapping[str, Any] | bytes) -> None:
+        """Send a message, or a frame already encoded."""
         if self._writer.is_closing():
             raise ClientGone
         try:
-            self._writer.write(encode_frame(message))
+            self._writer.write(message if isinstance(message, bytes) else encode_frame(message))
             await self._writer.drain()
         except ConnectionError:
             raise ClientGone from None
@@ -299,6 +301,9 @@ class ControlMethods:
         self.max_subscribers = max_subscribers
         self.event_backlog = event_backlog
         self._event_queues: set[asyncio.Queue[Notification]] = set()
+        # The last notifications' frames, made once for every subscriber (by id, with the
+        # notification kept so that its id cannot be reused meanwhile).
+        self._event_frames: dict[int, tuple[Notification, bytes]] = {}
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -457,10 +462,19 @@ class ControlMethods:
         try:
             await stream.send({"id": stream.request_id, "result": {"subscribed": prefix}})
             while True:
-                await stream.send({"event": self.notification_json(await stream.receive(queue))})
+                await stream.send(self._event_frame(await stream.receive(queue)))
         finally:
             subscription.cancel()
             self._event_queues.discard(queue)
+
+    def _event_frame(self, note: Notification) -> bytes:
+        cached = self._event_frames.get(id(note))
+        if cached is None:
+            cached = (note, encode_frame({"event": self.notification_json(note)}))
+            self._event_frames[id(note)] = cached
+            if len(self._event_frames) > _EVENT_FRAMES:
+                del self._event_frames[next(iter(self._event_frames))]  # the oldest
+        return cached[1]
 
     @property
     def subscribers(self) -> int:
