@@ -47,11 +47,17 @@ async def ends_with(what: str, abandon: Callable[[Fault], Awaitable[None]]) -> A
 
 
 async def cleanup(what: str, *steps: Callable[[], object]) -> None:
-    """Run every step (a function, or one returning an awaitable) even when an earlier one fails."""
+    """Run every step (a function, or one returning an awaitable) even when an earlier one fails
+    or the task is cancelled meanwhile (at shutdown): the cancellation is raised after the last step."""
+    cancelled = False
     for step in steps:
         try:
             result = step()
             if inspect.isawaitable(result):
                 await result
+        except asyncio.CancelledError:
+            cancelled = True
         except Exception:
             log.exception("%s: a clean-up step failed", what)
+    if cancelled:
+        raise asyncio.CancelledError

@@ -78,3 +78,24 @@ def test_ends_with_runs_every_cleanup_step_and_raises_a_fault() -> None:
         asyncio.run(operation())
     assert raised.value.code is FaultCode.INTERNAL_ERROR
     assert seen == ["INTERNAL_ERROR"]  # the step after the failing one still ran
+
+
+@pytest.mark.unit
+def test_cleanup_finishes_its_steps_when_cancelled_meanwhile() -> None:
+    seen: list[str] = []
+
+    async def slow_removal() -> None:
+        await asyncio.sleep(10)
+
+    async def operation() -> None:
+        await cleanup("test", slow_removal, lambda: seen.append("event sent"))
+
+    async def main() -> None:
+        task = asyncio.create_task(operation())
+        await asyncio.sleep(0.05)
+        task.cancel()  # as drain() does at shutdown
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert seen == ["event sent"]
