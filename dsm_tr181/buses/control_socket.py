@@ -55,7 +55,7 @@ EVENT_BACKLOG = 1000  # notifications queued for one slow `events` client before
 MAX_SUBSCRIBERS = 64  # `events` clients at once
 MAX_CONNECTIONS = 256  # connections at once, and always well below the descriptor limit
 _SPARE_DESCRIPTORS = 64  # kept for the store, runtimes and downloads
-_ACCEPT_BACKLOG = 32
+_ACCEPT_BACKLOG = 128  # connections the kernel holds until they are accepted
 _ACCEPT_RETRY = 0.1  # seconds before accepting again when the process is out of descriptors
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 MAX_PATHS = 1024  # paths (or values) one request may name
@@ -195,32 +195,47 @@ class ControlServer:
         self._unlink()
 
     async def _accept(self, listener: socket.socket) -> None:
-        """One connection at a time: each is served or refused (and closed) before the next is accepted,
-        so connections over the cap never pile up as descriptors (asyncio's own loop accepts whole bursts,
-        and at the descriptor limit logs a traceback per failed accept)."""
+        """Each connection is served or refused (and closed) as it is accepted, so connections over
+        the cap never pile up as descriptors (asyncio's own loop accepts whole bursts before serving
+        any, and at the descriptor limit logs a traceback per failed accept)."""
         loop = asyncio.get_running_loop()
         while True:
             try:
                 conn, _ = await loop.sock_accept(listener)
+                self._take(conn)
+                for _ in range(_ACCEPT_BACKLOG):  # and whoever else is waiting, at once
+                    try:
+                        conn, _ = listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    self._take(conn)
             except OSError as exc:
                 if exc.errno not in _OUT_OF_RESOURCES:
                     raise
                 self._errors.log(logging.WARNING, "cannot accept a control connection: %s", exc.strerror)
                 await asyncio.sleep(_ACCEPT_RETRY)
-                continue
-            if len(self._connections) >= self.max_connections:
-                self._refuse(conn)
-                continue
-            reader, writer = await asyncio.open_unix_connection(sock=conn)
-            task = loop.create_task(self._serve(reader, writer))
-            self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
+
+    def _take(self, conn: socket.socket) -> None:
+        if len(self._connections) >= self.max_connections:
+            self._refuse(conn)
+            return
+        task = asyncio.get_running_loop().create_task(self._open(conn))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
 
     def _unlink(self) -> None:
         """Remove the socket file, unless another server has replaced it since."""
         with contextlib.suppress(FileNotFoundError):
             if os.stat(self.path).st_ino == self._inode:
                 self.path.unlink()
+
+    async def _open(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+        except BaseException:
+            conn.close()
+            raise
+        await self._serve(reader, writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream: Stream | None = None
