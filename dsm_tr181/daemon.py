@@ -153,6 +153,7 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     await stop.wait()
     log.info("stopping")
     sd_notify(notify_address, "STOPPING=1")
+    await lcm.drain()  # while the buses still serve: the operations' last events reach their clients
     for provider in reversed(buses):
         await provider.close()
     await control.close()

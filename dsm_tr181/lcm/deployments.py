@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -39,9 +40,11 @@ from urllib.parse import urlsplit
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm import identity, versions
 from dsm_tr181.lcm.crashpoints import crashpoint
+from dsm_tr181.lcm.endings import cleanup, ends_with
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
 from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, from_stamp, now, stamp
+from dsm_tr181.lcm.urls import display_url, served_url
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
 from dsm_tr181.tree.nodes import Node
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 
 ROW = DU_TABLE + "{i}."
 SIGNED_BY = "X_RDKCENTRAL-COM_SignedBy"  # vendor parameter (datamodel/regenerate.py)
+DIGEST_FRAGMENT = "sha256="  # InstallDU(URL="https://host/app.tar#sha256=<hex>")
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 # A progress notification every 4 MiB or 0.25 s at most: finer steps cost the download
 # measurable CPU (they compete with the packager's threads) for no visible gain.
 PROGRESS_STEP = 4 << 20
@@ -74,6 +79,7 @@ class Deployments:
     def __init__(self, lcm: Lcm) -> None:
         self.lcm = lcm
         self.records: dict[int, DeploymentUnitRecord] = {}
+        self._installing: dict[int, asyncio.Task[object]] = {}  # DU instance -> its InstallDU() under way
 
     def install_hooks(self) -> None:
         dm = self.lcm.dm
@@ -124,6 +130,7 @@ class Deployments:
     # -- InstallDU() -----------------------------------------------------------------------------
 
     def _install_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        self.lcm.check_open()
         args = call.args
         if args.get("RequiredRoles") or args.get("RequiredUserRoles"):
             code = FaultCode.UNAVAILABLE_ROLE if args.get("RequiredRoles") else FaultCode.UNAVAILABLE_USER_ROLE
@@ -177,7 +184,8 @@ class Deployments:
             uuid=given_uuid or identity.provisional_uuid(source.url),
             ee=ee,
             status="Installing",
-            url=source.url,
+            url=served_url(source.url),
+            sealed_url=self._seal_url(source.url),
             duid=identity.duid(ee, instance),
             credentials=self._seal(source),
             module_version=module_version,
@@ -208,10 +216,19 @@ class Deployments:
         started = now()
         target = Path(op.target)
         eu: ExecutionUnitRecord | None = None
+
+        async def abandon(fault: Fault) -> None:
+            self._installing.pop(du.instance, None)  # cancelled while queued for a slot
+            await self._abandon_install(du, op, started, fault)
+
+        self._installing[du.instance] = asyncio.current_task()  # type: ignore[assignment]  # always a task
         try:
-            async with self.lcm.operations:
+            async with ends_with("installation", abandon), self.lcm.operation():
                 crashpoint("install.journaled")
-                info = await self._unpack(du, source, target, request_id, exempt=exempt)
+                try:
+                    info = await self._unpack(du, source, target, request_id, exempt=exempt)
+                finally:
+                    self._installing.pop(du.instance, None)  # past the transfer, Uninstall() waits its turn
                 crashpoint("install.unpacked")
                 meta = self._metadata(info)
                 du.uuid = given_uuid or identity.annex_c_uuid(meta["name"], meta["vendor"])
@@ -227,10 +244,6 @@ class Deployments:
                 du.eus = [eu.instance]
                 self.lcm.commit(put=[du, eu], delete=[op])
                 crashpoint("install.committed")
-        except (Fault, asyncio.CancelledError) as exc:
-            fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "installation canceled")
-            await self._abandon_install(du, op, started, fault)
-            raise
         finally:
             if eu is not None:
                 self.lcm.confinement.release(eu)
@@ -243,12 +256,15 @@ class Deployments:
     async def _abandon_install(
         self, du: DeploymentUnitRecord, op: OperationRecord, started: datetime, fault: Fault
     ) -> None:
-        log.warning("installation of %s failed: %s", du.url, fault)
-        await self.lcm.packager.remove(Path(op.target))
-        _remove_empty(self.lcm.bundle_root(du.instance))
-        self.lcm.commit(delete=[du, op])
-        self.drop(du)
-        self.lcm.du_state_change(du, "Install", "Failed", started, fault)
+        log.warning("installation of %s failed: %s", display_url(du.url), fault)
+        await cleanup(
+            f"installation of DU {du.instance}",
+            lambda: self.lcm.packager.remove(Path(op.target)),
+            lambda: _remove_empty(self.lcm.bundle_root(du.instance)),
+            lambda: self.lcm.commit(delete=[du, op], keep_changes=True),
+            lambda: self.drop(du),
+            lambda: self.lcm.du_state_change(du, "Install", "Failed", started, fault),
+        )
 
     def _new_eu(self, du: DeploymentUnitRecord, meta: dict[str, str], settings: EuSettings) -> ExecutionUnitRecord:
         dm = self.lcm.dm
@@ -286,12 +302,13 @@ class Deployments:
     # -- Update() --------------------------------------------------------------------------------
 
     def _update_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        self.lcm.check_open()
         du = self.records[call.node.number]
         self._check_changeable(du)
         args = call.args
-        url = str(args.get("URL") or du.url)
+        url = str(args.get("URL") or self._full_url(du))
         username, password = str(args.get("Username", "")), str(args.get("Password", ""))
-        if not username and not password and url == du.url and du.credentials:
+        if not username and not password and du.credentials and url == self._full_url(du):
             username, password = self._unseal(du)
         source = self._signed(_source(url, username, password), str(args.get("Signature", "")), du.ee)
         op = OperationRecord(
@@ -311,30 +328,30 @@ class Deployments:
     ) -> dict[str, Value]:
         started = now()
         stopped: list[int] = []
-        try:
-            async with self.lcm.operations:
-                crashpoint("update.journaled")
-                info = await self._unpack(du, source, Path(op.target), request_id)
-                crashpoint("update.unpacked")
-                meta = self._metadata(info)
-                self._check_version(du, meta["version"])
-                for unit in self._units(du):
-                    await asyncio.to_thread(self.lcm.confinement.prepare, unit.record, Path(op.target))
-                stopped = await self._stop_eus(du, op)
-                crashpoint("update.stopped")
-                eus = [eu.record for eu in self._units(du)]
-                for record in (du, *eus):
-                    _describe(record, meta)
-                du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
-                du.signed_by = info.signed_by
-                du.url, du.credentials, du.last_update, du.status = source.url, self._seal(source), stamp(), "Installed"
-                op.stage = "swapped"
-                self.lcm.commit(put=[du, *eus, op])
-                crashpoint("update.swapped")
-        except (Fault, asyncio.CancelledError) as exc:
-            fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "update canceled")
+
+        async def abandon(fault: Fault) -> None:
             await self._abandon_update(du, op, stopped, started, fault)
-            raise
+
+        async with ends_with("update", abandon), self.lcm.operation():
+            crashpoint("update.journaled")
+            info = await self._unpack(du, source, Path(op.target), request_id)
+            crashpoint("update.unpacked")
+            meta = self._metadata(info)
+            self._check_version(du, meta["version"])
+            for unit in self._units(du):
+                await asyncio.to_thread(self.lcm.confinement.prepare, unit.record, Path(op.target))
+            stopped[:] = await self._stop_eus(du, op)
+            crashpoint("update.stopped")
+            eus = [eu.record for eu in self._units(du)]
+            for record in (du, *eus):
+                _describe(record, meta)
+            du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
+            du.signed_by = info.signed_by
+            du.url, du.sealed_url = served_url(source.url), self._seal_url(source.url)
+            du.credentials, du.last_update, du.status = self._seal(source), stamp(), "Installed"
+            op.stage = "swapped"
+            self.lcm.commit(put=[du, *eus, op])
+            crashpoint("update.swapped")
         await self.finish_update(du, op)
         self.lcm.du_state_change(du, "Update", "Installed", started)
         return {}
@@ -365,15 +382,22 @@ class Deployments:
         self, du: DeploymentUnitRecord, op: OperationRecord, stopped: list[int], started: datetime, fault: Fault
     ) -> None:
         log.warning("update of DU %s failed: %s", du.instance, fault)
-        await self.lcm.packager.remove(Path(op.target))
         du.status = "Installed"
-        self.lcm.commit(put=[du], delete=[op])
-        self.refresh(du)
-        for instance in stopped:
-            eu = self.lcm.executions.units.get(instance)
-            if eu is not None:
-                self.lcm.executions.request(eu, "Active", cause="auto")
-        self.lcm.du_state_change(du, "Update", "Installed", started, fault)
+
+        def restart() -> None:
+            for instance in stopped:
+                eu = self.lcm.executions.units.get(instance)
+                if eu is not None:
+                    self.lcm.executions.request(eu, "Active", cause="auto")
+
+        await cleanup(
+            f"update of DU {du.instance}",
+            lambda: self.lcm.packager.remove(Path(op.target)),
+            lambda: self.lcm.commit(put=[du], delete=[op], keep_changes=True),
+            lambda: self.refresh(du),
+            restart,
+            lambda: self.lcm.du_state_change(du, "Update", "Installed", started, fault),
+        )
 
     def _check_version(self, du: DeploymentUnitRecord, version: str) -> None:
         order = versions.compare(version, du.version)
@@ -402,7 +426,11 @@ class Deployments:
     # -- Uninstall() ------------------------------------------------------------------------------
 
     def _uninstall_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        self.lcm.check_open()
         du = self.records[call.node.number]
+        installing = self._installing.get(du.instance)
+        if installing is not None:
+            return self._cancel_install(du, installing)
         self._check_changeable(du, uninstall=True)
         op = self._journal_uninstall(du)
         return self._uninstall(du, op)
@@ -416,17 +444,31 @@ class Deployments:
 
     async def _uninstall(self, du: DeploymentUnitRecord, op: OperationRecord) -> dict[str, Value]:
         started = now()
-        try:
-            async with self.lcm.operations:
-                crashpoint("uninstall.journaled")
-                await self.finish_uninstall(du, op)
-        except Fault as fault:
+
+        async def abandon(fault: Fault) -> None:
             log.warning("uninstall of DU %s failed: %s", du.instance, fault)
             du.status = "Installed"
-            self.lcm.commit(put=[du], delete=[op])
-            self.refresh(du)
-            self.lcm.du_state_change(du, "Uninstall", "Installed", started, fault)
-            raise
+            await cleanup(
+                f"uninstall of DU {du.instance}",
+                lambda: self.lcm.commit(put=[du], delete=[op], keep_changes=True),
+                lambda: self.refresh(du),
+                lambda: self.lcm.du_state_change(du, "Uninstall", "Installed", started, fault),
+            )
+
+        async with ends_with("uninstall", abandon), self.lcm.operation(removal=True):
+            crashpoint("uninstall.journaled")
+            await self.finish_uninstall(du, op)
+        self.lcm.du_state_change(du, "Uninstall", "Uninstalled", started)
+        return {}
+
+    async def _cancel_install(self, du: DeploymentUnitRecord, installing: asyncio.Task[object]) -> dict[str, Value]:
+        """Uninstall() of a DU still downloading: how an operator ends a stuck transfer (TR-181 has no
+        cancel). The installation is cancelled and rolled back (its DUStateChange! says Failed, 7023),
+        then this Uninstall reports the DU Uninstalled."""
+        started = now()
+        log.warning("Uninstall() of DU %s cancels its installation", du.instance)
+        installing.cancel()
+        await asyncio.gather(installing, return_exceptions=True)
         self.lcm.du_state_change(du, "Uninstall", "Uninstalled", started)
         return {}
 
@@ -449,9 +491,8 @@ class Deployments:
     async def uninstall_all(self, ee: str) -> None:
         """Uninstall every DU of ``ee`` (ExecEnv Reset()), each with its event."""
         for du in [d for d in self.records.values() if d.ee == ee and d.status == "Installed"]:
-            op = self._journal_uninstall(du)
             try:
-                await self._uninstall(du, op)
+                await self._uninstall(du, self._journal_uninstall(du))
             except Fault:
                 continue
 
@@ -522,15 +563,26 @@ class Deployments:
 
     def _unseal(self, du: DeploymentUnitRecord) -> tuple[str, str]:
         """The stored Username and Password of ``du`` (refused when the device key changed)."""
+        username, _, password = self._unsealed(du.credentials, "give Username and Password").partition("\0")
+        return username, password
+
+    def _full_url(self, du: DeploymentUnitRecord) -> str:
+        """The URL ``du`` came from, with the query ``URL`` does not serve."""
+        return self._unsealed(du.sealed_url, "give the URL") if du.sealed_url else du.url
+
+    def _unsealed(self, sealed: str, remedy: str) -> str:
         try:
-            username, _, password = self.lcm.sealer.unseal(du.credentials).partition("\0")
+            return self.lcm.sealer.unseal(sealed)
         except ValueError:
             raise Fault(
                 FaultCode.REQUEST_DENIED,
-                "the stored credentials of this deployment unit cannot be decrypted (the device key changed): "
-                "give Username and Password",
+                "the stored credentials of this deployment unit cannot be decrypted "
+                f"(the device key changed): {remedy}",
             ) from None
-        return username, password
+
+    def _seal_url(self, url: str) -> str:
+        """The full URL sealed when ``URL`` serves less of it (a query may be a pre-signed token)."""
+        return self.lcm.sealer.seal(url) if served_url(url) != url else ""
 
     def _seal(self, source: PackageSource) -> str:
         if not source.username and not source.password:
@@ -539,10 +591,20 @@ class Deployments:
 
 
 def _source(url: str, username: str, password: str) -> PackageSource:
-    parts = urlsplit(url)
+    """What to fetch; a ``#sha256=<hex>`` fragment is the archive's expected digest, checked before unpacking."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"malformed URL ({exc})") from None
     if parts.username is not None or parts.password is not None:
         raise Fault(FaultCode.INVALID_ARGUMENTS, "the URL must not carry credentials (userinfo)")
-    return PackageSource(url=url, username=username, password=password)
+    digest = ""
+    if parts.fragment.startswith(DIGEST_FRAGMENT):
+        hexdigest = parts.fragment[len(DIGEST_FRAGMENT) :]
+        if not _SHA256_HEX.fullmatch(hexdigest):
+            raise Fault(FaultCode.INVALID_ARGUMENTS, f"URL fragment #{DIGEST_FRAGMENT}: not 64 hex digits")
+        url, digest = url.rpartition("#")[0], "sha256:" + hexdigest.lower()
+    return PackageSource(url=url, username=username, password=password, digest=digest)
 
 
 def _describe(record: DeploymentUnitRecord | ExecutionUnitRecord, meta: dict[str, str]) -> None:

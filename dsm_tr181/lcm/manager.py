@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from dsm_tr181.errors import Fault
+from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.availability import Availability
 from dsm_tr181.lcm.certificates import Certificates
 from dsm_tr181.lcm.confinement import Confinement
@@ -60,6 +63,8 @@ class Lcm:
         self.executions = Executions(self)
         self.deployments = Deployments(self)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.closing = False  # set by drain(): no new Install/Update/Uninstall
+        self._running: set[asyncio.Task[Any]] = set()  # operations started or queued
 
     async def start(self) -> None:
         """Restore persisted state, recover from an interrupted run, serve the commands."""
@@ -75,7 +80,42 @@ class Lcm:
         await recover(self, self.store.load())
         self.executions.start_sampler()
 
+    def check_open(self) -> None:
+        """Refuse new operations once shutdown has begun."""
+        if self.closing:
+            raise Fault(FaultCode.REQUEST_DENIED, "the deployment and state manager is shutting down")
+
+    @asynccontextmanager
+    async def operation(self, removal: bool = False) -> AsyncIterator[None]:
+        """Hold one operation slot (a removal's own kind of slot for an uninstall); drain() waits for
+        (then cancels) whoever is in here or queued for it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            async with self.removals if removal else self.operations:
+                yield
+        finally:
+            self._running.discard(task)
+
+    async def drain(self) -> None:
+        """At shutdown: accept no new operation, give running ones ``shutdown_timeout`` to end, cancel the rest.
+
+        A cancelled operation still ends properly (rolled back, its DUStateChange! sent)
+        while the store is open; the buses close only after this."""
+        self.closing = True
+        pending = set(self._running)
+        if not pending:
+            return
+        log.info("waiting up to %g s for %d running operations", self.settings.shutdown_timeout, len(pending))
+        _, pending = await asyncio.wait(pending, timeout=self.settings.shutdown_timeout)
+        for task in pending:
+            log.warning("cancelling operation %s at shutdown", task.get_name())
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     async def close(self) -> None:
+        await self.drain()
         await self.executions.close()
         for task in list(self._tasks):
             task.cancel()
@@ -90,10 +130,30 @@ class Lcm:
 
     # -- shared helpers ---------------------------------------------------------------------
 
-    def commit(self, put: list[Record] | None = None, delete: list[Record] | None = None) -> None:
-        """Persist records together with the instance counters of every table."""
+    def commit(
+        self, put: list[Record] | None = None, delete: list[Record] | None = None, *, keep_changes: bool = False
+    ) -> None:
+        """Persist records together with the instance counters of every table.
+
+        When the store refuses (a Fault: full disk), the records in ``put`` get back what
+        the store holds, so that the caller's change is undone everywhere, unless
+        ``keep_changes`` (an operation ending in failure still ends: recovery at the next
+        start finishes what the journal then says)."""
         tables = (EE_TABLE, DU_TABLE, EU_TABLE, LOG_TABLE, CERT_TABLE)
-        self.store.commit(put, delete, {t: self.dm.table(t).next_instance for t in tables})
+        try:
+            self.store.commit(put, delete, {t: self.dm.table(t).next_instance for t in tables})
+        except Fault:
+            if put and not keep_changes:
+                self._restore(put)
+            raise
+
+    def _restore(self, records: list[Record]) -> None:
+        stored = self.store.load().records
+        for record in records:
+            before = stored.get(record.KIND, {}).get(record.key())
+            if before is not None:
+                for item in fields(before):  # type: ignore[arg-type]  # every record is a dataclass
+                    setattr(record, item.name, getattr(before, item.name))
 
     def spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         """Run a background coroutine, keep a reference, log what it raises."""

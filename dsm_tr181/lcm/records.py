@@ -71,6 +71,7 @@ class DeploymentUnitRecord(Record):
     alias: str = ""
     duid: str = ""
     credentials: str = ""  # sealed "user\\0password" of the last Install/Update, "" for none
+    sealed_url: str = ""  # the full URL, sealed, when it has a query (``url`` is served without it)
     name: str = ""
     vendor: str = ""
     version: str = ""
@@ -162,7 +163,8 @@ class Store(Protocol):
         delete: list[Record] | None = None,
         counters: dict[str, int] | None = None,
     ) -> None:
-        """Apply all changes in one durable transaction (or none of them)."""
+        """Apply all changes in one durable transaction (or none of them); a Fault if it cannot
+        (RESOURCES_EXCEEDED when its file system is full)."""
         ...
 
     def close(self) -> None: ...

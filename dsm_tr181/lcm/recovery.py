@@ -30,6 +30,7 @@ from dsm_tr181.lcm.records import (
     Snapshot,
 )
 from dsm_tr181.lcm.tables import from_stamp
+from dsm_tr181.lcm.urls import display_url
 
 if TYPE_CHECKING:
     from dsm_tr181.lcm.manager import Lcm
@@ -79,7 +80,7 @@ async def _resume(lcm: Lcm, du: DeploymentUnitRecord, op: OperationRecord, eus: 
     started = from_stamp(op.started)
     interrupted = Fault(FaultCode.REQUEST_DENIED, INTERRUPTED)
     if op.kind == "install":
-        log.warning("rolling back the interrupted installation of %s", du.url)
+        log.warning("rolling back the interrupted installation of %s", display_url(du.url))
         await lcm.packager.remove(Path(op.target))
         lcm.commit(delete=[*eus, du, op])
         lcm.du_state_change(du, "Install", "Failed", started, interrupted)

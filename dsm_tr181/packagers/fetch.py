@@ -32,6 +32,7 @@ import logging
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ _MAX_CHECKSUM_FILE = 4096
 
 
 class _Readable(Protocol):
-    def readinto(self, buffer: bytearray, /) -> int | None: ...
+    def readinto1(self, buffer: bytearray, /) -> int: ...  # what is there, not waiting to fill the buffer
 
 
 class _Hasher(Protocol):
@@ -77,6 +78,8 @@ class FetchOptions:
     max_archive_bytes: int
     sibling_digest: bool
     max_signature_bytes: int = 65536
+    min_rate: int = 0  # bytes/s a download must average over each rate_window (0: none)
+    rate_window: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ class _Transfer:
 
     def _copy(self, reply: Reply, out: BinaryIO, total: int | None, extra: _Hasher | None = None) -> str:
         where = display_url(reply.url)
-        return copy_hashed(reply.response, out, total, self.options, self.progress, self.cancel, where, extra)
+        pace = _Pace(self.options.min_rate, self.options.rate_window, where)
+        return copy_hashed(reply.response, out, total, self.options, self.progress, self.cancel, where, extra, pace)
 
 
 class _SignatureCheck:
@@ -343,6 +347,7 @@ def copy_hashed(
     cancel: Cancel,
     label: str,
     extra: _Hasher | None = None,
+    pace: _Pace | None = None,
 ) -> str:
     """Read ``source`` to its end in chunks, hashing (sha256, and ``extra`` if given) and (if ``out``)
     writing; return the hex sha256."""
@@ -354,7 +359,7 @@ def copy_hashed(
     while True:
         cancel.check(label)
         try:
-            count = source.readinto(buffer)
+            count = source.readinto1(buffer)
         except TimeoutError:
             raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, f"{label}: stalled after {done} bytes") from None
         except (OSError, http.client.HTTPException) as exc:
@@ -365,6 +370,8 @@ def copy_hashed(
             cancel.check(label)  # nor the end of a body of unknown length
             break
         done += count
+        if pace is not None:
+            pace.check(done)
         if done > options.max_archive_bytes:
             raise Fault(
                 FaultCode.SYSTEM_RESOURCES_EXCEEDED,
@@ -388,6 +395,31 @@ def copy_hashed(
         except OSError as exc:
             raise disk_fault(exc, f"{label}: cannot store the download") from exc
     return hasher.hexdigest()
+
+
+class _Pace:
+    """A minimum transfer rate, measured over consecutive windows: a server sending a byte
+    now and then (never stalling long enough for read_timeout) must not hold a slot for hours."""
+
+    def __init__(self, min_rate: int, window: float, label: str) -> None:
+        self._min_rate = min_rate
+        self._window = window
+        self._label = label
+        self._start = time.monotonic()
+        self._done = 0
+
+    def check(self, done: int) -> None:
+        now = time.monotonic()
+        if not self._min_rate or now - self._start < self._window:
+            return
+        rate = (done - self._done) / (now - self._start)
+        if rate < self._min_rate:
+            raise Fault(
+                FaultCode.DOWNLOAD_INCOMPLETE,
+                f"{self._label}: transfer too slow after {done} bytes ({rate:.0f} bytes/s over "
+                f"{now - self._start:.0f} s, at least {self._min_rate} needed)",
+            )
+        self._start, self._done = now, done
 
 
 def _free_bytes(directory: Path) -> int:
