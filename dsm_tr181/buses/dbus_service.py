@@ -3,8 +3,8 @@
 Everything here runs on the asyncio loop that owns the tree and returns finished
 ``GLib.Variant`` values: the DataModel hands out read-only views that are valid only
 until the tree next changes, so nothing of the tree may leave the loop unconverted.
-GetBulk alone returns a function instead: it copies the values on the loop and leaves
-the JSON encoding, which needs no tree, to that function, called off the loop.
+Get and GetBulk return a function instead: they copy the values on the loop and leave
+the encoding, which needs no tree, to that function, called off the loop.
 Threading is the provider's business (:mod:`dsm_tr181.buses.dbus`).
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 from gi.repository import GLib
 
 from dsm_tr181.buses.dbus_bulk import BulkEncoder, snapshot
+from dsm_tr181.buses.dbus_columns import DictionaryEncoder
 from dsm_tr181.buses.dbus_errors import fault_text
 from dsm_tr181.buses.dbus_supported import supported_dm_json
 from dsm_tr181.buses.dbus_variants import (
@@ -49,6 +50,7 @@ class DsmService:
         self._schema = dm.schema
         self._encoder = ValueEncoder()
         self._bulk = BulkEncoder()
+        self._columns = DictionaryEncoder()
         self._methods: dict[str, Callable[..., Reply]] = {
             "Get": self.get,
             "GetBulk": self.get_bulk,
@@ -84,10 +86,10 @@ class DsmService:
 
     # == methods ==============================================================================
 
-    def get(self, paths: list[str]) -> GLib.Variant:
-        objects = self._resolved(paths)
-        encode = self._encoder.object_entries
-        return dictionary_reply(entry for obj in objects for entry in encode(obj.path, obj.schema, obj.params))
+    def get(self, paths: list[str]) -> Callable[[], GLib.Variant]:
+        """Copies the values; the function returned serialises them (see
+        :mod:`~dsm_tr181.buses.dbus_columns`)."""
+        return partial(self._columns.reply, snapshot(self._resolved(paths)))
 
     def get_bulk(self, paths: list[str], max_depth: int) -> Callable[[], GLib.Variant]:
         """Get's values as one JSON document (see :mod:`~dsm_tr181.buses.dbus_bulk`)."""
