@@ -3,18 +3,19 @@
 The original DSM verbs (``ee.list``, ``du.install``, ``eu.start`` ...) and the generic
 TR-181 ones (``get``, ``set``, ``operate`` ...). Exit codes: 0 success, 1 the daemon
 returned an error, 2 usage error, 3 the daemon cannot be reached.
+
+Start-up is part of every command's time: only what a socket client needs is imported
+at the top (no asyncio, no data model, schema, lxml or cryptography: ``--local`` and
+the password prompt import theirs when used).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import IO, Any, Protocol
 
 from dsm_tr181.control_client import (
     ClientError,
@@ -24,6 +25,12 @@ from dsm_tr181.control_client import (
     Unreachable,
     default_socket_path,
 )
+
+TYPE_CHECKING = False  # not even typing is imported at start-up
+if TYPE_CHECKING:
+    from typing import IO, Any, Protocol
+else:
+    Protocol = object  # Caller is only a type
 
 EXIT_OK, EXIT_FAULT, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 LOCAL_VERBS = ("get", "instances", "supported")
@@ -69,12 +76,16 @@ class LocalModel:
         self._methods = ControlMethods(DataModel(schema))
 
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        import asyncio
+
+        from dsm_tr181.control_client import RawJson
         from dsm_tr181.errors import Fault
 
         try:
-            return asyncio.run(self._methods.call(method, params or {}))
+            result = asyncio.run(self._methods.call(method, params or {}))
         except Fault as fault:
             raise DaemonError(fault.describe(), fault.as_dict()) from None
+        return json.loads(result) if isinstance(result, RawJson) else result
 
 
 # == output ===========================================================================================
@@ -242,6 +253,8 @@ def _credentials(args: argparse.Namespace) -> dict[str, str]:
     if args.password_file is not None:
         params["password"] = args.password_file
     elif args.password_stdin:
+        import getpass
+
         params["password"] = getpass.getpass() if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
     return params
 
@@ -269,8 +282,24 @@ def run_save_state(client: Caller, args: argparse.Namespace) -> int:
 
 
 def run_get(client: Caller, args: argparse.Namespace) -> int:
-    values = client.call("get", {"paths": args.paths, "max_depth": args.max_depth})
-    return _print_result(args, values)
+    # Asked for by object ({object path: {name: text}}): half the bytes of {path: text}, and
+    # the daemon serialises it off its loop. A daemon that predates "objects" answers flat.
+    values = client.call("get", {"paths": args.paths, "max_depth": args.max_depth, "objects": True})
+    if args.json:
+        print_json(dict(_flat(values)))
+    else:
+        lines = [f"{path} = {text}" for path, text in _flat(values)]
+        sys.stdout.write("\n".join(lines) + "\n" if lines else "")
+    return EXIT_OK
+
+
+def _flat(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(parameter path, text)`` of either answer of ``get``."""
+    for path, value in values.items():
+        if isinstance(value, dict):
+            yield from zip(map(path.__add__, value), value.values(), strict=True)
+        else:
+            yield path, show(value)
 
 
 def run_set(client: Caller, args: argparse.Namespace) -> int:

@@ -18,13 +18,18 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself is not imported: dsmcli's start-up (see cli.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    Message = dict[str, Any]
+else:
+    Message = dict
 
 HEADER = struct.Struct("=i")  # the C++ DSM sends a native int
 DEFAULT_SOCKET = "/run/dsm/dsm.sock"
 MAX_REPLY = 64 << 20
-
-Message = dict[str, Any]
 
 
 def default_socket_path() -> str:
@@ -34,6 +39,18 @@ def default_socket_path() -> str:
 def encode_frame(message: Any) -> bytes:
     body = json.dumps(message, ensure_ascii=False).encode()
     return HEADER.pack(len(body)) + body
+
+
+class RawJson(bytes):
+    """A result already serialised as UTF-8 JSON: a reply carries it as it is."""
+
+
+def result_frame(request_id: Any, result: Any) -> bytes:
+    """The frame of the reply ``{"id", "result"}``."""
+    if not isinstance(result, RawJson):
+        return encode_frame({"id": request_id, "result": result})
+    head = b'{"id": ' + json.dumps(request_id).encode() + b', "result": '
+    return b"".join((HEADER.pack(len(head) + len(result) + 1), head, result, b"}"))
 
 
 class ClientError(Exception):

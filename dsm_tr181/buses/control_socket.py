@@ -28,7 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dsm_tr181.control_client import HEADER, encode_frame
+from dsm_tr181.buses.bulk_json import BulkEncoder, snapshot
+from dsm_tr181.control_client import HEADER, RawJson, encode_frame, result_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
 from dsm_tr181.schema.model import Parameter
@@ -185,7 +186,7 @@ class ControlServer:
                 request_id = request.get("id")
                 method, params = _method_and_params(request)
                 stream = Stream(reader, writer, request_id)
-                frame = encode_frame({"id": request_id, "result": await self.methods.call(method, params, stream)})
+                frame = result_frame(request_id, await self.methods.call(method, params, stream))
             except RequestFailed as failure:
                 frame = encode_frame(_error_reply(request_id, failure.fault, failure.extra))
             except Fault as fault:
@@ -325,10 +326,17 @@ class ControlMethods:
     # == generic TR-181 operations ====================================================================
 
     async def _get(self, params: Params, stream: Stream | None) -> Any:
-        values: dict[str, str] = {}
-        for result in self.dm.get(_texts(params, "paths"), _count(params, "max_depth")):
+        """``{path: text}``; with ``"objects": true`` (dsmcli) ``{object path: {name: text}}``,
+        the values copied on the loop and serialised off it (:mod:`~dsm_tr181.buses.bulk_json`)."""
+        results = self.dm.get(_texts(params, "paths"), _count(params, "max_depth"))
+        for result in results:
             if result.fault:
                 raise result.fault
+        if _flag(params, "objects"):
+            copy = snapshot([obj for result in results for obj in result.resolved])
+            return RawJson(await asyncio.to_thread(BulkEncoder().encode, copy))
+        values: dict[str, str] = {}
+        for result in results:
             for obj in result.resolved:
                 values |= {obj.path + name: text for name, text in obj.text().items()}
         return values

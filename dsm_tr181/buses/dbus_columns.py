@@ -24,7 +24,7 @@ from typing import Any
 
 from gi.repository import GLib
 
-from dsm_tr181.buses.dbus_bulk import Snapshot
+from dsm_tr181.buses.bulk_json import Snapshot
 from dsm_tr181.buses.dbus_variants import _PAD, _from_bytes, _offset_size, _offsets, _string, signature, variant_encoder
 from dsm_tr181.schema.model import Object
 from dsm_tr181.schema.types import BaseType, DataType, Value, format_datetime

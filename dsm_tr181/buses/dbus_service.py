@@ -36,6 +36,7 @@ from dsm_tr181.tree.paths import Name, PathKind, parse_path, schema_path
 from dsm_tr181.tree.results import ResolvedObject, combined_fault
 
 _EMPTY = dictionary_variant(())
+_FEW = 8  # objects in a Get answered on the loop
 _INSTANCE = GLib.VariantType.new("(sa{sv})")
 
 # A method's reply tuple, or a function that builds it off the loop.
@@ -86,10 +87,14 @@ class DsmService:
 
     # == methods ==============================================================================
 
-    def get(self, paths: list[str]) -> Callable[[], GLib.Variant]:
-        """Copies the values; the function returned serialises them (see
-        :mod:`~dsm_tr181.buses.dbus_columns`)."""
-        return partial(self._columns.reply, snapshot(self._resolved(paths)))
+    def get(self, paths: list[str]) -> Reply:
+        """The reply, or, for more than a few objects, a function that serialises the
+        values copied here (see :mod:`~dsm_tr181.buses.dbus_columns`)."""
+        objects = self._resolved(paths)
+        if len(objects) <= _FEW:  # a few values: quicker done at once than copied
+            encode = self._encoder.object_entries
+            return dictionary_reply(entry for obj in objects for entry in encode(obj.path, obj.schema, obj.params))
+        return partial(self._columns.reply, snapshot(objects))
 
     def get_bulk(self, paths: list[str], max_depth: int) -> Callable[[], GLib.Variant]:
         """Get's values as one JSON document (see :mod:`~dsm_tr181.buses.dbus_bulk`)."""
