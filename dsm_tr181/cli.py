@@ -277,6 +277,15 @@ def run_uninstall(client: ControlClient, args: argparse.Namespace) -> int:
     return _long(client, args, "du.uninstall", {"uuid": args.id})
 
 
+def run_eu(method: str) -> Callable[..., int]:
+    """eu.start / eu.stop: answered at once, or with --wait once the EU is Active / Idle."""
+
+    def run(client: ControlClient, args: argparse.Namespace) -> int:
+        return _long(client, args, method, {"uid": args.id})
+
+    return run
+
+
 def run_save_state(client: Caller, args: argparse.Namespace) -> int:
     return _print_result(args, client.call("dsm.save_state"))
 
@@ -448,8 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     waiting(update)
     waiting(identified("du.uninstall", run_uninstall, "uninstall a deployment unit", "DU UUID"))
     identified("eu.detail", _by_id("eu.detail", "uid"), "show an execution unit", "EUID")
-    identified("eu.start", _by_id("eu.start", "uid"), "start an execution unit", "EUID")
-    identified("eu.stop", _by_id("eu.stop", "uid"), "stop an execution unit", "EUID")
+    waiting(identified("eu.start", run_eu("eu.start"), "start an execution unit", "EUID"))
+    waiting(identified("eu.stop", run_eu("eu.stop"), "stop an execution unit", "EUID"))
     verb("dsm.save_state", run_save_state, "save the daemon's state (it is journaled continuously)")
 
     get = verb("get", run_get, "read parameters (object paths give everything below)")

@@ -313,12 +313,45 @@ class ControlMethods:
         return self._eu_json(self._eu(_text(params, "uid")), self._eu_owners())
 
     async def _eu_start(self, params: Params, stream: Stream | None) -> Any:
-        self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Active"})
-        return "Starting EU"
+        return await self._eu_request(params, stream, "Active", "Starting EU")
 
     async def _eu_stop(self, params: Params, stream: Stream | None) -> Any:
-        self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Idle"})
-        return "Stopping EU"
+        return await self._eu_request(params, stream, "Idle", "Stopping EU")
+
+    async def _eu_request(self, params: Params, stream: Stream | None, state: str, accepted: str) -> Any:
+        """SetRequestedState(``state``); with ``wait``, answered once Status is ``state``.
+
+        It failed when the EU takes a fault (ExecutionFaultCode other than NoFault: a
+        start that failed), or when its Status falls back (Starting to Idle, Stopping to
+        Active)."""
+        eu = self._eu(_text(params, "uid"))
+        command, args = eu + "SetRequestedState()", {"RequestedState": state}
+        if not _flag(params, "wait"):
+            self.dm.operate_one(command, args)
+            return accepted
+        stream = _need(stream, "wait")
+        queue: asyncio.Queue[Notification] = asyncio.Queue()
+        subscription = self.dm.subscribe(queue.put_nowait, {Kind.VALUE_CHANGE})  # before: the change may be at once
+        try:
+            self.dm.operate_one(command, args)
+            status = self._text(eu, "Status")
+            fell_back = {"Active": ("Starting", "Idle"), "Idle": ("Stopping", "Active")}[state]
+            while status != state:
+                note = await stream.receive(queue)
+                if note.path == eu + "ExecutionFaultCode" and note.value != "NoFault":
+                    raise Fault(FaultCode.COMMAND_FAILURE, self._eu_failure(eu, state))
+                if note.path == eu + "Status":
+                    previous, status = status, str(note.value)
+                    await stream.progress({"kind": "status", "path": eu, "status": status})
+                    if (previous, status) == fell_back:
+                        raise Fault(FaultCode.COMMAND_FAILURE, self._eu_failure(eu, state))
+        finally:
+            subscription.cancel()
+        return f"EU {state}"
+
+    def _eu_failure(self, eu: str, state: str) -> str:
+        fault, message = self._text(eu, "ExecutionFaultCode"), self._text(eu, "ExecutionFaultMessage")
+        return f"{eu} did not become {state}: {fault}" + (f": {message}" if message else "")
 
     async def _save_state(self, params: Params, stream: Stream | None) -> Any:
         return "state is journaled continuously; nothing to save"
