@@ -251,10 +251,6 @@ class OciRuntime:
         return self._locks.setdefault(container_id, asyncio.Lock())
 
     async def _clear_leftover(self, container_id: str) -> None:
-        # runc and crun keep a container's state in <root>/<id>/: without it there is
-        # nothing to clear, and no `state` process on the start path (~5 ms or more).
-        if not os.path.lexists(self.root / container_id):
-            return
         current = await self._cli.state(container_id)
         if current is None:
             return
