@@ -297,9 +297,24 @@ def run_get(client: Caller, args: argparse.Namespace) -> int:
     if args.json:
         print_json(dict(_flat(values)))
     else:
-        lines = [f"{path} = {text}" for path, text in _flat(values)]
-        sys.stdout.write("\n".join(lines) + "\n" if lines else "")
+        sys.stdout.write("".join(_lines(values)))
     return EXIT_OK
+
+
+def _lines(values: Mapping[str, Any]) -> Iterator[str]:
+    """``path = text`` lines of either answer of ``get``, an object's at once: a format
+    template per parameter-name list makes them without Python code per value."""
+    templates: dict[tuple[str, ...], Callable[..., str]] = {}
+    for path, value in values.items():
+        if not isinstance(value, dict):
+            yield f"{path} = {show(value)}\n"
+            continue
+        names = tuple(value)
+        template = templates.get(names)
+        if template is None:
+            escaped = (name.replace("{", "{{").replace("}", "}}") for name in names)
+            template = templates[names] = "".join(f"{{0}}{n} = {{{i}}}\n" for i, n in enumerate(escaped, 1)).format
+        yield template(path, *value.values())
 
 
 def _flat(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
