@@ -85,7 +85,7 @@ class LocalModel:
             result = asyncio.run(self._methods.call(method, params or {}))
         except Fault as fault:
             raise DaemonError(fault.describe(), fault.as_dict()) from None
-        return json.loads(result) if isinstance(result, RawJson) else result
+        return result.decode() if isinstance(result, RawJson) else result
 
 
 # == output ===========================================================================================

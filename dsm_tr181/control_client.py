@@ -41,16 +41,25 @@ def encode_frame(message: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-class RawJson(bytes):
-    """A result already serialised as UTF-8 JSON: a reply carries it as it is."""
+class RawJson:
+    """A result already serialised as UTF-8 JSON, in pieces: a reply carries it as it is."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def decode(self) -> Any:
+        return json.loads(b"".join(self.pieces))
 
 
-def result_frame(request_id: Any, result: Any) -> bytes:
-    """The frame of the reply ``{"id", "result"}``."""
+def reply_frame(request_id: Any, result: Any) -> list[bytes]:
+    """The frame of the reply ``{"id", "result"}``, in pieces to send in turn (taken from
+    a :class:`RawJson` result, which is left empty)."""
     if not isinstance(result, RawJson):
-        return encode_frame({"id": request_id, "result": result})
+        return [encode_frame({"id": request_id, "result": result})]
+    pieces, result.pieces = result.pieces, []
     head = b'{"id": ' + json.dumps(request_id).encode() + b', "result": '
-    return b"".join((HEADER.pack(len(head) + len(result) + 1), head, result, b"}"))
+    size = len(head) + sum(map(len, pieces)) + 1
+    return [HEADER.pack(size) + head, *pieces, b"}"]
 
 
 class ClientError(Exception):

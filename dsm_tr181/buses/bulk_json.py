@@ -49,6 +49,8 @@ _NUL_REPLACEMENT = b"\\1" + "\ufffd".encode()  # the escaped backslashes, then U
 _PATH, _SCHEMA, _PARAMS = attrgetter("path"), attrgetter("schema"), attrgetter("params")
 _VALUES = methodcaller("values")
 
+_PIECE = 512  # objects per piece of the document
+
 Column = Callable[[Iterable[Any]], Iterator[Any]]
 
 
@@ -87,6 +89,11 @@ class BulkEncoder:
 
     def encode(self, objects: Snapshot) -> bytes:
         """The JSON document as UTF-8."""
+        return b"".join(self.pieces(objects))
+
+    def pieces(self, objects: Snapshot) -> list[bytes]:
+        """The JSON document as UTF-8, in pieces of a few hundred objects: the text of the
+        objects is freed as it is encoded, so memory holds about one copy of the document."""
         if len(set(objects.paths)) < len(objects.paths):
             objects = _merged(objects)
         names, values = objects.names, objects.values
@@ -108,16 +115,22 @@ class BulkEncoder:
         for template, indexes, paths, rows in groups.values():
             for index, body in zip(indexes, template.bodies(paths, rows), strict=True):
                 bodies[index] = body
+        del groups
         if not bodies:
-            return b"{}"
+            return [b"{}"]
         # Braces added to the end bodies, not around the joined text: no copy of megabytes.
         bodies[0] = "{" + bodies[0]
         bodies[-1] += "}"
-        data = ",".join(bodies).encode(errors="replace")
-        # b"\\" is a memchr: the search for the escape runs only if anything was escaped.
-        if b"\\" in data and b"\\u0000" in data:
-            data = _NUL_ESCAPE.sub(_NUL_REPLACEMENT, data)
-        return data
+        pieces = []
+        while bodies:
+            text = ",".join(bodies[:_PIECE])
+            del bodies[:_PIECE]
+            data = (text + "," if bodies else text).encode(errors="replace")
+            # b"\\" is a memchr: the search for the escape runs only if anything was escaped.
+            if b"\\" in data and b"\\u0000" in data:
+                data = _NUL_ESCAPE.sub(_NUL_REPLACEMENT, data)
+            pieces.append(data)
+        return pieces
 
     def _template(self, schema: Object) -> _Template:
         template = self._templates.get(schema.path)

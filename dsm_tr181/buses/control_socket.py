@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dsm_tr181.buses.bulk_json import BulkEncoder, snapshot
-from dsm_tr181.control_client import HEADER, RawJson, encode_frame, result_frame
+from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
 from dsm_tr181.schema.model import Parameter
@@ -186,19 +186,20 @@ class ControlServer:
                 request_id = request.get("id")
                 method, params = _method_and_params(request)
                 stream = Stream(reader, writer, request_id)
-                frame = result_frame(request_id, await self.methods.call(method, params, stream))
+                frames = reply_frame(request_id, await self.methods.call(method, params, stream))
             except RequestFailed as failure:
-                frame = encode_frame(_error_reply(request_id, failure.fault, failure.extra))
+                frames = [encode_frame(_error_reply(request_id, failure.fault, failure.extra))]
             except Fault as fault:
-                frame = encode_frame(_error_reply(request_id, fault))
+                frames = [encode_frame(_error_reply(request_id, fault))]
             except TimeoutError:
                 fault = Fault(FaultCode.MESSAGE_FAILED, f"no complete request within {self.read_timeout:g} s")
-                frame = encode_frame(_error_reply(request_id, fault))
+                frames = [encode_frame(_error_reply(request_id, fault))]
             except Exception:
                 log.exception("control request %r failed", method)
-                frame = encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))
-            writer.write(frame)
-            await writer.drain()
+                frames = [encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))]
+            while frames:  # piece by piece: a large reply is not copied whole into the transport
+                writer.write(frames.pop(0))
+                await writer.drain()
         except (ClientGone, ConnectionError):
             log.debug("control client left before the reply")
         except asyncio.CancelledError:
@@ -367,7 +368,7 @@ class ControlMethods:
                 raise result.fault
         if _flag(params, "objects"):
             copy = snapshot([obj for result in results for obj in result.resolved])
-            return RawJson(await asyncio.to_thread(BulkEncoder().encode, copy))
+            return RawJson(await asyncio.to_thread(BulkEncoder().pieces, copy))
         values: dict[str, str] = {}
         for result in results:
             for obj in result.resolved:

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from bench.tree_bench import build
+from dsm_tr181.buses.bulk_json import BulkEncoder, snapshot
 from dsm_tr181.buses.control_socket import ControlServer
-from dsm_tr181.control_client import ControlClient, RawJson, encode_frame, result_frame
+from dsm_tr181.control_client import ControlClient, RawJson, encode_frame, reply_frame
 
 pytestmark = pytest.mark.integration
 
@@ -72,11 +73,24 @@ def test_objects_are_smaller_on_the_wire(served: Path) -> None:
     assert sizes[True] < 0.7 * sizes[False]
 
 
-def test_raw_json_result_frames_as_a_encoded_one() -> None:
-    result: dict[str, Any] = {"a.": {"b": "é"}}
-    raw = result_frame("x", RawJson(json.dumps(result).encode()))
-    assert json.loads(raw[4:]) == json.loads(encode_frame({"id": "x", "result": result})[4:])
-    assert result_frame(7, [1]) == encode_frame({"id": 7, "result": [1]})
+def test_raw_json_reply_frames_as_an_encoded_one() -> None:
+    result: dict[str, Any] = {"a.": {"b": "é"}, "c.": {}}
+    text = json.dumps(result).encode()
+    raw = RawJson([text[:5], text[5:]])
+    frame = b"".join(reply_frame("x", raw))
+    assert json.loads(frame[4:]) == json.loads(encode_frame({"id": "x", "result": result})[4:])
+    assert int.from_bytes(frame[:4], sys.byteorder) == len(frame) - 4
+    assert raw.pieces == []  # handed over, not kept while it is sent
+    assert reply_frame(7, [1]) == [encode_frame({"id": 7, "result": [1]})]
+
+
+def test_the_document_in_pieces_is_the_document() -> None:
+    dm = build(300)
+    objects = snapshot([obj for result in dm.get([SM]) for obj in result.resolved])
+    pieces = BulkEncoder().pieces(objects)
+    assert len(pieces) > 1 and max(map(len, pieces)) < 1 << 20
+    document = json.loads(b"".join(pieces))
+    assert document == {obj.path: obj.text() for result in dm.get([SM]) for obj in result.resolved}
 
 
 def test_dsmcli_get_prints_every_value(served: Path) -> None:
