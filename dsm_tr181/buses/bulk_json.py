@@ -25,9 +25,11 @@ Strings are sent as Get sends them: NUL as U+FFFD, an unpaired surrogate as "?".
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache, partial
@@ -64,6 +66,24 @@ class Snapshot:
     sizes: list[int]
     names: list[str]
     values: list[Value]
+
+
+@contextmanager
+def collections_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block: for reading a large part of the tree.
+
+    Resolving a whole tree makes two containers per object (ResolvedObject, its view), ~3·10^4
+    at 1000 DUs: enough to set off ~40 collections, now and then one of the whole heap (its
+    worst case measured here 0.5 s, against 0.26 s for the whole read without). They are
+    garbage once copied, so nothing is left for the collector afterwards. Reads run on the
+    loop thread, one at a time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def snapshot(objects: Sequence[ResolvedObject]) -> Snapshot:

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dsm_tr181.buses.bulk_json import BulkEncoder, snapshot
+from dsm_tr181.buses.bulk_json import BulkEncoder, collections_paused, snapshot
 from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
@@ -362,12 +362,14 @@ class ControlMethods:
     async def _get(self, params: Params, stream: Stream | None) -> Any:
         """``{path: text}``; with ``"objects": true`` (dsmcli) ``{object path: {name: text}}``,
         the values copied on the loop and serialised off it (:mod:`~dsm_tr181.buses.bulk_json`)."""
-        results = self.dm.get(_texts(params, "paths"), _count(params, "max_depth"))
-        for result in results:
-            if result.fault:
-                raise result.fault
-        if _flag(params, "objects"):
-            copy = snapshot([obj for result in results for obj in result.resolved])
+        paths, max_depth, objects = _texts(params, "paths"), _count(params, "max_depth"), _flag(params, "objects")
+        with collections_paused():
+            results = self.dm.get(paths, max_depth)
+            for result in results:
+                if result.fault:
+                    raise result.fault
+            copy = snapshot([obj for result in results for obj in result.resolved]) if objects else None
+        if copy is not None:
             return RawJson(await asyncio.to_thread(BulkEncoder().pieces, copy))
         values: dict[str, str] = {}
         for result in results:

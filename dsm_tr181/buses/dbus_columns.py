@@ -15,10 +15,10 @@ offsets (entry ends) are sums over the entries' lengths.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, repeat
 from operator import add, and_, methodcaller, neg
 from typing import Any
 
@@ -58,7 +58,11 @@ class DictionaryEncoder:
 
     def encode(self, objects: Snapshot) -> bytes:
         names, values = objects.names, objects.values
-        rows: list[tuple[bytes, ...]] = [()] * len(objects.paths)
+        count = len(objects.paths)
+        # Object i's entries are spans[i][starts[i]:ends[i]]: parallel lists, not a tuple per
+        # object, whose 10^4 live containers would set off collections of the whole heap.
+        spans: list[Sequence[bytes]] = [()] * count
+        starts, ends = [0] * count, [0] * count
         groups: dict[str, tuple[_Table, list[int], list[str], list[Value]]] = {}
         end = 0
         for index, (path, schema, size) in enumerate(zip(objects.paths, objects.schemas, objects.sizes, strict=True)):
@@ -71,11 +75,18 @@ class DictionaryEncoder:
                 group[2].append(path)
                 group[3].extend(values[start:end])
             elif size:
-                rows[index] = _other_object(path, schema, names[start:end], values[start:end])
+                spans[index] = _other_object(path, schema, names[start:end], values[start:end])
+                ends[index] = size
         for table, indexes, paths, cells in groups.values():
-            for index, row in zip(indexes, table.rows(paths, cells), strict=True):
-                rows[index] = row
-        return _array(list(chain.from_iterable(rows)))
+            flat = table.entries(paths, cells)
+            width = len(table.columns)
+            for row, index in enumerate(indexes):
+                spans[index], starts[index], ends[index] = flat, row * width, row * width + width
+        del groups
+        entries: list[bytes] = []
+        for span, start, stop in zip(spans, starts, ends, strict=True):
+            entries += span[start:stop]
+        return _array(entries)
 
     def _table(self, schema: Object) -> _Table:
         table = self._tables.get(schema.path)
@@ -129,19 +140,16 @@ class _Table:
     def of(cls, schema: Object) -> _Table:
         return cls(list(schema.parameters), [_column(name, p.type) for name, p in schema.parameters.items()])
 
-    def rows(self, paths: list[str], cells: list[Value]) -> Iterator[tuple[bytes, ...]]:
-        """Each object's entries; its values follow one another in ``cells``."""
+    def entries(self, paths: list[str], cells: list[Value]) -> list[bytes]:
+        """The objects' entries, object after object; their values follow one another in ``cells``."""
         prefixes = list(map(methodcaller("encode"), paths))
         lengths = list(map(len, prefixes))
         residues = list(map(and_, lengths, repeat(7)))
         width = len(self.columns)
-        return zip(
-            *(
-                column.entries(prefixes, lengths, residues, cells[offset::width])
-                for offset, column in enumerate(self.columns)
-            ),
-            strict=True,
-        )
+        flat: list[bytes] = [b""] * (len(paths) * width)
+        for offset, column in enumerate(self.columns):
+            flat[offset::width] = column.entries(prefixes, lengths, residues, cells[offset::width])
+        return flat
 
 
 def _column(name: str, data_type: DataType) -> _Column:

@@ -16,6 +16,7 @@ from typing import Any
 
 from gi.repository import GLib
 
+from dsm_tr181.buses.bulk_json import collections_paused
 from dsm_tr181.buses.dbus_bulk import BulkEncoder, snapshot
 from dsm_tr181.buses.dbus_columns import DictionaryEncoder
 from dsm_tr181.buses.dbus_errors import fault_text
@@ -90,15 +91,17 @@ class DsmService:
     def get(self, paths: list[str]) -> Reply:
         """The reply, or, for more than a few objects, a function that serialises the
         values copied here (see :mod:`~dsm_tr181.buses.dbus_columns`)."""
-        objects = self._resolved(paths)
-        if len(objects) <= _FEW:  # a few values: quicker done at once than copied
-            encode = self._encoder.object_entries
-            return dictionary_reply(entry for obj in objects for entry in encode(obj.path, obj.schema, obj.params))
-        return partial(self._columns.reply, snapshot(objects))
+        with collections_paused():
+            objects = self._resolved(paths)
+            if len(objects) <= _FEW:  # a few values: quicker done at once than copied
+                encode = self._encoder.object_entries
+                return dictionary_reply(entry for obj in objects for entry in encode(obj.path, obj.schema, obj.params))
+            return partial(self._columns.reply, snapshot(objects))
 
     def get_bulk(self, paths: list[str], max_depth: int) -> Callable[[], GLib.Variant]:
         """Get's values as one JSON document (see :mod:`~dsm_tr181.buses.dbus_bulk`)."""
-        return partial(self._bulk.reply, snapshot(self._resolved(paths, max_depth)))
+        with collections_paused():
+            return partial(self._bulk.reply, snapshot(self._resolved(paths, max_depth)))
 
     def get_names(self, path: str, next_level: bool) -> GLib.Variant:
         """Name -> writable; see integration/dbus.md for what each kind of path lists."""
