@@ -430,7 +430,39 @@ def _password_file(path: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot read the password file: {exc.strerror}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Skipped:
+    """Stands for the parser of a verb left out (see :func:`build_parser`)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def add_mutually_exclusive_group(self, *args: Any, **kwargs: Any) -> _Skipped:
+        return self
+
+
+def verb_of(argv: Sequence[str]) -> str | None:
+    """The verb of a command line (the first word that is no option nor --socket's value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--socket":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only``, with that verb's sub-parser alone: making
+    all of them is most of dsmcli's start-up after the imports."""
+    parser, made = _parser(only)
+    if only is not None and only not in made:
+        parser, _ = _parser(None)  # an unknown verb: the full parser says which there are
+    return parser
+
+
+def _parser(only: str | None) -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser (every verb's sub-parser, or ``only``'s) and the verbs it has."""
+    made: set[str] = set()
     parser = argparse.ArgumentParser(prog="dsmcli", description="Talk to the dsm daemon over its control socket.")
     parser.add_argument("--socket", default=default_socket_path(), help="control socket (env DSM_SOCKET)")
     parser.add_argument("--json", action="store_true", help="print the raw JSON result")
@@ -438,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, run: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return _Skipped()  # type: ignore[return-value]
+        made.add(name)
         sub = verbs.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(run=run)
         return sub
@@ -500,11 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--first-level-only", action="store_true")
     events = verb("events", run_events, "follow notifications until Ctrl-C")
     events.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
-    return parser
+    return parser, made
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(verb_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.local and args.verb not in LOCAL_VERBS:
         parser.error(f"--local serves only {', '.join(LOCAL_VERBS)}")
