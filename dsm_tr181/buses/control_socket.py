@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dsm_tr181.buses.bulk_json import BulkEncoder, collections_paused, snapshot
+from dsm_tr181.buses.memory import LARGE, release_free_memory
 from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
@@ -197,9 +198,12 @@ class ControlServer:
             except Exception:
                 log.exception("control request %r failed", method)
                 frames = [encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))]
+            large = sum(map(len, frames)) >= LARGE
             while frames:  # piece by piece: a large reply is not copied whole into the transport
                 writer.write(frames.pop(0))
                 await writer.drain()
+            if large:
+                release_free_memory()
         except (ClientGone, ConnectionError):
             log.debug("control client left before the reply")
         except asyncio.CancelledError:
