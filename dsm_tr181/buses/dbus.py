@@ -38,7 +38,6 @@ from dsm_tr181.buses.dbus_interface import INTERFACE, INTROSPECTION
 from dsm_tr181.buses.dbus_service import DsmService
 from dsm_tr181.buses.dbus_variants import from_arguments
 from dsm_tr181.buses.loop_bridge import LoopBridge
-from dsm_tr181.buses.memory import LARGE, release_free_memory
 from dsm_tr181.errors import Fault
 from dsm_tr181.glib_thread import GLibThread
 from dsm_tr181.sections import build_section
@@ -182,9 +181,6 @@ class DbusProvider:
             invocation.return_dbus_error(INTERNAL_ERROR, internal_error_text())
         else:
             invocation.return_value(reply)
-            if reply.get_size() >= LARGE:
-                del reply  # its bytes, and GLib's message, are freed by now
-                release_free_memory()
 
     def _emit(self, signal: str, arguments: GLib.Variant) -> None:
         if self._bus is not None:
