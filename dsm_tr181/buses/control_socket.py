@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dsm_tr181.buses.bulk_json import BulkEncoder, collections_paused, snapshot
+from dsm_tr181.buses.bulk_json import BulkEncoder, Snapshot, collections_paused, snapshot
 from dsm_tr181.buses.memory import LARGE, release_free_memory
 from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
@@ -48,6 +48,7 @@ DEFAULT_MAX_FRAME = 1 << 20
 DU_OPERATIONS = {"InstallDU()": "Install", "Update()": "Update", "Uninstall()": "Uninstall"}
 # How long a waiting client may still get the DUStateChange! after OperationComplete.
 EVENT_GRACE = 2.0
+_LARGE_GET = 1000  # values: a get of more is serialised on another thread
 EVENT_BACKLOG = 10_000  # notifications queued for one slow `events` client before it is cut off
 
 Params = Mapping[str, Any]
@@ -364,22 +365,20 @@ class ControlMethods:
     # == generic TR-181 operations ====================================================================
 
     async def _get(self, params: Params, stream: Stream | None) -> Any:
-        """``{path: text}``; with ``"objects": true`` (dsmcli) ``{object path: {name: text}}``,
-        the values copied on the loop and serialised off it (:mod:`~dsm_tr181.buses.bulk_json`)."""
+        """``{path: text}``; with ``"objects": true`` (dsmcli) ``{object path: {name: text}}``.
+        The values are copied on the loop; a large answer is serialised off it
+        (:mod:`~dsm_tr181.buses.bulk_json`)."""
         paths, max_depth, objects = _texts(params, "paths"), _count(params, "max_depth"), _flag(params, "objects")
         with collections_paused():
             results = self.dm.get(paths, max_depth)
             for result in results:
                 if result.fault:
                     raise result.fault
-            copy = snapshot([obj for result in results for obj in result.resolved]) if objects else None
-        if copy is not None:
-            return RawJson(await asyncio.to_thread(BulkEncoder().pieces, copy))
-        values: dict[str, str] = {}
-        for result in results:
-            for obj in result.resolved:
-                values |= {obj.path + name: text for name, text in obj.text().items()}
-        return values
+            copy = snapshot([obj for result in results for obj in result.resolved])
+        encode = BulkEncoder().pieces if objects else _flat_pieces
+        if len(copy.values) < _LARGE_GET:
+            return RawJson(encode(copy))
+        return RawJson(await asyncio.to_thread(encode, copy))
 
     async def _set(self, params: Params, stream: Stream | None) -> Any:
         result = self.dm.set(_text_map(params, "values"), _flag(params, "allow_partial"))
@@ -654,6 +653,18 @@ class _Tracker:
 
 
 # == request parsing ================================================================================
+
+
+def _flat_pieces(copy: Snapshot) -> list[bytes]:
+    """The flat answer of ``get`` (what clients before "objects" read): ``{path: text}``."""
+    values: dict[str, str] = {}
+    end = 0
+    for path, schema, size in zip(copy.paths, copy.schemas, copy.sizes, strict=True):
+        start, end = end, end + size
+        types = schema.parameters
+        for name, value in zip(copy.names[start:end], copy.values[start:end], strict=True):
+            values[path + name] = types[name].type.format(value)
+    return [json.dumps(values, ensure_ascii=False).encode()]
 
 
 def _decode(body: bytes) -> dict[str, Any]:
