@@ -30,8 +30,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dsm_tr181.buses.bulk_json import BulkEncoder, Snapshot, collections_paused, snapshot
 from dsm_tr181.buses.log_limit import RateLimitedLog
-from dsm_tr181.control_client import HEADER, encode_frame
+from dsm_tr181.buses.memory import LARGE, release_free_memory
+from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
 from dsm_tr181.schema.model import Parameter
@@ -61,6 +63,7 @@ _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 MAX_PATHS = 1024  # paths (or values) one request may name
 MAX_RESULT_VALUES = 200_000  # values one get may return
 _SLICE = 16  # paths resolved, or objects made text, before other clients get a turn
+_LARGE_GET = 1000  # values: a get of more is serialised on another thread
 
 Params = Mapping[str, Any]
 T = TypeVar("T")
@@ -252,21 +255,25 @@ class ControlServer:
                 request_id = request.get("id")
                 method, params = _method_and_params(request)
                 stream = Stream(reader, writer, request_id)
-                frame = encode_frame({"id": request_id, "result": await self.methods.call(method, params, stream)})
+                frames = reply_frame(request_id, await self.methods.call(method, params, stream))
             except (ClientGone, ConnectionError):
                 raise  # an expected end, not a failure of the request
             except RequestFailed as failure:
-                frame = encode_frame(_error_reply(request_id, failure.fault, failure.extra))
+                frames = [encode_frame(_error_reply(request_id, failure.fault, failure.extra))]
             except Fault as fault:
-                frame = encode_frame(_error_reply(request_id, fault))
+                frames = [encode_frame(_error_reply(request_id, fault))]
             except TimeoutError:
                 fault = Fault(FaultCode.MESSAGE_FAILED, f"no complete request within {self.read_timeout:g} s")
-                frame = encode_frame(_error_reply(request_id, fault))
+                frames = [encode_frame(_error_reply(request_id, fault))]
             except Exception:
                 self._errors.log(logging.ERROR, "control request %r failed", method, exc_info=True)
-                frame = encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))
-            writer.write(frame)
-            await writer.drain()
+                frames = [encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))]
+            large = sum(map(len, frames)) >= LARGE
+            while frames:  # piece by piece: a large reply is not copied whole into the transport
+                writer.write(frames.pop(0))
+                await writer.drain()
+            if large:
+                release_free_memory()
         except (ClientGone, ConnectionError):
             log.debug("control client left before the reply")
         except asyncio.CancelledError:
@@ -405,12 +412,45 @@ class ControlMethods:
         return detail
 
     async def _eu_start(self, params: Params, stream: Stream | None) -> Any:
-        self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Active"})
-        return "Starting EU"
+        return await self._eu_request(params, stream, "Active", "Starting EU")
 
     async def _eu_stop(self, params: Params, stream: Stream | None) -> Any:
-        self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Idle"})
-        return "Stopping EU"
+        return await self._eu_request(params, stream, "Idle", "Stopping EU")
+
+    async def _eu_request(self, params: Params, stream: Stream | None, state: str, accepted: str) -> Any:
+        """SetRequestedState(``state``); with ``wait``, answered once Status is ``state``.
+
+        It failed when the EU takes a fault (ExecutionFaultCode other than NoFault: a
+        start that failed), or when its Status falls back (Starting to Idle, Stopping to
+        Active)."""
+        eu = self._eu(_text(params, "uid"))
+        command, args = eu + "SetRequestedState()", {"RequestedState": state}
+        if not _flag(params, "wait"):
+            self.dm.operate_one(command, args)
+            return accepted
+        stream = _need(stream, "wait")
+        queue: asyncio.Queue[Notification] = asyncio.Queue()
+        subscription = self.dm.subscribe(queue.put_nowait, {Kind.VALUE_CHANGE})  # before: the change may be at once
+        try:
+            self.dm.operate_one(command, args)
+            status = self._text(eu, "Status")
+            fell_back = {"Active": ("Starting", "Idle"), "Idle": ("Stopping", "Active")}[state]
+            while status != state:
+                note = await stream.receive(queue)
+                if note.path == eu + "ExecutionFaultCode" and note.value != "NoFault":
+                    raise Fault(FaultCode.COMMAND_FAILURE, self._eu_failure(eu, state))
+                if note.path == eu + "Status":
+                    previous, status = status, str(note.value)
+                    await stream.progress({"kind": "status", "path": eu, "status": status})
+                    if (previous, status) == fell_back:
+                        raise Fault(FaultCode.COMMAND_FAILURE, self._eu_failure(eu, state))
+        finally:
+            subscription.cancel()
+        return f"EU {state}"
+
+    def _eu_failure(self, eu: str, state: str) -> str:
+        fault, message = self._text(eu, "ExecutionFaultCode"), self._text(eu, "ExecutionFaultMessage")
+        return f"{eu} did not become {state}: {fault}" + (f": {message}" if message else "")
 
     async def _save_state(self, params: Params, stream: Stream | None) -> Any:
         return "state is journaled continuously; nothing to save"
@@ -418,24 +458,32 @@ class ControlMethods:
     # == generic TR-181 operations ====================================================================
 
     async def _get(self, params: Params, stream: Stream | None) -> Any:
-        values: dict[str, str] = {}
+        """``{path: text}``; with ``"objects": true`` (dsmcli) ``{object path: {name: text}}``.
+        Paths are resolved in slices of a few, letting other clients in between; the values
+        are copied on the loop, and a large answer is serialised off it
+        (:mod:`~dsm_tr181.buses.bulk_json`)."""
         paths = list(dict.fromkeys(_texts(params, "paths")))  # the same path twice adds nothing
-        depth = _count(params, "max_depth")
-        formatted = 0
+        max_depth, objects = _count(params, "max_depth"), _flag(params, "objects")
+        resolved = []
+        count = 0
         for start in range(0, len(paths), _SLICE):
-            for result in self.dm.get(paths[start : start + _SLICE], depth):
-                if result.fault:
-                    raise result.fault
-                for obj in result.resolved:
-                    values |= {obj.path + name: text for name, text in obj.text().items()}
-                    formatted += 1
-                    if formatted % _SLICE == 0:
-                        await asyncio.sleep(0)  # a long read lets the other clients in between slices
-            if len(values) > MAX_RESULT_VALUES:
+            with collections_paused():
+                for result in self.dm.get(paths[start : start + _SLICE], max_depth):
+                    if result.fault:
+                        raise result.fault
+                    resolved += result.resolved
+                    count += sum(len(obj.params) for obj in result.resolved)
+            if count > MAX_RESULT_VALUES:
                 raise Fault(
                     FaultCode.RESOURCES_EXCEEDED, f"the result exceeds {MAX_RESULT_VALUES} values: ask for less"
                 )
-        return values
+            await asyncio.sleep(0)  # a long read lets the other clients in between slices
+        with collections_paused():
+            copy = snapshot(resolved)
+        encode = BulkEncoder().pieces if objects else _flat_pieces
+        if len(copy.values) < _LARGE_GET:
+            return RawJson(encode(copy))
+        return RawJson(await asyncio.to_thread(encode, copy))
 
     async def _set(self, params: Params, stream: Stream | None) -> Any:
         result = self.dm.set(_text_map(params, "values"), _flag(params, "allow_partial"))
@@ -736,6 +784,18 @@ class _Tracker:
 
 
 # == request parsing ================================================================================
+
+
+def _flat_pieces(copy: Snapshot) -> list[bytes]:
+    """The flat answer of ``get`` (what clients before "objects" read): ``{path: text}``."""
+    values: dict[str, str] = {}
+    end = 0
+    for path, schema, size in zip(copy.paths, copy.schemas, copy.sizes, strict=True):
+        start, end = end, end + size
+        types = schema.parameters
+        for name, value in zip(copy.names[start:end], copy.values[start:end], strict=True):
+            values[path + name] = types[name].type.format(value)
+    return [json.dumps(values, ensure_ascii=False).encode()]
 
 
 def _decode(body: bytes) -> dict[str, Any]:
