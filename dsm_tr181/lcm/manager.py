@@ -55,7 +55,9 @@ class Lcm:
         self.runtimes = dict(runtimes)
         self.settings = settings
         self.sealer = sealer
-        self.operations = asyncio.Semaphore(settings.max_parallel_operations)
+        self.operations = asyncio.Semaphore(settings.max_parallel_operations)  # installs and updates
+        # Uninstalls download nothing: slots of their own, so slow downloads never hold them up.
+        self.removals = asyncio.Semaphore(settings.max_parallel_operations)
         self.certificates = Certificates(self, certificates)
         self.availability = Availability(self)
         self.execenvs = ExecEnvs(self)
