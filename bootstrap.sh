@@ -16,4 +16,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     postgresql docker-registry skopeo umoci >/dev/null
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
+.venv/bin/pip install -q -e '.[test]' -e tools

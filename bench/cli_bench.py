@@ -35,9 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dsm_tools.sample_bundle import make_archive, make_bundle
+
 from bench.daemon_bench import populate
 from bench.install_bench import build_archive
-from dsm_tr181.sample_bundle import make_archive, make_bundle
 from tests.support.daemon import DsmDaemon
 
 SM = "Device.SoftwareModules."

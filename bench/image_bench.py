@@ -31,7 +31,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dsm_tr181.sample_image import Entry, Layout, busybox_layer
+from dsm_tools.sample_image import busybox_layer
+
+from dsm_tr181.bundlegen.ocilayout import Entry, Layout
 from tests.support.daemon import DsmDaemon
 from tests.support.registry import Registry
 

@@ -40,7 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from dsm_tr181.sample_bundle import make_archive, make_bundle
+from dsm_tools.sample_bundle import make_archive, make_bundle
+
 from tests.support.daemon import DsmDaemon
 from tests.support.httpserver import FileServer
 from tests.support.pki import Pki

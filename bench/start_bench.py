@@ -35,9 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dsm_tools.sample_bundle import make_archive, make_bundle
+
 from dsm_tr181.lcm.ports import StartSpec
 from dsm_tr181.runtimes.oci import OciRuntime, OciRuntimeConfig
-from dsm_tr181.sample_bundle import make_archive, make_bundle
 from tests.support.daemon import DsmDaemon, EventStream
 from tests.support.specs import spec_of
 

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon_bench import memory_kib, populate  # the same store the restart bench uses
+from dsm_tools.sample_bundle import oci_config
 
 from dsm_tr181.control_client import HEADER
-from dsm_tr181.sample_bundle import oci_config
 from tests.support.daemon import DsmDaemon
 
 SMALL = {"paths": ["Device.SoftwareModules.ExecEnv.1.Name"]}

@@ -44,6 +44,7 @@ from typing import Any
 
 from dsm_tr181.bundlegen import rootfs as root_files
 from dsm_tr181.bundlegen.errors import BundleError
+from dsm_tr181.bundlegen.ocilayout import CONFIG, LAYER_GZIP, MANIFEST, Layout
 from dsm_tr181.bundlegen.processor import parse_size
 from dsm_tr181.errors import Fault
 from dsm_tr181.lcm.ports import PackageSource
@@ -51,7 +52,6 @@ from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
 from dsm_tr181.packagers.image import ImagePackager, ImagePackagerConfig
 from dsm_tr181.packagers.imageconfig import runtime_config
 from dsm_tr181.packagers.worker import Cancel
-from dsm_tr181.sample_image import CONFIG, LAYER_GZIP, MANIFEST, Layout
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[^}]*)\}")
 _COMMENT = re.compile(r"^[ \t]*(|#.*|\[manifest\])$")

@@ -1,23 +1,22 @@
-"""Fault injection for crash-recovery tests: ``DSM_CRASH_AT=install.unpacked`` makes the
-daemon kill itself with SIGKILL when it reaches that step; ``DSM_RAISE_AT=install.unpacked``
-makes that step raise an exception nobody foresaw (the operation must still end properly)."""
+"""Named points of the LCM's operations (each after a journaled step), for observers.
+
+The product registers none: :func:`crashpoint` then does nothing. The test harness
+(``tests/support/fault_injection.py``, which starts the daemon for the crash-recovery and
+adversarial tests) registers one that kills the daemon or raises at a chosen point.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
+from collections.abc import Callable
 
-log = logging.getLogger(__name__)
-
-
-class InjectedError(RuntimeError):
-    """Raised at a DSM_RAISE_AT point: deliberately no Fault."""
+_observers: list[Callable[[str], None]] = []
 
 
 def crashpoint(name: str) -> None:
-    if name in os.environ.get("DSM_CRASH_AT", "").split(","):
-        log.warning("crash point %s reached: killing the daemon (DSM_CRASH_AT)", name)
-        os.kill(os.getpid(), signal.SIGKILL)
-    if name in os.environ.get("DSM_RAISE_AT", "").split(","):
-        raise InjectedError(f"DSM_RAISE_AT={name}")
+    for observer in _observers:
+        observer(name)
+
+
+def observe(observer: Callable[[str], None]) -> None:
+    """Call ``observer(name)`` at every point reached from now on."""
+    _observers.append(observer)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dsm_tr181.sample_bundle import oci_config
+from dsm_tools.sample_bundle import oci_config
 
 CONFIG = oci_config(["/bin/true"], annotations={"org.opencontainers.image.title": "crafted"})
 

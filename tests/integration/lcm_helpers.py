@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from dsm_tools.sample_bundle import BUSYBOX, make_archive, make_bundle
 
 from dsm_tr181.control_client import DaemonError
-from dsm_tr181.sample_bundle import BUSYBOX, make_archive, make_bundle
 from tests.support.daemon import DsmDaemon
 
 T = TypeVar("T")

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dsm_tools.sample_image import greeter
 
 from dsm_tr181.bundlegen.baseconfig import umoci_config
+from dsm_tr181.bundlegen.ocilayout import Layout, file
 from dsm_tr181.bundlegen.template import load_template
 from dsm_tr181.errors import FaultCode
-from dsm_tr181.sample_image import Layout, file, greeter
 from tests.integration.lcm_helpers import DU, eventually, install, needs_runc, operate, rows, top_entries, value
 from tests.support.daemon import DsmDaemon
 from tests.unit.test_bundlegen import APP_ID, DATA, image_layout

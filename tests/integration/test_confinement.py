@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dsm_tools.sample_bundle import make_archive, make_bundle
 
 from dsm_tr181.containerspec.defaults import DEFAULT_CAPABILITIES
 from dsm_tr181.errors import FaultCode
-from dsm_tr181.sample_bundle import make_archive, make_bundle
 from tests.integration.lcm_helpers import (
     DU,
     EE,

@@ -17,7 +17,7 @@ pytestmark = [
 
 def test_demo_installs_runs_prints_and_cleans_up(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "dsm_tr181.demo", str(tmp_path / "demo")],
+        [sys.executable, "-m", "dsm_tools.demo", str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=120, check=False,
         env={k: v for k, v in os.environ.items() if k != "DSM_CONFIG_FILE"},
     )  # fmt: skip

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from dsm_tools.sample_bundle import make_bundle
 
 from dsm_tr181.containerspec import ConfinementPolicy
 from dsm_tr181.lcm.ports import ContainerExit, ContainerState, RuntimeUnavailable, StartSpec
 from dsm_tr181.runtimes.dobby import PRODUCTION_BUILD
-from dsm_tr181.sample_bundle import make_bundle
 from tests.integration.dobby_daemons import Dobby
 from tests.integration.test_runtime_dobby import NEEDS_BUS_AND_RUNC, STUBBORN, dobby_runtime, spec_for
 from tests.support import dobby_real

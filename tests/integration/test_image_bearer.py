@@ -15,10 +15,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from dsm_tr181.bundlegen.ocilayout import Layout, file
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.packagers.image import ImagePackager, ImagePackagerConfig
-from dsm_tr181.sample_image import Layout, file
 
 pytestmark = pytest.mark.integration
 

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dsm_tools.sample_image import busybox_layer, greeter
 
+from dsm_tr181.bundlegen.ocilayout import Entry, Layout, file, layer_tar
 from dsm_tr181.cli import size
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import PackageSource
 from dsm_tr181.packagers.image import ImagePackager, ImagePackagerConfig
-from dsm_tr181.sample_image import Entry, Layout, busybox_layer, file, greeter, layer_tar
 from tests.integration.lcm_helpers import (
     DU,
     EE1,
@@ -515,7 +516,7 @@ def dsmcli_on_a_terminal(dsm: DsmDaemon, *argv: str) -> tuple[subprocess.Complet
 def test_readme_example_sample_image_pushed_and_installed_with_dsmcli(
     dsm: DsmDaemon, registries: Registries, images: Path
 ) -> None:
-    subprocess.run([sys.executable, "-m", "dsm_tr181.sample_image", str(images / "greeter")], check=True, timeout=60)
+    subprocess.run([sys.executable, "-m", "dsm_tools.sample_image", str(images / "greeter")], check=True, timeout=60)
     registries.plain.push(images / "greeter", "1.0", "greeter:1.0")
 
     done, terminal = dsmcli_on_a_terminal(dsm, "du.install", "default", registries.plain.ref("greeter:1.0"), "--wait")

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from dsm_tools.sample_bundle import oci_config
 
 from dsm_tr181.errors import FaultCode
 from dsm_tr181.lcm.identity import annex_c_uuid
-from dsm_tr181.sample_bundle import oci_config
 from tests.integration.lcm_helpers import (
     DU,
     EE1,

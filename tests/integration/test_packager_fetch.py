@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dsm_tools.sample_bundle import make_archive, make_bundle
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.packagers import tar as tar_module
 from dsm_tr181.packagers.tar import TarPackager, TarPackagerConfig
-from dsm_tr181.sample_bundle import make_archive, make_bundle
 from tests.support.httpserver import FileServer, TlsFiles, free_port, make_tls_files
 
 pytestmark = pytest.mark.integration

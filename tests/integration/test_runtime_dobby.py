@@ -14,12 +14,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from dsm_tools.sample_bundle import BUSYBOX, make_bundle
 
 from dsm_tr181.containerspec.defaults import DEFAULT_CAPABILITIES
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import ContainerExit, ContainerState, PausableRuntime, StartSpec
 from dsm_tr181.runtimes.dobby import DobbyRuntime, DobbyRuntimeConfig, exit_from_wait_status
-from dsm_tr181.sample_bundle import BUSYBOX, make_bundle
 from tests.support.dbusdaemon import PrivateBus, gdbus_call, private_bus
 from tests.support.dobby_standin import running_standin
 from tests.support.processes import stop_process

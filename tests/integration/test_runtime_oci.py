@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dsm_tools.sample_bundle import BUSYBOX, make_bundle
 
 from dsm_tr181.containerspec import ConfinementPolicy
 from dsm_tr181.errors import Fault, FaultCode
@@ -28,7 +29,6 @@ from dsm_tr181.lcm.ports import ContainerExit, ContainerState, PausableRuntime, 
 from dsm_tr181.runtimes.container_ids import check_container_id
 from dsm_tr181.runtimes.logrotate import LogPolicy, backup_path, rotate_if_needed
 from dsm_tr181.runtimes.oci import OciRuntime, OciRuntimeConfig
-from dsm_tr181.sample_bundle import BUSYBOX, make_bundle
 from tests.support.specs import spec_of
 
 FLAVOURS: dict[str, dict[str, Any]] = {

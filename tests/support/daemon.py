@@ -47,6 +47,9 @@ def write_config(path: Path, sections: Mapping[str, Mapping[str, Any]], execenvs
     return path
 
 
+REPO = Path(__file__).resolve().parents[2]  # the daemon imports tests.support from here
+
+
 class DsmDaemon:
     def __init__(
         self,
@@ -80,12 +83,16 @@ class DsmDaemon:
         notify.bind(str(notify_path))
         environment = {**os.environ, **(env or {}), "NOTIFY_SOCKET": str(notify_path)}
         environment.pop("DSM_CONFIG_FILE", None)
+        # Fault injection (DSM_CRASH_AT / DSM_RAISE_AT) lives in the test harness, not the product.
+        injecting = any(environment.get(name) for name in ("DSM_CRASH_AT", "DSM_RAISE_AT"))
+        module = "tests.support.fault_injection" if injecting else "dsm_tr181.daemon"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "dsm_tr181.daemon", "--config", str(self.config)],
+                [*prefix, sys.executable, "-m", module, "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=environment,
+                cwd=REPO,
             )
         try:
             self._wait_ready(notify)

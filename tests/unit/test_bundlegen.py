@@ -18,9 +18,9 @@ from dsm_tr181.bundlegen.cli import main as dsm_bundle
 from dsm_tr181.bundlegen.errors import BundleError
 from dsm_tr181.bundlegen.generate import Source, generate
 from dsm_tr181.bundlegen.libraries import LibraryMatcher, version_definitions
+from dsm_tr181.bundlegen.ocilayout import Entry, Layout, file
 from dsm_tr181.bundlegen.processor import Options, parse_size
 from dsm_tr181.bundlegen.template import Template, load_template
-from dsm_tr181.sample_image import Entry, Layout, file
 
 pytestmark = pytest.mark.unit
 

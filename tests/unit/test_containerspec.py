@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dsm_tools.sample_bundle import oci_config
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,7 +17,6 @@ from dsm_tr181.containerspec.defaults import DEFAULT_CAPABILITIES, MASKED_PATHS,
 from dsm_tr181.containerspec.seccomp import DENIED
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.confinement import first_free, shift_ownership
-from dsm_tr181.sample_bundle import oci_config
 
 pytestmark = pytest.mark.unit
 

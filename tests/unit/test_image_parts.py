@@ -11,7 +11,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from dsm_tools.sample_bundle import make_archive, make_bundle
 
+from dsm_tr181.bundlegen.ocilayout import Entry, Layout, file, layer_tar
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import PackageSource
 from dsm_tr181.packagers.dispatch import is_image_source
@@ -23,8 +25,6 @@ from dsm_tr181.packagers.imagesources import PEEK_BYTES, looks_like_image_tar
 from dsm_tr181.packagers.layers import apply_layer
 from dsm_tr181.packagers.layerstore import LayerStore
 from dsm_tr181.packagers.worker import Cancel
-from dsm_tr181.sample_bundle import make_archive, make_bundle
-from dsm_tr181.sample_image import Entry, Layout, file, layer_tar
 
 pytestmark = pytest.mark.unit
 

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dsm_tools.sample_bundle import BUSYBOX, make_archive, make_bundle, oci_config
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.packagers.tar import TarPackager, TarPackagerConfig
-from dsm_tr181.sample_bundle import BUSYBOX, make_archive, make_bundle, oci_config
 
 pytestmark = pytest.mark.unit
 

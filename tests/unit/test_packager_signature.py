@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
+from dsm_tools.sample_bundle import oci_config
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.packagers.tar import TarPackager, TarPackagerConfig
-from dsm_tr181.sample_bundle import oci_config
 from tests.support.httpserver import FileServer
 from tests.support.pki import Pki
 

@@ -11,13 +11,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from dsm_tools.sample_bundle import oci_config
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.packagers.httpget import display_url
 from dsm_tr181.packagers.integrity import parse_checksum_file
 from dsm_tr181.packagers.tar import TarPackager
-from dsm_tr181.sample_bundle import oci_config
 
 pytestmark = pytest.mark.unit
 

@@ -1,6 +1,6 @@
 """The README demo: the daemon with its embedded defaults, a sample DU installed and run.
 
-``python -m dsm_tr181.demo [WORKDIR]`` (as root, with runc and busybox-static installed):
+``python -m dsm_tools.demo [WORKDIR]`` (as root, with runc and busybox-static installed):
 
 1. builds a busybox OCI bundle archive (``hello.tar.gz``) in WORKDIR (default ``./demo``);
 2. starts ``dsm`` with no configuration file — only its state directory and control socket
@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from dsm_tr181.sample_bundle import make_archive, make_bundle
+from dsm_tools.sample_bundle import make_archive, make_bundle
 
 EU = "default-1"
 

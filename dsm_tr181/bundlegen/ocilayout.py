@@ -1,17 +1,13 @@
-"""Build OCI images without any container tool: layers as tar files, an image layout on disk.
+"""Writing OCI image layouts: layers as tar files from entry lists, blobs, manifests, indexes.
 
-Used by the README example, the tests and ``bench/image_bench.py``:
-``python -m dsm_tr181.sample_image OUT_DIR`` writes an OCI image layout (tag ``1.0``)
-of a busybox image (from Debian's ``busybox-static``) that prints a greeting and
-waits; push it with ``skopeo copy oci:OUT_DIR:1.0 docker://HOST/app:1.0``.
-
-A layer is a list of :class:`Entry` (files, directories, symlinks, whiteouts
-``.wh.NAME`` and opaque markers ``.wh..wh..opq`` are plain empty files by name).
+Used by ``dsm-bundle compose --oci`` and, through ``dsm_tools.sample_image``, by the tests,
+the README example and ``bench/image_bench.py``. A layer is a list of :class:`Entry`
+(files, directories, symlinks; whiteouts ``.wh.NAME`` and opaque markers
+``.wh..wh..opq`` are plain empty files by name).
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import io
@@ -21,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from dsm_tr181.sample_bundle import APPLETS, BUSYBOX
 
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -42,16 +36,6 @@ class Entry:
 
 def file(path: str, data: bytes | str, mode: int = 0o644) -> Entry:
     return Entry(path, data.encode() if isinstance(data, str) else data, mode=mode)
-
-
-def busybox_layer(busybox: Path = BUSYBOX) -> list[Entry]:
-    """/bin/busybox with its applet links, /etc/passwd and /etc/group."""
-    entries = [Entry(d, kind="dir", mode=0o755) for d in ("bin", "etc", "tmp", "proc", "dev", "sys")]
-    entries.append(Entry("bin/busybox", busybox.read_bytes(), mode=0o755))
-    entries += [Entry(f"bin/{applet}", kind="symlink", target="busybox") for applet in APPLETS]
-    entries.append(file("etc/passwd", "root:x:0:0:root:/:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"))
-    entries.append(file("etc/group", "root:x:0:\napp:x:1000:\nstaff:x:50:\n"))
-    return entries
 
 
 def layer_tar(entries: Sequence[Entry]) -> bytes:
@@ -135,32 +119,3 @@ class Layout:
         return self.blob(
             json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": list(manifests)}).encode(), INDEX
         )
-
-
-def greeter(layout: Layout, greeting: str = "hello from an image", tag: str = "1.0") -> dict[str, Any]:
-    """A busybox image that prints ``greeting`` and waits for SIGTERM."""
-    descriptor = layout.image(
-        [busybox_layer()],
-        {
-            "Entrypoint": ["/bin/sh", "-c"],
-            "Cmd": [f"trap 'exit 0' TERM; echo {greeting}; sleep 3600 & wait"],
-            "Env": ["PATH=/bin", "GREETING=" + greeting],
-        },
-        annotations={"org.opencontainers.image.title": "greeter", "org.opencontainers.image.version": tag},
-    )
-    layout.tag(descriptor, tag)
-    return descriptor
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write a busybox OCI image layout (tag 1.0).")
-    parser.add_argument("out", type=Path, help="directory to write the image layout into")
-    parser.add_argument("--greeting", default="hello from an image")
-    args = parser.parse_args(argv)
-    greeter(Layout(args.out), args.greeting)
-    print(args.out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

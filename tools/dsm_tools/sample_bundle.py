@@ -1,6 +1,6 @@
 """Build a small busybox-based OCI bundle and its DU archive.
 
-Used by the README demo and by the tests: ``python -m dsm_tr181.sample_bundle OUT.tar``
+Used by the README demo and by the tests: ``python -m dsm_tools.sample_bundle OUT.tar``
 writes ``OUT.tar`` holding ``NAME/config.json`` and ``NAME/rootfs/`` built from the
 static busybox of Debian's ``busybox-static`` package.
 """
