@@ -4,8 +4,10 @@ Each operation validates its arguments at once (a bad request fails the Operate)
 journals itself (record + OperationRecord) before it creates or removes anything, runs
 in the background, and always ends with a DUStateChange! event:
 
-* Install: row in Installing → fetch/verify/unpack → EU rows, Installed. On failure no
-  row and no file is left (CurrentState Failed).
+* Install: journaled (status Installing, no row yet) → fetch/verify/unpack → DU and EU
+  rows appear Installed. On failure no row ever appeared and no file is left (CurrentState
+  Failed, DeploymentUnitRef empty: TR-181 DUStateChange!.CurrentState "Failed - The DU could
+  not be installed in which case a DU instance MUST NOT be created in the Data Model").
 * Update: the new bundle is unpacked beside the old one; running EUs are stopped, the
   DU switches to the new bundle in one commit, the old one is removed and the EUs are
   started again. On failure the old bundle stays (CurrentState Installed + fault).
@@ -41,6 +43,7 @@ from dsm_tr181.lcm import identity, versions
 from dsm_tr181.lcm.crashpoints import crashpoint
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
+from dsm_tr181.lcm.states import DU, DuOutcome, DuRequest, DuStatus, EeRequest, EuStatus, Operation, allow
 from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, from_stamp, now, stamp
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
@@ -74,6 +77,7 @@ class Deployments:
     def __init__(self, lcm: Lcm) -> None:
         self.lcm = lcm
         self.records: dict[int, DeploymentUnitRecord] = {}
+        self.installing: dict[int, DeploymentUnitRecord] = {}  # journaled installs: no row yet
 
     def install_hooks(self) -> None:
         dm = self.lcm.dm
@@ -96,7 +100,7 @@ class Deployments:
             "Alias": du.alias or f"cpe-{du.instance}",
             "Name": du.name,
             "Status": du.status,
-            "Resolved": du.status == "Installed",
+            "Resolved": du.status == DuStatus.INSTALLED,
             "URL": du.url,
             "Description": du.description,
             "Vendor": du.vendor,
@@ -166,28 +170,23 @@ class Deployments:
     def _journal_install(
         self, source: PackageSource, ee: str, given_uuid: str, module_version: str
     ) -> tuple[DeploymentUnitRecord, OperationRecord]:
+        if given_uuid and any(other.uuid == given_uuid for other in self.installing.values()):
+            raise Fault(FaultCode.DUPLICATE_DU, "an installation of this deployment unit is under way")
         instance = self.lcm.dm.table(DU_TABLE).allocate()
         target = self.lcm.bundle_root(instance) / _generation()
         du = DeploymentUnitRecord(
             instance=instance,
-            uuid=given_uuid or identity.provisional_uuid(source.url),
+            uuid=given_uuid,  # "" until the package names it (Annex C)
             ee=ee,
-            status="Installing",
+            status=DuStatus.INSTALLING,
             url=source.url,
             duid=identity.duid(ee, instance),
             credentials=self._seal(source),
             module_version=module_version,
         )
-        op = OperationRecord(du=instance, kind="install", started=stamp(), target=str(target))
+        op = OperationRecord(du=instance, kind=Operation.INSTALL.kind, started=stamp(), target=str(target))
         self.lcm.commit(put=[du, op])  # journaled before any file exists
-        try:
-            self.add_row(du)
-        except Fault as fault:
-            self.records.pop(instance, None)
-            self.lcm.commit(delete=[du, op])
-            if fault.code is FaultCode.DUPLICATE_KEY:
-                raise Fault(FaultCode.DUPLICATE_DU, "an installation of this deployment unit is under way") from None
-            raise
+        self.installing[instance] = du
         return du, op
 
     async def _install(
@@ -215,7 +214,9 @@ class Deployments:
                 eu = self._new_eu(du, meta, eu_settings)
                 self.lcm.confinement.reserve(eu, eu_settings.num_uids)
                 await asyncio.to_thread(self.lcm.confinement.prepare, eu, target)
-                du.status = "Installed"
+                if not exempt:  # disabled while it downloaded: it fails as if disabled before
+                    self.lcm.execenvs.allow(du.ee, EeRequest.INSTALL)
+                du.status = self._move(du, DuRequest.COMPLETE)
                 _describe(du, meta)
                 du.bundle, du.digest, du.disk_kib = str(target), info.digest, info.disk_usage_kib
                 du.signed_by = info.signed_by
@@ -230,10 +231,11 @@ class Deployments:
         finally:
             if eu is not None:
                 self.lcm.confinement.release(eu)
+        self.installing.pop(du.instance, None)
         self.lcm.executions.add(eu, du.disk_kib)
-        self.refresh(du)
+        self.add_row(du)
         log.info("installed DU %s %s %s in %s", du.instance, du.name, du.version, du.ee)
-        self.lcm.du_state_change(du, "Install", "Installed", started)
+        self.lcm.du_state_change(du, Operation.INSTALL, DuOutcome.INSTALLED, started)
         return {"UUID": du.uuid, "Version": du.version, "ExecEnvRef": self.lcm.execenvs.ref(du.ee)}
 
     async def _abandon_install(
@@ -243,8 +245,8 @@ class Deployments:
         await self.lcm.packager.remove(Path(op.target))
         _remove_empty(self.lcm.bundle_root(du.instance))
         self.lcm.commit(delete=[du, op])
-        self.drop(du)
-        self.lcm.du_state_change(du, "Install", "Failed", started, fault)
+        self.installing.pop(du.instance, None)
+        self.lcm.du_state_change(du, Operation.INSTALL, DuOutcome.FAILED, started, fault)
 
     def _new_eu(self, du: DeploymentUnitRecord, meta: dict[str, str], settings: EuSettings) -> ExecutionUnitRecord:
         dm = self.lcm.dm
@@ -283,7 +285,7 @@ class Deployments:
 
     def _update_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         du = self.records[call.node.number]
-        self._check_changeable(du)
+        self._check_changeable(du, DuRequest.UPDATE)
         args = call.args
         url = str(args.get("URL") or du.url)
         username, password = str(args.get("Username", "")), str(args.get("Password", ""))
@@ -292,12 +294,12 @@ class Deployments:
         source = self._signed(_source(url, username, password), str(args.get("Signature", "")), du.ee)
         op = OperationRecord(
             du=du.instance,
-            kind="update",
+            kind=Operation.UPDATE.kind,
             started=stamp(),
             target=str(self.lcm.bundle_root(du.instance) / _generation()),
             previous=du.bundle,
         )
-        du.status = "Updating"
+        du.status = self._move(du, DuRequest.UPDATE)
         self.lcm.commit(put=[du, op])
         self.refresh(du)
         return self._update(du, op, source, call.request_id)
@@ -313,6 +315,7 @@ class Deployments:
                 info = await self._unpack(du, source, Path(op.target), request_id)
                 crashpoint("update.unpacked")
                 meta = self._metadata(info)
+                self._check_identity(du, meta)
                 self._check_version(du, meta["version"])
                 for unit in self._units(du):
                     await asyncio.to_thread(self.lcm.confinement.prepare, unit.record, Path(op.target))
@@ -323,7 +326,8 @@ class Deployments:
                     _describe(record, meta)
                 du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
                 du.signed_by = info.signed_by
-                du.url, du.credentials, du.last_update, du.status = source.url, self._seal(source), stamp(), "Installed"
+                du.url, du.credentials, du.last_update = source.url, self._seal(source), stamp()
+                du.status = self._move(du, DuRequest.COMPLETE)
                 op.stage = "swapped"
                 self.lcm.commit(put=[du, *eus, op])
                 crashpoint("update.swapped")
@@ -332,7 +336,7 @@ class Deployments:
             await self._abandon_update(du, op, stopped, started, fault)
             raise
         await self.finish_update(du, op)
-        self.lcm.du_state_change(du, "Update", "Installed", started)
+        self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started)
         return {}
 
     async def finish_update(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
@@ -354,7 +358,7 @@ class Deployments:
                 },
             )
             if record.instance in op.restart_eus:
-                self.lcm.executions.request(eu, "Active", cause="auto")
+                self.lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
         log.info("updated DU %s to %s", du.instance, du.version)
 
     async def _abandon_update(
@@ -362,14 +366,26 @@ class Deployments:
     ) -> None:
         log.warning("update of DU %s failed: %s", du.instance, fault)
         await self.lcm.packager.remove(Path(op.target))
-        du.status = "Installed"
+        du.status = self._move(du, DuRequest.FAIL)
         self.lcm.commit(put=[du], delete=[op])
         self.refresh(du)
         for instance in stopped:
             eu = self.lcm.executions.units.get(instance)
             if eu is not None:
-                self.lcm.executions.request(eu, "Active", cause="auto")
-        self.lcm.du_state_change(du, "Update", "Installed", started, fault)
+                self.lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
+        self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started, fault)
+
+    def _check_identity(self, du: DeploymentUnitRecord, meta: dict[str, str]) -> None:
+        """An Update installs a new version of the same DU: the package's Name and Vendor (which
+        TR-181 Annex C derives the DU's UUID from) must be this DU's. A package of another DU is,
+        for this row, an unknown deployment unit (CWMP 9028)."""
+        if (meta["name"], meta["vendor"]) != (du.name, du.vendor):
+            theirs = identity.annex_c_uuid(meta["name"], meta["vendor"])
+            raise Fault(
+                FaultCode.UNKNOWN_DU,
+                f"the package is {meta['name']!r} by {meta['vendor']!r} (UUID {theirs}), "
+                f"not {du.name!r} by {du.vendor!r}: an update must keep the deployment unit's identity",
+            )
 
     def _check_version(self, du: DeploymentUnitRecord, version: str) -> None:
         order = versions.compare(version, du.version)
@@ -382,13 +398,13 @@ class Deployments:
     async def _stop_eus(self, du: DeploymentUnitRecord, op: OperationRecord) -> list[int]:
         """Stop the running EUs, journaling which ones to start again."""
         units = self._units(du)
-        active = [eu.record.instance for eu in units if eu.running or eu.record.requested_state == "Active"]
+        active = [eu.record.instance for eu in units if eu.running or eu.record.requested_state == EuStatus.ACTIVE]
         if active:
             op.restart_eus = active
             self.lcm.commit(put=[op])
         for eu in units:
             if eu.record.instance in active:
-                self.lcm.executions.request(eu, "Idle")
+                self.lcm.executions.request(eu, EuStatus.IDLE)
         for eu in units:
             await self.lcm.executions.wait(eu)
             if eu.running:
@@ -399,13 +415,13 @@ class Deployments:
 
     def _uninstall_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         du = self.records[call.node.number]
-        self._check_changeable(du, uninstall=True)
+        self._check_changeable(du, DuRequest.UNINSTALL)
         op = self._journal_uninstall(du)
         return self._uninstall(du, op)
 
     def _journal_uninstall(self, du: DeploymentUnitRecord) -> OperationRecord:
-        op = OperationRecord(du=du.instance, kind="uninstall", started=stamp(), previous=du.bundle)
-        du.status = "Uninstalling"
+        op = OperationRecord(du=du.instance, kind=Operation.UNINSTALL.kind, started=stamp(), previous=du.bundle)
+        du.status = self._move(du, DuRequest.UNINSTALL)
         self.lcm.commit(put=[du, op])
         self.refresh(du)
         return op
@@ -418,12 +434,12 @@ class Deployments:
                 await self.finish_uninstall(du, op)
         except Fault as fault:
             log.warning("uninstall of DU %s failed: %s", du.instance, fault)
-            du.status = "Installed"
+            du.status = self._move(du, DuRequest.FAIL)
             self.lcm.commit(put=[du], delete=[op])
             self.refresh(du)
-            self.lcm.du_state_change(du, "Uninstall", "Installed", started, fault)
+            self.lcm.du_state_change(du, Operation.UNINSTALL, DuOutcome.INSTALLED, started, fault)
             raise
-        self.lcm.du_state_change(du, "Uninstall", "Uninstalled", started)
+        self.lcm.du_state_change(du, Operation.UNINSTALL, DuOutcome.UNINSTALLED, started)
         return {}
 
     async def finish_uninstall(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
@@ -444,7 +460,7 @@ class Deployments:
 
     async def uninstall_all(self, ee: str) -> None:
         """Uninstall every DU of ``ee`` (ExecEnv Reset()), each with its event."""
-        for du in [d for d in self.records.values() if d.ee == ee and d.status == "Installed"]:
+        for du in [d for d in self.records.values() if d.ee == ee and d.status == DuStatus.INSTALLED]:
             op = self._journal_uninstall(du)
             try:
                 await self._uninstall(du, op)
@@ -458,17 +474,17 @@ class Deployments:
         units = self.lcm.executions.units
         return [units[n] for n in du.eus if n in units]
 
-    def _check_changeable(self, du: DeploymentUnitRecord, uninstall: bool = False) -> None:
-        if du.status != "Installed":
-            raise Fault(FaultCode.INVALID_DU_STATE, f"the deployment unit is {du.status}")
-        if du.ee in self.lcm.execenvs.unconfigured:
-            if not uninstall:
-                raise Fault(FaultCode.DISABLED_EE, f"execution environment {du.ee!r} is no longer configured")
-        elif not self.lcm.execenvs.enabled(du.ee):
-            raise Fault(FaultCode.DISABLED_EE, f"execution environment {du.ee!r} is disabled")
+    def _move(self, du: DeploymentUnitRecord, request: DuRequest) -> DuStatus:
+        """The DU's next status by states.DU (only an Installed DU accepts Update/Uninstall)."""
+        answer = allow(DU, DuStatus(du.status), request, self.lcm.du_path(du))
+        return DuStatus.INSTALLED if answer.state is None else answer.state
+
+    def _check_changeable(self, du: DeploymentUnitRecord, request: DuRequest) -> None:
+        allow(DU, DuStatus(du.status), request, self.lcm.du_path(du))
+        self.lcm.execenvs.allow(du.ee, EeRequest.UPDATE if request is DuRequest.UPDATE else EeRequest.UNINSTALL)
 
     def _check_duplicate(self, uuid: str, version: str, ee: str, instance: int) -> None:
-        for other in self.records.values():
+        for other in (*self.records.values(), *self.installing.values()):
             if other.instance != instance and (other.uuid, other.version, other.ee) == (uuid, version, ee):
                 raise Fault(
                     FaultCode.DUPLICATE_DU,

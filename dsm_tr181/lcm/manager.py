@@ -25,12 +25,16 @@ from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate
 from dsm_tr181.lcm.records import DeploymentUnitRecord, Record, Store
 from dsm_tr181.lcm.recovery import recover
 from dsm_tr181.lcm.settings import LcmSettings
+from dsm_tr181.lcm.states import DuOutcome, Operation
 from dsm_tr181.lcm.tables import CERT_TABLE, DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
 
 log = logging.getLogger(__name__)
+
+# DUStateChange!.UUID of an install that failed before its package named the DU (RFC 4122 nil UUID).
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 class Lcm:
@@ -121,27 +125,35 @@ class Lcm:
     def du_state_change(
         self,
         du: DeploymentUnitRecord,
-        operation: str,
-        state: str,
+        operation: Operation,
+        state: DuOutcome,
         started: datetime,
         fault: Fault | None = None,
     ) -> None:
         """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure.
 
+        TR-181 2.19.1 DUStateChange! arguments: ``DeploymentUnitRef`` is empty when the install
+        Failed ("a DU instance MUST NOT be created in the Data Model"); ``ExecutionUnitRefList``
+        lists the EUs created (Install), associated (Update) or "removed from the device due to
+        the DU being removed" (Uninstall); ``Resolved`` is true once Installed and, "in the case
+        of a successful Uninstall, this value is meaningless and should be true".
+
         Also logged: the ones start-up recovery publishes reach no subscriber (recovery
         runs before the control socket and the buses serve), the log is their only trace."""
-        eus = tuple(f"{EU_TABLE}{n}" for n in du.eus)
+        done = state is not DuOutcome.FAILED
+        eus = tuple(f"{EU_TABLE}{n}" for n in du.eus) if done else ()
         outcome = f"fault {fault.code.usp}: {fault.message}" if fault else "no fault"
-        log.info("DUStateChange! %s of %s (UUID %s): %s, %s", operation, self.du_path(du), du.uuid, state, outcome)
+        uuid = du.uuid or NIL_UUID
+        log.info("DUStateChange! %s of %s (UUID %s): %s, %s", operation, self.du_path(du), uuid, state, outcome)
         self.dm.emit_event(
             DU_STATE_CHANGE,
             {
-                "UUID": du.uuid,
-                "DeploymentUnitRef": self.du_path(du),
+                "UUID": uuid,
+                "DeploymentUnitRef": self.du_path(du) if done else "",
                 "Version": du.version,
                 "CurrentState": state,
-                "Resolved": state == "Installed",
-                "ExecutionUnitRefList": eus if state == "Installed" else (),
+                "Resolved": done,
+                "ExecutionUnitRefList": eus,
                 "StartTime": started,
                 "CompleteTime": now(),
                 "OperationPerformed": operation,

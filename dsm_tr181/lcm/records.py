@@ -40,8 +40,14 @@ class ExecEnvRecord(Record):
     restart_count: int = 0
     restart_reason: str = ""
     last_restarted: str = ""  # TR-106 dateTime text, "" never
+    # CurrentRunLevel set by SetRunLevel(); None: InitialRunLevel (the ExecEnv started since)
+    current_run_level: int | None = None
     # Signers as a controller set them (Device.Security.Certificate refs); None: as configured
     signers: list[str] | None = None
+
+    def run_level(self) -> int:
+        """What CurrentRunLevel reads."""
+        return self.initial_run_level if self.current_run_level is None else self.current_run_level
 
     def key(self) -> str:
         return self.name
@@ -66,7 +72,7 @@ class DeploymentUnitRecord(Record):
     instance: int
     uuid: str
     ee: str  # ExecEnv name
-    status: str  # Installing / Installed / Updating / Uninstalling
+    status: str  # a states.DuStatus
     url: str
     alias: str = ""
     duid: str = ""
@@ -103,7 +109,7 @@ class ExecutionUnitRecord(Record):
     description: str = ""
     auto_start: bool = False
     run_level: int = 0
-    requested_state: str = "Idle"
+    requested_state: str = "Idle"  # a states.EuStatus: Idle / Active
     shutdown_delay: int = 10
     privileged: bool = False
     uid_base: int = 0  # first host UID/GID of its user namespace (uid_count 0: none)
@@ -111,7 +117,7 @@ class ExecutionUnitRecord(Record):
     creation_time: str = ""
     log_file: str = ""
     log_row: int = 0  # Device.DeviceInfo.VendorLogFile instance
-    fault_code: str = "NoFault"
+    fault_code: str = "NoFault"  # a states.EuFault
     fault_message: str = ""
     # ExecutionUnit.{i}.AutoRestart. parameters by name
     auto_restart: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +132,7 @@ class OperationRecord(Record):
 
     KIND: ClassVar[str] = "operation"
     du: int
-    kind: str  # install / update / uninstall
+    kind: str  # states.Operation.kind: install / update / uninstall
     started: str
     target: str = ""  # bundle directory being created (install, update)
     previous: str = ""  # bundle directory being replaced (update)

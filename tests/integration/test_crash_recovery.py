@@ -356,9 +356,11 @@ def test_adopted_container_is_watched_for_its_exit(dsm: DsmDaemon, du_v1: Path) 
     )
 
 
-def test_container_killed_while_the_daemon_was_down_is_started_again(dsm: DsmDaemon, du_v1: Path) -> None:
+def test_container_killed_while_the_daemon_was_down_gets_its_fault_not_a_silent_restart(
+    dsm: DsmDaemon, du_v1: Path
+) -> None:
     dsm.start()
-    _, eu, pid, _ = install_running(dsm, du_v1.as_uri())
+    _, eu, _, _ = install_running(dsm, du_v1.as_uri())
     euid = value(dsm, eu + "EUID")
     dsm.kill9()
     runc_kill(dsm, euid)
@@ -366,8 +368,7 @@ def test_container_killed_while_the_daemon_was_down_is_started_again(dsm: DsmDae
 
     restart(dsm)
 
-    active = wait_status(dsm, eu, "Active")  # RequestedState Active was persisted: recovery starts it again
-    assert active["ExecutionFaultCode"] == "NoFault"
-    state = runc_state(dsm, euid)
-    assert state is not None and state["status"] == "running" and state["pid"] != pid
-    assert dsm.containers() == [euid]
+    idle = wait_status(dsm, eu, "Idle")  # only AutoStart/RunLevel start EUs, and only when the ExecEnv starts
+    assert idle["ExecutionFaultCode"] == "FailureWhileActive"
+    assert "not running" in idle["ExecutionFaultMessage"]
+    assert runc_state(dsm, euid) is None
