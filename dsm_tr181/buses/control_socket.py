@@ -382,7 +382,7 @@ class ControlMethods:
             else:
                 queue.put_nowait({"event": self.notification_json(note)})
 
-        subscription = self.dm.subscribe(deliver, set(Kind), prefix)
+        subscription = self.dm.subscribe(deliver, set(Kind), prefix, durable=True)
         try:
             await stream.send({"id": stream.request_id, "result": {"subscribed": prefix}})
             while not (lost and queue.empty()):

@@ -128,20 +128,19 @@ class Deployments:
     # -- InstallDU() -----------------------------------------------------------------------------
 
     def _install_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        """Operate errors here are the request's own (README "Outcomes"): bad arguments (7004,
+        7027), an unknown ExecEnv (7223), the same UUID already being installed (7226). What the
+        ExecEnv's state or policy refuses is the operation's outcome: a DUStateChange! Failed."""
         args = call.args
-        if args.get("RequiredRoles") or args.get("RequiredUserRoles"):
-            code = FaultCode.UNAVAILABLE_ROLE if args.get("RequiredRoles") else FaultCode.UNAVAILABLE_USER_ROLE
-            raise Fault(code, "the execution environment offers no roles")
         ee = self.lcm.execenvs.resolve(str(args.get("ExecutionEnvRef", "")))
         privileged = bool(args.get("Privileged", False))
-        if privileged and not self.lcm.execenvs.settings[ee].confinement.allow_privileged:
-            raise Fault(FaultCode.REQUEST_DENIED, f"execution environment {ee!r} does not allow privileged units")
         source = self._signed(
             _source(str(args["URL"]), str(args.get("Username", "")), str(args.get("Password", ""))),
             str(args.get("Signature", "")),
             ee,
         )
         given_uuid = str(args.get("UUID", "")).lower()
+        refusal = self._install_refusal(args, ee, privileged)
         du, op = self._journal_install(source, ee, given_uuid, str(args.get("ModuleVersion", "")))
         eu_settings = EuSettings(
             privileged=privileged,
@@ -149,7 +148,20 @@ class Deployments:
             shutdown_delay=int(args.get("ShutdownDelay", 10)),  # type: ignore[arg-type]
             auto_restart={k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
         )
-        return self._install(du, op, source, given_uuid, eu_settings, call.request_id)
+        return self._install(du, op, source, given_uuid, eu_settings, call.request_id, refusal=refusal)
+
+    def _install_refusal(self, args: dict[str, Value], ee: str, privileged: bool) -> Fault | None:
+        """What the ExecEnv refuses (reported in the DUStateChange!), if anything."""
+        try:
+            self.lcm.execenvs.allow(ee, EeRequest.INSTALL)
+        except Fault as fault:
+            return fault
+        if args.get("RequiredRoles") or args.get("RequiredUserRoles"):
+            code = FaultCode.UNAVAILABLE_ROLE if args.get("RequiredRoles") else FaultCode.UNAVAILABLE_USER_ROLE
+            return Fault(code, "the execution environment offers no roles")
+        if privileged and not self.lcm.execenvs.settings[ee].confinement.allow_privileged:
+            return Fault(FaultCode.REQUEST_DENIED, f"execution environment {ee!r} does not allow privileged units")
+        return None
 
     def _signed(self, source: PackageSource, signature: str, ee: str) -> PackageSource:
         """``source`` with its Signature and the ExecEnv's trusted signers (syntax checked here)."""
@@ -199,11 +211,14 @@ class Deployments:
         request_id: str,
         *,
         exempt: bool = False,
+        refusal: Fault | None = None,
     ) -> dict[str, Value]:
         started = now()
         target = Path(op.target)
         eu: ExecutionUnitRecord | None = None
         try:
+            if refusal is not None:
+                raise refusal
             async with self.lcm.operations:
                 crashpoint("install.journaled")
                 info = await self._unpack(du, source, target, request_id, exempt=exempt)
@@ -222,7 +237,8 @@ class Deployments:
                 du.signed_by = info.signed_by
                 du.installed = du.last_update = stamp()
                 du.eus = [eu.instance]
-                self.lcm.commit(put=[du, eu], delete=[op])
+                event = self.lcm.outcome(du, Operation.INSTALL, DuOutcome.INSTALLED, started)
+                self.lcm.commit(put=[du, eu, event], delete=[op])  # the outcome survives a crash from here
                 crashpoint("install.committed")
         except (Fault, asyncio.CancelledError) as exc:
             fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "installation canceled")
@@ -235,7 +251,7 @@ class Deployments:
         self.lcm.executions.add(eu, du.disk_kib)
         self.add_row(du)
         log.info("installed DU %s %s %s in %s", du.instance, du.name, du.version, du.ee)
-        self.lcm.du_state_change(du, Operation.INSTALL, DuOutcome.INSTALLED, started)
+        self.lcm.outcomes.deliver(event, committed=True)
         return {"UUID": du.uuid, "Version": du.version, "ExecEnvRef": self.lcm.execenvs.ref(du.ee)}
 
     async def _abandon_install(
@@ -285,7 +301,8 @@ class Deployments:
 
     def _update_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         du = self.records[call.node.number]
-        self._check_changeable(du, DuRequest.UPDATE)
+        allow(DU, DuStatus(du.status), DuRequest.UPDATE, self.lcm.du_path(du))
+        refusal = self._ee_refusal(du, EeRequest.UPDATE)
         args = call.args
         url = str(args.get("URL") or du.url)
         username, password = str(args.get("Username", "")), str(args.get("Password", ""))
@@ -302,14 +319,21 @@ class Deployments:
         du.status = self._move(du, DuRequest.UPDATE)
         self.lcm.commit(put=[du, op])
         self.refresh(du)
-        return self._update(du, op, source, call.request_id)
+        return self._update(du, op, source, call.request_id, refusal)
 
     async def _update(
-        self, du: DeploymentUnitRecord, op: OperationRecord, source: PackageSource, request_id: str
+        self,
+        du: DeploymentUnitRecord,
+        op: OperationRecord,
+        source: PackageSource,
+        request_id: str,
+        refusal: Fault | None = None,
     ) -> dict[str, Value]:
         started = now()
         stopped: list[int] = []
         try:
+            if refusal is not None:
+                raise refusal
             async with self.lcm.operations:
                 crashpoint("update.journaled")
                 info = await self._unpack(du, source, Path(op.target), request_id)
@@ -415,9 +439,10 @@ class Deployments:
 
     def _uninstall_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         du = self.records[call.node.number]
-        self._check_changeable(du, DuRequest.UNINSTALL)
+        allow(DU, DuStatus(du.status), DuRequest.UNINSTALL, self.lcm.du_path(du))
+        refusal = self._ee_refusal(du, EeRequest.UNINSTALL)
         op = self._journal_uninstall(du)
-        return self._uninstall(du, op)
+        return self._uninstall(du, op, refusal)
 
     def _journal_uninstall(self, du: DeploymentUnitRecord) -> OperationRecord:
         op = OperationRecord(du=du.instance, kind=Operation.UNINSTALL.kind, started=stamp(), previous=du.bundle)
@@ -426,9 +451,13 @@ class Deployments:
         self.refresh(du)
         return op
 
-    async def _uninstall(self, du: DeploymentUnitRecord, op: OperationRecord) -> dict[str, Value]:
+    async def _uninstall(
+        self, du: DeploymentUnitRecord, op: OperationRecord, refusal: Fault | None = None
+    ) -> dict[str, Value]:
         started = now()
         try:
+            if refusal is not None:
+                raise refusal
             async with self.lcm.operations:
                 crashpoint("uninstall.journaled")
                 await self.finish_uninstall(du, op)
@@ -479,9 +508,15 @@ class Deployments:
         answer = allow(DU, DuStatus(du.status), request, self.lcm.du_path(du))
         return DuStatus.INSTALLED if answer.state is None else answer.state
 
-    def _check_changeable(self, du: DeploymentUnitRecord, request: DuRequest) -> None:
-        allow(DU, DuStatus(du.status), request, self.lcm.du_path(du))
-        self.lcm.execenvs.allow(du.ee, EeRequest.UPDATE if request is DuRequest.UPDATE else EeRequest.UNINSTALL)
+    def _ee_refusal(self, du: DeploymentUnitRecord, request: EeRequest) -> Fault | None:
+        """TR-181 ExecEnv.Enable: an Update or Uninstall "attempted on a DeploymentUnit that is to
+        be applied against a disabled ExecEnv ... fails and the associated event will contain a
+        FaultStruct": accepted, then failed with its DUStateChange!."""
+        try:
+            self.lcm.execenvs.allow(du.ee, request)
+        except Fault as fault:
+            return fault
+        return None
 
     def _check_duplicate(self, uuid: str, version: str, ee: str, instance: int) -> None:
         for other in (*self.records.values(), *self.installing.values()):

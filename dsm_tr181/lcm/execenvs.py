@@ -129,24 +129,17 @@ class ExecEnvs:
         return int(self.node(name).values["CurrentRunLevel"])  # type: ignore[arg-type]
 
     def resolve(self, ref: str) -> str:
-        """The ExecEnv an InstallDU() targets: ``ref`` or, when empty, the default one."""
+        """The ExecEnv an InstallDU() targets: ``ref`` or, when empty, the default one (the
+        configured default, else the first enabled, else the first). An unknown ``ref`` is the
+        request's fault (7223); a disabled ExecEnv is the operation's (states.EE)."""
         if not ref:
             default = self.lcm.settings.default_execenv
             enabled = [name for name, record in self.records.items() if record.enable]
-            if default:
-                name = default
-            elif enabled:
-                name = enabled[0]
-            else:
-                raise Fault(FaultCode.DISABLED_EE, "every execution environment is disabled")
-        else:
-            node = self.lcm.dm.find_node(ref)
-            if node is None or node.schema.path != ROW:
-                raise Fault(FaultCode.UNKNOWN_EE, f"no execution environment {ref!r}")
-            name = self.name_of(node)
-        if not self.records[name].enable:
-            raise Fault(FaultCode.DISABLED_EE, f"execution environment {name!r} is disabled")
-        return name
+            return default or (enabled or list(self.records))[0]
+        node = self.lcm.dm.find_node(ref)
+        if node is None or node.schema.path != ROW:
+            raise Fault(FaultCode.UNKNOWN_EE, f"no execution environment {ref!r}")
+        return self.name_of(node)
 
     # -- hooks ---------------------------------------------------------------------------------
 

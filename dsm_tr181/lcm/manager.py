@@ -21,12 +21,13 @@ from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
 from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
+from dsm_tr181.lcm.outcomes import Outcomes
 from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate
-from dsm_tr181.lcm.records import DeploymentUnitRecord, Record, Store
+from dsm_tr181.lcm.records import DeploymentUnitRecord, PendingEventRecord, Record, Store
 from dsm_tr181.lcm.recovery import recover
 from dsm_tr181.lcm.settings import LcmSettings
 from dsm_tr181.lcm.states import DuOutcome, Operation
-from dsm_tr181.lcm.tables import CERT_TABLE, DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
+from dsm_tr181.lcm.tables import CERT_TABLE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
@@ -61,6 +62,7 @@ class Lcm:
         self.confinement = Confinement(self)
         self.executions = Executions(self)
         self.deployments = Deployments(self)
+        self.outcomes = Outcomes(self)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -73,7 +75,9 @@ class Lcm:
         self.deployments.install_hooks()
         for runtime in self.runtimes.values():
             runtime.watch(self.executions.on_exit)
-        await recover(self, self.store.load())
+        snapshot = self.store.load()
+        self.outcomes.restore(snapshot.of(PendingEventRecord))
+        await recover(self, snapshot)
         self.executions.start_sampler()
 
     async def close(self) -> None:
@@ -130,7 +134,19 @@ class Lcm:
         started: datetime,
         fault: Fault | None = None,
     ) -> None:
-        """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure.
+        """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure
+        (kept in the store until someone listens: lcm.outcomes)."""
+        self.outcomes.deliver(self.outcome(du, operation, state, started, fault))
+
+    def outcome(
+        self,
+        du: DeploymentUnitRecord,
+        operation: Operation,
+        state: DuOutcome,
+        started: datetime,
+        fault: Fault | None = None,
+    ) -> PendingEventRecord:
+        """The DUStateChange! of an operation, ready to commit with it and deliver after.
 
         TR-181 2.19.1 DUStateChange! arguments: ``DeploymentUnitRef`` is empty when the install
         Failed ("a DU instance MUST NOT be created in the Data Model"); ``ExecutionUnitRefList``
@@ -138,15 +154,13 @@ class Lcm:
         the DU being removed" (Uninstall); ``Resolved`` is true once Installed and, "in the case
         of a successful Uninstall, this value is meaningless and should be true".
 
-        Also logged: the ones start-up recovery publishes reach no subscriber (recovery
-        runs before the control socket and the buses serve), the log is their only trace."""
+        Also logged, whenever it is delivered."""
         done = state is not DuOutcome.FAILED
         eus = tuple(f"{EU_TABLE}{n}" for n in du.eus) if done else ()
         outcome = f"fault {fault.code.usp}: {fault.message}" if fault else "no fault"
         uuid = du.uuid or NIL_UUID
         log.info("DUStateChange! %s of %s (UUID %s): %s, %s", operation, self.du_path(du), uuid, state, outcome)
-        self.dm.emit_event(
-            DU_STATE_CHANGE,
+        return self.outcomes.record(
             {
                 "UUID": uuid,
                 "DeploymentUnitRef": self.du_path(du) if done else "",

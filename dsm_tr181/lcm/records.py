@@ -143,8 +143,29 @@ class OperationRecord(Record):
         return str(self.du)
 
 
+@dataclass(slots=True)
+class PendingEventRecord(Record):
+    """A DUStateChange! not yet delivered (lcm.outcomes): its arguments as TR-106 text."""
+
+    KIND: ClassVar[str] = "pending_event"
+    seq: int
+    path: str
+    args: dict[str, str] = field(default_factory=dict)
+
+    def key(self) -> str:
+        return f"{self.seq:012d}"
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.KIND: t for t in (ExecEnvRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord, CertificateRecord)
+    t.KIND: t
+    for t in (
+        ExecEnvRecord,
+        DeploymentUnitRecord,
+        ExecutionUnitRecord,
+        OperationRecord,
+        CertificateRecord,
+        PendingEventRecord,
+    )
 }
 
 

@@ -249,8 +249,14 @@ class DataModel:
             raise Fault(FaultCode.INTERNAL_ERROR, f"unknown event arguments {sorted(unknown)}", path)
         self.notifications.publish(Notification(Kind.EVENT, path, args=checked, request_id=request_id))
 
-    def subscribe(self, callback: Callable[[Notification], None], kinds: set[Kind] | None = None, prefix: str = ""):
-        return self.notifications.subscribe(callback, kinds, prefix)
+    def subscribe(
+        self,
+        callback: Callable[[Notification], None],
+        kinds: set[Kind] | None = None,
+        prefix: str = "",
+        durable: bool = False,
+    ):
+        return self.notifications.subscribe(callback, kinds, prefix, durable)
 
     # == controller operations ================================================================
 

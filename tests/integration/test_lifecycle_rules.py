@@ -341,3 +341,72 @@ def test_an_eu_that_died_while_the_daemon_was_down_gets_its_fault_not_a_restart(
     assert idle["ExecutionFaultCode"] == "FailureWhileActive"
     assert "not running" in idle["ExecutionFaultMessage"]
     assert value(dsm, other + "Status") == "Active"
+
+
+# == A3: which refusals are Operate errors and which are outcomes (README "Outcomes") =========
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "code", "in_event"),
+    [
+        ("unknown-execenv", {"ExecutionEnvRef": EE + "9"}, FaultCode.UNKNOWN_EE, False),
+        ("userinfo-in-url", {"URL": "http://user:secret@127.0.0.1:9/x.tar"}, FaultCode.INVALID_ARGUMENTS, False),
+        ("disabled-execenv", {"ExecutionEnvRef": EE2}, FaultCode.DISABLED_EE, True),
+        (
+            "required-roles",
+            {"RequiredRoles": "Device.LocalAgent.ControllerTrust.Role.1"},
+            FaultCode.UNAVAILABLE_ROLE,
+            True,
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_install_refusals_follow_the_outcome_rule(
+    dsm: DsmDaemon, archives: Path, case: str, args: dict[str, str], code: FaultCode, in_event: bool
+) -> None:
+    outcome = install(dsm, str(build_du(archives, "refused")), **args)
+
+    assert outcome.fault is not None and outcome.fault["code"] == code.usp, outcome
+    if in_event:
+        assert outcome.event is not None, outcome
+        assert (outcome.event["CurrentState"], outcome.event["Fault.FaultCode"]) == ("Failed", str(code.usp))
+    else:
+        assert outcome.event is None
+    assert rows(dsm, DU) == []
+
+
+@pytest.mark.parametrize("command", ["Update()", "Uninstall()"])
+def test_update_and_uninstall_on_a_disabled_execenv_fail_with_their_event(
+    dsm: DsmDaemon, archives: Path, command: str
+) -> None:
+    du, _ = installed(dsm, str(build_du(archives, "stranded")))
+    set_values(dsm, {EE1 + ".Enable": False})
+
+    outcome = operate(
+        dsm, du + command, {"URL": str(build_du(archives, "stranded", "2.0.0"))} if command == "Update()" else {}
+    )
+
+    assert outcome.fault is not None and outcome.fault["code"] == FaultCode.DISABLED_EE.usp, outcome
+    assert outcome.event is not None, "TR-181 ExecEnv.Enable: 'the associated event will contain a FaultStruct'"
+    assert (outcome.event["CurrentState"], outcome.event["Fault.FaultCode"]) == ("Installed", "7012")
+    assert (value(dsm, du + "Status"), value(dsm, du + "Version")) == ("Installed", "1.0.0")
+
+
+def test_a_request_on_a_du_with_an_operation_under_way_is_an_operate_error(
+    dsm: DsmDaemon, http: FileServer, archives: Path
+) -> None:
+    du, _ = installed(dsm, str(build_du(archives, "busy")))
+    build_du(archives, "busy", "2.0.0", out=Path(http.root) / "busy-2.tar")
+    http.chunk_delay = 0.05
+    events = dsm.events("Device.SoftwareModules.DUStateChange!")
+    operate_async(dsm, du + "Update()", {"URL": http.url("busy-2.tar")})
+    eventually(lambda: value(dsm, du + "Status") == "Updating", what="the update under way")
+
+    refused = operate(dsm, du + "Uninstall()")
+
+    assert refused.fault is not None and refused.fault["code"] == FaultCode.INVALID_DU_STATE.usp, refused
+    assert refused.event is None
+    done = events.du_state_change("Update")  # the operation under way reports its own outcome, once
+    assert (done["CurrentState"], done["Fault.FaultCode"], done["Version"]) == ("Installed", "0", "2.0.0")
+    with pytest.raises(TimeoutError):
+        events.du_state_change("Uninstall", timeout=1.0)
