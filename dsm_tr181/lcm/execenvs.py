@@ -152,6 +152,7 @@ class ExecEnvs:
         dm.on_set(ROW + "Reset", apply=self._reset_requested)
         dm.on_set(ROW + "Signers", apply=self._signers_changed)
         dm.on_get(ROW + "AvailableDiskSpace", self._available_disk)
+        dm.never_announced(ROW + "AvailableCPUPercent")  # sampled quietly
         dm.on_get(ROW + "AvailableMemory", self._available_memory)
         dm.on_command(ROW + "SetRunLevel()", self._set_run_level_command)
         dm.on_command(ROW + "Restart()", self._restart_command)

@@ -151,6 +151,8 @@ class Executions:
         for name in ("Enable", *AUTO_RESTART):
             dm.on_set(ROW + "AutoRestart." + name, apply=self._persist_auto_restart)
         dm.on_get(ROW + "Uptime", self._uptime)
+        for name in ("MemoryInUse", "CPUPercentInUse"):  # sampled quietly (usage sampler)
+            dm.never_announced(ROW + name)
 
     def _eu(self, node: Node) -> Eu:
         return self.units[node.number]

@@ -47,6 +47,9 @@ def answer() -> Iterator[dict[str, Any]]:
     try:
         with private_bus() as bus:
             dm = loop.call(lambda: DataModel(load_schema()))
+            # As the LCM does: one computed parameter, one sampled quietly.
+            loop.call(lambda: dm.on_get(SM + "ExecutionUnit.{i}.Uptime", lambda node: 0))
+            loop.call(lambda: dm.never_announced(SM + "ExecutionUnit.{i}.MemoryInUse"))
             provider = DbusProvider.create(dm, {"bus": bus.address, "call_timeout": 10}, loop.loop)
             loop.wait(provider.start())
             try:
@@ -142,3 +145,17 @@ def test_the_comparison_catches_what_a_wrong_front_end_would_answer(
 ) -> None:
     problems = facts.differences(wire_items(_mutated(answer, change)), expected_on_the_wire(expected), "D-Bus", "BBF")
     assert problems, change
+
+
+def test_get_supported_dm_names_the_bbf_model_and_says_which_values_notify(answer: dict[str, Any], usp: Any) -> None:
+    (result,) = answer["req_obj_results"]
+    assert result["data_model_inst_uri"] == usp.spec == "urn:broadband-forum-org:tr-181-2-19-1-usp"
+    changes = {
+        obj["supported_obj_path"] + p["param_name"]: p["value_change"]
+        for obj in result["supported_objs"]
+        for p in obj["supported_params"]
+    }
+    assert set(changes.values()) == {"VALUE_CHANGE_ALLOWED", "VALUE_CHANGE_WILL_IGNORE"}
+    eu = SM + "ExecutionUnit.{i}."
+    assert changes[eu + "Uptime"] == changes[eu + "MemoryInUse"] == "VALUE_CHANGE_WILL_IGNORE"
+    assert changes[eu + "Status"] == changes[SM + "ExecEnv.{i}.Signers"] == "VALUE_CHANGE_ALLOWED"
