@@ -35,6 +35,7 @@ class Outcomes:
         self.lcm = lcm
         self._pending: dict[int, PendingEventRecord] = {}
         self._seq = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def restore(self, stored: list[PendingEventRecord]) -> None:
         for record in sorted(stored, key=lambda r: r.seq):
@@ -42,6 +43,7 @@ class Outcomes:
         self._seq = itertools.count(max(self._pending, default=0) + 1)
         if self._pending:
             log.info("%d undelivered DUStateChange! kept for the first subscriber", len(self._pending))
+        self._loop = asyncio.get_running_loop()  # a front end may subscribe from another thread
         self.lcm.dm.notifications.on_listener(self._listener_added)
 
     def record(self, args: Mapping[str, Value]) -> PendingEventRecord:
@@ -64,8 +66,8 @@ class Outcomes:
         log.info("DUStateChange! kept until a controller subscribes (%d pending)", len(self._pending))
 
     def _listener_added(self) -> None:
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._replay)
+        if self._pending and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._replay)
 
     def _replay(self) -> None:
         if not self.lcm.dm.notifications.listening(Kind.EVENT, DU_STATE_CHANGE, durable=True):
