@@ -84,6 +84,7 @@ class Deployments:
         self.records: dict[int, DeploymentUnitRecord] = {}
         self.installing: dict[int, DeploymentUnitRecord] = {}  # journaled installs: no row yet
         self._transfers: dict[int, asyncio.Task[object]] = {}  # installs still downloading, by DU instance
+        self._cancelled: dict[int, Fault] = {}  # why a transfer was cancelled
 
     def install_hooks(self) -> None:
         dm = self.lcm.dm
@@ -231,7 +232,8 @@ class Deployments:
 
         async def abandon(fault: Fault) -> None:
             self._transfers.pop(du.instance, None)  # cancelled while queued for a slot
-            await self._abandon_install(du, op, started, fault)
+            why = self._cancelled.pop(du.instance, None)  # its ExecEnv was disabled meanwhile
+            await self._abandon_install(du, op, started, why or fault)
 
         self._transfers[du.instance] = asyncio.current_task()  # type: ignore[assignment]  # always a task
         try:
@@ -529,12 +531,13 @@ class Deployments:
 
     def cancel_transfers(self, ee: str) -> None:
         """ExecEnv.Enable=false: the installs into it still downloading end now (DUStateChange!
-        Failed, 7023). TR-181 has no cancel, and an Installing DU has no row (README "Outcomes"):
-        this is how an operator ends a stuck transfer."""
+        Failed, 7012 Disabled Execution Environment). TR-181 has no cancel, and an Installing DU
+        has no row (README "Outcomes"): this is how an operator ends a stuck transfer."""
         for instance, task in list(self._transfers.items()):
             du = self.installing.get(instance)
             if du is not None and du.ee == ee:
                 log.warning("execution environment %s disabled: cancelling the installation of DU %s", ee, instance)
+                self._cancelled[instance] = Fault(FaultCode.DISABLED_EE, f"execution environment {ee!r} was disabled")
                 task.cancel()
 
     # -- shared -------------------------------------------------------------------------------------
