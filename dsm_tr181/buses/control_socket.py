@@ -531,7 +531,7 @@ class ControlMethods:
                 queue.get_nowait()
             stream.abort()  # and what the socket still holds for it
 
-        subscription = self.dm.subscribe(deliver, set(Kind), prefix)
+        subscription = self.dm.subscribe(deliver, set(Kind), prefix, durable=True)
         self._event_queues.add(queue)
         try:
             await stream.send({"id": stream.request_id, "result": {"subscribed": prefix}})
@@ -624,8 +624,15 @@ class ControlMethods:
             tracker.completion = note
             if tracker.event is None:  # an event seen before the outputs named the UUID
                 tracker.event = next((e for e in reversed(tracker.unmatched) if tracker.reports(e.args)), None)
+            if tracker.event is None and tracker.unmatched and tracker.unmatched[-1] is tracker.last:
+                # A failed install names no DU (no instance exists); the LCM publishes its
+                # DUStateChange! right before the command completes, with nothing in between.
+                candidate = tracker.unmatched[-1]
+                if candidate.args.get("OperationPerformed") == tracker.operation:
+                    tracker.event = candidate
         elif note.kind is Kind.EVENT and note.path == DU_STATE_CHANGE:
             tracker.unmatched.append(note)
+        tracker.last = note
 
     # == rows ========================================================================================
 
@@ -773,6 +780,7 @@ class _Tracker:
         self.completion: Notification | None = None
         self.event: Notification | None = None
         self.unmatched: list[Notification] = []
+        self.last: Notification | None = None  # the notification seen before the current one
 
     def reports(self, args: Mapping[str, Value]) -> bool:
         """Is this DUStateChange! about our request's DU?"""

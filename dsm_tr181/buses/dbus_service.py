@@ -29,6 +29,7 @@ from dsm_tr181.buses.dbus_variants import (
     typed_entries,
 )
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.schema import BBF_MODEL_URN
 from dsm_tr181.schema.model import Object, Parameter
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
@@ -138,7 +139,7 @@ class DsmService:
 
     def get_supported_dm(self, paths: list[str], first_level_only: bool) -> GLib.Variant:
         answer = self._dm.get_supported_dm(paths, first_level_only)
-        return GLib.Variant("(s)", (supported_dm_json(answer, self._schema.spec),))
+        return GLib.Variant("(s)", (supported_dm_json(answer, BBF_MODEL_URN),))
 
     def set(self, values: dict[str, Value], allow_partial: bool) -> GLib.Variant:
         """Returns the values as stored; with ``allow_partial``, parameters that failed are

@@ -25,16 +25,21 @@ from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
 from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
+from dsm_tr181.lcm.outcomes import Outcomes
 from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate
-from dsm_tr181.lcm.records import DeploymentUnitRecord, Record, Store
+from dsm_tr181.lcm.records import DeploymentUnitRecord, PendingEventRecord, Record, Store
 from dsm_tr181.lcm.recovery import adopt_containers, recover
 from dsm_tr181.lcm.settings import LcmSettings
-from dsm_tr181.lcm.tables import CERT_TABLE, DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
+from dsm_tr181.lcm.states import DuOutcome, Operation
+from dsm_tr181.lcm.tables import CERT_TABLE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
 
 log = logging.getLogger(__name__)
+
+# DUStateChange!.UUID of an install that failed before its package named the DU (RFC 4122 nil UUID).
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 class Lcm:
@@ -64,6 +69,7 @@ class Lcm:
         self.confinement = Confinement(self)
         self.executions = Executions(self)
         self.deployments = Deployments(self)
+        self.outcomes = Outcomes(self)
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False  # set by drain(): no new Install/Update/Uninstall
         self._running: set[asyncio.Task[Any]] = set()  # operations started or queued
@@ -79,7 +85,9 @@ class Lcm:
         for runtime in self.runtimes.values():
             runtime.watch(self.executions.on_exit)
         self.availability.watch()
-        await recover(self, self.store.load())
+        snapshot = self.store.load()
+        self.outcomes.restore(snapshot.of(PendingEventRecord))
+        await recover(self, snapshot)
         self.executions.start_sampler()
 
     def check_open(self) -> None:
@@ -190,27 +198,45 @@ class Lcm:
     def du_state_change(
         self,
         du: DeploymentUnitRecord,
-        operation: str,
-        state: str,
+        operation: Operation,
+        state: DuOutcome,
         started: datetime,
         fault: Fault | None = None,
     ) -> None:
-        """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure.
+        """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure
+        (kept in the store until someone listens: lcm.outcomes)."""
+        self.outcomes.deliver(self.outcome(du, operation, state, started, fault))
 
-        Also logged: the ones start-up recovery publishes reach no subscriber (recovery
-        runs before the control socket and the buses serve), the log is their only trace."""
-        eus = tuple(f"{EU_TABLE}{n}" for n in du.eus)
+    def outcome(
+        self,
+        du: DeploymentUnitRecord,
+        operation: Operation,
+        state: DuOutcome,
+        started: datetime,
+        fault: Fault | None = None,
+    ) -> PendingEventRecord:
+        """The DUStateChange! of an operation, ready to commit with it and deliver after.
+
+        TR-181 2.19.1 DUStateChange! arguments: ``DeploymentUnitRef`` is empty when the install
+        Failed ("a DU instance MUST NOT be created in the Data Model"); ``ExecutionUnitRefList``
+        lists the EUs created (Install), associated (Update) or "removed from the device due to
+        the DU being removed" (Uninstall); ``Resolved`` is true once Installed and, "in the case
+        of a successful Uninstall, this value is meaningless and should be true".
+
+        Also logged, whenever it is delivered."""
+        done = state is not DuOutcome.FAILED
+        eus = tuple(f"{EU_TABLE}{n}" for n in du.eus) if done else ()
         outcome = f"fault {fault.code.usp}: {fault.message}" if fault else "no fault"
-        log.info("DUStateChange! %s of %s (UUID %s): %s, %s", operation, self.du_path(du), du.uuid, state, outcome)
-        self.dm.emit_event(
-            DU_STATE_CHANGE,
+        uuid = du.uuid or NIL_UUID
+        log.info("DUStateChange! %s of %s (UUID %s): %s, %s", operation, self.du_path(du), uuid, state, outcome)
+        return self.outcomes.record(
             {
-                "UUID": du.uuid,
-                "DeploymentUnitRef": self.du_path(du),
+                "UUID": uuid,
+                "DeploymentUnitRef": self.du_path(du) if done else "",
                 "Version": du.version,
                 "CurrentState": state,
-                "Resolved": state == "Installed",
-                "ExecutionUnitRefList": eus if state == "Installed" else (),
+                "Resolved": done,
+                "ExecutionUnitRefList": eus,
                 "StartTime": started,
                 "CompleteTime": now(),
                 "OperationPerformed": operation,
