@@ -2,8 +2,8 @@
 
 A download slower than ``min_rate`` over ``rate_window`` fails (7033) instead of holding
 an operation slot for an hour; downloads never hold up an Uninstall (its slots are its
-own); Uninstall() of a DU still downloading is how an operator ends a stuck transfer; a
-stall is reported with the bytes that did arrive."""
+own); disabling the ExecEnv is how an operator ends a stuck transfer (an Installing DU has
+no row to uninstall); a stall is reported with the bytes that did arrive."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dsm_tr181.packagers.fetch import FetchOptions, fetch
 from dsm_tr181.packagers.httpget import HttpOptions
 from dsm_tr181.packagers.worker import Cancel
 from tests.adversarial.archives import bundle_members, member, tar_bytes, write
-from tests.integration.lcm_helpers import DU, eventually, install, operate, row, rows, top_entries
+from tests.integration.lcm_helpers import DU, EE1, eventually, install, operate, rows, set_values, top_entries
 from tests.support.daemon import DsmDaemon
 from tests.support.httpserver import FileServer
 
@@ -63,7 +63,7 @@ def test_a_download_below_the_minimum_rate_fails_and_frees_its_slot(slow_dsm: Ds
     assert rows(slow_dsm, DU) == [] and top_entries(slow_dsm.state / "bundles") == []
 
 
-def test_stalled_downloads_neither_hold_up_an_uninstall_nor_outlive_an_uninstall_of_their_du(
+def test_stalled_downloads_neither_hold_up_an_uninstall_nor_outlive_their_execenv_s_disabling(
     slow_dsm: DsmDaemon, served: Path, work: Path
 ) -> None:
     local = f"file://{write(work, 'local', tar_bytes(bundle_members()))}"
@@ -79,29 +79,26 @@ def test_stalled_downloads_neither_hold_up_an_uninstall_nor_outlive_an_uninstall
         threads = [threading.Thread(target=install_stalled, args=(n,)) for n in range(2)]
         for thread in threads:
             thread.start()
+        def both_downloading() -> bool:
+            return {r.query for r in server.requests if r.path == "/big.tar"} == {"n=0", "n=1"}
 
-        def both_stalled() -> list[str] | None:
-            others = [r for r in rows(slow_dsm, DU) if r != installed]
-            downloads = [r for r in server.requests if r.path == "/big.tar"]
-            return others if len(others) == 2 and len(downloads) == 2 else None
-
-        stalled = eventually(both_stalled, 10, "both stalled downloads")
+        eventually(both_downloading, 10, "two stalled downloads")
 
         started = time.monotonic()  # both operation slots are held by stalled downloads
         assert operate(slow_dsm, installed + "Uninstall()").ok
         assert time.monotonic() - started < READ_TIMEOUT / 2
-        assert all(row(slow_dsm, du)["Status"] == "Installing" for du in stalled)  # still stalled meanwhile
+        assert rows(slow_dsm, DU) == []  # an Installing DU has no row
 
-        started = time.monotonic()  # the operator ends a stuck transfer: Uninstall() of its DU
+        started = time.monotonic()  # the operator ends the stuck transfers: disabling their ExecEnv
         events = slow_dsm.events("Device.SoftwareModules.")
-        ended = operate(slow_dsm, stalled[0] + "Uninstall()")
-        assert ended.ok, ended
+        set_values(slow_dsm, {EE1 + ".Enable": False})
+        for _ in threads:
+            event = events.du_state_change("Install", timeout=5)
+            assert (event["CurrentState"], event["Fault.FaultCode"]) == ("Failed", str(FaultCode.DISABLED_EE.usp))
         assert time.monotonic() - started < READ_TIMEOUT / 2
-        install_event = events.du_state_change("Install", timeout=5)
-        assert (install_event["CurrentState"], install_event["Fault.FaultCode"]) == ("Failed", "7023")
-        assert events.du_state_change("Uninstall", timeout=5)["CurrentState"] == "Uninstalled"
         for thread in threads:
             thread.join(READ_TIMEOUT + 10)
+        set_values(slow_dsm, {EE1 + ".Enable": True})
     assert rows(slow_dsm, DU) == [] and top_entries(slow_dsm.state / "bundles") == []
 
 
