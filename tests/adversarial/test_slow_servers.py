@@ -79,6 +79,7 @@ def test_stalled_downloads_neither_hold_up_an_uninstall_nor_outlive_their_execen
         threads = [threading.Thread(target=install_stalled, args=(n,)) for n in range(2)]
         for thread in threads:
             thread.start()
+
         def both_downloading() -> bool:
             return {r.query for r in server.requests if r.path == "/big.tar"} == {"n=0", "n=1"}
 

@@ -122,7 +122,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DsmDaemon
     key = load_template(DATA, "testplat").compatibility_key("5", "prod")
     work = tmp_path_factory.mktemp("bundlegen-dsm")
     image = {"platform_name": "testplat", "compatibility_key": key}
-    dsm = DsmDaemon(work, extra={"packager.image": image})
+    # A bundle generated from a platform template runs as its template says (host network,
+    # graphics libraries and devices): only a privileged EU may (README "Confinement").
+    dsm = DsmDaemon(work, execenvs=[{"name": "default", "allow_privileged": True}], extra={"packager.image": image})
     try:
         yield dsm.start(), key
     finally:
@@ -155,7 +157,12 @@ def test_a_generated_du_installs_only_on_its_platform_and_firmware(
     assert f"this device is platform testplat with key {key}" in refused.fault["message"]
     assert rows(dsm, DU) == [] and top_entries(dsm.state / "bundles") == []
 
-    outcome = install(dsm, str(tmp_path / "ok.tar.gz"))
+    confined = install(dsm, str(tmp_path / "ok.tar.gz"))  # unprivileged: what the template asks is refused
+    assert confined.fault is not None and confined.fault["code"] == FaultCode.DU_EE_MISMATCH.usp, confined
+    assert "the host's network namespace" in confined.fault["message"]
+    assert "device /dev/dri/card0" in confined.fault["message"]
+
+    outcome = install(dsm, str(tmp_path / "ok.tar.gz"), Privileged=True)
     assert outcome.ok, outcome
     du = str(outcome.event["DeploymentUnitRef"]) + "." if outcome.event else ""
     assert (value(dsm, du + "Name"), value(dsm, du + "Version"), value(dsm, du + "Vendor")) == (
