@@ -344,7 +344,7 @@ class ImagePackager:
         try:
             with image.blob(layer.hex) as stream:
                 reader = _Verified(stream, layer, meter, cancel, where)
-                extracted = extract_archive(reader, staging, limits, where, cancel)  # type: ignore[arg-type]
+                extracted = extract_archive(reader, staging, limits, where, cancel)
                 reader.finish()
             # The bundle rule for symlinks, as seen from a root filesystem at rootfs/.
             links = [(("rootfs", *parts), link) for parts, link in extracted.symlinks]
