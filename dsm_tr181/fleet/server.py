@@ -341,7 +341,8 @@ def _new_package(name: object, raw_labels: object, version: object, sha256: str,
     if not isinstance(version, str) or len(version) > 64:
         raise FleetError("version must be a string of at most 64 characters")
     # labels() checks every name and value at run time, so JSON or query input may be handed over as is
-    package_labels = raw_labels if isinstance(raw_labels, tuple) else labels(cast("Mapping[str, str] | None", raw_labels))
+    unchecked = cast("Mapping[str, str] | None", raw_labels)
+    package_labels = raw_labels if isinstance(raw_labels, tuple) else labels(unchecked)
     return Package(check_name(name, "package"), package_labels, version, sha256, url, size)
 
 
