@@ -434,6 +434,18 @@ def _password_file(path: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot read the password file: {exc.strerror}") from None
 
 
+class _Arguments(Protocol):
+    """What setting a verb up uses of an argument group."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> object: ...
+
+
+class _VerbParser(_Arguments, Protocol):
+    """What setting a verb up uses of its parser: argparse's, or :class:`_Skipped`."""
+
+    def add_mutually_exclusive_group(self, *args: Any, **kwargs: Any) -> _Arguments: ...
+
+
 class _Skipped:
     """Stands for the parser of a verb left out (see :func:`build_parser`)."""
 
@@ -473,26 +485,26 @@ def _parser(only: str | None) -> tuple[argparse.ArgumentParser, set[str]]:
     parser.add_argument("--local", action="store_true", help="no daemon: read a fresh in-process data model")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, run: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+    def verb(name: str, run: Callable[..., int], help_text: str) -> _VerbParser:
         if only is not None and name != only:
-            return _Skipped()  # type: ignore[return-value]
+            return _Skipped()
         made.add(name)
         sub = verbs.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(run=run)
         return sub
 
-    def identified(name: str, run: Callable[..., int], help_text: str, what: str) -> argparse.ArgumentParser:
+    def identified(name: str, run: Callable[..., int], help_text: str, what: str) -> _VerbParser:
         sub = verb(name, run, help_text)
         sub.add_argument("id", metavar="ID", help=f"{what}, instance number or Alias")
         return sub
 
-    def signed(sub: argparse.ArgumentParser) -> None:
+    def signed(sub: _VerbParser) -> None:
         sub.add_argument("--signature", metavar="URL", help="the archive's detached CMS signature (URL or data: URI)")
 
-    def waiting(sub: argparse.ArgumentParser) -> None:
+    def waiting(sub: _VerbParser) -> None:
         sub.add_argument("--wait", action="store_true", help="follow the request to its end, showing progress")
 
-    def credentials(sub: argparse.ArgumentParser) -> None:
+    def credentials(sub: _VerbParser) -> None:
         sub.add_argument("--username", help="user name for the download server")
         password = sub.add_mutually_exclusive_group()
         password.add_argument("--password-file", type=_password_file, metavar="FILE", help="read the password here")
@@ -554,7 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--local serves only {', '.join(LOCAL_VERBS)}")
     try:
         client: Caller = LocalModel() if args.local else ControlClient(args.socket)
-        return args.run(client, args)
+        run: Callable[[Caller, argparse.Namespace], int] = args.run  # set by verb()
+        return run(client, args)
     except DaemonError as error:
         print(f"dsmcli: {error.describe()}", file=sys.stderr)
         return EXIT_FAULT

@@ -30,6 +30,7 @@ from typing import Generic, TypeVar
 from gi.repository import GLib
 
 _log = logging.getLogger(__name__)
+_SOURCE_REMOVE: bool = GLib.SOURCE_REMOVE  # a source callback's "run no more" (gi is untyped)
 
 T = TypeVar("T")
 
@@ -100,7 +101,7 @@ class GLibThread:
                 fn()
             except Exception:
                 _log.exception("unhandled error on the GLib thread")
-            return GLib.SOURCE_REMOVE
+            return _SOURCE_REMOVE
 
         source = GLib.idle_source_new()
         source.set_callback(once)
@@ -111,6 +112,8 @@ class GLibThread:
 
         Must be called from a running asyncio loop, which receives the result.
         """
+        completion: Completion[T]
+        future: asyncio.Future[T]
         completion, future = self._completion_for_running_loop()
 
         def job() -> None:
@@ -129,6 +132,8 @@ class GLibThread:
         ``completion.set_result``/``set_exception``. If ``start`` itself raises, the
         future fails with that exception.
         """
+        completion: Completion[T]
+        future: asyncio.Future[T]
         completion, future = self._completion_for_running_loop()
 
         def job() -> None:

@@ -13,9 +13,12 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance  # a type-checker-only module
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def build_section(cls: type[T], section: Mapping[str, Any], where: str) -> T:
@@ -25,7 +28,7 @@ def build_section(cls: type[T], section: Mapping[str, Any], where: str) -> T:
     non-empty string), tuple[str, ...] (from a list of strings), and ``X | None``.
     """
     hints = typing.get_type_hints(cls)
-    known = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    known = [field.name for field in dataclasses.fields(cls)]
     unknown = sorted(str(key) for key in set(section) - set(known))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")

@@ -39,7 +39,7 @@ class Template:
 def load_template(source: Path, name: str) -> Template:
     """The template ``name`` from a directory (searched recursively) or a ``_dac_configs.tgz``."""
     if source.is_dir():
-        platform = _find_file(source, f"{name}.json")
+        platform = _need_file(source, f"{name}.json")
         libs = _find_file(source, f"{name}_libs.json")
         return _build(name, platform.read_bytes(), libs.read_bytes() if libs else None, str(source))
     if source.name.endswith(("_dac_configs.tgz", ".tgz", ".tar.gz")):
@@ -51,9 +51,14 @@ def _find_file(directory: Path, file_name: str) -> Path | None:
     found = sorted(path for path in directory.rglob(file_name) if path.is_file())
     if len(found) > 1:
         raise BundleError(f"{directory}: {file_name} found more than once ({', '.join(map(str, found))})")
-    if not found and not file_name.endswith("_libs.json"):
-        raise BundleError(f"{directory}: no platform template {file_name}")
     return found[0] if found else None
+
+
+def _need_file(directory: Path, file_name: str) -> Path:
+    found = _find_file(directory, file_name)
+    if found is None:
+        raise BundleError(f"{directory}: no platform template {file_name}")
+    return found
 
 
 def _from_archive(archive: Path, name: str) -> Template:

@@ -174,8 +174,8 @@ class FleetAgent:
             du = self._du(uuid)
         elif entry is None:
             raise Fault(FaultCode.COMMAND_FAILURE, f"DU {uuid} exists but was not installed by the fleet client")
-        elif du.values.get("Status") != "Installed":
-            raise Fault(FaultCode.COMMAND_FAILURE, f"DU {du.path} is {du.values.get('Status')}; retrying later")
+        elif (status := du.values.get("Status")) != "Installed":
+            raise Fault(FaultCode.COMMAND_FAILURE, f"DU {du.path} is {status!s}; retrying later")
         elif self._update_pending(entry, du, want):
             self.ownership.put(Owned(app, uuid, want["package"], want["sha256"], want["url"], "updating"))
             log.info("fleet: updating %s to %s", app, want["package"])
@@ -194,7 +194,8 @@ class FleetAgent:
         return entry.phase == "updating" and du.values.get("URL") != want["url"]
 
     async def _run_intent(self, du: Node, start: bool) -> None:
-        for eu_path in du.values.get("ExecutionUnitList", ()) or ():
+        eu_paths = du.values.get("ExecutionUnitList", ())
+        for eu_path in eu_paths if isinstance(eu_paths, tuple) else ():  # a list parameter: a tuple
             eu = self.dm.find_node(str(eu_path) + ".")
             if eu is None:
                 continue

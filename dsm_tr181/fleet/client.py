@@ -33,7 +33,7 @@ class FleetClient:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the repository URL must be http(s)://host[:port], not {url!r}")
-        self._parts, self._token, self._timeout = parts, token, timeout
+        self._parts, self._host, self._token, self._timeout = parts, parts.hostname, token, timeout
         self._context = ssl.create_default_context(cafile=ca_file or None) if parts.scheme == "https" else None
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
@@ -49,10 +49,10 @@ class FleetClient:
         port = self._parts.port
         if self._context is not None:
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self._parts.hostname, port, timeout=self._timeout, context=self._context
+                self._host, port, timeout=self._timeout, context=self._context
             )
         else:
-            connection = http.client.HTTPConnection(self._parts.hostname, port, timeout=self._timeout)
+            connection = http.client.HTTPConnection(self._host, port, timeout=self._timeout)
         try:
             connection.request(method, self._parts.path.rstrip("/") + path, body=data, headers=sent)
             response = connection.getresponse()

@@ -37,9 +37,9 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -62,7 +62,7 @@ from dsm_tr181.fleet.tokens import token_hash
 
 log = logging.getLogger("dsm.fleet.server")
 HEX64 = frozenset("0123456789abcdef")
-TOKEN = web.AppKey("token", TokenRecord)
+TOKEN = web.RequestKey("token", TokenRecord)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,9 @@ class FleetServer:
         return app
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         try:
             return await handler(request)
         except FleetError as exc:
@@ -114,7 +116,9 @@ class FleetServer:
             return _error(409, str(exc))
 
     @web.middleware
-    async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    async def _auth(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         record = await self._token(request.headers.get("Authorization", ""))
         if record is None:
             return _error(401, "a valid API token is needed", {"WWW-Authenticate": 'Bearer realm="dsm-fleet"'})
@@ -218,11 +222,15 @@ class FleetServer:
 
     # -- the shape of list/get/delete of packages and specs (operator only) ---------------------------------
 
-    async def _list(self, request: web.Request, fetch: Callable[[], list[Any]], to_json: Callable[[Any], Any]):
+    async def _list(
+        self, request: web.Request, fetch: Callable[[], list[Any]], to_json: Callable[[Any], Any]
+    ) -> web.Response:
         _need(request, Role.OPERATOR)
         return web.json_response([to_json(item) for item in await asyncio.to_thread(fetch)])
 
-    async def _get(self, request: web.Request, fetch: Callable[[str], Any], to_json: Callable[[Any], Any], what: str):
+    async def _get(
+        self, request: web.Request, fetch: Callable[[str], Any], to_json: Callable[[Any], Any], what: str
+    ) -> web.Response:
         _need(request, Role.OPERATOR)
         item = await asyncio.to_thread(fetch, request.match_info["id"])
         if item is None:
@@ -332,7 +340,9 @@ def _new_package(name: object, raw_labels: object, version: object, sha256: str,
         raise FleetError("sha256 must be 64 lowercase hex digits")
     if not isinstance(version, str) or len(version) > 64:
         raise FleetError("version must be a string of at most 64 characters")
-    package_labels = raw_labels if isinstance(raw_labels, tuple) else labels(raw_labels)  # type: ignore[arg-type]
+    # labels() checks every name and value at run time, so JSON or query input may be handed over as is
+    unchecked = cast("Mapping[str, str] | None", raw_labels)
+    package_labels = raw_labels if isinstance(raw_labels, tuple) else labels(unchecked)
     return Package(check_name(name, "package"), package_labels, version, sha256, url, size)
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from dsm_tr181.fleet.model import Labels, Package, Spec, labels, spec_from_json, spec_json
 from dsm_tr181.fleet.repository import DeviceRecord, Exists, Role, TokenRecord
+
+_Rows = list[tuple[Any, ...]]
+_Run = Callable[[str, Sequence[Any]], _Rows]  # one statement in the open transaction: its rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
@@ -53,16 +56,16 @@ class SqlRepository:
     # -- plumbing ------------------------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self) -> Iterator[_Run]:
         with self._lock, self._connection_transaction() as cursor:
 
-            def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            def run(sql: str, params: Sequence[Any]) -> _Rows:
                 cursor.execute(sql.replace("?", self.placeholder), tuple(params))
                 return list(cursor.fetchall()) if cursor.description else []
 
             yield run
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> _Rows:
         with self._transaction() as run:
             return run(sql, params)
 

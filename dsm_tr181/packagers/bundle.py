@@ -232,8 +232,11 @@ def _check_symlinks(symlinks: list[tuple[tuple[str, ...], str]], skip: int, root
 
 def _read_manifest(directory: Path, label: str) -> dict[str, str]:
     manifest = _read_json_object(directory, MANIFEST, label) or {}
-    fields = {key: manifest[key] for key in ("name", "version", "vendor", "description") if key in manifest}
-    for key, value in fields.items():
-        if not isinstance(value, str):
-            raise _corrupt(label, f"{MANIFEST}: {key} must be a string")
+    fields: dict[str, str] = {}
+    for key in ("name", "version", "vendor", "description"):
+        if key in manifest:
+            value = manifest[key]
+            if not isinstance(value, str):
+                raise _corrupt(label, f"{MANIFEST}: {key} must be a string")
+            fields[key] = value
     return fields

@@ -42,24 +42,25 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, Self, cast
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.packagers.worker import Cancel, disk_fault
 
 try:  # optional: the "zstd" extra
     import zstandard
-    from zstandard import ZstdError as _ZstdError
 except ImportError:
-    zstandard = None
-
-    class _ZstdError(Exception):  # type: ignore[no-redef]
-        """Stands in for zstandard's error when it is not installed (nothing raises it then)."""
+    _HAVE_ZSTD = False
+    _ZSTD_ERRORS: tuple[type[Exception], ...] = ()  # nothing raises them then
+else:
+    _HAVE_ZSTD = True
+    _ZSTD_ERRORS = (zstandard.ZstdError,)
 
 
 _CHUNK = 256 * 1024  # file data per read and write
 _BUFFER = 64 * 1024  # read-ahead for headers; larger reads bypass it
-_READ_ERRORS = (EOFError, zlib.error, lzma.LZMAError, _ZstdError, OSError)
+_READ_ERRORS: tuple[type[Exception], ...] = (EOFError, zlib.error, lzma.LZMAError, *_ZSTD_ERRORS, OSError)
+_CORRUPT_ERRORS: tuple[type[Exception], ...] = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, *_ZSTD_ERRORS)
 _MAX_HEADER_BYTES = 1 << 20
 _MAX_TRAILING_BYTES = 16 << 20
 _XZ_MEMORY_LIMIT = 128 << 20  # "xz -9" needs 65 MiB to decode
@@ -73,6 +74,14 @@ _DIRECTORY = "directory"
 _FILE = "regular file"
 _SYMLINK = "symlink"
 _SPECIAL = "special file"
+
+
+class ArchiveStream(Protocol):
+    """A binary stream read forward: files, pipes, HTTP responses, verifying readers, decoders."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -90,17 +99,22 @@ class Extracted:
     symlinks: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
 
 
-def extract_archive(archive: BinaryIO, staging: Path, limits: ExtractLimits, label: str, cancel: Cancel) -> Extracted:
+def extract_archive(
+    archive: BinaryIO | ArchiveStream, staging: Path, limits: ExtractLimits, label: str, cancel: Cancel
+) -> Extracted:
     """Unpack ``archive`` (read from its start to its end) into the empty directory ``staging``."""
-    source = _Source(_decompressed(archive, label), label)
+    # typing.BinaryIO does not declare readinto(), which every binary stream given here has.
+    source = _Source(_decompressed(cast(ArchiveStream, archive), label), label)
     writer = _Writer(staging, limits, label, cancel, source)
     try:
         # Mode "r" over a forward-only source: tarfile reads the headers, _Writer the data.
-        tar = tarfile.TarFile(fileobj=source, tarinfo=_BoundedTarInfo)
+        # tarfile's fileobj type asks for write/close too; mode "r" uses only read, seek and tell.
+        tar = tarfile.TarFile(fileobj=cast(BinaryIO, source), tarinfo=_BoundedTarInfo)
         while (member := tar.next()) is not None:
             cancel.check(label)
             writer.add(member)
-            tar.members.clear()  # tarfile would otherwise keep every TarInfo
+            # tarfile would otherwise keep every TarInfo; typeshed omits this undocumented list next() appends to
+            tar.members.clear()  # type: ignore[attr-defined]
         end_of_members = tar.offset
         source.drain()
         if source.count < end_of_members + tarfile.BLOCKSIZE:
@@ -121,7 +135,7 @@ def _write_fault(exc: OSError, label: str) -> Fault:
     return disk_fault(exc, f"{label}: cannot unpack")
 
 
-def _decompressed(archive: BinaryIO, label: str) -> BinaryIO:
+def _decompressed(archive: ArchiveStream, label: str) -> ArchiveStream:
     magic = _read_exactly(archive, 6)
     stream = io.BufferedReader(_Prefixed(magic, archive), _BUFFER)
     if magic.startswith(b"\x1f\x8b"):
@@ -135,15 +149,15 @@ def _decompressed(archive: BinaryIO, label: str) -> BinaryIO:
     return stream
 
 
-def _zstd_reader(stream: BinaryIO, label: str) -> BinaryIO:
-    if zstandard is None:
+def _zstd_reader(stream: io.BufferedReader[_Prefixed], label: str) -> ArchiveStream:
+    if not _HAVE_ZSTD:
         raise Fault(FaultCode.CORRUPT_DATA, f"{label}: zstd compression needs the zstandard package")
     decompressor = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
     reader = decompressor.stream_reader(stream, read_across_frames=True, closefd=False)
-    return io.BufferedReader(reader)  # type: ignore[arg-type]  # a raw stream with readinto
+    return io.BufferedReader(reader)
 
 
-def _read_exactly(archive: BinaryIO, size: int) -> bytes:
+def _read_exactly(archive: ArchiveStream, size: int) -> bytes:
     """``size`` bytes, fewer only at the end of the archive (a pipe may deliver them piecemeal)."""
     data = b""
     while len(data) < size and (more := archive.read(size - len(data))):
@@ -154,7 +168,7 @@ def _read_exactly(archive: BinaryIO, size: int) -> bytes:
 class _Prefixed(io.RawIOBase):
     """The bytes already read to tell the compression, then the rest of the archive: no seek needed."""
 
-    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+    def __init__(self, prefix: bytes, rest: ArchiveStream) -> None:
         self._prefix = prefix
         self._rest = rest
 
@@ -163,7 +177,7 @@ class _Prefixed(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         if not self._prefix:
-            return self._rest.readinto(buffer)  # type: ignore[attr-defined]  # every BinaryIO given has it
+            return self._rest.readinto(buffer)
         count = min(len(buffer), len(self._prefix))
         buffer[:count] = self._prefix[:count]
         self._prefix = self._prefix[count:]
@@ -177,7 +191,7 @@ class _XzReader(io.RawIOBase):
     grow it as the output does.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: ArchiveStream) -> None:
         self._raw = raw
         self._decoder = _xz_decoder()
         self._input = b""
@@ -218,7 +232,7 @@ class _Source:
     copied with ``readinto`` into the writer's buffer.
     """
 
-    def __init__(self, inner: BinaryIO, label: str) -> None:
+    def __init__(self, inner: ArchiveStream, label: str) -> None:
         self._inner = inner
         self._label = label
         self._scratch = memoryview(bytearray(_CHUNK))
@@ -235,7 +249,7 @@ class _Source:
     def readinto(self, buffer: memoryview) -> int:
         """Fill ``buffer``; fewer bytes only at the end of the archive."""
         try:
-            count: int = self._inner.readinto(buffer)  # type: ignore[attr-defined]  # every BinaryIO given has it
+            count = self._inner.readinto(buffer)
         except _READ_ERRORS as exc:
             raise self._fault(exc) from None
         self.count += count
@@ -261,7 +275,7 @@ class _Source:
                 raise Fault(FaultCode.CORRUPT_DATA, f"{self._label}: unexpected data after the end of the archive")
 
     def _fault(self, exc: BaseException) -> Fault:
-        if isinstance(exc, EOFError | zlib.error | lzma.LZMAError | gzip.BadGzipFile | _ZstdError):
+        if isinstance(exc, _CORRUPT_ERRORS):
             return Fault(FaultCode.CORRUPT_DATA, f"{self._label}: compressed data truncated or corrupt ({exc})")
         return Fault(FaultCode.INTERNAL_ERROR, f"{self._label}: cannot read the archive ({exc})")
 
@@ -271,16 +285,19 @@ class _BoundedTarInfo(tarfile.TarInfo):
     and corrupt headers after the first, which tarfile would take for the end of the archive."""
 
     @classmethod
-    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
         try:
             return super().frombuf(buf, encoding, errors)
-        except tarfile.InvalidHeaderError as exc:
-            raise tarfile.SubsequentHeaderError(str(exc)) from None  # next() makes it a ReadError
+        # typeshed omits these two tarfile exceptions (not in its __all__); frombuf raises them
+        except tarfile.InvalidHeaderError as exc:  # type: ignore[attr-defined]
+            raise tarfile.SubsequentHeaderError(str(exc)) from None  # type: ignore[attr-defined]  # next() makes it a ReadError
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _EXTENDED_HEADERS and self.size > _MAX_HEADER_BYTES:
             raise tarfile.HeaderError(f"extended header of {self.size} bytes")
-        return super()._proc_member(tar)  # type: ignore[misc]  # private hook, stable since Python 2
+        # a private hook (stable since Python 2) that typeshed does not declare
+        member: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+        return member
 
 
 def _components(name: str, label: str, what: str) -> tuple[str, ...]:
@@ -465,7 +482,9 @@ def _pieces(member: tarfile.TarInfo, label: str) -> list[tuple[int, int]]:
     sparse member's map (its data in the archive is these pieces one after the other)."""
     if member.sparse is None:
         return [(0, member.size)]
-    pieces = [(offset, size) for offset, size in member.sparse if size]
+    # typeshed declares bytes; tarfile stores the sparse map as (offset, size) pairs
+    sparse = cast("list[tuple[int, int]]", member.sparse)
+    pieces = [(offset, size) for offset, size in sparse if size]
     end = 0
     for offset, size in pieces:
         if offset < end or offset + size > member.size:

@@ -46,12 +46,12 @@ from urllib.request import url2pathname
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import PackageSource, ProgressCallback
+from dsm_tr181.lcm.urls import display_url
 from dsm_tr181.packagers import integrity, pipeline
 from dsm_tr181.packagers.httpget import (
     BasicAuth,
     HttpOptions,
     Reply,
-    display_url,
     open_url,
     split_url,
     status_fault,
@@ -117,19 +117,19 @@ def fetch(
     expected = integrity.parse_expected(source.digest)
     local = local_path(source.url, label)
     if local is not None:
-        with open_local(local, label) as file:
-            size = _local_size(file, options, label)
+        with open_local(local, label) as opened:
+            size = _local_size(opened, options, label)
             if not expected and options.sibling_digest:
                 expected = _local_sibling_digest(local, label)
             if signature is not None:  # nothing is unpacked before the signature verifies: read twice
                 check = _SignatureCheck(signature, label)
-                digest = copy_hashed(file, None, size, options, progress, cancel, label, check.hasher)
+                digest = copy_hashed(opened, None, size, options, progress, cancel, label, check.hasher)
                 _verify(digest, expected, label)
                 signed_by = check.verify(digest)
-                file.seek(0)
-                yield Fetched(file, local.name, label, lambda: digest, signed_by)
+                opened.seek(0)
+                yield Fetched(opened, local.name, label, lambda: digest, signed_by)
                 return
-            reader = _HashingReader(file, size, options, progress, cancel, label)
+            reader = _HashingReader(opened, size, options, progress, cancel, label)
 
             def complete() -> str:
                 digest = reader.finish()
@@ -266,7 +266,7 @@ def local_path(url: str, label: str) -> Path | None:
     return path
 
 
-def open_local(path: Path, label: str) -> BinaryIO:
+def open_local(path: Path, label: str) -> io.BufferedReader:
     # O_NONBLOCK so that a FIFO given as the source cannot hang the worker in open().
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -440,7 +440,13 @@ class _HashingReader(io.RawIOBase):
     (what follows the archive's end) and returns the hex digest."""
 
     def __init__(
-        self, file: BinaryIO, size: int, options: FetchOptions, progress: ProgressCallback, cancel: Cancel, label: str
+        self,
+        file: io.BufferedReader,
+        size: int,
+        options: FetchOptions,
+        progress: ProgressCallback,
+        cancel: Cancel,
+        label: str,
     ) -> None:
         super().__init__()
         self._file = file
@@ -459,7 +465,7 @@ class _HashingReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         self._cancel.check(self._label)
         try:
-            count = self._file.readinto(buffer)  # type: ignore[attr-defined]  # a FileIO
+            count = self._file.readinto(buffer)
         except OSError as exc:
             raise Fault(
                 FaultCode.FILE_ACCESS_FAILURE, f"{self._label}: read failed after {self._done} bytes ({exc!r})"

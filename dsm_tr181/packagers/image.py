@@ -58,11 +58,12 @@ from urllib.parse import urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
+from dsm_tr181.lcm.urls import display_url
 from dsm_tr181.packagers import integrity
 from dsm_tr181.packagers.bundle import CONFIG, Layout, _check_symlinks, claim, describe
-from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
+from dsm_tr181.packagers.extract import ArchiveStream, ExtractLimits, extract_archive
 from dsm_tr181.packagers.fetch import FetchOptions, body_size, copy_hashed, local_path
-from dsm_tr181.packagers.httpget import BasicAuth, HttpOptions, display_url, open_url
+from dsm_tr181.packagers.httpget import BasicAuth, HttpOptions, open_url
 from dsm_tr181.packagers.imageconfig import runtime_config
 from dsm_tr181.packagers.imagemanifest import (
     INDEX_TYPES,
@@ -344,7 +345,7 @@ class ImagePackager:
         try:
             with image.blob(layer.hex) as stream:
                 reader = _Verified(stream, layer, meter, cancel, where)
-                extracted = extract_archive(reader, staging, limits, where, cancel)  # type: ignore[arg-type]
+                extracted = extract_archive(reader, staging, limits, where, cancel)
                 reader.finish()
             # The bundle rule for symlinks, as seen from a root filesystem at rootfs/.
             links = [(("rootfs", *parts), link) for parts, link in extracted.symlinks]
@@ -373,7 +374,9 @@ class _Meter:
 class _Verified:
     """A blob read forward while its size and sha256 are checked against its descriptor."""
 
-    def __init__(self, stream: BinaryIO, blob: Descriptor, meter: _Meter | None, cancel: Cancel, where: str) -> None:
+    def __init__(
+        self, stream: ArchiveStream, blob: Descriptor, meter: _Meter | None, cancel: Cancel, where: str
+    ) -> None:
         self._stream = stream
         self._blob = blob
         self._meter = meter
@@ -385,7 +388,7 @@ class _Verified:
     def readinto(self, buffer: Any) -> int:
         self._cancel.check(self._where)
         try:
-            count = self._stream.readinto(buffer)  # type: ignore[attr-defined]
+            count = self._stream.readinto(buffer)
         except TimeoutError:
             raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, f"{self._where}: stalled after {self.count} bytes") from None
         except (OSError, http.client.HTTPException) as exc:

@@ -22,7 +22,7 @@ import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.packagers.httpget import HttpOptions
@@ -73,13 +73,13 @@ class RegistrySource:
     @contextmanager
     def blob(self, hexdigest: str) -> Iterator[BinaryIO]:
         with self._registry.blob("sha256:" + hexdigest) as reply:
-            yield reply.response  # type: ignore[misc]  # HTTPResponse is a binary stream
+            yield reply.response
 
 
 class _Files(Protocol):
     def read_small(self, name: str) -> bytes | None: ...
 
-    def open(self, name: str) -> BinaryIO | None: ...
+    def open(self, name: str) -> IO[bytes] | None: ...
 
 
 class _Directory:
@@ -89,7 +89,7 @@ class _Directory:
         self.root = root
         self.label = label
 
-    def open(self, name: str) -> BinaryIO | None:
+    def open(self, name: str) -> IO[bytes] | None:
         try:
             fd = os.open(self.root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
@@ -121,9 +121,9 @@ class _Tar:
             raise Fault(FaultCode.CORRUPT_DATA, f"{label}: not an uncompressed tar archive ({exc})") from None
         self._members = {_normal(m.name): m for m in self._tar.getmembers() if m.isreg()}
 
-    def open(self, name: str) -> BinaryIO | None:
+    def open(self, name: str) -> IO[bytes] | None:
         member = self._members.get(_normal(name))
-        return None if member is None else self._tar.extractfile(member)  # type: ignore[return-value]
+        return None if member is None else self._tar.extractfile(member)
 
     def read_small(self, name: str) -> bytes | None:
         file = self.open(name)
@@ -253,7 +253,7 @@ class LayoutSource:
         return self._need(f"blobs/sha256/{hexdigest}"), ""
 
     @contextmanager
-    def blob(self, hexdigest: str) -> Iterator[BinaryIO]:
+    def blob(self, hexdigest: str) -> Iterator[IO[bytes]]:
         file = self._files.open(f"blobs/sha256/{hexdigest}")
         if file is None:
             raise Fault(FaultCode.CORRUPT_DATA, f"{self.label}: blob sha256:{hexdigest} is missing")
@@ -313,7 +313,7 @@ class DockerArchiveSource:
         raise Fault(FaultCode.CORRUPT_DATA, f"{self.label}: a docker save archive holds no manifest sha256:{hexdigest}")
 
     @contextmanager
-    def blob(self, hexdigest: str) -> Iterator[BinaryIO]:
+    def blob(self, hexdigest: str) -> Iterator[IO[bytes]]:
         name = self._blobs.get(hexdigest)
         file = self._files.open(name) if name else None
         if file is None:
@@ -329,7 +329,7 @@ def _digest_in_name(name: str) -> str:
     return ""
 
 
-def _size(file: BinaryIO) -> int:
+def _size(file: IO[bytes]) -> int:
     with file:
         file.seek(0, io.SEEK_END)
         return file.tell()

@@ -24,11 +24,25 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TypedDict, cast
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.packagers.worker import disk_fault, make_staging, remove_tree
 
 log = logging.getLogger(__name__)
+
+
+class _LayerFile(TypedDict, total=False):
+    """layers/<hex>.json (this module writes it; a missing or unreadable file reads as {})."""
+
+    bytes: int
+
+
+class _RefFile(TypedDict, total=False):
+    """refs/<sha1 of bundle path>.json."""
+
+    bundle: str
+    layers: list[str]
 
 
 class LayerStore:
@@ -87,7 +101,7 @@ class LayerStore:
         users = self._users()
         total = 0
         for hexdigest in set(layers):
-            size = _read_json(self._layers / f"{hexdigest}.json").get("bytes", 0)
+            size = cast(_LayerFile, _read_json(self._layers / f"{hexdigest}.json")).get("bytes", 0)
             total += int(size) // max(1, users.get(hexdigest, 1))
         return total
 
@@ -96,7 +110,7 @@ class LayerStore:
         prefix = str(removed).rstrip("/") + "/"
         with self._lock:
             for ref in self._ref_files():
-                bundle = str(_read_json(ref).get("bundle", ""))
+                bundle = str(cast(_RefFile, _read_json(ref)).get("bundle", ""))
                 if bundle == str(removed) or bundle.startswith(prefix):
                     ref.unlink(missing_ok=True)
         self.collect()
@@ -121,7 +135,7 @@ class LayerStore:
         """Layer → number of live bundles using it (caller holds the lock or does not mind a race)."""
         counts: dict[str, int] = {}
         for ref in self._ref_files():
-            data = _read_json(ref)
+            data = cast(_RefFile, _read_json(ref))
             bundle = str(data.get("bundle", ""))
             if bundle not in self._installing and not os.path.lexists(bundle):
                 with contextlib.suppress(OSError):

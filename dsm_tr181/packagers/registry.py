@@ -109,7 +109,7 @@ class Registry:
         realm = params.get("realm", "")
         if urlsplit(realm).scheme not in ("http", "https"):
             raise Fault(FaultCode.TRANSFER_AUTH_FAILURE, f"{where}: the token realm {realm!r} is not an http(s) URL")
-        query = {k: params[k] for k in ("service", "scope") if k in params}
+        query: dict[str, str] = {k: params[k] for k in ("service", "scope") if k in params}
         query.setdefault("scope", f"repository:{self.ref.repository}:pull")
         url = f"{realm}{'&' if '?' in realm else '?'}{urlencode(query)}"
         with open_url(url, self._basic, self._options) as reply:

@@ -26,8 +26,9 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import PackageSource
+from dsm_tr181.lcm.urls import display_url
 from dsm_tr181.packagers.fetch import FetchOptions, local_path, open_local
-from dsm_tr181.packagers.httpget import BasicAuth, display_url, open_url, split_url, status_fault
+from dsm_tr181.packagers.httpget import BasicAuth, open_url, split_url, status_fault
 from dsm_tr181.signing.cms import bad
 from dsm_tr181.signing.verify import Pending, prepare
 

@@ -58,6 +58,7 @@ def load_schema(
         f"{path.name}={hashlib.sha256(path.read_bytes()).hexdigest()}" for path in extensions
     )
     cache = cache_dir / "schema.pickle"
+    schema: Schema  # what _parse() below pickles there, under its key
     try:
         with cache.open("rb") as fh:
             cached_key, schema = pickle.load(fh)

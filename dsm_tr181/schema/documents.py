@@ -13,7 +13,7 @@ class SchemaError(Exception):
 
 def default_datamodel_dir() -> Path:
     """Where the product's data-model documents are: env, source checkout, or install."""
-    candidates = [
+    candidates: list[str | Path] = [
         os.environ.get("DSM_DATAMODEL_DIR", ""),
         Path(__file__).resolve().parents[2] / "datamodel",
         Path(sys.prefix) / "share" / "dsm-tr181" / "datamodel",

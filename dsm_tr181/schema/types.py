@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from dsm_tr181.errors import Fault, FaultCode
 
@@ -54,7 +54,7 @@ INTEGER_BOUNDS: dict[BaseType, tuple[int, int]] = {
     BaseType.UNSIGNED_LONG: (0, 2**64 - 1),
 }
 
-_PYTHON_TYPES: dict[BaseType, type] = {
+_PYTHON_TYPES: dict[BaseType, type[Scalar]] = {
     BaseType.STRING: str,
     BaseType.BOOLEAN: bool,
     BaseType.DATETIME: datetime,
@@ -170,7 +170,7 @@ class DataType:
         if self.list is not None:
             assert isinstance(value, tuple)
             return ",".join(self._format_scalar(item) for item in value)
-        return self._format_scalar(value)
+        return self._format_scalar(cast(Scalar, value))  # a scalar type's values are scalars
 
     def default_value(self) -> Value:
         """The value a parameter has before anything sets it (TR-106 "empty" values)."""
@@ -178,13 +178,14 @@ class DataType:
             return ()
         if self.base in INTEGER_BOUNDS:
             return self._lowest_int()
-        return {
+        empty: dict[BaseType, Scalar] = {
             BaseType.STRING: "",
             BaseType.BOOLEAN: False,
             BaseType.DATETIME: UNKNOWN_TIME,
             BaseType.BASE64: b"",
             BaseType.HEX_BINARY: b"",
-        }[self.base]
+        }
+        return empty[self.base]
 
     def describe(self) -> str:
         """A short human description ("unsignedInt[0..65535]", "list of string(256)")."""
@@ -238,10 +239,10 @@ class DataType:
             raise Fault(FaultCode.INVALID_TYPE, f"{value!r} is not a {self.base.value}")
         if isinstance(value, datetime):
             return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value  # type: ignore[return-value]
+        return value
 
     @cached_property
-    def _python_type(self) -> type:
+    def _python_type(self) -> type[Scalar]:
         return _PYTHON_TYPES.get(self.base, int)
 
     @cached_property
