@@ -42,7 +42,7 @@ from dsm_tr181.schema.types import BaseType, DataType, Value, format_datetime
 from dsm_tr181.tree.results import ResolvedObject
 
 # One value as a quoted JSON string (C; json.encoder's own escaper, non-ASCII kept).
-_quote: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_quote: Callable[[str], str] = json.encoder.encode_basestring
 _BOOLEAN = {True: '"true"', False: '"false"'}.__getitem__
 _INTEGERS = {BaseType.INT, BaseType.UNSIGNED_INT, BaseType.LONG, BaseType.UNSIGNED_LONG}
 # A JSON "\u0000" escape, not one preceded by an escaped backslash ("\\u0000").

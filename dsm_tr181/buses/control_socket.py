@@ -263,8 +263,8 @@ class ControlServer:
             except Fault as fault:
                 frames = [encode_frame(_error_reply(request_id, fault))]
             except TimeoutError:
-                fault = Fault(FaultCode.MESSAGE_FAILED, f"no complete request within {self.read_timeout:g} s")
-                frames = [encode_frame(_error_reply(request_id, fault))]
+                late = Fault(FaultCode.MESSAGE_FAILED, f"no complete request within {self.read_timeout:g} s")
+                frames = [encode_frame(_error_reply(request_id, late))]
             except Exception:
                 self._errors.log(logging.ERROR, "control request %r failed", method, exc_info=True)
                 frames = [encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))]
@@ -721,7 +721,7 @@ class ControlMethods:
 
     def _text(self, row: str, name: str) -> str:
         ref = row if row.endswith(".") else row + "."
-        return self._format_param(ref + name, self.dm.value(ref + name))
+        return str(self._format_param(ref + name, self.dm.value(ref + name)))  # a parameter: text already
 
     def _ee_name(self, row: str) -> str:
         """The Name of the ExecEnv a DU or EU row refers to."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 from gi.repository import GLib
 
@@ -42,7 +42,7 @@ _FEW = 8  # objects in a Get answered on the loop
 _INSTANCE = GLib.VariantType.new("(sa{sv})")
 
 # A method's reply tuple, or a function that builds it off the loop.
-Reply = GLib.Variant | Callable[[], GLib.Variant]
+Reply: TypeAlias = "GLib.Variant | Callable[[], GLib.Variant]"  # a reply, or one made off the loop
 
 
 class DsmService:

@@ -31,12 +31,12 @@ import struct
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from gi.repository import GLib
 
 from dsm_tr181.schema.model import Object
-from dsm_tr181.schema.types import BaseType, DataType, Value, format_datetime
+from dsm_tr181.schema.types import BaseType, DataType, Scalar, Value, format_datetime
 
 Encode = Callable[[Any], bytes]
 
@@ -175,7 +175,8 @@ def from_variant(value: GLib.Variant) -> Value:
     if type_string == "ay":
         return bytes(value.get_data_as_bytes().get_data())
     if type_string.startswith("a"):
-        return tuple(from_variant(value.get_child_value(i)) for i in range(value.n_children()))
+        # D-Bus arrays here hold scalars (lists of strings, numbers): never an array of arrays
+        return tuple(cast(Scalar, from_variant(value.get_child_value(i))) for i in range(value.n_children()))
     return value.unpack()  # type: ignore[no-any-return]
 
 

@@ -17,7 +17,8 @@ LARGE = 1 << 20  # bytes: a reply at least this large is followed by a trim
 
 def _trim_function() -> Callable[[int], int] | None:
     try:  # the C library's symbols, as the interpreter has them (no search, no ldconfig)
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+        return trim
     except (OSError, AttributeError):  # not glibc
         return None
 

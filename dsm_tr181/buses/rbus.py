@@ -324,7 +324,10 @@ class RbusProvider:
         table = row.parent.tables[row.schema.name].path
         alias = row.values.get("Alias")
         named = alias if isinstance(alias, str) and alias else None
-        outbox.post(partial(outbox.handle.register_row, table, row.number, named))
+        outbox.post(lambda: outbox.handle.register_row(table, row.number, named))
 
     def _publish(self, outbox: Outbox, name: str, data: Mapping[str, Typed], kind: EventType) -> None:
-        outbox.post(partial(outbox.handle.publish, name, data, kind))
+        def publish() -> None:
+            outbox.handle.publish(name, data, kind)
+
+        outbox.post(publish)

@@ -122,7 +122,11 @@ class ExecEnvs:
         return EeStatus(self.node(name).values["Status"])
 
     def allow(self, name: str, request: EeRequest) -> None:
-        """states.EE's answer for a request on ``name``: nothing, or its fault."""
+        """states.EE's answer for a request on ``name``: nothing, or its fault. A configured
+        ExecEnv in Error because its runtime is unreachable refuses new work with 7230 naming
+        why (the table's Error row is the unconfigured ExecEnv's)."""
+        if name not in self.unconfigured and request in (EeRequest.INSTALL, EeRequest.UPDATE):
+            self.check_available(name)
         allow(EE, self.status(name), request, self.ref(name) + ".")
 
     def run_level(self, name: str) -> int:

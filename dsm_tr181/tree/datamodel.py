@@ -26,7 +26,7 @@ from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema.model import Access, Command, Object, Parameter, Schema
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.nodes import Node, Table
-from dsm_tr181.tree.notifications import Kind, Notification, Notifications
+from dsm_tr181.tree.notifications import Kind, Notification, Notifications, Subscription
 from dsm_tr181.tree.paths import Name, Path, PathKind, parse_path, schema_path
 from dsm_tr181.tree.references import References
 from dsm_tr181.tree.resolve import Resolver
@@ -263,7 +263,7 @@ class DataModel:
         kinds: set[Kind] | None = None,
         prefix: str = "",
         durable: bool = False,
-    ):
+    ) -> Subscription:
         return self.notifications.subscribe(callback, kinds, prefix, durable)
 
     # == controller operations ================================================================
@@ -377,7 +377,7 @@ class DataModel:
             schema = self.schema_object(path)
             code = FaultCode.NOT_CREATABLE if schema.multi_instance else FaultCode.NOT_A_TABLE
             raise Fault(code, "not a table path (a table name must end the path)", obj_path)
-        results = []
+        results: list[AddResult] = []
         for table in tables:
             result = AddResult(obj_path)
             try:
@@ -703,7 +703,7 @@ class DataModel:
             for name, parameter in schema.parameters.items():
                 if parameter.concealed:
                     hidden = parameter.type.default_value()
-                    special.append((name, lambda node, hidden=hidden: hidden))
+                    special.append((name, _constant(hidden)))
                 elif schema.path + name in self._getters:
                     special.append((name, self._getters[schema.path + name]))
             self._special[schema.path] = special
@@ -736,7 +736,7 @@ class DataModel:
             if inspect.isawaitable(outcome):
                 raise TypeError(f"handler of synchronous {command.path} returned an awaitable")
             try:
-                return OperateResult(executed, outputs=_outputs(command, outcome))  # type: ignore[arg-type]
+                return OperateResult(executed, outputs=_outputs(command, outcome))
             except Fault as fault:
                 return OperateResult(executed, fault=fault.at(executed))
         return OperateResult(executed, request=self._start_request(call, executed, outcome))
@@ -834,6 +834,11 @@ def _default_or_missing(command: Command, parameter: Parameter, name: str, args:
         raise Fault(FaultCode.INVALID_COMMAND_ARGUMENTS, f"mandatory input argument {name} is missing", command.path)
     if parameter.default is not None:
         args[name] = parameter.default_value()
+
+
+def _constant(value: Value) -> Getter:
+    """A getter answering ``value`` whatever the node (a concealed parameter's default)."""
+    return lambda node: value
 
 
 def _outputs(command: Command, result: Mapping[str, Value] | None) -> dict[str, Value]:

@@ -3,7 +3,7 @@ reference following)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -56,8 +56,10 @@ class Resolver:
         leaf = path.leaf
         # No instances: the path must still be valid in the supported model.
         schema = nodes[0].schema if nodes else self.dm.schema_object(path)
-        known = {"parameter": schema.parameters, "command": schema.commands, "event": schema.events}[kind]
-        if leaf not in known:
+        kinds: dict[str, Mapping[str, object]] = {
+            "parameter": schema.parameters, "command": schema.commands, "event": schema.events
+        }  # fmt: skip
+        if leaf not in kinds[kind]:
             raise Fault(FaultCode.INVALID_PATH, f"{schema.path} has no {kind} {leaf!r}", str(path))
         return [(node, leaf) for node in nodes]
 
