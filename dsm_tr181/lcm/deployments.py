@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm import identity, versions
+from dsm_tr181.lcm import admission, euinputs, identity, versions
 from dsm_tr181.lcm.crashpoints import crashpoint
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
@@ -68,6 +68,7 @@ class EuSettings:
     num_uids: int = 0  # NumRequiredUIDs; 0 = not given
     shutdown_delay: int = 10
     auto_restart: dict[str, Value] = field(default_factory=dict)  # AutoRestart.<name> by name
+    inputs: euinputs.EuInputSettings = field(default_factory=euinputs.EuInputSettings)  # Resources, Env, HostObject
 
 
 class Deployments:
@@ -132,6 +133,7 @@ class Deployments:
         privileged = bool(args.get("Privileged", False))
         if privileged and not self.lcm.execenvs.settings[ee].confinement.allow_privileged:
             raise Fault(FaultCode.REQUEST_DENIED, f"execution environment {ee!r} does not allow privileged units")
+        inputs = euinputs.parse(call)
         source = self._signed(
             _source(str(args["URL"]), str(args.get("Username", "")), str(args.get("Password", ""))),
             str(args.get("Signature", "")),
@@ -144,6 +146,7 @@ class Deployments:
             num_uids=int(args.get("NumRequiredUIDs", 0)),  # type: ignore[arg-type]
             shutdown_delay=int(args.get("ShutdownDelay", 10)),  # type: ignore[arg-type]
             auto_restart={k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
+            inputs=inputs,
         )
         return self._install(du, op, source, given_uuid, eu_settings, call.request_id)
 
@@ -213,6 +216,7 @@ class Deployments:
                 du.uuid = given_uuid or identity.annex_c_uuid(meta["name"], meta["vendor"])
                 self._check_duplicate(du.uuid, meta["version"], du.ee, du.instance)
                 eu = self._new_eu(du, meta, eu_settings)
+                admission.check_disk(self.lcm, du, [eu], info.disk_usage_kib)
                 self.lcm.confinement.reserve(eu, eu_settings.num_uids)
                 await asyncio.to_thread(self.lcm.confinement.prepare, eu, target)
                 du.status = "Installed"
@@ -251,7 +255,7 @@ class Deployments:
         instance = dm.table(EU_TABLE).allocate()
         euid = identity.euid(du.ee, instance)
         level = self.lcm.execenvs.records[du.ee].initial_eu_run_level
-        return ExecutionUnitRecord(
+        record = ExecutionUnitRecord(
             instance=instance,
             du=du.instance,
             euid=euid,
@@ -269,6 +273,8 @@ class Deployments:
             log_row=dm.table(LOG_TABLE).allocate(),
             auto_restart=dict(settings.auto_restart),
         )
+        settings.inputs.store(record)
+        return record
 
     async def install_local(self, url: str, ee: str) -> None:
         """Install a DU as the device itself does (preinstalled DUs restored by Reset())."""
@@ -290,6 +296,7 @@ class Deployments:
         if not username and not password and url == du.url and du.credentials:
             username, password = self._unseal(du)
         source = self._signed(_source(url, username, password), str(args.get("Signature", "")), du.ee)
+        inputs = euinputs.parse(call)
         op = OperationRecord(
             du=du.instance,
             kind="update",
@@ -300,10 +307,15 @@ class Deployments:
         du.status = "Updating"
         self.lcm.commit(put=[du, op])
         self.refresh(du)
-        return self._update(du, op, source, call.request_id)
+        return self._update(du, op, source, inputs, call.request_id)
 
     async def _update(
-        self, du: DeploymentUnitRecord, op: OperationRecord, source: PackageSource, request_id: str
+        self,
+        du: DeploymentUnitRecord,
+        op: OperationRecord,
+        source: PackageSource,
+        inputs: euinputs.EuInputSettings,
+        request_id: str,
     ) -> dict[str, Value]:
         started = now()
         stopped: list[int] = []
@@ -314,11 +326,17 @@ class Deployments:
                 crashpoint("update.unpacked")
                 meta = self._metadata(info)
                 self._check_version(du, meta["version"])
-                for unit in self._units(du):
-                    await asyncio.to_thread(self.lcm.confinement.prepare, unit.record, Path(op.target))
+                updated = [replace(unit.record) for unit in self._units(du)]  # the inputs apply on success only
+                for record in updated:
+                    inputs.store(record)
+                admission.check_disk(self.lcm, du, updated, info.disk_usage_kib)
+                for record in updated:
+                    await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target))
                 stopped = await self._stop_eus(du, op)
                 crashpoint("update.stopped")
                 eus = [eu.record for eu in self._units(du)]
+                for record in eus:
+                    inputs.store(record)
                 for record in (du, *eus):
                     _describe(record, meta)
                 du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
@@ -351,6 +369,7 @@ class Deployments:
                     "Version": record.version,
                     "Description": record.description,
                     "DiskSpaceInUse": du.disk_kib,
+                    **self.lcm.executions.allocations(record),
                 },
             )
             if record.instance in op.restart_eus:

@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dsm_tr181.containerspec.resources import execenv_resources, memory_limit_kib
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm import admission, euinputs
+from dsm_tr181.lcm.confinement import execenv_limits
 from dsm_tr181.lcm.ports import ContainerExit, StartSpec
 from dsm_tr181.lcm.records import ExecutionUnitRecord
 from dsm_tr181.lcm.tables import EU_TABLE, LOG_TABLE, from_stamp, now, stamp
@@ -51,6 +55,8 @@ class Eu:
     exited: ContainerExit | None = None  # an exit seen while a start was in progress
     retry: asyncio.TimerHandle | None = None  # pending AutoRestart
     memory_kib: int = -1
+    memory_limit_kib: int = -1  # of the running container (-1: none of its own)
+    pids: tuple[int, ...] = ()  # its processes at the last sample
 
 
 class Executions:
@@ -96,17 +102,24 @@ class Executions:
             "Version": record.version,
             "Description": record.description,
             "Privileged": record.privileged,
-            "AllocatedDiskSpace": -1,
+            **self.allocations(record),
             "DiskSpaceInUse": disk_kib,
-            "AllocatedMemory": -1,
             "MemoryInUse": -1,
-            "AllocatedCPUPercent": -1,
             "CPUPercentInUse": -1,
             "CreationTime": from_stamp(record.creation_time),
             "ShutdownDelay": record.shutdown_delay,
             "VendorLogList": (log_ref,) if log_ref else (),
             "ExecutionEnvRef": self.lcm.execenvs.ref(record.ee) if record.ee in self.lcm.execenvs.records else "",
             "RequestedState": record.requested_state,
+        }
+
+    @staticmethod
+    def allocations(record: ExecutionUnitRecord) -> dict[str, Value]:
+        limits = euinputs.limits_of(record)
+        return {
+            "AllocatedDiskSpace": limits.disk_kib,
+            "AllocatedMemory": limits.memory_kib,
+            "AllocatedCPUPercent": limits.cpu_percent,
         }
 
     @staticmethod
@@ -254,6 +267,12 @@ class Executions:
         except Fault as fault:
             self._fault(eu, "UnStartable", fault.message)
             return self._give_up(eu)
+        refusal = admission.memory_refusal(self.lcm, record, config)
+        if refusal:
+            log.warning("EU %s not started: %s", record.euid, refusal)
+            self._fault(eu, failure, refusal)
+            return self._give_up(eu)
+        settings = self.lcm.execenvs.settings[record.ee]
         if self.node(eu).values["Status"] != "Restarting":
             self._set_status(eu, "Starting")
         eu.exited = None
@@ -263,7 +282,9 @@ class Executions:
             log_path=Path(record.log_file),
             log_max_bytes=self.lcm.settings.eu_log_max_bytes,
             log_backups=self.lcm.settings.eu_log_backups,
+            execenv_resources=execenv_resources(execenv_limits(settings), os.cpu_count() or 1),
         )
+        eu.memory_limit_kib = memory_limit_kib(config)
         try:
             status = await self.lcm.execenvs.runtime(record.ee).start(spec)
         except Fault as fault:
@@ -274,7 +295,7 @@ class Executions:
         eu.started = time.monotonic()
         if eu.exited is not None:  # it died while the start was being reported
             eu.running = False
-            self._fault(eu, failure, _describe_exit(eu.exited))
+            self._fault(eu, failure, _describe_exit(eu.exited, eu.memory_limit_kib))
             return self._give_up(eu)
         log.info("EU %s active (pid %s)", record.euid, status.pid)
         self._set_status(eu, "Active", fault=("NoFault", ""))
@@ -317,9 +338,9 @@ class Executions:
         if not eu.running:
             return
         eu.running = False
-        message = _describe_exit(exit)
+        message = _describe_exit(exit, eu.memory_limit_kib)
         log.info("EU %s %s", eu.record.euid, message)
-        code = "NoFault" if exit.exit_status == 0 else "FailureWhileActive"
+        code = "NoFault" if exit.exit_status == 0 and not exit.oom_killed else "FailureWhileActive"
         self._fault(eu, code, message)
         self._set_status(eu, "Idle")
         if not self._schedule_auto_restart(eu):
@@ -495,7 +516,15 @@ class Executions:
                 eu.task.cancel()
 
 
-def _describe_exit(exit: ContainerExit) -> str:
+def _describe_exit(exit: ContainerExit, limit_kib: int = -1) -> str:
+    if exit.oom_killed:
+        limit = f"{limit_kib} KiB" if limit_kib >= 0 else "its execution environment's allocation"
+        if exit.signal is not None:
+            return f"out of memory: container killed by the OOM killer (signal {exit.signal}; memory limit {limit})"
+        return (
+            f"out of memory: the OOM killer killed a process of the container (memory limit {limit}), "
+            f"then it exited with status {exit.exit_status}"
+        )
     if exit.signal is not None:
         return f"container killed by signal {exit.signal}"
     if exit.exit_status is None:

@@ -105,6 +105,7 @@ class ContainerExit:
     container_id: str
     exit_status: int | None  # exit code, or None when unknown
     signal: int | None = None  # terminating signal, if it was killed by one
+    oom_killed: bool = False  # the kernel's OOM killer killed a process of the container
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,9 @@ class StartSpec:
     log_path: Path  # stdout/stderr of the container go here (rotated by the runtime)
     log_max_bytes: int = 1 << 20
     log_backups: int = 2
+    # linux.resources of the ExecEnv's parent cgroup (the parent of config's cgroupsPath): its
+    # Allocated* limits, applied by the runtime before the container is created; {}: none.
+    execenv_resources: Mapping[str, Any] = field(default_factory=dict)
 
 
 ExitCallback = Callable[[ContainerExit], None]

@@ -115,6 +115,11 @@ class ExecutionUnitRecord(Record):
     fault_message: str = ""
     # ExecutionUnit.{i}.AutoRestart. parameters by name
     auto_restart: dict[str, Any] = field(default_factory=dict)
+    # InstallDU()/Update() inputs (see lcm/euinputs.py): Resources.* (memory_kib, cpu_percent,
+    # disk_kib; -1 none), EnvVariable [key, value] pairs, HostObject {Source, Destination, Options}
+    resources: dict[str, int] = field(default_factory=dict)
+    env: list[list[str]] = field(default_factory=list)
+    host_objects: list[dict[str, str]] = field(default_factory=list)
 
     def key(self) -> str:
         return str(self.instance)

@@ -35,6 +35,7 @@ from dsm_tr181.lcm.ports import (
     ExitCallback,
     StartSpec,
 )
+from dsm_tr181.runtimes.cgroup_limits import apply_parent, oom_kills
 from dsm_tr181.runtimes.cgroups import UsageSample, sample_usage
 from dsm_tr181.runtimes.container_ids import check_container_id
 from dsm_tr181.runtimes.logrotate import LogPolicy, open_log, rotate_if_needed
@@ -141,6 +142,9 @@ class OciRuntime:
             try:
                 self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
                 bundle = await asyncio.to_thread(self._write_bundle, container_id, spec.config)
+                if not self.config.systemd_cgroup:
+                    cgroup = str(spec.config.get("linux", {}).get("cgroupsPath", ""))
+                    await asyncio.to_thread(apply_parent, cgroup, spec.execenv_resources)
                 pid = await self._create(container_id, bundle, policy)
                 tracked = self._track(container_id, pid, policy)
                 await self._cli.run("start", container_id)
@@ -357,7 +361,7 @@ class OciRuntime:
         if self._tracked.get(container_id) is tracked:
             del self._tracked[container_id]
         self._cpu_marks.pop(container_id, None)
-        event = ContainerExit(container_id, status.exit_status, status.signal)
+        event = ContainerExit(container_id, status.exit_status, status.signal, self._oom_killed(container_id))
         if not tracked.exited.done():
             tracked.exited.set_result(event)
         if tracked.report:
@@ -386,6 +390,18 @@ class OciRuntime:
         else:
             return -1
         return max(0, min(100, round(used / (elapsed * 1e6 * (os.cpu_count() or 1)) * 100)))
+
+    def _oom_killed(self, container_id: str) -> bool:
+        """Whether the OOM killer killed a process of the container (its cgroup is still there:
+        runc removes it at delete)."""
+        if self.config.systemd_cgroup:
+            return False
+        try:
+            config = json.loads((self._bundles / container_id / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        cgroup = str(config.get("linux", {}).get("cgroupsPath", ""))
+        return bool(cgroup) and oom_kills(cgroup) > 0
 
     def _policy_file(self, container_id: str) -> Path:
         return self._files / f"{container_id}.json"
