@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Protocol
@@ -338,6 +339,24 @@ def _print_rows(args: argparse.Namespace, rows: list[Mapping[str, Any]]) -> int:
     return EXIT_OK
 
 
+def run_logs(client: Caller, args: argparse.Namespace, poll: float = 0.5) -> int:
+    """The EU's output, oldest backup first; with --follow, new output as it comes."""
+    cursor = None
+    try:
+        while True:
+            chunk = client.call("eu.logs", {"uid": args.id, "cursor": cursor})
+            sys.stdout.write(chunk["data"])
+            sys.stdout.flush()
+            cursor = chunk["cursor"]
+            if chunk["more"]:
+                continue
+            if not args.follow:
+                return EXIT_OK
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def run_events(client: ControlClient, args: argparse.Namespace) -> int:
     def subscribed() -> None:
         print(f"following notifications under {args.prefix or 'Device.'} (Ctrl-C to stop)", file=sys.stderr)
@@ -430,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     identified("eu.detail", _by_id("eu.detail", "uid"), "show an execution unit", "EUID")
     identified("eu.start", _by_id("eu.start", "uid"), "start an execution unit", "EUID")
     identified("eu.stop", _by_id("eu.stop", "uid"), "stop an execution unit", "EUID")
+    logs = identified("eu.logs", run_logs, "print an execution unit's output", "EUID")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new output until Ctrl-C")
     verb("dsm.save_state", run_save_state, "save the daemon's state (it is journaled continuously)")
 
     get = verb("get", run_get, "read parameters (object paths give everything below)")

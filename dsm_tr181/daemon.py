@@ -135,7 +135,12 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     loop.add_signal_handler(signal.SIGHUP, lambda: lcm.certificates.reload(truststore.load(config.lcm.trust_dir)))
     settle_memory()
     control = ControlServer(
-        dm, config.socket, config.socket_mode, config.socket_group or None, eu_confinement=lcm.eu_confinement
+        dm,
+        config.socket,
+        config.socket_mode,
+        config.socket_group or None,
+        eu_confinement=lcm.eu_confinement,
+        eu_log=lcm.eu_log,
     )
     await control.start()
     buses = await start_buses(config, dm)

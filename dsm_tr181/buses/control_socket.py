@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from dsm_tr181.control_client import HEADER, encode_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
+from dsm_tr181.runtimes.logread import read_chunk
 from dsm_tr181.schema.model import Parameter
 from dsm_tr181.schema.types import Value, format_datetime
 from dsm_tr181.tree.datamodel import DataModel
@@ -121,9 +122,11 @@ class ControlServer:
         max_frame: int = DEFAULT_MAX_FRAME,
         read_timeout: float = 10.0,
         eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
+        eu_log: Callable[[int], tuple[Path, int]] | None = None,
     ) -> None:
-        """``eu_confinement``: the effective confinement of an EU instance, for eu.detail."""
-        self.methods = ControlMethods(dm, eu_confinement)
+        """``eu_confinement``: the effective confinement of an EU instance, for eu.detail;
+        ``eu_log``: an EU instance's log file and how many backups it keeps, for eu.logs."""
+        self.methods = ControlMethods(dm, eu_confinement, eu_log)
         self.path = Path(path)
         self.mode = mode
         self.group = group
@@ -237,9 +240,15 @@ class ControlMethods:
     :class:`RequestFailed`). Methods that stream need a :class:`Stream`.
     """
 
-    def __init__(self, dm: DataModel, eu_confinement: Callable[[int], Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        dm: DataModel,
+        eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
+        eu_log: Callable[[int], tuple[Path, int]] | None = None,
+    ) -> None:
         self.dm = dm
         self._eu_confinement = eu_confinement
+        self._eu_log = eu_log
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -252,6 +261,7 @@ class ControlMethods:
             "eu.detail": self._eu_detail,
             "eu.start": self._eu_start,
             "eu.stop": self._eu_stop,
+            "eu.logs": self._eu_logs,
             "dsm.save_state": self._save_state,
             "get": self._get,
             "set": self._set,
@@ -325,6 +335,17 @@ class ControlMethods:
     async def _eu_stop(self, params: Params, stream: Stream | None) -> Any:
         self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Idle"})
         return "Stopping EU"
+
+    async def _eu_logs(self, params: Params, stream: Stream | None) -> Any:
+        """A chunk of the EU's output after ``cursor`` (see runtimes/logread.py)."""
+        path = self._eu(_text(params, "uid"))
+        if self._eu_log is None:
+            raise Fault(FaultCode.MESSAGE_NOT_SUPPORTED, "this daemon serves no EU logs")
+        cursor = params.get("cursor")
+        if cursor is not None and not isinstance(cursor, dict):
+            raise Fault(FaultCode.INVALID_ARGUMENTS, "cursor must be an object")
+        log_file, backups = self._eu_log(_number(path))
+        return await asyncio.to_thread(read_chunk, log_file, backups, cursor)
 
     async def _save_state(self, params: Params, stream: Stream | None) -> Any:
         return "state is journaled continuously; nothing to save"

@@ -106,6 +106,10 @@ class Lcm:
         eu = self.executions.units[eu_instance].record
         return self.confinement.summary(eu, self.deployments.records[eu.du])
 
+    def eu_log(self, eu_instance: int) -> tuple[Path, int]:
+        """EU ``eu_instance``'s log file and how many backups of it are kept."""
+        return Path(self.executions.units[eu_instance].record.log_file), self.settings.eu_log_backups
+
     def bundle_root(self, du_instance: int) -> Path:
         return self.settings.bundle_dir / str(du_instance)
 

@@ -1,9 +1,11 @@
 """Runtime adapter for the runc and crun command lines.
 
-Containers run detached from the daemon: each is created in a new session with an
-O_APPEND log file as its stdout/stderr, so it keeps running and logging while the
-daemon restarts. Exits are seen through pidfds (see :mod:`.reaper`); after a restart
-:meth:`OciRuntime.adopt` watches the containers of the state root again.
+Containers run detached from the daemon: each is created in a new session with a pipe
+to its own log writer (:mod:`.logshim`, which holds the size cap at every write) as its
+stdout/stderr, so it keeps running and logging while the daemon restarts. The periodic
+copy-truncate check remains for containers started before the writer existed. Exits
+are seen through pidfds (see :mod:`.reaper`); after a restart :meth:`OciRuntime.adopt`
+watches the containers of the state root again.
 
 Per container, besides the runtime's own state under ``--root``, the adapter keeps
 ``<work>/containers/<id>.json`` (the log rotation policy, so rotation survives a
@@ -35,10 +37,11 @@ from dsm_tr181.lcm.ports import (
     ExitCallback,
     StartSpec,
 )
+from dsm_tr181.runtimes import logshim
 from dsm_tr181.runtimes.cgroup_limits import apply_parent, oom_kills
 from dsm_tr181.runtimes.cgroups import UsageSample, sample_usage
 from dsm_tr181.runtimes.container_ids import check_container_id
-from dsm_tr181.runtimes.logrotate import LogPolicy, open_log, rotate_if_needed
+from dsm_tr181.runtimes.logrotate import LogPolicy, rotate_if_needed
 from dsm_tr181.runtimes.ocicli import OciCli, OciState
 from dsm_tr181.runtimes.reaper import ExitStatus, ExitWatcher, become_subreaper
 from dsm_tr181.sections import build_section
@@ -274,7 +277,8 @@ class OciRuntime:
     async def _create(self, container_id: str, bundle: Path, policy: LogPolicy) -> int:
         """``create`` the container with its output on the log file; its init pid."""
         pid_file = self._files / f"{container_id}.pid"
-        output = await asyncio.to_thread(open_log, policy)
+        output, shim = await asyncio.to_thread(logshim.spawn, policy)
+        self._reap(shim)
         try:
             await self._cli.create(
                 container_id,
@@ -350,6 +354,12 @@ class OciRuntime:
         if self._rotation is None:
             self._rotation = loop.create_task(self._rotate_logs(), name=f"{self.name}-log-rotation")
         return tracked
+
+    def _reap(self, pid: int) -> None:
+        """Collect the log writer's exit (it ends with its container)."""
+        if self._watcher is None:
+            self._watcher = ExitWatcher(asyncio.get_running_loop())
+        self._watcher.watch(pid, lambda status: None)
 
     def _untrack(self, container_id: str) -> None:
         tracked = self._tracked.pop(container_id, None)

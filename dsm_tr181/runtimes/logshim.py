@@ -1,0 +1,107 @@
+"""The writer of a container's log: the size cap holds at every moment.
+
+``python -m dsm_tr181.runtimes.logshim LOG MAX_BYTES BACKUPS`` reads the container's
+stdout/stderr from its standard input (a pipe the runtime hands to ``runc create``) and
+appends it to ``LOG``. Before a write would take ``LOG`` past ``MAX_BYTES`` it writes what of it
+fits up to its last line end, moves ``LOG`` to ``LOG.1`` (older backups shift up to
+``LOG.<BACKUPS>``) and goes on in a new ``LOG``; a line longer than the cap is split. So
+no burst ever makes the files larger than ``(BACKUPS + 1) * MAX_BYTES``, and nothing is
+lost between checks. It runs in its own session, outlives daemon restarts, blocks the
+container's writes when it falls behind (the pipe fills), and ends when every writer has
+closed the pipe (the container is gone).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dsm_tr181.runtimes.logrotate import LogPolicy, backup_path, shift_backups
+
+CHUNK = 65536
+
+
+class CappedLog:
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        self.fd = self._open()
+        self.size = os.fstat(self.fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def write(self, data: bytes) -> None:
+        while data:
+            room = self.max_bytes - self.size
+            if self.max_bytes <= 0 or len(data) <= room:
+                self._append(data)
+                return
+            cut = data.rfind(b"\n", 0, max(room, 0)) + 1 if room > 0 else 0
+            if cut == 0 and self.size == 0:
+                cut = room  # one line longer than the whole file: split it
+            if cut:
+                self._append(data[:cut])
+                data = data[cut:]
+            self.rotate()
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+            self.size += written
+
+    def rotate(self) -> None:
+        os.close(self.fd)
+        if self.backups > 0:
+            shift_backups(self.path, self.backups)
+            os.replace(self.path, backup_path(self.path, 1))
+        else:
+            os.truncate(self.path, 0)
+        self.fd = self._open()
+        self.size = 0
+
+
+def spawn(policy: LogPolicy) -> tuple[int, int]:
+    """Start the writer of ``policy.path``; (the pipe's write end to give the container, its pid)."""
+    policy.path.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-m", __name__, str(policy.path), str(policy.max_bytes), str(policy.backups)],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return write_end, process.pid
+
+
+def run(source: int, log: CappedLog) -> None:
+    while True:
+        data = os.read(source, CHUNK)
+        if not data:
+            return
+        log.write(data)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 4:
+        print("usage: logshim LOG MAX_BYTES BACKUPS", file=sys.stderr)
+        return 2
+    log = CappedLog(Path(argv[1]), int(argv[2]), int(argv[3]))
+    if log.max_bytes > 0 and log.size > log.max_bytes:  # left by an older writer
+        log.rotate()
+    run(sys.stdin.fileno(), log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
