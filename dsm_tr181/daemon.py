@@ -141,6 +141,7 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
         config.socket_group or None,
         eu_confinement=lcm.eu_confinement,
         eu_log=lcm.eu_log,
+        eu_processes=lcm.eu_processes,
     )
     await control.start()
     buses = await start_buses(config, dm)

@@ -123,10 +123,12 @@ class ControlServer:
         read_timeout: float = 10.0,
         eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
         eu_log: Callable[[int], tuple[Path, int]] | None = None,
+        eu_processes: Callable[[int], list[dict[str, Any]]] | None = None,
     ) -> None:
         """``eu_confinement``: the effective confinement of an EU instance, for eu.detail;
-        ``eu_log``: an EU instance's log file and how many backups it keeps, for eu.logs."""
-        self.methods = ControlMethods(dm, eu_confinement, eu_log)
+        ``eu_log``: an EU instance's log file and how many backups it keeps, for eu.logs;
+        ``eu_processes``: an EU instance's processes (pid, command), for eu.detail."""
+        self.methods = ControlMethods(dm, eu_confinement, eu_log, eu_processes)
         self.path = Path(path)
         self.mode = mode
         self.group = group
@@ -245,10 +247,12 @@ class ControlMethods:
         dm: DataModel,
         eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
         eu_log: Callable[[int], tuple[Path, int]] | None = None,
+        eu_processes: Callable[[int], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.dm = dm
         self._eu_confinement = eu_confinement
         self._eu_log = eu_log
+        self._eu_processes = eu_processes
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -326,6 +330,8 @@ class ControlMethods:
         detail = self._eu_json(path, self._eu_owners())
         if self._eu_confinement is not None:
             detail["confinement"] = dict(self._eu_confinement(_number(path)))
+        if self._eu_processes is not None:
+            detail["processes"] = list(self._eu_processes(_number(path)))
         return detail
 
     async def _eu_start(self, params: Params, stream: Stream | None) -> Any:

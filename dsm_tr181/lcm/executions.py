@@ -356,6 +356,7 @@ class Executions:
         if status != "Active":
             values["MemoryInUse"] = -1
             values["CPUPercentInUse"] = -1
+            eu.pids = ()
         self.lcm.dm.update(self.node(eu), values)
         self._publish_active(eu.record.ee)
 
@@ -493,6 +494,7 @@ class Executions:
                     continue
                 if eu.running and eu.record.instance in self.units:
                     eu.memory_kib = usage.memory_kib
+                    eu.pids = usage.pids
                     values = {"MemoryInUse": usage.memory_kib, "CPUPercentInUse": min(100, usage.cpu_percent)}
                     self.lcm.dm.update(self.node(eu), values, quiet=True)
 

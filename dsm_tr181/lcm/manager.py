@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dsm_tr181.errors import Fault
+from dsm_tr181.lcm import monitoring
 from dsm_tr181.lcm.certificates import Certificates
 from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
@@ -71,6 +72,7 @@ class Lcm:
             runtime.watch(self.executions.on_exit)
         await recover(self, self.store.load())
         self.executions.start_sampler()
+        self.spawn(monitoring.sample_disk_forever(self), "disk-sampler")
 
     async def close(self) -> None:
         await self.executions.close()
@@ -109,6 +111,10 @@ class Lcm:
     def eu_log(self, eu_instance: int) -> tuple[Path, int]:
         """EU ``eu_instance``'s log file and how many backups of it are kept."""
         return Path(self.executions.units[eu_instance].record.log_file), self.settings.eu_log_backups
+
+    def eu_processes(self, eu_instance: int) -> list[dict[str, Value]]:
+        """PID and command line of EU ``eu_instance``'s processes at the last sample."""
+        return monitoring.processes(self.executions.units[eu_instance].pids)
 
     def bundle_root(self, du_instance: int) -> Path:
         return self.settings.bundle_dir / str(du_instance)

@@ -58,6 +58,7 @@ class LcmSettings:
     eu_log_max_bytes: int = 1 << 20
     eu_log_backups: int = 2
     usage_interval: float = 5.0  # seconds between memory/CPU samples of running EUs
+    disk_usage_interval: float = 60.0  # seconds between DiskSpaceInUse samples (a walk of each EU's rootfs)
     stop_containers_on_exit: bool = False  # default: containers outlive a daemon restart
     preinstalled: tuple[str, ...] = field(default=())  # DU URLs Reset() restores (factory state)
     instance_name: str = "dsm"  # names this daemon's cgroups: /<instance_name>/<execenv>/<container>
@@ -76,7 +77,7 @@ class LcmSettings:
         if self.max_parallel_operations < 1:
             raise ValueError("max_parallel_operations must be >= 1")
         # A zero or negative interval would make the usage sampler spin the daemon's loop.
-        for name in ("usage_interval", "operation_timeout", "eu_log_max_bytes"):
+        for name in ("usage_interval", "disk_usage_interval", "operation_timeout", "eu_log_max_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if not CGROUP_NAME.fullmatch(self.instance_name):

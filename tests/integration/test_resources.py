@@ -10,7 +10,9 @@ runc uses the cgroup v1 controllers on this hybrid host; the v1 files are checke
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 
 from dsm_tr181.config import default_instance_name
 from dsm_tr181.errors import FaultCode
+from dsm_tr181.sample_bundle import make_archive, make_bundle
 from tests.integration.lcm_helpers import (
     DU,
     EE,
@@ -57,7 +60,7 @@ def dsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DsmDaemon]:
         {"name": "limited", "allocated_memory_kib": 65536, "allocated_cpu_percent": 50},
         {"name": "tight", "allocated_disk_kib": 3072},
     ]
-    daemon = DsmDaemon(work, execenvs=execenvs)
+    daemon = DsmDaemon(work, lcm={"disk_usage_interval": 0.5}, execenvs=execenvs)
     try:
         yield daemon.start()
     finally:
@@ -184,3 +187,30 @@ def test_a_start_past_the_execenv_memory_allocation_fails_with_a_message(dsm: Ds
     assert current["Status"] == "Idle"
     assert current["ExecutionFaultMessage"].startswith("memory allocation exceeded"), current
     assert "16384 KiB of its 65536 KiB left" in current["ExecutionFaultMessage"]
+
+
+def test_disk_space_in_use_counts_rootfs_writes_and_eu_detail_lists_the_processes(dsm: DsmDaemon) -> None:
+    source = dsm.work / "src" / "writer"
+    shutil.rmtree(source, ignore_errors=True)
+    script = "trap 'exit 0' TERM; head -c 3145728 /dev/zero > /written; echo wrote; sleep 3600 & wait"
+    make_bundle(source, args=("/bin/sh", "-c", script))
+    config = json.loads((source / "config.json").read_text())
+    config["root"]["readonly"] = False
+    (source / "config.json").write_text(json.dumps(config))
+    archive = make_archive(source, dsm.work / "writer.tar")
+    outcome = install(dsm, archive.as_uri(), ExecutionEnvRef=ee_ref(dsm, "default"))
+    assert outcome.ok, outcome
+    eu = eu_of(dsm, outcome.event["DeploymentUnitRef"] + ".")  # type: ignore[index]
+    before = eventually(lambda: int(value(dsm, eu + "DiskSpaceInUse")) or None, 10, "a first disk sample")
+    start(dsm, eu)
+    grown = eventually(
+        lambda: (kib := int(value(dsm, eu + "DiskSpaceInUse"))) >= before + 3072 and kib, 20, "the write to be counted"
+    )
+    assert grown < before + 3072 + 512
+    euid = value(dsm, eu + "EUID")
+    commands = eventually(
+        lambda: [p["command"] for p in dsm.call("eu.detail", {"uid": euid}).get("processes", [])], 10, "a sample"
+    )
+    assert any(command.startswith("/bin/sh -c trap") for command in commands), commands
+    assert "sleep 3600" in commands, commands
+    assert value(dsm, eu + "AssociatedProcessList") == ""  # ProcessStatus.Process rows are not served
