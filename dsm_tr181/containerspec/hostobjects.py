@@ -42,6 +42,9 @@ class HostObject:
 
 def check_syntax(objects: tuple[HostObject, ...]) -> None:
     """Fault 7004 for a malformed host object (the policy is checked by :func:`apply`)."""
+    destinations = [item.destination for item in objects]
+    if len(set(destinations)) != len(destinations):
+        raise Fault(FaultCode.INVALID_ARGUMENTS, "two HostObject inputs have the same Destination")
     for item in objects:
         for what, path in (("Source", item.source), ("Destination", item.destination)):
             if not posixpath.isabs(path) or posixpath.normpath(path) != path or path == "/":
@@ -54,6 +57,9 @@ def check_syntax(objects: tuple[HostObject, ...]) -> None:
 
 
 def check_env(env: tuple[tuple[str, str], ...]) -> None:
+    keys = [key for key, _ in env]
+    if len(set(keys)) != len(keys):
+        raise Fault(FaultCode.INVALID_ARGUMENTS, "two EnvVariable inputs have the same Key")
     for key, value in env:
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise Fault(FaultCode.INVALID_ARGUMENTS, f"EnvVariable Key {key!r} is not a valid variable name")

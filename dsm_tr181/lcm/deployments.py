@@ -372,6 +372,7 @@ class Deployments:
                     **self.lcm.executions.allocations(record),
                 },
             )
+            self.lcm.executions.input_rows(record)
             if record.instance in op.restart_eus:
                 self.lcm.executions.request(eu, "Active", cause="auto")
         log.info("updated DU %s to %s", du.instance, du.version)

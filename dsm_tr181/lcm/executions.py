@@ -85,7 +85,22 @@ class Executions:
             log_ref = row.ref
         node = dm.add_row(EU_TABLE, self._values(record, disk_kib, log_ref), number=record.instance)
         dm.update(node.singles["AutoRestart"], self._auto_restart_values(record))
+        self.input_rows(record)
         return node
+
+    def input_rows(self, record: ExecutionUnitRecord) -> None:
+        """The EU's HostObject.{i} and EnvVariable.{i} rows, from its inputs (replacing any)."""
+        dm = self.lcm.dm
+        wanted = {
+            "HostObject.": [dict(row) for row in record.host_objects],
+            "EnvVariable.": [{"Key": key, "Value": value} for key, value in record.env],
+        }
+        for table, values in wanted.items():
+            path = f"{EU_TABLE}{record.instance}.{table}"
+            for row in list(dm.table(path).rows.values()):
+                dm.delete_row(row)
+            for row_values in values:
+                dm.add_row(path, row_values)
 
     def _values(self, record: ExecutionUnitRecord, disk_kib: int, log_ref: str) -> dict[str, Value]:
         return {

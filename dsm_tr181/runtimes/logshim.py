@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dsm_tr181.runtimes.logrotate import LogPolicy, backup_path, shift_backups
+from dsm_tr181.runtimes.logrotate import LogPolicy, backup_path, open_log, shift_backups
 
 CHUNK = 65536
 
@@ -66,7 +66,7 @@ class CappedLog:
 
 def spawn(policy: LogPolicy) -> tuple[int, int]:
     """Start the writer of ``policy.path``; (the pipe's write end to give the container, its pid)."""
-    policy.path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(open_log(policy))  # rotated if due and there at once, before the writer runs
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         process = subprocess.Popen(
