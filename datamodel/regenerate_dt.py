@@ -55,14 +55,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "Device.SoftwareModules.DeploymentUnit.{i}.": ("Update()", "Uninstall()"),
     "Device.SoftwareModules.ExecutionUnit.{i}.": ("SetRequestedState()", "Restart()"),
 }
-# Inputs of supported commands the product does not act on: refused with 7004 (ApplicationData,
-# NetworkConfig) or without effect (RegisterTrustPaths; RetainData, as no data volume is kept;
-# Update()'s ModuleVersion).
-_NOT_YET = ("RegisterTrustPaths", "ApplicationData.{i}.", "NetworkConfig.", "NetworkConfig.PortMapping.{i}.")
+# Inputs of supported commands the product does not act on: refused with 7004 (NetworkConfig)
+# or without effect (RegisterTrustPaths; Update()'s ModuleVersion).
+_NOT_YET = ("RegisterTrustPaths", "NetworkConfig.", "NetworkConfig.PortMapping.{i}.")
 NOT_ACTED_ON: dict[str, tuple[str, ...]] = {
     "Device.SoftwareModules.InstallDU()": _NOT_YET,
-    "Device.SoftwareModules.DeploymentUnit.{i}.Update()": (*_NOT_YET, "RetainData", "ModuleVersion"),
-    "Device.SoftwareModules.DeploymentUnit.{i}.Uninstall()": ("RetainData",),
+    "Device.SoftwareModules.DeploymentUnit.{i}.Update()": (*_NOT_YET, "ModuleVersion"),
 }
 EVENTS: dict[str, tuple[str, ...]] = {
     "Device.SoftwareModules.": ("DUStateChange!",),

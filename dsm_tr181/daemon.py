@@ -33,6 +33,7 @@ from dsm_tr181.secretbox import FernetSealer
 from dsm_tr181.signing import truststore
 from dsm_tr181.store import SqliteStore
 from dsm_tr181.tree.datamodel import DataModel
+from dsm_tr181.volumes.loopfs import LoopVolumes
 
 log = logging.getLogger("dsm")
 
@@ -124,7 +125,8 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
         raise ConfigError(str(exc)) from None
     certificates = truststore.load(config.lcm.trust_dir)
     runtimes = build_runtimes(config)
-    lcm = Lcm(dm, SqliteStore(state_dir / "dsm.db"), packager, runtimes, config.lcm, sealer, certificates)
+    volumes = LoopVolumes(state_dir / "volumes")
+    lcm = Lcm(dm, SqliteStore(state_dir / "dsm.db"), packager, runtimes, config.lcm, sealer, certificates, volumes)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

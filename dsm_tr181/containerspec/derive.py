@@ -46,6 +46,7 @@ class EuInputs:
     resources: Limits = field(default_factory=Limits)  # Resources.* (KiB, %)
     env: tuple[tuple[str, str], ...] = ()  # EnvVariable.{i} Key, Value
     host_objects: tuple[HostObject, ...] = ()  # HostObject.{i}
+    volumes: tuple[tuple[str, str], ...] = ()  # (host directory, AccessPath) of its data volumes
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ def _add_inputs(spec: dict[str, Any], inputs: EuInputs, policy: ConfinementPolic
         process["env"] = hostobjects.merge_env(process.get("env"), inputs.env)
     if inputs.host_objects:
         hostobjects.apply(spec, inputs.host_objects, policy, context.execenv)
+    for source, destination in inputs.volumes:  # the daemon's own volumes: no policy applies
+        spec.setdefault("mounts", []).append(
+            {"destination": destination, "type": "bind", "source": source,
+             "options": ["rbind", "rw", "nosuid", "nodev"]}
+        )  # fmt: skip
 
 
 def _confined(

@@ -40,7 +40,7 @@ from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm import admission, euinputs, identity, versions
 from dsm_tr181.lcm.crashpoints import crashpoint
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
-from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
+from dsm_tr181.lcm.records import AppDataRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
 from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, from_stamp, now, stamp
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
@@ -207,6 +207,7 @@ class Deployments:
         started = now()
         target = Path(op.target)
         eu: ExecutionUnitRecord | None = None
+        volumes: list[AppDataRecord] = []
         try:
             async with self.lcm.operations:
                 crashpoint("install.journaled")
@@ -217,6 +218,8 @@ class Deployments:
                 self._check_duplicate(du.uuid, meta["version"], du.ee, du.instance)
                 eu = self._new_eu(du, meta, eu_settings)
                 admission.check_disk(self.lcm, du, [eu], info.disk_usage_kib)
+                volumes = await self.lcm.appdata.provide(du, eu_settings.inputs.volumes)
+                crashpoint("install.volumes")
                 self.lcm.confinement.reserve(eu, eu_settings.num_uids)
                 await asyncio.to_thread(self.lcm.confinement.prepare, eu, target)
                 du.status = "Installed"
@@ -225,10 +228,11 @@ class Deployments:
                 du.signed_by = info.signed_by
                 du.installed = du.last_update = stamp()
                 du.eus = [eu.instance]
-                self.lcm.commit(put=[du, eu], delete=[op])
+                self.lcm.commit(put=[du, eu, *self.lcm.appdata.ready(volumes)], delete=[op])
                 crashpoint("install.committed")
         except (Fault, asyncio.CancelledError) as exc:
             fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "installation canceled")
+            await self.lcm.appdata.discard(volumes)
             await self._abandon_install(du, op, started, fault)
             raise
         finally:
@@ -303,6 +307,7 @@ class Deployments:
             started=stamp(),
             target=str(self.lcm.bundle_root(du.instance) / _generation()),
             previous=du.bundle,
+            retain_data=inputs.retain_data,
         )
         du.status = "Updating"
         self.lcm.commit(put=[du, op])
@@ -319,6 +324,7 @@ class Deployments:
     ) -> dict[str, Value]:
         started = now()
         stopped: list[int] = []
+        volumes: list[AppDataRecord] = []
         try:
             async with self.lcm.operations:
                 crashpoint("update.journaled")
@@ -330,6 +336,7 @@ class Deployments:
                 for record in updated:
                     inputs.store(record)
                 admission.check_disk(self.lcm, du, updated, info.disk_usage_kib)
+                volumes = await self.lcm.appdata.provide(du, inputs.volumes)
                 for record in updated:
                     await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target))
                 stopped = await self._stop_eus(du, op)
@@ -343,12 +350,14 @@ class Deployments:
                 du.signed_by = info.signed_by
                 du.url, du.credentials, du.last_update, du.status = source.url, self._seal(source), stamp(), "Installed"
                 op.stage = "swapped"
-                self.lcm.commit(put=[du, *eus, op])
+                self.lcm.commit(put=[du, *eus, op, *self.lcm.appdata.ready(volumes)])
                 crashpoint("update.swapped")
         except (Fault, asyncio.CancelledError) as exc:
             fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "update canceled")
+            await self.lcm.appdata.discard(volumes)
             await self._abandon_update(du, op, stopped, started, fault)
             raise
+        await self.lcm.appdata.after_update(du, {v.name for v in inputs.volumes}, inputs.retain_data)
         await self.finish_update(du, op)
         self.lcm.du_state_change(du, "Update", "Installed", started)
         return {}
@@ -420,11 +429,13 @@ class Deployments:
     def _uninstall_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         du = self.records[call.node.number]
         self._check_changeable(du, uninstall=True)
-        op = self._journal_uninstall(du)
+        op = self._journal_uninstall(du, bool(call.args.get("RetainData", False)))
         return self._uninstall(du, op)
 
-    def _journal_uninstall(self, du: DeploymentUnitRecord) -> OperationRecord:
-        op = OperationRecord(du=du.instance, kind="uninstall", started=stamp(), previous=du.bundle)
+    def _journal_uninstall(self, du: DeploymentUnitRecord, retain_data: bool = False) -> OperationRecord:
+        op = OperationRecord(
+            du=du.instance, kind="uninstall", started=stamp(), previous=du.bundle, retain_data=retain_data
+        )
         du.status = "Uninstalling"
         self.lcm.commit(put=[du, op])
         self.refresh(du)
@@ -452,6 +463,7 @@ class Deployments:
         for unit in units:
             await self.lcm.executions.stop_and_forget(unit)
         crashpoint("uninstall.stopped")
+        await self.lcm.appdata.release(du, op.retain_data)
         await self.lcm.packager.remove(self.lcm.bundle_root(du.instance))
         eus = [unit.record for unit in units]
         for eu in eus:

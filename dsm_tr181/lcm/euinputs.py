@@ -3,9 +3,9 @@
 command before anything is journaled) and kept in the EU's record, from which its effective
 spec is derived (:mod:`dsm_tr181.containerspec`).
 
+``ApplicationData.{i}.`` rows are parsed here and made volumes by :mod:`.appdata`.
 Inputs this device does not act on are refused (7004) rather than accepted with no effect:
-``ApplicationData.{i}.``, ``NetworkConfig.PortMapping.{i}.`` and a non-empty
-``NetworkConfig.AccessInterfaces``.
+``NetworkConfig.PortMapping.{i}.`` and a non-empty ``NetworkConfig.AccessInterfaces``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from dsm_tr181.containerspec.hostobjects import HostObject, check_env, check_syntax
 from dsm_tr181.containerspec.resources import Limits
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.appdata import VolumeInput, parse_rows
 from dsm_tr181.lcm.records import ExecutionUnitRecord
 from dsm_tr181.tree.datamodel import CommandCall
 
-UNSUPPORTED_TABLES = ("ApplicationData.", "NetworkConfig.PortMapping.")
+UNSUPPORTED_TABLES = ("NetworkConfig.PortMapping.",)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class EuInputSettings:
     resources: Limits | None = None
     env: tuple[tuple[str, str], ...] | None = None
     host_objects: tuple[HostObject, ...] | None = None
+    volumes: tuple[VolumeInput, ...] = ()  # ApplicationData.{i}
+    retain_data: bool = False  # RetainData (Update, Uninstall)
 
     def store(self, record: ExecutionUnitRecord) -> None:
         """Write the given parts into ``record``."""
@@ -78,7 +81,8 @@ def parse(call: CommandCall) -> EuInputSettings:
             for row in object_rows
         )
         check_syntax(objects)
-    return EuInputSettings(resources, env, objects)
+    volumes = parse_rows(call.rows("ApplicationData."))
+    return EuInputSettings(resources, env, objects, volumes, bool(args.get("RetainData", False)))
 
 
 def limits_of(record: ExecutionUnitRecord) -> Limits:

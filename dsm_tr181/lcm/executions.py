@@ -301,6 +301,7 @@ class Executions:
         )
         eu.memory_limit_kib = memory_limit_kib(config)
         try:
+            await self.lcm.appdata.before_start(du)
             status = await self.lcm.execenvs.runtime(record.ee).start(spec)
         except Fault as fault:
             log.warning("EU %s failed to start: %s", record.euid, fault)

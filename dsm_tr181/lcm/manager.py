@@ -17,12 +17,13 @@ from pathlib import Path
 
 from dsm_tr181.errors import Fault
 from dsm_tr181.lcm import monitoring
+from dsm_tr181.lcm.appdata import AppData
 from dsm_tr181.lcm.certificates import Certificates
 from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
 from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
-from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate
+from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate, Volumes
 from dsm_tr181.lcm.records import DeploymentUnitRecord, Record, Store
 from dsm_tr181.lcm.recovery import recover
 from dsm_tr181.lcm.settings import LcmSettings
@@ -44,8 +45,10 @@ class Lcm:
         settings: LcmSettings,
         sealer: Sealer,
         certificates: Sequence[TrustedCertificate] = (),
+        volumes: Volumes | None = None,
     ) -> None:
-        """``runtimes``: one runtime per ExecEnv name; ``certificates``: the trust store."""
+        """``runtimes``: one runtime per ExecEnv name; ``certificates``: the trust store;
+        ``volumes``: where application data volumes live (None: ApplicationData refused)."""
         self.dm = dm
         self.store = store
         self.packager = packager
@@ -56,6 +59,7 @@ class Lcm:
         self.certificates = Certificates(self, certificates)
         self.execenvs = ExecEnvs(self)
         self.confinement = Confinement(self)
+        self.appdata = AppData(self, volumes)
         self.executions = Executions(self)
         self.deployments = Deployments(self)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -68,6 +72,7 @@ class Lcm:
         self.execenvs.install_hooks()
         self.executions.install_hooks()
         self.deployments.install_hooks()
+        self.appdata.install_hooks()
         for runtime in self.runtimes.values():
             runtime.watch(self.executions.on_exit)
         await recover(self, self.store.load())

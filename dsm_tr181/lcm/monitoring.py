@@ -2,7 +2,8 @@
 
 * ``DiskSpaceInUse``: the blocks its root filesystem holds — the unpacked files plus what
   the EU has written into it (a writable root filesystem is the DU's own directory) —
-  counted once per inode, every ``disk_usage_interval`` seconds in a thread.
+  counted once per inode, plus what its data volumes hold, every ``disk_usage_interval``
+  seconds in a thread.
 * Its processes: ``AssociatedProcessList`` refers to ``Device.DeviceInfo.ProcessStatus.
   Process.{i}`` rows, which this product does not serve, so the parameter stays empty as
   the standard requires for references to rows that do not exist; the processes (PID and
@@ -78,5 +79,6 @@ async def sample_disk(lcm: Lcm) -> None:
             log.debug("disk usage of %s: %s", eu.record.euid, exc)
             continue
         kib = await asyncio.to_thread(tree_kib, rootfs_of(spec))
+        kib += await asyncio.to_thread(lcm.appdata.used_kib, du)
         if eu.record.instance in lcm.executions.units:
             lcm.dm.update(lcm.executions.node(eu), {"DiskSpaceInUse": kib}, quiet=True)

@@ -184,6 +184,31 @@ class PausableRuntime(Runtime, Protocol):
     async def resume(self, container_id: str) -> None: ...
 
 
+class Volumes(Protocol):
+    """Application data volumes of a fixed capacity on the host, each mounted on a directory
+    that is bind-mounted into containers. Blocking calls (run them in a thread)."""
+
+    def mountpoint(self, key: str) -> Path: ...
+
+    def create(self, key: str, capacity_mib: int) -> None:
+        """Make and mount an empty volume; Fault 7227 when it cannot."""
+        ...
+
+    def remove(self, key: str) -> None:
+        """Unmount and delete (idempotent)."""
+        ...
+
+    def wipe(self, key: str) -> None:
+        """Empty the volume again."""
+        ...
+
+    def used_kib(self, key: str) -> int: ...
+
+    def sweep(self, owned: set[str]) -> list[str]:
+        """At start: mount the ``owned`` volumes, remove every other one; the keys removed."""
+        ...
+
+
 class Sealer(Protocol):
     """Encrypts secrets (download credentials) before they are stored."""
 

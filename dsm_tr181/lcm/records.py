@@ -137,14 +137,36 @@ class OperationRecord(Record):
     previous: str = ""  # bundle directory being replaced (update)
     stage: str = "journaled"  # update: "swapped" once the new bundle is the DU's
     restart_eus: list[int] = field(default_factory=list)  # EUs to start again after an update
+    retain_data: bool = False  # RetainData of an Uninstall/Update: Forever volumes stay
 
     def key(self) -> str:
         return str(self.du)
 
 
+@dataclass(slots=True)
+class AppDataRecord(Record):
+    """An application data volume (ExecEnv.{i}.ApplicationData.{i}); the volume exists
+    only while its record does (``creating`` until the operation that made it commits)."""
+
+    KIND: ClassVar[str] = "appdata"
+    ee: str
+    instance: int
+    application_uuid: str
+    name: str
+    capacity_mib: int
+    retain: str  # UntilStopped / Forever
+    access_path: str
+    state: str = "creating"  # creating / ready
+
+    def key(self) -> str:
+        return f"{self.ee}-{self.instance}"
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.KIND: t for t in (ExecEnvRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord, CertificateRecord)
-}
+    t.KIND: t
+    for t in (ExecEnvRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord, CertificateRecord,
+              AppDataRecord)
+}  # fmt: skip
 
 
 @dataclass

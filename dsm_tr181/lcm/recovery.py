@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.records import (
+    AppDataRecord,
     CertificateRecord,
     DeploymentUnitRecord,
     ExecEnvRecord,
@@ -44,6 +45,7 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
     dus: dict[int, DeploymentUnitRecord] = {du.instance: du for du in snapshot.of(DeploymentUnitRecord)}
     lcm.certificates.restore(snapshot.of(CertificateRecord))
     lcm.execenvs.restore(snapshot.of(ExecEnvRecord), {du.ee for du in dus.values()})
+    await lcm.appdata.restore(snapshot.of(AppDataRecord))
     ops: dict[int, OperationRecord] = {op.du: op for op in snapshot.of(OperationRecord)}
     eus: list[ExecutionUnitRecord] = snapshot.of(ExecutionUnitRecord)
     installing = {n for n, op in ops.items() if op.kind == "install"}

@@ -26,11 +26,9 @@ SUPPORTED_COMMANDS_AND_EVENTS = {
 }
 # Command inputs the product does not act on, left out of the DT (stated independently too).
 NOT_ACTED_ON = {
-    "InstallDU()": {"RegisterTrustPaths", "ApplicationData.{i}.", "NetworkConfig.", "NetworkConfig.PortMapping.{i}."},
-    "Update()": {"RegisterTrustPaths", "ApplicationData.{i}.", "NetworkConfig.", "NetworkConfig.PortMapping.{i}.",
-                 "RetainData", "ModuleVersion"},
-    "Uninstall()": {"RetainData"},
-}  # fmt: skip
+    "InstallDU()": {"RegisterTrustPaths", "NetworkConfig.", "NetworkConfig.PortMapping.{i}."},
+    "Update()": {"RegisterTrustPaths", "NetworkConfig.", "NetworkConfig.PortMapping.{i}.", "ModuleVersion"},
+}
 DEVICE_INFO_PARAMETERS = {"VendorConfigFileNumberOfEntries", "VendorLogFileNumberOfEntries"}
 DEVICE_INFO_TABLES = {"Device.DeviceInfo.VendorConfigFile.{i}.", "Device.DeviceInfo.VendorLogFile.{i}."}
 # The trust store ExecEnv.{i}.Signers references: the table, and its parent reduced to its count.

@@ -99,8 +99,7 @@ def test_a_host_object_outside_the_allow_list_is_refused(dsm: DsmDaemon, source:
 def test_unsupported_inputs_are_refused_not_ignored(dsm: DsmDaemon) -> None:
     archive = build_du(dsm.work, "unsupported", args=("/bin/true",))
     for inputs in (
-        {"ApplicationData.1.Name": "db", "ApplicationData.1.Capacity": 4, "ApplicationData.1.Retain": "Forever",
-         "ApplicationData.1.AccessPath": "/db"},
+        {"NetworkConfig.AccessInterfaces": "eth0"},
         {"NetworkConfig.PortMapping.1.Interface": "eth0", "NetworkConfig.PortMapping.1.ExternalPort": 8080,
          "NetworkConfig.PortMapping.1.InternalPort": 80, "NetworkConfig.PortMapping.1.Protocol": "TCP"},
     ):  # fmt: skip
