@@ -7,6 +7,7 @@ ENOSPC; volumes nobody owns are removed at start."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +105,7 @@ def test_a_volume_is_bounded_and_survives_update_restart_and_a_retaining_uninsta
     run_once(dsm, eu, 2)
 
     dsm.stop()
+    subprocess.run(["umount", str(dsm.state / "volumes" / "default-1" / "mnt")], check=True)  # as a reboot does
     (dsm.state / "volumes" / "default-99").mkdir()  # a volume nobody owns: removed at start
     dsm.start()
     assert volumes_on_disk(dsm) == ["default-1"]
