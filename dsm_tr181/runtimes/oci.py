@@ -37,7 +37,7 @@ from dsm_tr181.lcm.ports import (
     ExitCallback,
     StartSpec,
 )
-from dsm_tr181.runtimes import logshim
+from dsm_tr181.runtimes import logwriter
 from dsm_tr181.runtimes.cgroup_limits import apply_parent, oom_kills
 from dsm_tr181.runtimes.cgroups import UsageSample, sample_usage
 from dsm_tr181.runtimes.container_ids import check_container_id
@@ -277,7 +277,7 @@ class OciRuntime:
     async def _create(self, container_id: str, bundle: Path, policy: LogPolicy) -> int:
         """``create`` the container with its output on the log file; its init pid."""
         pid_file = self._files / f"{container_id}.pid"
-        output, shim = await asyncio.to_thread(logshim.spawn, policy)
+        output, shim = await asyncio.to_thread(logwriter.spawn, policy)
         self._reap(shim)
         try:
             await self._cli.create(

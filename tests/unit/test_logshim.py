@@ -22,7 +22,7 @@ def _all(log: Path, backups: int) -> bytes:
 
 def test_the_cap_holds_after_every_write_and_the_newest_output_is_kept(tmp_path: Path) -> None:
     log, cap, backups = tmp_path / "eu.log", 1000, 2
-    writer = CappedLog(log, cap, backups)
+    writer = CappedLog(str(log), cap, backups)
     rng = random.Random(7)
     lines = [f"line {n} {'x' * rng.randrange(0, 60)}\n".encode() for n in range(2000)]
     stream = b"".join(lines)
@@ -41,7 +41,7 @@ def test_the_cap_holds_after_every_write_and_the_newest_output_is_kept(tmp_path:
 
 def test_a_line_longer_than_the_cap_is_split(tmp_path: Path) -> None:
     log = tmp_path / "eu.log"
-    writer = CappedLog(log, 100, 1)
+    writer = CappedLog(str(log), 100, 1)
     writer.write(b"y" * 250 + b"\n")
     assert log.read_bytes() == b"y" * 50 + b"\n"
     assert backup_path(log, 1).read_bytes() == b"y" * 100
@@ -49,7 +49,7 @@ def test_a_line_longer_than_the_cap_is_split(tmp_path: Path) -> None:
 
 def test_reading_follows_the_files_across_rotations(tmp_path: Path) -> None:
     log = tmp_path / "eu.log"
-    writer = CappedLog(log, 64, 3)
+    writer = CappedLog(str(log), 64, 3)
     writer.write(b"first line\n")
     chunk = read_chunk(log, 3, None)
     assert chunk["data"] == "first line\n" and not chunk["more"]
