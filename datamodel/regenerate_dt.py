@@ -55,9 +55,9 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "Device.SoftwareModules.DeploymentUnit.{i}.": ("Update()", "Uninstall()"),
     "Device.SoftwareModules.ExecutionUnit.{i}.": ("SetRequestedState()", "Restart()"),
 }
-# Inputs of supported commands the product does not act on: refused with 7004 (NetworkConfig)
-# or without effect (RegisterTrustPaths; Update()'s ModuleVersion).
-_NOT_YET = ("RegisterTrustPaths", "NetworkConfig.", "NetworkConfig.PortMapping.{i}.")
+# Inputs of supported commands the product does not act on: refused with 7004 (a non-empty
+# NetworkConfig.AccessInterfaces) or without effect (RegisterTrustPaths; Update()'s ModuleVersion).
+_NOT_YET = ("RegisterTrustPaths", "NetworkConfig.AccessInterfaces")
 NOT_ACTED_ON: dict[str, tuple[str, ...]] = {
     "Device.SoftwareModules.InstallDU()": _NOT_YET,
     "Device.SoftwareModules.DeploymentUnit.{i}.Update()": (*_NOT_YET, "ModuleVersion"),
@@ -84,16 +84,19 @@ def _entries(dm_element: etree._Element, dt_element: etree._Element) -> None:
     dt_element.set("maxEntries", dm_element.get("maxEntries", "1"))
 
 
-def _arguments(dm_container: etree._Element, dt_container: etree._Element, left_out: tuple[str, ...] = ()) -> None:
+def _arguments(
+    dm_container: etree._Element, dt_container: etree._Element, left_out: tuple[str, ...] = (), prefix: str = ""
+) -> None:
     """Every current argument (parameters and argument objects, nested) of a command or event
-    but those ``left_out``."""
+    but those ``left_out`` (by their path below the command)."""
     for child in dm_container:
-        if child.tag not in ("parameter", "object") or child.get("status") in GONE or child.get("name") in left_out:
+        path = prefix + str(child.get("name"))
+        if child.tag not in ("parameter", "object") or child.get("status") in GONE or path in left_out:
             continue
         dt_child = etree.SubElement(dt_container, child.tag, ref=child.get("name"))
         if child.tag == "object":
             _entries(child, dt_child)
-            _arguments(child, dt_child)
+            _arguments(child, dt_child, left_out, path)
 
 
 def _parameter_access(dm_parameter: etree._Element) -> str:

@@ -28,6 +28,7 @@ from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_f
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.lcm.manager import Lcm
 from dsm_tr181.lcm.ports import Runtime
+from dsm_tr181.network.bridged import BridgedNetwork
 from dsm_tr181.schema import load_schema
 from dsm_tr181.secretbox import FernetSealer
 from dsm_tr181.signing import truststore
@@ -126,7 +127,14 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     certificates = truststore.load(config.lcm.trust_dir)
     runtimes = build_runtimes(config)
     volumes = LoopVolumes(state_dir / "volumes")
-    lcm = Lcm(dm, SqliteStore(state_dir / "dsm.db"), packager, runtimes, config.lcm, sealer, certificates, volumes)
+    networks = {
+        ee.name: BridgedNetwork(config.lcm.instance_name, ee.bridge_name, ee.subnet)
+        for ee in config.lcm.execenvs
+        if ee.network == "bridged"
+    }
+    lcm = Lcm(
+        dm, SqliteStore(state_dir / "dsm.db"), packager, runtimes, config.lcm, sealer, certificates, volumes, networks
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -61,6 +61,10 @@ class SpecContext:
     uid_count: int = 0
     execenv_limits: Limits = field(default_factory=Limits)  # the ExecEnv's Allocated* (its parent cgroup's limits)
     cpus: int = 1  # CPUs of the device, for CPU percentages
+    # "" a new network namespace (loopback only), "host" the host's, else the path of the
+    # namespace to join (bridged networking: made by the daemon before the start)
+    network: str = ""
+    etc_files: tuple[tuple[str, str], ...] = ()  # (host file, /etc/... path): hosts, resolv.conf, ...
 
 
 def effective_spec(
@@ -107,6 +111,7 @@ def _add_inputs(spec: dict[str, Any], inputs: EuInputs, policy: ConfinementPolic
         process["env"] = hostobjects.merge_env(process.get("env"), inputs.env)
     if inputs.host_objects:
         hostobjects.apply(spec, inputs.host_objects, policy, context.execenv)
+    _network(spec, context)
     for source, destination in inputs.volumes:  # the daemon's own volumes: no policy applies
         spec.setdefault("mounts", []).append(
             {"destination": destination, "type": "bind", "source": source,
@@ -154,6 +159,20 @@ def _confined(
     if plugins:
         spec["rdkPlugins"] = plugins
     return spec
+
+
+def _network(spec: dict[str, Any], context: SpecContext) -> None:
+    """The daemon's network decision replaces the EU's own network namespace."""
+    if not context.network:
+        return
+    linux = spec.setdefault("linux", {})
+    others = [ns for ns in linux.get("namespaces", []) if ns.get("type") != "network"]
+    joined = [] if context.network == "host" else [{"type": "network", "path": context.network}]
+    linux["namespaces"] = [*others, *joined]
+    for source, destination in context.etc_files:
+        spec.setdefault("mounts", []).append(
+            {"destination": destination, "type": "bind", "source": source, "options": ["bind", "ro", "nosuid", "nodev"]}
+        )
 
 
 def _rootfs(config: Mapping[str, Any], bundle_dir: str) -> str:

@@ -50,6 +50,7 @@ class Confinement:
         settings = self.lcm.execenvs.settings.get(eu.ee)
         if settings is None:
             raise Fault(FaultCode.INVALID_CONFIGURATION, f"execution environment {eu.ee!r} is no longer configured")
+        network, etc_files = self.lcm.networking.context(eu, bundle)
         context = SpecContext(
             execenv=eu.ee,
             container_id=eu.container_id,
@@ -59,6 +60,8 @@ class Confinement:
             uid_count=eu.uid_count,
             execenv_limits=execenv_limits(settings),
             cpus=os.cpu_count() or 1,
+            network=network,
+            etc_files=etc_files,
         )
         inputs = EuInputs(
             privileged=eu.privileged,

@@ -218,6 +218,8 @@ class Deployments:
                 self._check_duplicate(du.uuid, meta["version"], du.ee, du.instance)
                 eu = self._new_eu(du, meta, eu_settings)
                 admission.check_disk(self.lcm, du, [eu], info.disk_usage_kib)
+                self.lcm.networking.check(du.ee, eu.port_mappings)
+                self.lcm.networking.allocate(eu)
                 volumes = await self.lcm.appdata.provide(du, eu_settings.inputs.volumes)
                 crashpoint("install.volumes")
                 self.lcm.confinement.reserve(eu, eu_settings.num_uids)
@@ -336,6 +338,8 @@ class Deployments:
                 for record in updated:
                     inputs.store(record)
                 admission.check_disk(self.lcm, du, updated, info.disk_usage_kib)
+                for record in updated:
+                    self.lcm.networking.check(du.ee, record.port_mappings, record.instance)
                 volumes = await self.lcm.appdata.provide(du, inputs.volumes)
                 for record in updated:
                     await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target))

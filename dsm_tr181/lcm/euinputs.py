@@ -5,7 +5,8 @@ spec is derived (:mod:`dsm_tr181.containerspec`).
 
 ``ApplicationData.{i}.`` rows are parsed here and made volumes by :mod:`.appdata`.
 Inputs this device does not act on are refused (7004) rather than accepted with no effect:
-``NetworkConfig.PortMapping.{i}.`` and a non-empty ``NetworkConfig.AccessInterfaces``.
+a non-empty ``NetworkConfig.AccessInterfaces``. ``NetworkConfig.PortMapping.{i}.`` rows need
+a bridged ExecEnv (see :mod:`.networking`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from dsm_tr181.containerspec.hostobjects import HostObject, check_env, check_syntax
 from dsm_tr181.containerspec.resources import Limits
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.appdata import VolumeInput, parse_rows
 from dsm_tr181.lcm.records import ExecutionUnitRecord
+from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
-
-UNSUPPORTED_TABLES = ("NetworkConfig.PortMapping.",)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class EuInputSettings:
     env: tuple[tuple[str, str], ...] | None = None
     host_objects: tuple[HostObject, ...] | None = None
     volumes: tuple[VolumeInput, ...] = ()  # ApplicationData.{i}
+    port_mappings: list[dict[str, Any]] | None = None  # NetworkConfig.PortMapping.{i}
     retain_data: bool = False  # RetainData (Update, Uninstall)
 
     def store(self, record: ExecutionUnitRecord) -> None:
@@ -44,6 +46,8 @@ class EuInputSettings:
             }
         if self.env is not None:
             record.env = [[key, value] for key, value in self.env]
+        if self.port_mappings is not None:
+            record.port_mappings = [dict(m) for m in self.port_mappings]
         if self.host_objects is not None:
             record.host_objects = [
                 {"Source": o.source, "Destination": o.destination, "Options": o.options} for o in self.host_objects
@@ -53,9 +57,6 @@ class EuInputSettings:
 def parse(call: CommandCall) -> EuInputSettings:
     """The EU inputs of an InstallDU() or Update() call; Fault 7004 for what cannot be honoured."""
     args = call.args
-    for table in UNSUPPORTED_TABLES:
-        if call.rows(table):
-            raise Fault(FaultCode.INVALID_ARGUMENTS, f"{table}{{i}} inputs are not supported by this device")
     if args.get("NetworkConfig.AccessInterfaces"):
         raise Fault(FaultCode.INVALID_ARGUMENTS, "NetworkConfig.AccessInterfaces is not supported by this device")
     resources = None
@@ -82,7 +83,25 @@ def parse(call: CommandCall) -> EuInputSettings:
         )
         check_syntax(objects)
     volumes = parse_rows(call.rows("ApplicationData."))
-    return EuInputSettings(resources, env, objects, volumes, bool(args.get("RetainData", False)))
+    mappings = _port_mappings(call.rows("NetworkConfig.PortMapping.")) or None
+    return EuInputSettings(resources, env, objects, volumes, mappings, bool(args.get("RetainData", False)))
+
+
+def _port_mappings(rows: list[dict[str, Value]]) -> list[dict[str, Any]]:
+    mappings = []
+    for row in rows:
+        protocol = str(row.get("Protocol", "")).upper()
+        external, internal = int(row.get("ExternalPort", 0)), int(row.get("InternalPort", 0))  # type: ignore[arg-type]
+        if protocol not in ("TCP", "UDP") or not 0 < external < 65536 or not 0 < internal < 65536:
+            raise Fault(
+                FaultCode.INVALID_ARGUMENTS,
+                f"PortMapping {protocol} {external}->{internal}: TCP or UDP, ports 1..65535",
+            )
+        mappings.append({"Protocol": protocol, "ExternalPort": external, "InternalPort": internal,
+                         "Interface": str(row.get("Interface", ""))})  # fmt: skip
+    if len({(m["Protocol"], m["ExternalPort"]) for m in mappings}) != len(mappings):
+        raise Fault(FaultCode.INVALID_ARGUMENTS, "two PortMapping inputs have the same Protocol and ExternalPort")
+    return mappings
 
 
 def limits_of(record: ExecutionUnitRecord) -> Limits:

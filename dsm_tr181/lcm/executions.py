@@ -302,9 +302,11 @@ class Executions:
         eu.memory_limit_kib = memory_limit_kib(config)
         try:
             await self.lcm.appdata.before_start(du)
+            await self.lcm.networking.attach(record)
             status = await self.lcm.execenvs.runtime(record.ee).start(spec)
         except Fault as fault:
             log.warning("EU %s failed to start: %s", record.euid, fault)
+            await self.lcm.networking.detach(record)
             self._fault(eu, failure, fault.message)
             return self._give_up(eu)
         eu.running = True
@@ -333,6 +335,7 @@ class Executions:
         finally:
             eu.stopping = False
         eu.running = False
+        await self.lcm.networking.detach(record)
         self._set_status(eu, "Restarting" if eu.restart else "Idle", fault=("NoFault", ""))
         return True
 
@@ -354,6 +357,7 @@ class Executions:
         if not eu.running:
             return
         eu.running = False
+        self.lcm.spawn(self.lcm.networking.detach(eu.record), f"eu-{eu.record.instance}-network")
         message = _describe_exit(exit, eu.memory_limit_kib)
         log.info("EU %s %s", eu.record.euid, message)
         code = "NoFault" if exit.exit_status == 0 and not exit.oom_killed else "FailureWhileActive"
@@ -480,6 +484,7 @@ class Executions:
         await self.wait(eu)
         if eu.running:
             raise Fault(FaultCode.COMMAND_FAILURE, f"execution unit {eu.record.euid} did not stop")
+        await self.lcm.networking.detach(eu.record)
         if eu.record.ee in self.lcm.execenvs.unconfigured:
             log.warning("EU %s: no runtime to remove its container from (ExecEnv not configured)", eu.record.euid)
             return

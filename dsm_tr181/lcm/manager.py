@@ -23,7 +23,8 @@ from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
 from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
-from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate, Volumes
+from dsm_tr181.lcm.networking import Networking
+from dsm_tr181.lcm.ports import Network, Packager, Runtime, Sealer, TrustedCertificate, Volumes
 from dsm_tr181.lcm.records import DeploymentUnitRecord, Record, Store
 from dsm_tr181.lcm.recovery import recover
 from dsm_tr181.lcm.settings import LcmSettings
@@ -46,9 +47,11 @@ class Lcm:
         sealer: Sealer,
         certificates: Sequence[TrustedCertificate] = (),
         volumes: Volumes | None = None,
+        networks: Mapping[str, Network] | None = None,
     ) -> None:
         """``runtimes``: one runtime per ExecEnv name; ``certificates``: the trust store;
-        ``volumes``: where application data volumes live (None: ApplicationData refused)."""
+        ``volumes``: where application data volumes live (None: ApplicationData refused);
+        ``networks``: the bridged network of each ExecEnv whose ``network`` is bridged."""
         self.dm = dm
         self.store = store
         self.packager = packager
@@ -60,6 +63,7 @@ class Lcm:
         self.execenvs = ExecEnvs(self)
         self.confinement = Confinement(self)
         self.appdata = AppData(self, volumes)
+        self.networking = Networking(self, networks or {})
         self.executions = Executions(self)
         self.deployments = Deployments(self)
         self._tasks: set[asyncio.Task[None]] = set()

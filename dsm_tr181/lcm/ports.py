@@ -209,6 +209,26 @@ class Volumes(Protocol):
         ...
 
 
+class Network(Protocol):
+    """An ExecEnv's bridged network: per EU a named network namespace on its bridge.
+    Blocking calls (run them in a thread)."""
+
+    def namespace_path(self, euid: str) -> Path: ...
+
+    def attach(self, euid: str, address: str, mappings: tuple[tuple[str, int, int], ...]) -> None:
+        """Namespace, link, address, default route and port mappings ((protocol, external,
+        internal) ports) of the EU; anything left from before is replaced. Fault on failure."""
+        ...
+
+    def detach(self, euid: str) -> None:
+        """Remove all of it (idempotent)."""
+        ...
+
+    def sweep(self, owned: set[str]) -> list[str]:
+        """At start: remove what belongs to EUs not in ``owned``; their EUIDs."""
+        ...
+
+
 class Sealer(Protocol):
     """Encrypts secrets (download credentials) before they are stored."""
 

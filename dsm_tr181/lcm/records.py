@@ -120,6 +120,10 @@ class ExecutionUnitRecord(Record):
     resources: dict[str, int] = field(default_factory=dict)
     env: list[list[str]] = field(default_factory=list)
     host_objects: list[dict[str, str]] = field(default_factory=list)
+    # bridged networking: its address (allocated at install, kept) and NetworkConfig.PortMapping
+    # rows {Protocol, ExternalPort, InternalPort, Interface}
+    address: str = ""
+    port_mappings: list[dict[str, Any]] = field(default_factory=list)
 
     def key(self) -> str:
         return str(self.instance)

@@ -69,6 +69,7 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
     for eu in list(lcm.executions.units.values()):
         await lcm.executions.wait(eu)
     await _containers(lcm)
+    await lcm.networking.sweep()
     await _orphan_files(lcm)
     for name, record in lcm.execenvs.records.items():
         if record.enable:

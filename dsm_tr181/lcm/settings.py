@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,12 @@ class ExecEnvSettings:
     signers: tuple[str, ...] = ()
     # Refuse InstallDU()/Update() without a Signature (7036); installed unsigned DUs stay.
     require_signature: bool = False
+    # EUs' network: "none" (a namespace with loopback only), "bridged" (a namespace on the
+    # ExecEnv's bridge, NAT, port mappings) or "host" (the host's network: a policy decision)
+    network: str = "none"
+    bridge: str = ""  # bridged: the bridge's name ("" = "dsm-<name>", cut to 15 characters)
+    subnet: str = "10.89.0.0/24"  # bridged: the EUs' subnet; its first address is the bridge's
+    dns: tuple[str, ...] = ()  # nameservers of the EUs' resolv.conf (() = the host's)
 
     def __post_init__(self) -> None:
         if not EE_NAME.fullmatch(self.name):
@@ -40,6 +47,17 @@ class ExecEnvSettings:
             raise ValueError("initial_run_level must be 0..65535")
         if not -1 <= self.initial_eu_run_level <= 65535:
             raise ValueError("initial_eu_run_level must be -1..65535")
+        if self.network not in ("none", "bridged", "host"):
+            raise ValueError("network must be none, bridged or host")
+        subnet = ipaddress.ip_network(self.subnet)  # ValueError when malformed
+        if subnet.version != 4 or subnet.num_addresses < 4:
+            raise ValueError("subnet must be an IPv4 network of at least 4 addresses")
+        if len(self.bridge_name) > 15:
+            raise ValueError("bridge must be at most 15 characters")
+
+    @property
+    def bridge_name(self) -> str:
+        return self.bridge or f"dsm-{self.name}"[:15]
 
     @property
     def type_name(self) -> str:

@@ -26,8 +26,8 @@ SUPPORTED_COMMANDS_AND_EVENTS = {
 }
 # Command inputs the product does not act on, left out of the DT (stated independently too).
 NOT_ACTED_ON = {
-    "InstallDU()": {"RegisterTrustPaths", "NetworkConfig.", "NetworkConfig.PortMapping.{i}."},
-    "Update()": {"RegisterTrustPaths", "NetworkConfig.", "NetworkConfig.PortMapping.{i}.", "ModuleVersion"},
+    "InstallDU()": {"RegisterTrustPaths", "NetworkConfig.AccessInterfaces"},
+    "Update()": {"RegisterTrustPaths", "NetworkConfig.AccessInterfaces", "ModuleVersion"},
 }
 DEVICE_INFO_PARAMETERS = {"VendorConfigFileNumberOfEntries", "VendorLogFileNumberOfEntries"}
 DEVICE_INFO_TABLES = {"Device.DeviceInfo.VendorConfigFile.{i}.", "Device.DeviceInfo.VendorLogFile.{i}."}

@@ -98,12 +98,14 @@ def test_a_host_object_outside_the_allow_list_is_refused(dsm: DsmDaemon, source:
 
 def test_unsupported_inputs_are_refused_not_ignored(dsm: DsmDaemon) -> None:
     archive = build_du(dsm.work, "unsupported", args=("/bin/true",))
-    for inputs in (
-        {"NetworkConfig.AccessInterfaces": "eth0"},
-        {"NetworkConfig.PortMapping.1.Interface": "eth0", "NetworkConfig.PortMapping.1.ExternalPort": 8080,
-         "NetworkConfig.PortMapping.1.InternalPort": 80, "NetworkConfig.PortMapping.1.Protocol": "TCP"},
-    ):  # fmt: skip
-        outcome = install(dsm, archive.as_uri(), **inputs)
-        assert outcome.fault is not None and outcome.fault["code"] == FaultCode.INVALID_ARGUMENTS.usp, outcome
-        assert "not supported" in outcome.fault["message"]
-    assert rows(dsm, DU) == []
+    outcome = install(dsm, archive.as_uri(), **{"NetworkConfig.AccessInterfaces": "eth0"})
+    assert outcome.fault is not None and outcome.fault["code"] == FaultCode.INVALID_ARGUMENTS.usp, outcome
+    assert "not supported" in outcome.fault["message"]
+    # A port mapping needs an ExecEnv with bridged networking; this one has none.
+    port = "NetworkConfig.PortMapping.1."
+    mapping = {port + "Interface": "eth0", port + "ExternalPort": 8080, port + "InternalPort": 80,
+               port + "Protocol": "TCP"}  # fmt: skip
+    outcome = install(dsm, archive.as_uri(), **mapping)
+    assert outcome.fault is not None and outcome.fault["code"] == FaultCode.REQUEST_DENIED.usp, outcome
+    assert "no bridged network" in outcome.fault["message"]
+    assert rows(dsm, DU) == [] and tree_files(dsm.state / "bundles") == []

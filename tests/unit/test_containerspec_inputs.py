@@ -111,3 +111,18 @@ def test_host_objects_outside_the_policy_are_refused_together() -> None:
     with pytest.raises(Fault) as caught:
         derive(host_objects=(HostObject("/srv/shared/../../etc", "/x"),))
     assert caught.value.code is FaultCode.INVALID_ARGUMENTS
+
+
+def test_the_daemons_network_decision_replaces_the_eus_namespace() -> None:
+    bridged = derive(context=replace(CONTEXT, network="/run/netns/dsm-1-default-1",
+                                     etc_files=(("/b/1/g1/.dsm-spec/default-1.etc/hosts", "/etc/hosts"),)))  # fmt: skip
+    namespaces = bridged["linux"]["namespaces"]
+    assert [ns for ns in namespaces if ns["type"] == "network"] == [
+        {"type": "network", "path": "/run/netns/dsm-1-default-1"}
+    ]
+    assert {"destination": "/etc/hosts", "type": "bind", "source": "/b/1/g1/.dsm-spec/default-1.etc/hosts",
+            "options": ["bind", "ro", "nosuid", "nodev"]} in bridged["mounts"]  # fmt: skip
+    shared = derive(context=replace(CONTEXT, network="host"))
+    assert "network" not in {ns["type"] for ns in shared["linux"]["namespaces"]}
+    private = derive()
+    assert {"type": "network"} in private["linux"]["namespaces"]
