@@ -84,7 +84,11 @@ class AppData:
             self.lcm.commit(delete=list(unfinished))
         ready = [r for r in stored if r not in unfinished]
         if self.volumes is not None:
-            removed = await asyncio.to_thread(self.volumes.sweep, {r.key() for r in ready})
+            try:
+                removed = await asyncio.to_thread(self.volumes.sweep, {r.key() for r in ready})
+            except Fault as fault:  # a volume that cannot be mounted fails its EU's start instead
+                log.error("application data volumes: %s", fault)
+                removed = []
             for key in removed:
                 log.warning("removed application data volume %s: no operation owns it", key)
         for record in sorted(ready, key=lambda r: (r.ee, r.instance)):
@@ -171,12 +175,15 @@ class AppData:
             await asyncio.to_thread(self.volumes.wipe, record.key())
 
     async def before_start(self, du: DeploymentUnitRecord) -> None:
-        """UntilStopped volumes start empty."""
+        """Every volume mounted (never an EU writing into a bare directory of the host),
+        UntilStopped ones empty; Fault otherwise."""
         if self.volumes is None:
             return
         for record in self.of(du):
             if record.retain == "UntilStopped":
                 await asyncio.to_thread(self.volumes.wipe, record.key())
+            else:
+                await asyncio.to_thread(self.volumes.mount, record.key())
 
     def used_kib(self, du: DeploymentUnitRecord) -> int:
         if self.volumes is None:

@@ -116,13 +116,20 @@ class Networking:
         await asyncio.to_thread(network.attach, eu.container_id, eu.address, mappings)
 
     async def detach(self, eu: ExecutionUnitRecord) -> None:
+        """Never raises: what cannot be removed now is logged and swept at the next start."""
         network = self.networks.get(eu.ee)
         if network is not None:
-            await asyncio.to_thread(network.detach, eu.container_id)
+            try:
+                await asyncio.to_thread(network.detach, eu.container_id)
+            except Exception as exc:  # netlink, iptables and mount errors alike
+                log.error("EU %s: cannot remove its network: %s", eu.euid, exc)
 
     async def sweep(self) -> None:
         """At start, after adoption: only running EUs keep their network."""
         for ee, network in self.networks.items():
             owned = {u.record.container_id for u in self.lcm.executions.of_ee(ee) if u.running}
-            for euid in await asyncio.to_thread(network.sweep, owned):
-                log.warning("removed the network left by EU %s", euid)
+            try:
+                for euid in await asyncio.to_thread(network.sweep, owned):
+                    log.warning("removed the network left by EU %s", euid)
+            except Exception as exc:  # the daemon serves anyway; starts set the network up afresh
+                log.error("execution environment %s: cannot sweep its network: %s", ee, exc)

@@ -190,6 +190,10 @@ class Volumes(Protocol):
 
     def mountpoint(self, key: str) -> Path: ...
 
+    def mount(self, key: str) -> None:
+        """Mount the volume if it is not (Fault when it cannot be)."""
+        ...
+
     def create(self, key: str, capacity_mib: int) -> None:
         """Make and mount an empty volume; Fault 7227 when it cannot."""
         ...

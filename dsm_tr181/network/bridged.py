@@ -18,6 +18,7 @@ daemon's rules.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import ipaddress
@@ -83,10 +84,10 @@ class BridgedNetwork:
 
     def attach(self, euid: str, address: str, mappings: tuple[tuple[str, int, int], ...]) -> None:
         """The EU's namespace, link, address, route and rules (anything left from before is replaced)."""
-        self.detach(euid)
-        self.ensure_bridge()
         name, veth = self.namespace(euid), self._veth(euid)
         try:
+            self.detach(euid)
+            self.ensure_bridge()
             _in_thread(lambda: _create_namespace(name))
             with IPRoute() as ipr:
                 ipr.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": name})
@@ -106,8 +107,9 @@ class BridgedNetwork:
             for mapping in mappings:
                 for table, chain, rule in _dnat_rules(mapping, address, self._tag(euid)):
                     _iptables("-t", table, "-A", chain, *rule)
-        except Exception as exc:
-            self.detach(euid)
+        except Exception as exc:  # netlink, iptables and mount errors alike
+            with contextlib.suppress(Exception):
+                self.detach(euid)
             raise Fault(FaultCode.INTERNAL_ERROR, f"cannot set up the network of {euid}: {exc}") from None
 
     def detach(self, euid: str) -> None:
