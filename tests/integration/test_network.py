@@ -122,7 +122,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         if server is not None:
             server.kill()
             server.wait()
-        for namespace in (device, upstream):
+        instance = default_instance_name(dsm.state)  # a failed test may leave EU namespaces behind
+        stale = [n for n in pyroute2.netns.listnetns() if n.startswith(instance + "-")]
+        for namespace in (device, upstream, *stale):
             pyroute2.netns.remove(namespace)
 
 
