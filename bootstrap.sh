@@ -11,7 +11,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     python3 python3-venv python3-dev gcc pkg-config \
     libgirepository1.0-dev libcairo2-dev gir1.2-glib-2.0 libglib2.0-bin \
-    dbus runc crun busybox-static util-linux \
+    dbus runc crun busybox-static util-linux e2fsprogs iptables iproute2 \
     curl openssl ca-certificates tar xz-utils gzip \
     postgresql docker-registry skopeo umoci >/dev/null
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -5,7 +5,8 @@ which it imports): the objects, parameters, commands and events listed in this s
 each with the model's own entry counts and access. DT Schema 1.15 has no
 ``writeOnceReadOnly``, so the USP ``Alias`` parameters are stated ``readOnly``. Command and
 event arguments are listed in full: every argument of a supported command or event is
-supported. No syntax is restated, so the model's types and defaults apply unchanged.
+supported but those in NOT_ACTED_ON, which the product refuses or ignores and so leaves out.
+No syntax is restated, so the model's types and defaults apply unchanged.
 
 Usage: ``python datamodel/regenerate_dt.py``.
 """
@@ -54,6 +55,13 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "Device.SoftwareModules.DeploymentUnit.{i}.": ("Update()", "Uninstall()"),
     "Device.SoftwareModules.ExecutionUnit.{i}.": ("SetRequestedState()", "Restart()"),
 }
+# Inputs of supported commands the product does not act on: refused with 7004 (a non-empty
+# NetworkConfig.AccessInterfaces) or without effect (RegisterTrustPaths; Update()'s ModuleVersion).
+_NOT_YET = ("RegisterTrustPaths", "NetworkConfig.AccessInterfaces")
+NOT_ACTED_ON: dict[str, tuple[str, ...]] = {
+    "Device.SoftwareModules.InstallDU()": _NOT_YET,
+    "Device.SoftwareModules.DeploymentUnit.{i}.Update()": (*_NOT_YET, "ModuleVersion"),
+}
 EVENTS: dict[str, tuple[str, ...]] = {
     "Device.SoftwareModules.": ("DUStateChange!",),
     "Device.SoftwareModules.ExecEnv.{i}.": ("Restarted!",),
@@ -76,15 +84,19 @@ def _entries(dm_element: etree._Element, dt_element: etree._Element) -> None:
     dt_element.set("maxEntries", dm_element.get("maxEntries", "1"))
 
 
-def _arguments(dm_container: etree._Element, dt_container: etree._Element) -> None:
-    """Every current argument (parameters and argument objects, nested) of a command or event."""
+def _arguments(
+    dm_container: etree._Element, dt_container: etree._Element, left_out: tuple[str, ...] = (), prefix: str = ""
+) -> None:
+    """Every current argument (parameters and argument objects, nested) of a command or event
+    but those ``left_out`` (by their path below the command)."""
     for child in dm_container:
-        if child.tag not in ("parameter", "object") or child.get("status") in GONE:
+        path = prefix + str(child.get("name"))
+        if child.tag not in ("parameter", "object") or child.get("status") in GONE or path in left_out:
             continue
         dt_child = etree.SubElement(dt_container, child.tag, ref=child.get("name"))
         if child.tag == "object":
             _entries(child, dt_child)
-            _arguments(child, dt_child)
+            _arguments(child, dt_child, left_out, path)
 
 
 def _parameter_access(dm_parameter: etree._Element) -> str:
@@ -107,7 +119,7 @@ def _object(dm_object: etree._Element, path: str, model: etree._Element) -> None
         for tag in ("input", "output"):
             container = command.find(tag)
             if container is not None:
-                _arguments(container, etree.SubElement(dt_command, tag))
+                _arguments(container, etree.SubElement(dt_command, tag), NOT_ACTED_ON.get(path + name, ()))
     for name in EVENTS.get(path, ()):
         _arguments(_named(dm_object, "event", name), etree.SubElement(dt_object, "event", ref=name))
 

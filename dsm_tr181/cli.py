@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 
@@ -391,6 +392,24 @@ def _print_rows(args: argparse.Namespace, rows: list[Mapping[str, Any]]) -> int:
     return EXIT_OK
 
 
+def run_logs(client: Caller, args: argparse.Namespace, poll: float = 0.5) -> int:
+    """The EU's output, oldest backup first; with --follow, new output as it comes."""
+    cursor = None
+    try:
+        while True:
+            chunk = client.call("eu.logs", {"uid": args.id, "cursor": cursor})
+            sys.stdout.write(chunk["data"])
+            sys.stdout.flush()
+            cursor = chunk["cursor"]
+            if chunk["more"]:
+                continue
+            if not args.follow:
+                return EXIT_OK
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def run_events(client: ControlClient, args: argparse.Namespace) -> int:
     def subscribed() -> None:
         print(f"following notifications under {args.prefix or 'Device.'} (Ctrl-C to stop)", file=sys.stderr)
@@ -530,6 +549,8 @@ def _parser(only: str | None) -> tuple[argparse.ArgumentParser, set[str]]:
     identified("eu.detail", _by_id("eu.detail", "uid"), "show an execution unit", "EUID")
     waiting(identified("eu.start", run_eu("eu.start"), "start an execution unit", "EUID"))
     waiting(identified("eu.stop", run_eu("eu.stop"), "stop an execution unit", "EUID"))
+    logs = identified("eu.logs", run_logs, "print an execution unit's output", "EUID")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new output until Ctrl-C")
     verb("dsm.save_state", run_save_state, "save the daemon's state (it is journaled continuously)")
 
     get = verb("get", run_get, "read parameters (object paths give everything below)")

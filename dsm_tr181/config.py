@@ -9,12 +9,14 @@ TOML layout::
     [daemon]      state_dir, socket, socket_mode, socket_group, buses, log_level, datamodel_dir
     [lcm]         bundle_dir, log_dir, default_execenv, allow_downgrade, max_parallel_operations,
                   operation_timeout, shutdown_timeout, eu_log_max_bytes, eu_log_backups, usage_interval,
+                  disk_usage_interval,
                   stop_containers_on_exit, preinstalled, instance_name, uid_range_base, uid_range_size,
                   trust_dir
     [[execenv]]   name, runtime, enable, vendor, version, type, initial_run_level,
                   initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent,
-                  signers, require_signature, and its confinement policy: allow_privileged,
-                  allowed_host_paths, allowed_devices, extra_capabilities, allowed_rdk_plugins, user_namespace
+                  signers, require_signature, network, bridge, subnet, dns, and its confinement policy:
+                  allow_privileged, allowed_host_paths, allowed_devices, extra_capabilities,
+                  allowed_rdk_plugins, user_namespace
     [packager.tar], [packager.image], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
     [fleet]       the fleet client (dsm_tr181/fleet/settings.py), off by default
 
@@ -240,9 +242,12 @@ def _execenv(index: int, section: Mapping[str, Any]) -> ExecEnvSettings:
     signers = plain.get("signers", [])
     if not isinstance(signers, list | tuple) or not all(isinstance(name, str) for name in signers):
         raise ConfigError(f"{where}.signers must be a list of trust-store names, not {signers!r}")
+    dns = plain.get("dns", [])
+    if not isinstance(dns, list | tuple) or not all(isinstance(server, str) for server in dns):
+        raise ConfigError(f"{where}.dns must be a list of nameserver addresses, not {dns!r}")
     try:
         policy = build_section(ConfinementPolicy, {k: v for k, v in section.items() if k in policy_keys}, where)
-        return ExecEnvSettings(**{**plain, "signers": tuple(signers)}, confinement=policy)
+        return ExecEnvSettings(**{**plain, "signers": tuple(signers), "dns": tuple(dns)}, confinement=policy)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

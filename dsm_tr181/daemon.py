@@ -27,12 +27,14 @@ from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_f
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.lcm.manager import Lcm
 from dsm_tr181.lcm.ports import Runtime
+from dsm_tr181.network.bridged import BridgedNetwork
 from dsm_tr181.runtimes.deferred import DeferredRuntime
 from dsm_tr181.schema import load_schema
 from dsm_tr181.secretbox import FernetSealer
 from dsm_tr181.signing import truststore
 from dsm_tr181.store import SqliteStore
 from dsm_tr181.tree.datamodel import DataModel
+from dsm_tr181.volumes.loopfs import LoopVolumes
 
 log = logging.getLogger("dsm")
 
@@ -130,7 +132,15 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
         raise ConfigError(str(exc)) from None
     certificates = truststore.load(config.lcm.trust_dir)
     runtimes = build_runtimes(config)
-    lcm = Lcm(dm, SqliteStore(state_dir / "dsm.db"), packager, runtimes, config.lcm, sealer, certificates)
+    volumes = LoopVolumes(state_dir / "volumes")
+    networks = {
+        ee.name: BridgedNetwork(config.lcm.instance_name, ee.bridge_name, ee.subnet)
+        for ee in config.lcm.execenvs
+        if ee.network == "bridged"
+    }
+    lcm = Lcm(
+        dm, SqliteStore(state_dir / "dsm.db"), packager, runtimes, config.lcm, sealer, certificates, volumes, networks
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -141,7 +151,13 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     loop.add_signal_handler(signal.SIGHUP, lambda: lcm.certificates.reload(truststore.load(config.lcm.trust_dir)))
     settle_memory()
     control = ControlServer(
-        dm, config.socket, config.socket_mode, config.socket_group or None, eu_confinement=lcm.eu_confinement
+        dm,
+        config.socket,
+        config.socket_mode,
+        config.socket_group or None,
+        eu_confinement=lcm.eu_confinement,
+        eu_log=lcm.eu_log,
+        eu_processes=lcm.eu_processes,
     )
     await control.start()
     buses = await start_buses(config, dm)

@@ -36,6 +36,7 @@ from dsm_tr181.buses.memory import LARGE, release_free_memory
 from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
+from dsm_tr181.runtimes.logread import read_chunk
 from dsm_tr181.schema.model import Parameter
 from dsm_tr181.schema.types import Value, format_datetime
 from dsm_tr181.tree.datamodel import DataModel
@@ -144,12 +145,16 @@ class ControlServer:
         max_frame: int = DEFAULT_MAX_FRAME,
         read_timeout: float = 10.0,
         eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
+        eu_log: Callable[[int], tuple[Path, int]] | None = None,
+        eu_processes: Callable[[int], list[dict[str, Any]]] | None = None,
         max_connections: int = MAX_CONNECTIONS,
         max_subscribers: int = MAX_SUBSCRIBERS,
         event_backlog: int = EVENT_BACKLOG,
     ) -> None:
-        """``eu_confinement``: the effective confinement of an EU instance, for eu.detail."""
-        self.methods = ControlMethods(dm, max_subscribers, event_backlog, eu_confinement)
+        """``eu_confinement``: the effective confinement of an EU instance, for eu.detail;
+        ``eu_log``: an EU instance's log file and how many backups it keeps, for eu.logs;
+        ``eu_processes``: an EU instance's processes (pid, command), for eu.detail."""
+        self.methods = ControlMethods(dm, max_subscribers, event_backlog, eu_confinement, eu_log, eu_processes)
         self.max_connections = min(max_connections, _descriptor_budget())
         self._errors = RateLimitedLog(log)
         self.path = Path(path)
@@ -324,9 +329,13 @@ class ControlMethods:
         max_subscribers: int = MAX_SUBSCRIBERS,
         event_backlog: int = EVENT_BACKLOG,
         eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
+        eu_log: Callable[[int], tuple[Path, int]] | None = None,
+        eu_processes: Callable[[int], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.dm = dm
         self._eu_confinement = eu_confinement
+        self._eu_log = eu_log
+        self._eu_processes = eu_processes
         self.max_subscribers = max_subscribers
         self.event_backlog = event_backlog
         self._event_queues: set[asyncio.Queue[Notification]] = set()
@@ -345,6 +354,7 @@ class ControlMethods:
             "eu.detail": self._eu_detail,
             "eu.start": self._eu_start,
             "eu.stop": self._eu_stop,
+            "eu.logs": self._eu_logs,
             "dsm.save_state": self._save_state,
             "get": self._get,
             "set": self._set,
@@ -409,6 +419,8 @@ class ControlMethods:
         detail = self._eu_json(path, self._eu_owners())
         if self._eu_confinement is not None:
             detail["confinement"] = dict(self._eu_confinement(_number(path)))
+        if self._eu_processes is not None:
+            detail["processes"] = list(self._eu_processes(_number(path)))
         return detail
 
     async def _eu_start(self, params: Params, stream: Stream | None) -> Any:
@@ -451,6 +463,17 @@ class ControlMethods:
     def _eu_failure(self, eu: str, state: str) -> str:
         fault, message = self._text(eu, "ExecutionFaultCode"), self._text(eu, "ExecutionFaultMessage")
         return f"{eu} did not become {state}: {fault}" + (f": {message}" if message else "")
+
+    async def _eu_logs(self, params: Params, stream: Stream | None) -> Any:
+        """A chunk of the EU's output after ``cursor`` (see runtimes/logread.py)."""
+        path = self._eu(_text(params, "uid"))
+        if self._eu_log is None:
+            raise Fault(FaultCode.MESSAGE_NOT_SUPPORTED, "this daemon serves no EU logs")
+        cursor = params.get("cursor")
+        if cursor is not None and not isinstance(cursor, dict):
+            raise Fault(FaultCode.INVALID_ARGUMENTS, "cursor must be an object")
+        log_file, backups = self._eu_log(_number(path))
+        return await asyncio.to_thread(read_chunk, log_file, backups, cursor)
 
     async def _save_state(self, params: Params, stream: Stream | None) -> Any:
         return "state is journaled continuously; nothing to save"

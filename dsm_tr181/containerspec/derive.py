@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from dsm_tr181.containerspec import review
+from dsm_tr181.containerspec import hostobjects, review
 from dsm_tr181.containerspec.defaults import (
     CAPABILITY_SETS,
     DEFAULT_CAPABILITIES,
@@ -25,7 +25,9 @@ from dsm_tr181.containerspec.defaults import (
     READONLY_PATHS,
     default_mounts,
 )
+from dsm_tr181.containerspec.hostobjects import HostObject
 from dsm_tr181.containerspec.policy import ConfinementPolicy
+from dsm_tr181.containerspec.resources import Limits, eu_resources
 from dsm_tr181.containerspec.seccomp import default_profile
 from dsm_tr181.errors import Fault, FaultCode
 
@@ -42,6 +44,10 @@ class EuInputs:
     """What InstallDU()/Update() said of the EU."""
 
     privileged: bool = False
+    resources: Limits = field(default_factory=Limits)  # Resources.* (KiB, %)
+    env: tuple[tuple[str, str], ...] = ()  # EnvVariable.{i} Key, Value
+    host_objects: tuple[HostObject, ...] = ()  # HostObject.{i}
+    volumes: tuple[tuple[str, str], ...] = ()  # (host directory, AccessPath) of its data volumes
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,12 @@ class SpecContext:
     arch: str  # uname -m, for the seccomp architectures
     uid_base: int = 0  # first host UID/GID of the EU's user namespace (0: none)
     uid_count: int = 0
+    execenv_limits: Limits = field(default_factory=Limits)  # the ExecEnv's Allocated* (its parent cgroup's limits)
+    cpus: int = 1  # CPUs of the device, for CPU percentages
+    # "" a new network namespace (loopback only), "host" the host's, else the path of the
+    # namespace to join (bridged networking: made by the daemon before the start)
+    network: str = ""
+    etc_files: tuple[tuple[str, str], ...] = ()  # (host file, /etc/... path): hosts, resolv.conf, ...
 
 
 def effective_spec(
@@ -75,6 +87,7 @@ def effective_spec(
         spec["root"] = {**_dict(config.get("root")), "path": rootfs}
         spec.setdefault("linux", {})["cgroupsPath"] = context.cgroup_path
         spec.setdefault("annotations", {})[MARK] = "privileged"
+        _add_inputs(spec, inputs, None, context)
         return spec
     found = review.offences(config, policy)
     if found:
@@ -82,7 +95,29 @@ def effective_spec(
             FaultCode.DU_EE_MISMATCH,
             f"the bundle asks for more than execution environment {context.execenv!r} allows: {'; '.join(found)}",
         )
-    return _confined(config, rootfs, policy, context)
+    spec = _confined(config, rootfs, policy, context)
+    _add_inputs(spec, inputs, policy, context)
+    return spec
+
+
+def _add_inputs(spec: dict[str, Any], inputs: EuInputs, policy: ConfinementPolicy | None, context: SpecContext) -> None:
+    """What InstallDU() asked beyond the bundle: limits, environment, host objects."""
+    linux = spec.setdefault("linux", {})
+    resources = eu_resources(linux.get("resources"), context.execenv_limits, inputs.resources, context.cpus,
+                             context.execenv)  # fmt: skip
+    if resources:
+        linux["resources"] = resources
+    if inputs.env:
+        process = spec.setdefault("process", {})
+        process["env"] = hostobjects.merge_env(process.get("env"), inputs.env)
+    if inputs.host_objects:
+        hostobjects.apply(spec, inputs.host_objects, policy, context.execenv)
+    _network(spec, context)
+    for source, destination in inputs.volumes:  # the daemon's own volumes: no policy applies
+        spec.setdefault("mounts", []).append(
+            {"destination": destination, "type": "bind", "source": source,
+             "options": ["rbind", "rw", "nosuid", "nodev"]}
+        )  # fmt: skip
 
 
 def _confined(
@@ -125,6 +160,20 @@ def _confined(
     if plugins:
         spec["rdkPlugins"] = plugins
     return spec
+
+
+def _network(spec: dict[str, Any], context: SpecContext) -> None:
+    """The daemon's network decision replaces the EU's own network namespace."""
+    if not context.network:
+        return
+    linux = spec.setdefault("linux", {})
+    others = [ns for ns in linux.get("namespaces", []) if ns.get("type") != "network"]
+    joined = [] if context.network == "host" else [{"type": "network", "path": context.network}]
+    linux["namespaces"] = [*others, *joined]
+    for source, destination in context.etc_files:
+        spec.setdefault("mounts", []).append(
+            {"destination": destination, "type": "bind", "source": source, "options": ["bind", "ro", "nosuid", "nodev"]}
+        )
 
 
 def _rootfs(config: Mapping[str, Any], bundle_dir: str) -> str:

@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsm_tr181.containerspec import EuInputs, SpecContext, effective_spec, summarize
+from dsm_tr181.containerspec.resources import Limits
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm import euinputs
 from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecutionUnitRecord
+from dsm_tr181.lcm.settings import ExecEnvSettings
 
 if TYPE_CHECKING:
     from dsm_tr181.lcm.manager import Lcm
@@ -48,6 +51,7 @@ class Confinement:
         settings = self.lcm.execenvs.settings.get(eu.ee)
         if settings is None:
             raise Fault(FaultCode.INVALID_CONFIGURATION, f"execution environment {eu.ee!r} is no longer configured")
+        network, etc_files = self.lcm.networking.context(eu, bundle)
         context = SpecContext(
             execenv=eu.ee,
             container_id=eu.container_id,
@@ -55,9 +59,19 @@ class Confinement:
             arch=platform.machine(),
             uid_base=eu.uid_base,
             uid_count=eu.uid_count,
+            execenv_limits=execenv_limits(settings),
+            cpus=os.cpu_count() or 1,
+            network=network,
+            etc_files=etc_files,
         )
-        config = _read_config(bundle)
-        return effective_spec(config, str(bundle), EuInputs(privileged=eu.privileged), settings.confinement, context)
+        inputs = EuInputs(
+            privileged=eu.privileged,
+            resources=euinputs.limits_of(eu),
+            env=euinputs.env_of(eu),
+            host_objects=euinputs.host_objects_of(eu),
+            volumes=self.lcm.appdata.mounts(du) if (du := self.lcm.deployments.records.get(eu.du)) else (),
+        )
+        return effective_spec(_read_config(bundle), str(bundle), inputs, settings.confinement, context)
 
     def persist(self, eu: ExecutionUnitRecord, bundle: Path, spec: dict[str, Any]) -> None:
         directory = bundle / SPEC_DIR
@@ -118,6 +132,10 @@ class Confinement:
     def release(self, eu: ExecutionUnitRecord) -> None:
         """The reservation is now held by the committed EU record (or given up)."""
         self._reserved.pop(eu.instance, None)
+
+
+def execenv_limits(settings: ExecEnvSettings) -> Limits:
+    return Limits(settings.allocated_memory_kib, settings.allocated_cpu_percent, settings.allocated_disk_kib)
 
 
 def first_free(base: int, size: int, taken: list[tuple[int, int]]) -> int:

@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm import identity, versions
+from dsm_tr181.lcm import admission, euinputs, identity, versions
 from dsm_tr181.lcm.crashpoints import crashpoint
 from dsm_tr181.lcm.endings import cleanup, ends_with
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
-from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
+from dsm_tr181.lcm.records import AppDataRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
 from dsm_tr181.lcm.states import DU, DuOutcome, DuRequest, DuStatus, EeRequest, EuStatus, Operation, allow
 from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, from_stamp, now, stamp
 from dsm_tr181.lcm.urls import display_url, served_url
@@ -76,6 +76,7 @@ class EuSettings:
     num_uids: int = 0  # NumRequiredUIDs; 0 = not given
     shutdown_delay: int = 10
     auto_restart: dict[str, Value] = field(default_factory=dict)  # AutoRestart.<name> by name
+    inputs: euinputs.EuInputSettings = field(default_factory=euinputs.EuInputSettings)  # Resources, Env, HostObject
 
 
 class Deployments:
@@ -142,6 +143,7 @@ class Deployments:
         args = call.args
         ee = self.lcm.execenvs.resolve(str(args.get("ExecutionEnvRef", "")))
         privileged = bool(args.get("Privileged", False))
+        inputs = euinputs.parse(call)
         source = self._signed(
             _source(str(args["URL"]), str(args.get("Username", "")), str(args.get("Password", ""))),
             str(args.get("Signature", "")),
@@ -155,6 +157,7 @@ class Deployments:
             num_uids=int(args.get("NumRequiredUIDs", 0)),  # type: ignore[arg-type]
             shutdown_delay=int(args.get("ShutdownDelay", 10)),  # type: ignore[arg-type]
             auto_restart={k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
+            inputs=inputs,
         )
         return self._install(du, op, source, given_uuid, eu_settings, call.request_id, refusal=refusal)
 
@@ -229,10 +232,12 @@ class Deployments:
         started = now()
         target = Path(op.target)
         eu: ExecutionUnitRecord | None = None
+        volumes: list[AppDataRecord] = []
 
         async def abandon(fault: Fault) -> None:
             self._transfers.pop(du.instance, None)  # cancelled while queued for a slot
             why = self._cancelled.pop(du.instance, None)  # its ExecEnv was disabled meanwhile
+            await self.lcm.appdata.discard(volumes)
             await self._abandon_install(du, op, started, why or fault)
 
         self._transfers[du.instance] = asyncio.current_task()  # type: ignore[assignment]  # always a task
@@ -250,6 +255,11 @@ class Deployments:
                 du.uuid = given_uuid or identity.annex_c_uuid(meta["name"], meta["vendor"])
                 self._check_duplicate(du.uuid, meta["version"], du.ee, du.instance)
                 eu = self._new_eu(du, meta, eu_settings)
+                admission.check_disk(self.lcm, du, [eu], info.disk_usage_kib)
+                self.lcm.networking.check(du.ee, eu.port_mappings)
+                self.lcm.networking.allocate(eu)
+                volumes = await self.lcm.appdata.provide(du, eu_settings.inputs.volumes)
+                crashpoint("install.volumes")
                 self.lcm.confinement.reserve(eu, eu_settings.num_uids)
                 await asyncio.to_thread(self.lcm.confinement.prepare, eu, target)
                 if not exempt:  # disabled while it downloaded: it fails as if disabled before
@@ -261,7 +271,8 @@ class Deployments:
                 du.installed = du.last_update = stamp()
                 du.eus = [eu.instance]
                 event = self.lcm.outcome(du, Operation.INSTALL, DuOutcome.INSTALLED, started)
-                self.lcm.commit(put=[du, eu, event], delete=[op])  # the outcome survives a crash from here
+                # the outcome survives a crash from here
+                self.lcm.commit(put=[du, eu, event, *self.lcm.appdata.ready(volumes)], delete=[op])
                 crashpoint("install.committed")
         finally:
             if eu is not None:
@@ -291,7 +302,7 @@ class Deployments:
         instance = dm.table(EU_TABLE).allocate()
         euid = identity.euid(du.ee, instance)
         level = self.lcm.execenvs.records[du.ee].initial_eu_run_level
-        return ExecutionUnitRecord(
+        record = ExecutionUnitRecord(
             instance=instance,
             du=du.instance,
             euid=euid,
@@ -309,6 +320,8 @@ class Deployments:
             log_row=dm.table(LOG_TABLE).allocate(),
             auto_restart=dict(settings.auto_restart),
         )
+        settings.inputs.store(record)
+        return record
 
     async def install_local(self, url: str, ee: str) -> None:
         """Install a DU as the device itself does (preinstalled DUs restored by Reset())."""
@@ -332,30 +345,35 @@ class Deployments:
         if not username and not password and du.credentials and url == self._full_url(du):
             username, password = self._unseal(du)
         source = self._signed(_source(url, username, password), str(args.get("Signature", "")), du.ee)
+        inputs = euinputs.parse(call)
         op = OperationRecord(
             du=du.instance,
             kind=Operation.UPDATE.kind,
             started=stamp(),
             target=str(self.lcm.bundle_root(du.instance) / _generation()),
             previous=du.bundle,
+            retain_data=inputs.retain_data,
         )
         du.status = self._move(du, DuRequest.UPDATE)
         self.lcm.commit(put=[du, op])
         self.refresh(du)
-        return self._update(du, op, source, call.request_id, refusal)
+        return self._update(du, op, source, inputs, call.request_id, refusal)
 
     async def _update(
         self,
         du: DeploymentUnitRecord,
         op: OperationRecord,
         source: PackageSource,
+        inputs: euinputs.EuInputSettings,
         request_id: str,
         refusal: Fault | None = None,
     ) -> dict[str, Value]:
         started = now()
         stopped: list[int] = []
+        volumes: list[AppDataRecord] = []
 
         async def abandon(fault: Fault) -> None:
+            await self.lcm.appdata.discard(volumes)
             await self._abandon_update(du, op, stopped, started, fault)
 
         async with ends_with("update", abandon), self.lcm.operation():
@@ -367,11 +385,20 @@ class Deployments:
             meta = self._metadata(info)
             self._check_identity(du, meta)
             self._check_version(du, meta["version"])
-            for unit in self._units(du):
-                await asyncio.to_thread(self.lcm.confinement.prepare, unit.record, Path(op.target))
+            updated = [replace(unit.record) for unit in self._units(du)]  # the inputs apply on success only
+            for record in updated:
+                inputs.store(record)
+            admission.check_disk(self.lcm, du, updated, info.disk_usage_kib)
+            for record in updated:
+                self.lcm.networking.check(du.ee, record.port_mappings, record.instance)
+            volumes[:] = await self.lcm.appdata.provide(du, inputs.volumes)
+            for record in updated:
+                await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target))
             stopped[:] = await self._stop_eus(du, op)
             crashpoint("update.stopped")
             eus = [eu.record for eu in self._units(du)]
+            for record in eus:
+                inputs.store(record)
             for record in (du, *eus):
                 _describe(record, meta)
             du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
@@ -380,8 +407,9 @@ class Deployments:
             du.credentials, du.last_update = self._seal(source), stamp()
             du.status = self._move(du, DuRequest.COMPLETE)
             op.stage = "swapped"
-            self.lcm.commit(put=[du, *eus, op])
+            self.lcm.commit(put=[du, *eus, op, *self.lcm.appdata.ready(volumes)])
             crashpoint("update.swapped")
+        await self.lcm.appdata.after_update(du, {v.name for v in inputs.volumes}, inputs.retain_data)
         await self.finish_update(du, op)
         self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started)
         return {}
@@ -402,8 +430,10 @@ class Deployments:
                     "Version": record.version,
                     "Description": record.description,
                     "DiskSpaceInUse": du.disk_kib,
+                    **self.lcm.executions.allocations(record),
                 },
             )
+            self.lcm.executions.input_rows(record)
             if record.instance in op.restart_eus:
                 self.lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
         log.info("updated DU %s to %s", du.instance, du.version)
@@ -472,11 +502,17 @@ class Deployments:
         du = self.records[call.node.number]
         allow(DU, DuStatus(du.status), DuRequest.UNINSTALL, self.lcm.du_path(du))
         refusal = self._ee_refusal(du, EeRequest.UNINSTALL)
-        op = self._journal_uninstall(du)
+        op = self._journal_uninstall(du, bool(call.args.get("RetainData", False)))
         return self._uninstall(du, op, refusal)
 
-    def _journal_uninstall(self, du: DeploymentUnitRecord) -> OperationRecord:
-        op = OperationRecord(du=du.instance, kind=Operation.UNINSTALL.kind, started=stamp(), previous=du.bundle)
+    def _journal_uninstall(self, du: DeploymentUnitRecord, retain_data: bool = False) -> OperationRecord:
+        op = OperationRecord(
+            du=du.instance,
+            kind=Operation.UNINSTALL.kind,
+            started=stamp(),
+            previous=du.bundle,
+            retain_data=retain_data,
+        )
         du.status = self._move(du, DuRequest.UNINSTALL)
         self.lcm.commit(put=[du, op])
         self.refresh(du)
@@ -511,6 +547,7 @@ class Deployments:
         for unit in units:
             await self.lcm.executions.stop_and_forget(unit)
         crashpoint("uninstall.stopped")
+        await self.lcm.appdata.release(du, op.retain_data)
         await self.lcm.packager.remove(self.lcm.bundle_root(du.instance))
         eus = [unit.record for unit in units]
         for eu in eus:

@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dsm_tr181.containerspec.resources import execenv_resources, memory_limit_kib
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm import admission, euinputs
+from dsm_tr181.lcm.confinement import execenv_limits
 from dsm_tr181.lcm.ports import ContainerExit, RuntimeUnavailable, StartSpec
 from dsm_tr181.lcm.records import ExecutionUnitRecord
 from dsm_tr181.lcm.states import EE, EU, DuStatus, EeRequest, EuFault, EuRequest, EuStatus, Next, allow
@@ -52,6 +56,8 @@ class Eu:
     exited: ContainerExit | None = None  # an exit seen while a start was in progress
     retry: asyncio.TimerHandle | None = None  # pending AutoRestart
     memory_kib: int = -1
+    memory_limit_kib: int = -1  # of the running container (-1: none of its own)
+    pids: tuple[int, ...] = ()  # its processes at the last sample
 
 
 class Executions:
@@ -80,7 +86,22 @@ class Executions:
             log_ref = row.ref
         node = dm.add_row(EU_TABLE, self._values(record, disk_kib, log_ref), number=record.instance)
         dm.update(node.singles["AutoRestart"], self._auto_restart_values(record))
+        self.input_rows(record)
         return node
+
+    def input_rows(self, record: ExecutionUnitRecord) -> None:
+        """The EU's HostObject.{i} and EnvVariable.{i} rows, from its inputs (replacing any)."""
+        dm = self.lcm.dm
+        wanted = {
+            "HostObject.": [dict(row) for row in record.host_objects],
+            "EnvVariable.": [{"Key": key, "Value": value} for key, value in record.env],
+        }
+        for table, values in wanted.items():
+            path = f"{EU_TABLE}{record.instance}.{table}"
+            for row in list(dm.table(path).rows.values()):
+                dm.delete_row(row)
+            for row_values in values:
+                dm.add_row(path, row_values)
 
     def _values(self, record: ExecutionUnitRecord, disk_kib: int, log_ref: str) -> dict[str, Value]:
         return {
@@ -97,17 +118,24 @@ class Executions:
             "Version": record.version,
             "Description": record.description,
             "Privileged": record.privileged,
-            "AllocatedDiskSpace": -1,
+            **self.allocations(record),
             "DiskSpaceInUse": disk_kib,
-            "AllocatedMemory": -1,
             "MemoryInUse": -1,
-            "AllocatedCPUPercent": -1,
             "CPUPercentInUse": -1,
             "CreationTime": from_stamp(record.creation_time),
             "ShutdownDelay": record.shutdown_delay,
             "VendorLogList": (log_ref,) if log_ref else (),
             "ExecutionEnvRef": self.lcm.execenvs.ref(record.ee) if record.ee in self.lcm.execenvs.records else "",
             "RequestedState": record.requested_state,
+        }
+
+    @staticmethod
+    def allocations(record: ExecutionUnitRecord) -> dict[str, Value]:
+        limits = euinputs.limits_of(record)
+        return {
+            "AllocatedDiskSpace": limits.disk_kib,
+            "AllocatedMemory": limits.memory_kib,
+            "AllocatedCPUPercent": limits.cpu_percent,
         }
 
     @staticmethod
@@ -267,6 +295,12 @@ class Executions:
         except Fault as fault:
             self._fault(eu, EuFault.UNSTARTABLE, fault.message)
             return self._give_up(eu)
+        refusal = admission.memory_refusal(self.lcm, record, config)
+        if refusal:
+            log.warning("EU %s not started: %s", record.euid, refusal)
+            self._fault(eu, failure, refusal)
+            return self._give_up(eu)
+        settings = self.lcm.execenvs.settings[record.ee]
         if self.node(eu).values["Status"] != EuStatus.RESTARTING:
             self._set_status(eu, EuStatus.STARTING)
         eu.exited = None
@@ -276,10 +310,14 @@ class Executions:
             log_path=Path(record.log_file),
             log_max_bytes=self.lcm.settings.eu_log_max_bytes,
             log_backups=self.lcm.settings.eu_log_backups,
+            execenv_resources=execenv_resources(execenv_limits(settings), os.cpu_count() or 1),
         )
+        eu.memory_limit_kib = memory_limit_kib(config)
         if self.lcm.availability.reason(record.ee):
             return self._wait_for_runtime(eu, self.lcm.availability.reason(record.ee))
         try:
+            await self.lcm.appdata.before_start(du)
+            await self.lcm.networking.attach(record)
             status = await self.lcm.execenvs.runtime(record.ee).start(spec)
         except RuntimeUnavailable as fault:
             log.warning("EU %s cannot start: %s", record.euid, fault)
@@ -287,13 +325,14 @@ class Executions:
             return self._wait_for_runtime(eu, fault.message)
         except Fault as fault:
             log.warning("EU %s failed to start: %s", record.euid, fault)
+            await self.lcm.networking.detach(record)
             self._fault(eu, failure, fault.message)
             return self._give_up(eu)
         eu.running = True
         eu.started = time.monotonic()
         if eu.exited is not None:  # it died while the start was being reported
             eu.running = False
-            self._fault(eu, failure, _describe_exit(eu.exited))
+            self._fault(eu, failure, _describe_exit(eu.exited, eu.memory_limit_kib))
             return self._give_up(eu)
         log.info("EU %s active (pid %s)", record.euid, status.pid)
         self._set_status(eu, EuStatus.ACTIVE, fault=(EuFault.NO_FAULT, ""))
@@ -317,6 +356,7 @@ class Executions:
         finally:
             eu.stopping = False
         eu.running = False
+        await self.lcm.networking.detach(record)
         self._set_status(eu, EuStatus.RESTARTING if eu.restart else EuStatus.IDLE, fault=(EuFault.NO_FAULT, ""))
         return True
 
@@ -352,11 +392,12 @@ class Executions:
         if not eu.running:
             return
         eu.running = False
-        message = _describe_exit(exit)
+        self.lcm.spawn(self.lcm.networking.detach(eu.record), f"eu-{eu.record.instance}-network")
+        message = _describe_exit(exit, eu.memory_limit_kib)
         log.info("EU %s %s", eu.record.euid, message)
         # TR-181 AutoRestart.RetryCount counts the times the EU "has terminated abnormally":
         # an exit with status 0 is a normal end, neither a fault nor a reason to restart.
-        normal = exit.signal is None and exit.exit_status == 0
+        normal = exit.signal is None and exit.exit_status == 0 and not exit.oom_killed
         self._fault(eu, EuFault.NO_FAULT if normal else EuFault.FAILURE_WHILE_ACTIVE, message)
         self._set_status(eu, EuStatus.IDLE)
         if normal or not self._schedule_auto_restart(eu):
@@ -372,6 +413,7 @@ class Executions:
         if status != EuStatus.ACTIVE:
             values["MemoryInUse"] = -1
             values["CPUPercentInUse"] = -1
+            eu.pids = ()
         self.lcm.dm.update(self.node(eu), values)
         self._publish_active(eu.record.ee)
 
@@ -522,6 +564,7 @@ class Executions:
         await self.wait(eu)
         if eu.running:
             raise Fault(FaultCode.COMMAND_FAILURE, f"execution unit {eu.record.euid} did not stop")
+        await self.lcm.networking.detach(eu.record)
         if eu.record.ee in self.lcm.execenvs.unconfigured:
             log.warning("EU %s: no runtime to remove its container from (ExecEnv not configured)", eu.record.euid)
             return
@@ -555,6 +598,7 @@ class Executions:
                     continue
                 if eu.running and eu.record.instance in self.units:
                     eu.memory_kib = usage.memory_kib
+                    eu.pids = usage.pids
                     values = {"MemoryInUse": usage.memory_kib, "CPUPercentInUse": min(100, usage.cpu_percent)}
                     self.lcm.dm.update(self.node(eu), values, quiet=True)
 
@@ -581,7 +625,15 @@ class Executions:
                 eu.task.cancel()
 
 
-def _describe_exit(exit: ContainerExit) -> str:
+def _describe_exit(exit: ContainerExit, limit_kib: int = -1) -> str:
+    if exit.oom_killed:
+        limit = f"{limit_kib} KiB" if limit_kib >= 0 else "its execution environment's allocation"
+        if exit.signal is not None:
+            return f"out of memory: container killed by the OOM killer (signal {exit.signal}; memory limit {limit})"
+        return (
+            f"out of memory: the OOM killer killed a process of the container (memory limit {limit}), "
+            f"then it exited with status {exit.exit_status}"
+        )
     if exit.signal is not None:
         return f"container killed by signal {exit.signal}"
     if exit.exit_status is None:

@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm import monitoring
+from dsm_tr181.lcm.appdata import AppData
 from dsm_tr181.lcm.availability import Availability
 from dsm_tr181.lcm.certificates import Certificates
 from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
 from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
+from dsm_tr181.lcm.networking import Networking
 from dsm_tr181.lcm.outcomes import Outcomes
-from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate
+from dsm_tr181.lcm.ports import Network, Packager, Runtime, Sealer, TrustedCertificate, Volumes
 from dsm_tr181.lcm.records import DeploymentUnitRecord, PendingEventRecord, Record, Store
 from dsm_tr181.lcm.recovery import adopt_containers, recover
 from dsm_tr181.lcm.settings import LcmSettings
@@ -52,8 +55,12 @@ class Lcm:
         settings: LcmSettings,
         sealer: Sealer,
         certificates: Sequence[TrustedCertificate] = (),
+        volumes: Volumes | None = None,
+        networks: Mapping[str, Network] | None = None,
     ) -> None:
-        """``runtimes``: one runtime per ExecEnv name; ``certificates``: the trust store."""
+        """``runtimes``: one runtime per ExecEnv name; ``certificates``: the trust store;
+        ``volumes``: where application data volumes live (None: ApplicationData refused);
+        ``networks``: the bridged network of each ExecEnv whose ``network`` is bridged."""
         self.dm = dm
         self.store = store
         self.packager = packager
@@ -67,6 +74,8 @@ class Lcm:
         self.availability = Availability(self)
         self.execenvs = ExecEnvs(self)
         self.confinement = Confinement(self)
+        self.appdata = AppData(self, volumes)
+        self.networking = Networking(self, networks or {})
         self.executions = Executions(self)
         self.deployments = Deployments(self)
         self.outcomes = Outcomes(self)
@@ -82,6 +91,7 @@ class Lcm:
         self.execenvs.install_hooks()
         self.executions.install_hooks()
         self.deployments.install_hooks()
+        self.appdata.install_hooks()
         for runtime in self.runtimes.values():
             runtime.watch(self.executions.on_exit)
         self.availability.watch()
@@ -89,6 +99,7 @@ class Lcm:
         self.outcomes.restore(snapshot.of(PendingEventRecord))
         await recover(self, snapshot)
         self.executions.start_sampler()
+        self.spawn(monitoring.sample_disk_forever(self), "disk-sampler")
 
     def check_open(self) -> None:
         """Refuse new operations once shutdown has begun."""
@@ -182,6 +193,14 @@ class Lcm:
         """What EU ``eu_instance`` runs with (capabilities, namespaces, seccomp, ...)."""
         eu = self.executions.units[eu_instance].record
         return self.confinement.summary(eu, self.deployments.records[eu.du])
+
+    def eu_log(self, eu_instance: int) -> tuple[Path, int]:
+        """EU ``eu_instance``'s log file and how many backups of it are kept."""
+        return Path(self.executions.units[eu_instance].record.log_file), self.settings.eu_log_backups
+
+    def eu_processes(self, eu_instance: int) -> list[dict[str, Value]]:
+        """PID and command line of EU ``eu_instance``'s processes at the last sample."""
+        return monitoring.processes(self.executions.units[eu_instance].pids)
 
     def bundle_root(self, du_instance: int) -> Path:
         return self.settings.bundle_dir / str(du_instance)

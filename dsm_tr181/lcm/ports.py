@@ -106,6 +106,7 @@ class ContainerExit:
     container_id: str
     exit_status: int | None  # exit code, or None when unknown
     signal: int | None = None  # terminating signal, if it was killed by one
+    oom_killed: bool = False  # the kernel's OOM killer killed a process of the container
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ class StartSpec:
     log_path: Path  # stdout/stderr of the container go here (rotated by the runtime)
     log_max_bytes: int = 1 << 20
     log_backups: int = 2
+    # linux.resources of the ExecEnv's parent cgroup (the parent of config's cgroupsPath): its
+    # Allocated* limits, applied by the runtime before the container is created; {}: none.
+    execenv_resources: Mapping[str, Any] = field(default_factory=dict)
 
 
 ExitCallback = Callable[[ContainerExit], None]
@@ -199,6 +203,54 @@ class MonitoredRuntime(Runtime, Protocol):
 
     def watch_availability(self, callback: AvailabilityCallback) -> None:
         """Call ``callback`` on the daemon's loop when availability may have changed."""
+
+
+class Volumes(Protocol):
+    """Application data volumes of a fixed capacity on the host, each mounted on a directory
+    that is bind-mounted into containers. Blocking calls (run them in a thread)."""
+
+    def mountpoint(self, key: str) -> Path: ...
+
+    def mount(self, key: str) -> None:
+        """Mount the volume if it is not (Fault when it cannot be)."""
+        ...
+
+    def create(self, key: str, capacity_mib: int) -> None:
+        """Make and mount an empty volume; Fault 7227 when it cannot."""
+        ...
+
+    def remove(self, key: str) -> None:
+        """Unmount and delete (idempotent)."""
+        ...
+
+    def wipe(self, key: str) -> None:
+        """Empty the volume again."""
+        ...
+
+    def used_kib(self, key: str) -> int: ...
+
+    def sweep(self, owned: set[str]) -> list[str]:
+        """At start: mount the ``owned`` volumes, remove every other one; the keys removed."""
+        ...
+
+
+class Network(Protocol):
+    """An ExecEnv's bridged network: per EU a named network namespace on its bridge.
+    Blocking calls (run them in a thread)."""
+
+    def namespace_path(self, euid: str) -> Path: ...
+
+    def attach(self, euid: str, address: str, mappings: tuple[tuple[str, int, int], ...]) -> None:
+        """Namespace, link, address, default route and port mappings ((protocol, external,
+        internal) ports) of the EU; anything left from before is replaced. Fault on failure."""
+        ...
+
+    def detach(self, euid: str) -> None:
+        """Remove all of it (idempotent)."""
+        ...
+
+    def sweep(self, owned: set[str]) -> list[str]:
+        """At start: remove what belongs to EUs not in ``owned``; their EUIDs."""
         ...
 
 

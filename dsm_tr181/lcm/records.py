@@ -122,6 +122,15 @@ class ExecutionUnitRecord(Record):
     fault_message: str = ""
     # ExecutionUnit.{i}.AutoRestart. parameters by name
     auto_restart: dict[str, Any] = field(default_factory=dict)
+    # InstallDU()/Update() inputs (see lcm/euinputs.py): Resources.* (memory_kib, cpu_percent,
+    # disk_kib; -1 none), EnvVariable [key, value] pairs, HostObject {Source, Destination, Options}
+    resources: dict[str, int] = field(default_factory=dict)
+    env: list[list[str]] = field(default_factory=list)
+    host_objects: list[dict[str, str]] = field(default_factory=list)
+    # bridged networking: its address (allocated at install, kept) and NetworkConfig.PortMapping
+    # rows {Protocol, ExternalPort, InternalPort, Interface}
+    address: str = ""
+    port_mappings: list[dict[str, Any]] = field(default_factory=list)
 
     def key(self) -> str:
         return str(self.instance)
@@ -139,6 +148,7 @@ class OperationRecord(Record):
     previous: str = ""  # bundle directory being replaced (update)
     stage: str = "journaled"  # update: "swapped" once the new bundle is the DU's
     restart_eus: list[int] = field(default_factory=list)  # EUs to start again after an update
+    retain_data: bool = False  # RetainData of an Uninstall/Update: Forever volumes stay
 
     def key(self) -> str:
         return str(self.du)
@@ -157,6 +167,25 @@ class PendingEventRecord(Record):
         return f"{self.seq:012d}"
 
 
+@dataclass(slots=True)
+class AppDataRecord(Record):
+    """An application data volume (ExecEnv.{i}.ApplicationData.{i}); the volume exists
+    only while its record does (``creating`` until the operation that made it commits)."""
+
+    KIND: ClassVar[str] = "appdata"
+    ee: str
+    instance: int
+    application_uuid: str
+    name: str
+    capacity_mib: int
+    retain: str  # UntilStopped / Forever
+    access_path: str
+    state: str = "creating"  # creating / ready
+
+    def key(self) -> str:
+        return f"{self.ee}-{self.instance}"
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
     t.KIND: t
     for t in (
@@ -166,6 +195,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         OperationRecord,
         CertificateRecord,
         PendingEventRecord,
+        AppDataRecord,
     )
 }
 

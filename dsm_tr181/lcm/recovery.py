@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import Runtime, RuntimeUnavailable
 from dsm_tr181.lcm.records import (
+    AppDataRecord,
     CertificateRecord,
     DeploymentUnitRecord,
     ExecEnvRecord,
@@ -51,6 +52,7 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
     dus: dict[int, DeploymentUnitRecord] = {du.instance: du for du in snapshot.of(DeploymentUnitRecord)}
     lcm.certificates.restore(snapshot.of(CertificateRecord))
     lcm.execenvs.restore(snapshot.of(ExecEnvRecord), {du.ee for du in dus.values()})
+    await lcm.appdata.restore(snapshot.of(AppDataRecord))
     ops: dict[int, OperationRecord] = {op.du: op for op in snapshot.of(OperationRecord)}
     eus: list[ExecutionUnitRecord] = snapshot.of(ExecutionUnitRecord)
     installing = {n for n, op in ops.items() if op.kind == Operation.INSTALL.kind}
@@ -75,6 +77,7 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
         await lcm.executions.wait(eu)
     resumed = [eu for eu in lcm.executions.units.values() if eu.record.requested_state == EuStatus.ACTIVE]
     booted = await _containers(lcm)
+    await lcm.networking.sweep()
     await _orphan_files(lcm)
     for name, record in lcm.execenvs.records.items():
         if not record.enable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,12 @@ class ExecEnvSettings:
     signers: tuple[str, ...] = ()
     # Refuse InstallDU()/Update() without a Signature (7036); installed unsigned DUs stay.
     require_signature: bool = False
+    # EUs' network: "none" (a namespace with loopback only), "bridged" (a namespace on the
+    # ExecEnv's bridge, NAT, port mappings) or "host" (the host's network: a policy decision)
+    network: str = "none"
+    bridge: str = ""  # bridged: the bridge's name ("" = "dsm-<name>", cut to 15 characters)
+    subnet: str = "10.89.0.0/24"  # bridged: the EUs' subnet; its first address is the bridge's
+    dns: tuple[str, ...] = ()  # nameservers of the EUs' resolv.conf (() = the host's)
 
     def __post_init__(self) -> None:
         if not EE_NAME.fullmatch(self.name):
@@ -40,6 +47,17 @@ class ExecEnvSettings:
             raise ValueError("initial_run_level must be 0..65535")
         if not -1 <= self.initial_eu_run_level <= 65535:
             raise ValueError("initial_eu_run_level must be -1..65535")
+        if self.network not in ("none", "bridged", "host"):
+            raise ValueError("network must be none, bridged or host")
+        subnet = ipaddress.ip_network(self.subnet)  # ValueError when malformed
+        if subnet.version != 4 or subnet.num_addresses < 4:
+            raise ValueError("subnet must be an IPv4 network of at least 4 addresses")
+        if len(self.bridge_name) > 15:
+            raise ValueError("bridge must be at most 15 characters")
+
+    @property
+    def bridge_name(self) -> str:
+        return self.bridge or f"dsm-{self.name}"[:15]
 
     @property
     def type_name(self) -> str:
@@ -59,6 +77,7 @@ class LcmSettings:
     eu_log_max_bytes: int = 1 << 20
     eu_log_backups: int = 2
     usage_interval: float = 5.0  # seconds between memory/CPU samples of running EUs
+    disk_usage_interval: float = 60.0  # seconds between DiskSpaceInUse samples (a walk of each EU's rootfs)
     stop_containers_on_exit: bool = False  # default: containers outlive a daemon restart
     preinstalled: tuple[str, ...] = field(default=())  # DU URLs Reset() restores (factory state)
     instance_name: str = "dsm"  # names this daemon's cgroups: /<instance_name>/<execenv>/<container>
@@ -77,7 +96,13 @@ class LcmSettings:
         if self.max_parallel_operations < 1:
             raise ValueError("max_parallel_operations must be >= 1")
         # A zero or negative interval would make the usage sampler spin the daemon's loop.
-        for name in ("usage_interval", "operation_timeout", "shutdown_timeout", "eu_log_max_bytes"):
+        for name in (
+            "usage_interval",
+            "disk_usage_interval",
+            "operation_timeout",
+            "shutdown_timeout",
+            "eu_log_max_bytes",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if not CGROUP_NAME.fullmatch(self.instance_name):

@@ -1,9 +1,11 @@
 """Runtime adapter for the runc and crun command lines.
 
-Containers run detached from the daemon: each is created in a new session with an
-O_APPEND log file as its stdout/stderr, so it keeps running and logging while the
-daemon restarts. Exits are seen through pidfds (see :mod:`.reaper`); after a restart
-:meth:`OciRuntime.adopt` watches the containers of the state root again.
+Containers run detached from the daemon: each is created in a new session with a pipe
+to its own log writer (:mod:`.logshim`, which holds the size cap at every write) as its
+stdout/stderr, so it keeps running and logging while the daemon restarts. The periodic
+copy-truncate check remains for containers started before the writer existed. Exits
+are seen through pidfds (see :mod:`.reaper`); after a restart :meth:`OciRuntime.adopt`
+watches the containers of the state root again.
 
 Per container, besides the runtime's own state under ``--root``, the adapter keeps
 ``<work>/containers/<id>.json`` (the log rotation policy, so rotation survives a
@@ -35,9 +37,11 @@ from dsm_tr181.lcm.ports import (
     ExitCallback,
     StartSpec,
 )
+from dsm_tr181.runtimes import logwriter
+from dsm_tr181.runtimes.cgroup_limits import apply_parent, oom_kills
 from dsm_tr181.runtimes.cgroups import UsageSample, sample_usage
 from dsm_tr181.runtimes.container_ids import check_container_id
-from dsm_tr181.runtimes.logrotate import LogPolicy, open_log, rotate_if_needed
+from dsm_tr181.runtimes.logrotate import LogPolicy, rotate_if_needed
 from dsm_tr181.runtimes.ocicli import OciCli, OciState
 from dsm_tr181.runtimes.reaper import ExitStatus, ExitWatcher, become_subreaper
 from dsm_tr181.sections import build_section
@@ -141,6 +145,9 @@ class OciRuntime:
             try:
                 self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
                 bundle = await asyncio.to_thread(self._write_bundle, container_id, spec.config)
+                if not self.config.systemd_cgroup:
+                    cgroup = str(spec.config.get("linux", {}).get("cgroupsPath", ""))
+                    await asyncio.to_thread(apply_parent, cgroup, spec.execenv_resources)
                 pid = await self._create(container_id, bundle, policy)
                 tracked = self._track(container_id, pid, policy)
                 await self._cli.run("start", container_id)
@@ -270,7 +277,8 @@ class OciRuntime:
     async def _create(self, container_id: str, bundle: Path, policy: LogPolicy) -> int:
         """``create`` the container with its output on the log file; its init pid."""
         pid_file = self._files / f"{container_id}.pid"
-        output = await asyncio.to_thread(open_log, policy)
+        output, shim = await asyncio.to_thread(logwriter.spawn, policy)
+        self._reap(shim)
         try:
             await self._cli.create(
                 container_id,
@@ -347,6 +355,12 @@ class OciRuntime:
             self._rotation = loop.create_task(self._rotate_logs(), name=f"{self.name}-log-rotation")
         return tracked
 
+    def _reap(self, pid: int) -> None:
+        """Collect the log writer's exit (it ends with its container)."""
+        if self._watcher is None:
+            self._watcher = ExitWatcher(asyncio.get_running_loop())
+        self._watcher.watch(pid, lambda status: None)
+
     def _untrack(self, container_id: str) -> None:
         tracked = self._tracked.pop(container_id, None)
         if tracked is not None and self._watcher is not None:
@@ -357,7 +371,7 @@ class OciRuntime:
         if self._tracked.get(container_id) is tracked:
             del self._tracked[container_id]
         self._cpu_marks.pop(container_id, None)
-        event = ContainerExit(container_id, status.exit_status, status.signal)
+        event = ContainerExit(container_id, status.exit_status, status.signal, self._oom_killed(container_id))
         if not tracked.exited.done():
             tracked.exited.set_result(event)
         if tracked.report:
@@ -386,6 +400,18 @@ class OciRuntime:
         else:
             return -1
         return max(0, min(100, round(used / (elapsed * 1e6 * (os.cpu_count() or 1)) * 100)))
+
+    def _oom_killed(self, container_id: str) -> bool:
+        """Whether the OOM killer killed a process of the container (its cgroup is still there:
+        runc removes it at delete)."""
+        if self.config.systemd_cgroup:
+            return False
+        try:
+            config = json.loads((self._bundles / container_id / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        cgroup = str(config.get("linux", {}).get("cgroupsPath", ""))
+        return bool(cgroup) and oom_kills(cgroup) > 0
 
     def _policy_file(self, container_id: str) -> Path:
         return self._files / f"{container_id}.json"

@@ -24,6 +24,11 @@ SUPPORTED_COMMANDS_AND_EVENTS = {
     f"{SM}DeploymentUnit.{{i}}.": {"Update()", "Uninstall()"},
     f"{SM}ExecutionUnit.{{i}}.": {"SetRequestedState()", "Restart()"},
 }
+# Command inputs the product does not act on, left out of the DT (stated independently too).
+NOT_ACTED_ON = {
+    "InstallDU()": {"RegisterTrustPaths", "NetworkConfig.AccessInterfaces"},
+    "Update()": {"RegisterTrustPaths", "NetworkConfig.AccessInterfaces", "ModuleVersion"},
+}
 DEVICE_INFO_PARAMETERS = {"VendorConfigFileNumberOfEntries", "VendorLogFileNumberOfEntries"}
 DEVICE_INFO_TABLES = {"Device.DeviceInfo.VendorConfigFile.{i}.", "Device.DeviceInfo.VendorLogFile.{i}."}
 # The trust store ExecEnv.{i}.Signers references: the table, and its parent reduced to its count.
@@ -100,13 +105,15 @@ def test_dt_lists_every_argument_of_a_supported_command_or_event(
             ):
                 container = command.find(tag)
                 listed = set() if container is None else names(container)
-                assert listed == set(params) | set(objects), f"{model.path}{facts.name} {tag}"
+                left_out = NOT_ACTED_ON.get(facts.name, set()) if tag == "input" else set()
+                expected = {n for n in set(params) | set(objects) if not any(n.startswith(x) for x in left_out)}
+                assert listed == expected, f"{model.path}{facts.name} {tag}"
                 checked += len(listed)
         for event in element.findall("event"):
             facts = model.events[event.get("ref")]
             assert names(event) == set(facts.arguments) | set(facts.objects), f"{model.path}{facts.name}"
             checked += len(facts.arguments) + len(facts.objects)
-    assert checked > 100
+    assert checked > 60
 
 
 def test_dt_access_is_what_the_product_serves(dt: etree._Element, schema: Schema) -> None:

@@ -60,7 +60,7 @@ from tests.support.daemon import DsmDaemon
 
 pytestmark = [pytest.mark.integration, needs_runc]
 
-INSTALL_POINTS = ["install.journaled", "install.unpacked"]
+INSTALL_POINTS = ["install.journaled", "install.unpacked", "install.volumes"]
 UPDATE_BEFORE_SWAP = ["update.journaled", "update.unpacked", "update.stopped"]
 UNINSTALL_POINTS = ["uninstall.journaled", "uninstall.stopped", "uninstall.removed"]
 INTERRUPTED = FaultCode.REQUEST_DENIED.usp  # recovery.py: "interrupted by a restart ..."

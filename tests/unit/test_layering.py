@@ -15,6 +15,8 @@ ADAPTERS = (
     "dsm_tr181.packagers",
     "dsm_tr181.runtimes",
     "dsm_tr181.store",
+    "dsm_tr181.volumes",
+    "dsm_tr181.network",
     "dsm_tr181.secretbox",
     "dsm_tr181.daemon",
     "dsm_tr181.cli",

@@ -1,0 +1,285 @@
+"""EUs as managed services: the cost of limits, the log writer and monitoring, each as a
+ratio to a baseline measured in the same run.
+
+1. Start with limits: ``OciRuntime.start()`` of an effective spec with Resources limits
+   (the ExecEnv's parent cgroup written, the log writer spawned) against a bare
+   ``runc run -d`` of a bundle whose config.json carries the same limits. Median of N
+   interleaved rounds; target <= 1.2 x.
+2. Monitoring: with 50 containers running, one sweep of the daemon's per-EU usage read
+   (``OciRuntime.usage()``: memory, CPU and processes) against reading each container's
+   cgroup files directly (memory.usage_in_bytes, memory.stat, cpuacct.usage, cgroup.procs).
+   Prints the per-EU cost; target <= 2 x.
+3. The log writer's private memory (one per running container).
+
+4. Bridged networking, in a network (and mount) namespace of its own (``unshare``): an EU
+   start with its network (``BridgedNetwork.attach`` + ``OciRuntime.start()`` joining the
+   namespace) against the same made with the ``ip`` command + ``runc run -d``; target
+   <= 1.2 x. Then the network setup and teardown of 50 EUs, per EU, checking nothing is left.
+
+Run as root: python bench/service_bench.py [-n 10] [--containers 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dsm_tools.sample_bundle import make_bundle
+
+from dsm_tr181.containerspec import ConfinementPolicy, EuInputs, SpecContext, effective_spec
+from dsm_tr181.containerspec.resources import Limits, execenv_resources
+from dsm_tr181.lcm.ports import StartSpec
+from dsm_tr181.runtimes.cgroups import _container_dirs
+from dsm_tr181.runtimes.oci import OciRuntime, OciRuntimeConfig
+
+START_TARGET, MONITOR_TARGET = 1.2, 2.0
+INSTANCE = f"dsm-bench-{os.getpid()}"
+EE_LIMITS = Limits(memory_kib=1 << 20, cpu_percent=100)
+EU_LIMITS = Limits(memory_kib=32768, cpu_percent=50)
+CPUS = os.cpu_count() or 1
+
+
+def effective(bundle: Path, container_id: str) -> dict[str, Any]:
+    config = json.loads((bundle / "config.json").read_text())
+    context = SpecContext("bench", container_id, f"/{INSTANCE}/bench/{container_id}", platform.machine(),
+                          execenv_limits=EE_LIMITS, cpus=CPUS)  # fmt: skip
+    return effective_spec(config, str(bundle), EuInputs(resources=EU_LIMITS), ConfinementPolicy(), context)
+
+
+def bare_bundle(work: Path, bundle: Path, container_id: str) -> Path:
+    """A bundle for bare runc: the same spec (limits included), rootfs by absolute path."""
+    target = work / "bare-bundles" / container_id
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "config.json").write_text(json.dumps(effective(bundle, container_id)))
+    return target
+
+
+def bare_run(runc: str, work: Path, bundle: Path, container_id: str) -> float:
+    root, pid_file = work / "bare-root", work / f"{container_id}.pid"
+    target = bare_bundle(work, bundle, container_id)
+    log = os.open(work / f"{container_id}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    began = time.perf_counter()
+    try:
+        subprocess.run([runc, "--root", str(root), "run", "-d", "--bundle", str(target), "--pid-file", str(pid_file),
+                        container_id], stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True,
+                       start_new_session=True)  # fmt: skip
+        elapsed = time.perf_counter() - began
+    finally:
+        os.close(log)
+    subprocess.run([runc, "--root", str(root), "delete", "--force", container_id], check=True)
+    os.waitpid(int(pid_file.read_text()), 0)
+    return elapsed
+
+
+async def runtime_start(runtime: OciRuntime, work: Path, bundle: Path, container_id: str, keep: bool = False) -> float:
+    spec = StartSpec(container_id, effective(bundle, container_id), work / "logs" / f"{container_id}.log",
+                     execenv_resources=execenv_resources(EE_LIMITS, CPUS))  # fmt: skip
+    began = time.perf_counter()
+    await runtime.start(spec)
+    elapsed = time.perf_counter() - began
+    if not keep:
+        await runtime.remove(container_id)
+    return elapsed
+
+
+def read_directly(pid: int) -> tuple[int, int, int]:
+    """What a monitor reading the cgroup files itself does for one container."""
+    dirs = _container_dirs(pid)
+    memory = int((dirs["memory"] / "memory.usage_in_bytes").read_text())
+    (dirs["memory"] / "memory.stat").read_text()
+    cpu = int((dirs["cpuacct"] / "cpuacct.usage").read_text())
+    procs = len((dirs["pids"] / "cgroup.procs").read_text().split())
+    return memory, cpu, procs
+
+
+def private_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1])
+    return -1
+
+
+async def main(rounds: int, containers: int) -> int:
+    runc = shutil.which("runc")
+    if runc is None or os.geteuid() != 0:
+        print("needs root and runc", file=sys.stderr)
+        return 2
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="service-bench-") as tmp:
+        work = Path(tmp)
+        bundle = make_bundle(work / "bundle")
+        runtime = OciRuntime(OciRuntimeConfig(binary=runc), work / "state")
+        try:
+            bare, ours = [], []
+            for round_ in range(rounds + 1):  # round 0 warms up
+                b = await asyncio.to_thread(bare_run, runc, work, bundle, f"bare-{round_}")
+                o = await runtime_start(runtime, work, bundle, f"ours-{round_}")
+                if round_:
+                    bare.append(b)
+                    ours.append(o)
+            ratio = statistics.median(ours) / statistics.median(bare)
+            failed |= ratio > START_TARGET
+            print(f"1. start with limits ({rounds} rounds, medians): bare runc run -d "
+                  f"{statistics.median(bare) * 1000:.1f} ms, OciRuntime.start() {statistics.median(ours) * 1000:.1f} ms"
+                  f" -> ratio {ratio:.2f} (target <= {START_TARGET})")  # fmt: skip
+
+            ids = [f"mon-{n}" for n in range(containers)]
+            for container_id in ids:
+                await runtime_start(runtime, work, bundle, container_id, keep=True)
+            pids = [(await runtime.status(container_id)).pid for container_id in ids]
+            direct_times, daemon_times = [], []
+            for _ in range(3):
+                began = time.perf_counter()
+                for pid in pids:
+                    read_directly(pid)
+                direct_times.append(time.perf_counter() - began)
+                began = time.perf_counter()
+                for container_id in ids:
+                    await runtime.usage(container_id)
+                daemon_times.append(time.perf_counter() - began)
+            direct, daemon = min(direct_times), min(daemon_times)
+            failed |= daemon / direct > MONITOR_TARGET
+            print(f"2. monitoring {containers} running EUs (best of 3 sweeps): cgroup files directly "
+                  f"{direct * 1000:.1f} ms ({direct / containers * 1e6:.0f} us/EU), OciRuntime.usage() "
+                  f"{daemon * 1000:.1f} ms ({daemon / containers * 1e6:.0f} us/EU) -> ratio {daemon / direct:.1f} "
+                  f"(target <= {MONITOR_TARGET})")  # fmt: skip
+            shims = subprocess.run(["pgrep", "-f", "runtimes/logshim.py"], capture_output=True, text=True)
+            sizes = [private_kib(int(pid)) for pid in shims.stdout.split()]
+            sizes = [size for size in sizes if size > 0]
+            if sizes:
+                print(
+                    f"3. log writer: {len(sizes)} running, median private memory "
+                    f"{statistics.median(sizes):.0f} KiB each"
+                )
+            for container_id in ids:
+                await runtime.remove(container_id)
+        finally:
+            await runtime.close()
+            for controller in ("memory", "cpu", "cpuacct", "pids", "devices", "freezer", "blkio", "cpuset"):
+                for directory in sorted(Path(f"/sys/fs/cgroup/{controller}/{INSTANCE}").glob("**/"), reverse=True):
+                    directory.rmdir()
+    return 1 if failed else 0
+
+
+BRIDGE, SUBNET = "dsmbench0", "10.77.0.0/24"
+
+
+def ip_network_and_run(runc: str, work: Path, bundle: Path, container_id: str, address: str) -> float:
+    """The baseline: the namespace, veth, address and route with ``ip``, then ``runc run -d``."""
+    name, veth = f"base-{container_id}", f"vb{container_id[-10:]}"
+    target = work / "bare-bundles" / container_id
+    target.mkdir(parents=True, exist_ok=True)
+    config = effective(bundle, container_id)
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"]
+    config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{name}"})
+    (target / "config.json").write_text(json.dumps(config))
+    root, pid_file = work / "bare-root", work / f"{container_id}.pid"
+    began = time.perf_counter()
+    for command in (
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name],
+        ["ip", "link", "set", veth, "master", BRIDGE, "up"],
+        ["ip", "-n", name, "link", "set", "lo", "up"],
+        ["ip", "-n", name, "addr", "add", f"{address}/24", "dev", "eth0"],
+        ["ip", "-n", name, "link", "set", "eth0", "up"],
+        ["ip", "-n", name, "route", "add", "default", "via", "10.77.0.1"],
+    ):
+        subprocess.run(command, check=True, capture_output=True)
+    with open(work / f"{container_id}.log", "ab") as log:  # the container keeps it: not a pipe to wait on
+        subprocess.run([runc, "--root", str(root), "run", "-d", "--bundle", str(target), "--pid-file", str(pid_file),
+                        container_id], check=True, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                       start_new_session=True)  # fmt: skip
+    elapsed = time.perf_counter() - began
+    subprocess.run([runc, "--root", str(root), "delete", "--force", container_id], check=True)
+    os.waitpid(int(pid_file.read_text()), 0)
+    subprocess.run(["ip", "netns", "del", name], check=True)
+    return elapsed
+
+
+def setup_and_teardown(network: Any, count: int) -> tuple[float, float]:
+    began = time.perf_counter()
+    for index in range(count):
+        network.attach(f"s{index}", f"10.77.0.{2 + index}", (("tcp", 20000 + index, 80),))
+    setup = time.perf_counter() - began
+    began = time.perf_counter()
+    for index in range(count):
+        network.detach(f"s{index}")
+    return setup, time.perf_counter() - began
+
+
+async def network_part(rounds: int, count: int) -> int:
+    """Run inside ``unshare --net --mount``: nothing here reaches the host's network."""
+    from dsm_tr181.network.bridged import NETNS_DIR, BridgedNetwork, _tags
+
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(NETNS_DIR)], check=True)
+    runc = shutil.which("runc") or "runc"
+    network = BridgedNetwork("bench", BRIDGE, SUBNET)
+    await asyncio.to_thread(network.ensure_bridge)  # pyroute2's sync API runs a loop of its own: not in ours
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="service-bench-net-") as tmp:
+        work = Path(tmp)
+        bundle = make_bundle(work / "bundle")
+        runtime = OciRuntime(OciRuntimeConfig(binary=runc), work / "state")
+        try:
+            base, ours = [], []
+            for round_ in range(rounds + 1):
+                b = await asyncio.to_thread(
+                    ip_network_and_run, runc, work, bundle, f"b{round_}", f"10.77.0.{200 + round_}"
+                )
+                container_id = f"n{round_}"
+                config = effective(bundle, container_id)
+                config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"]
+                config["linux"]["namespaces"].append(
+                    {"type": "network", "path": str(network.namespace_path(container_id))}
+                )
+                began = time.perf_counter()
+                await asyncio.to_thread(network.attach, container_id, f"10.77.0.{10 + round_}", ())
+                await runtime.start(StartSpec(container_id, config, work / "logs" / f"{container_id}.log"))
+                o = time.perf_counter() - began
+                await runtime.remove(container_id)
+                await asyncio.to_thread(network.detach, container_id)
+                if round_:
+                    base.append(b)
+                    ours.append(o)
+            ratio = statistics.median(ours) / statistics.median(base)
+            failed |= ratio > START_TARGET
+            print(f"4. bridged EU start ({rounds} rounds, medians): ip + runc run -d "
+                  f"{statistics.median(base) * 1000:.1f} ms, attach + OciRuntime.start() "
+                  f"{statistics.median(ours) * 1000:.1f} ms -> ratio {ratio:.2f} "
+                  f"(target <= {START_TARGET})")  # fmt: skip
+            setup, teardown = await asyncio.to_thread(setup_and_teardown, network, count)
+            left = [n for n in os.listdir(NETNS_DIR)] + [t for t in _tags() if not t.endswith(":bridge")]
+            failed |= bool(left)
+            print(f"   network setup of {count} EUs (with a port mapping each) {setup * 1000:.0f} ms "
+                  f"({setup / count * 1000:.1f} ms/EU), teardown {teardown * 1000:.0f} ms "
+                  f"({teardown / count * 1000:.1f} ms/EU); left behind: {left or 'nothing'}")  # fmt: skip
+        finally:
+            await runtime.close()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--rounds", type=int, default=10)
+    parser.add_argument("--containers", type=int, default=50)
+    parser.add_argument("--network-part", action="store_true", help=argparse.SUPPRESS)  # run by main() in unshare
+    args = parser.parse_args()
+    if args.network_part:
+        raise SystemExit(asyncio.run(network_part(args.rounds, args.containers)))
+    code = asyncio.run(main(args.rounds, args.containers))
+    isolated = ["unshare", "--net", "--mount", "--propagation", "private", sys.executable, __file__, "--network-part"]
+    part = subprocess.run([*isolated, "-n", str(args.rounds), "--containers", str(args.containers)], check=False)
+    raise SystemExit(code or part.returncode)

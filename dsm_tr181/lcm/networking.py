@@ -1,0 +1,135 @@
+"""EU networking per ExecEnv (``network`` setting): ``none`` — a namespace with loopback
+only (the default); ``host`` — the host's network (the operator's policy decision);
+``bridged`` — a namespace of its own on the ExecEnv's bridge (:class:`~.ports.Network`).
+
+A bridged EU gets an address of the ExecEnv's subnet at install (the first one no other EU
+of the ExecEnv holds; kept in its record, so stable across restarts), its namespace, link,
+route and ``NetworkConfig.PortMapping`` rules when it starts, and loses them when it stops,
+exits or is uninstalled; what a crash left is swept at start. Its ``/etc/hosts``,
+``/etc/resolv.conf`` and ``/etc/nsswitch.conf`` are files beside its effective spec
+(``<bundle>/.dsm-spec/<euid>.etc/``), bind-mounted read-only, replaced on Update and removed
+with the bundle. ``NetworkConfig.AccessInterfaceRefList`` and ``PortMappingRefList`` stay
+empty: they reference ``Device.IP.Interface`` / ``Device.NAT.PortMapping`` rows, which this
+product does not serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.ports import Network
+from dsm_tr181.lcm.records import ExecutionUnitRecord
+
+if TYPE_CHECKING:
+    from dsm_tr181.lcm.manager import Lcm
+
+log = logging.getLogger(__name__)
+
+NSSWITCH = "hosts: files dns\nnetworks: files\npasswd: files\ngroup: files\n"
+
+
+class Networking:
+    def __init__(self, lcm: Lcm, networks: Mapping[str, Network]) -> None:
+        self.lcm = lcm
+        self.networks = dict(networks)  # ExecEnv name -> its bridged network
+
+    def mode(self, ee: str) -> str:
+        settings = self.lcm.execenvs.settings.get(ee)
+        return settings.network if settings is not None else "none"
+
+    def check(self, ee: str, mappings: list[dict[str, object]], instance: int = 0) -> None:
+        """Port mappings need a bridged ExecEnv and ports no other EU maps (7002 otherwise)."""
+        if not mappings:
+            return
+        if self.mode(ee) != "bridged" or ee not in self.networks:
+            raise Fault(
+                FaultCode.REQUEST_DENIED, f"execution environment {ee!r} has no bridged network for port mappings"
+            )
+        taken = {
+            (str(m["Protocol"]), int(m["ExternalPort"]))  # type: ignore[call-overload]
+            for unit in self.lcm.executions.units.values()
+            if unit.record.instance != instance
+            for m in unit.record.port_mappings
+        }
+        for mapping in mappings:
+            key = (str(mapping["Protocol"]), int(mapping["ExternalPort"]))  # type: ignore[call-overload]
+            if key in taken:
+                raise Fault(FaultCode.REQUEST_DENIED, f"{key[0].upper()} port {key[1]} is already mapped to another EU")
+
+    def allocate(self, eu: ExecutionUnitRecord) -> None:
+        """A bridged EU's address: the subnet's first one (after the bridge's) nobody holds."""
+        if self.mode(eu.ee) != "bridged" or eu.address:
+            return
+        subnet = ipaddress.ip_network(self.lcm.execenvs.settings[eu.ee].subnet)
+        taken = {u.record.address for u in self.lcm.executions.units.values() if u.record.ee == eu.ee}
+        for host in list(subnet.hosts())[1:]:
+            if str(host) not in taken:
+                eu.address = str(host)
+                return
+        raise Fault(
+            FaultCode.SYSTEM_RESOURCES_EXCEEDED, f"no free address in {subnet} for execution environment {eu.ee!r}"
+        )
+
+    def context(self, eu: ExecutionUnitRecord, bundle: Path) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """The spec's network ("", "host" or the namespace path) and /etc files; writes those files."""
+        mode = self.mode(eu.ee)
+        if mode == "host":
+            return "host", ()
+        if mode != "bridged" or eu.ee not in self.networks:
+            return "", ()
+        directory = bundle / ".dsm-spec" / f"{eu.container_id}.etc"
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        files = {
+            "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{eu.address}\t{eu.container_id}\n",
+            "resolv.conf": "".join(f"nameserver {server}\n" for server in self._nameservers(eu.ee)),
+            "nsswitch.conf": NSSWITCH,
+        }
+        for name, text in files.items():
+            (directory / name).write_text(text)
+            (directory / name).chmod(0o644)
+        etc = tuple((str(directory / name), f"/etc/{name}") for name in files)
+        return str(self.networks[eu.ee].namespace_path(eu.container_id)), etc
+
+    def _nameservers(self, ee: str) -> tuple[str, ...]:
+        configured = self.lcm.execenvs.settings[ee].dns
+        if configured:
+            return configured
+        try:
+            lines = Path("/etc/resolv.conf").read_text().splitlines()
+        except OSError:
+            return ()
+        return tuple(line.split()[1] for line in lines if line.startswith("nameserver ") and len(line.split()) > 1)
+
+    async def attach(self, eu: ExecutionUnitRecord) -> None:
+        network = self.networks.get(eu.ee)
+        if network is None or self.mode(eu.ee) != "bridged":
+            return
+        mappings = tuple(
+            (str(m["Protocol"]).lower(), int(m["ExternalPort"]), int(m["InternalPort"])) for m in eu.port_mappings
+        )
+        await asyncio.to_thread(network.attach, eu.container_id, eu.address, mappings)
+
+    async def detach(self, eu: ExecutionUnitRecord) -> None:
+        """Never raises: what cannot be removed now is logged and swept at the next start."""
+        network = self.networks.get(eu.ee)
+        if network is not None:
+            try:
+                await asyncio.to_thread(network.detach, eu.container_id)
+            except Exception as exc:  # netlink, iptables and mount errors alike
+                log.error("EU %s: cannot remove its network: %s", eu.euid, exc)
+
+    async def sweep(self) -> None:
+        """At start, after adoption: only running EUs keep their network."""
+        for ee, network in self.networks.items():
+            owned = {u.record.container_id for u in self.lcm.executions.of_ee(ee) if u.running}
+            try:
+                for euid in await asyncio.to_thread(network.sweep, owned):
+                    log.warning("removed the network left by EU %s", euid)
+            except Exception as exc:  # the daemon serves anyway; starts set the network up afresh
+                log.error("execution environment %s: cannot sweep its network: %s", ee, exc)
