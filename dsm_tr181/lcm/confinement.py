@@ -69,7 +69,7 @@ class Confinement:
             resources=euinputs.limits_of(eu),
             env=euinputs.env_of(eu),
             host_objects=euinputs.host_objects_of(eu),
-            volumes=self.lcm.appdata.mounts(du) if (du := self.lcm.deployments.records.get(eu.du)) else (),
+            volumes=self.lcm.appdata.mounts(du) if (du := self.lcm.deployments.record_of(eu.du)) else (),
         )
         return effective_spec(_read_config(bundle), str(bundle), inputs, settings.confinement, context)
 

@@ -566,6 +566,10 @@ class Deployments:
             except Fault:
                 continue
 
+    def record_of(self, instance: int) -> DeploymentUnitRecord | None:
+        """DU ``instance``, installed or still installing (which has no row yet)."""
+        return self.records.get(instance) or self.installing.get(instance)
+
     def cancel_transfers(self, ee: str) -> None:
         """ExecEnv.Enable=false: the installs into it still downloading end now (DUStateChange!
         Failed, 7012 Disabled Execution Environment). TR-181 has no cancel, and an Installing DU
