@@ -104,7 +104,7 @@ def memory_limit_kib(spec: Mapping[str, Any]) -> int:
     """The memory limit a spec sets (KiB), -1 for none."""
     memory = ((spec.get("linux") or {}).get("resources") or {}).get("memory") or {}
     limit = memory.get("limit")
-    return limit // 1024 if _positive(limit) else -1
+    return limit // 1024 if isinstance(limit, int) and _positive(limit) else -1
 
 
 def _positive(value: Any) -> bool:

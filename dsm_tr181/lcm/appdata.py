@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import Volumes
 from dsm_tr181.lcm.records import AppDataRecord, DeploymentUnitRecord
-from dsm_tr181.lcm.tables import EE_TABLE
+from dsm_tr181.lcm.tables import EE_TABLE, as_int
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.nodes import Node
 
@@ -53,7 +53,7 @@ def parse_rows(rows: list[dict[str, Value]]) -> tuple[VolumeInput, ...]:
     volumes = []
     for row in rows:
         name, path = str(row.get("Name", "")), str(row.get("AccessPath", ""))
-        capacity, retain = int(row.get("Capacity", 0)), str(row.get("Retain", ""))  # type: ignore[arg-type]
+        capacity, retain = as_int(row.get("Capacity", 0)), str(row.get("Retain", ""))
         if row.get("Encrypted") is True:
             raise Fault(FaultCode.INVALID_ARGUMENTS, f"ApplicationData {name!r}: this device has no encrypted storage")
         if not name or capacity < 1 or retain not in RETAIN:

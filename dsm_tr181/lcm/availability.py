@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault
-from dsm_tr181.lcm.ports import MonitoredRuntime, Runtime, RuntimeUnavailable
+from dsm_tr181.lcm.ports import AvailabilityCallback, MonitoredRuntime, Runtime, RuntimeUnavailable
 
 if TYPE_CHECKING:
     from dsm_tr181.lcm.manager import Lcm
@@ -43,7 +43,10 @@ class Availability:
     def watch(self) -> None:
         for runtime in self._runtimes.values():
             if isinstance(runtime, MonitoredRuntime):
-                runtime.watch_availability(lambda up, reason, r=runtime: self._changed(r, up, reason))
+                runtime.watch_availability(self._watcher(runtime))
+
+    def _watcher(self, runtime: Runtime) -> AvailabilityCallback:
+        return lambda up, reason: self._changed(runtime, up, reason)
 
     def execenvs_of(self, runtime: Runtime) -> list[str]:
         return [name for name, r in self.lcm.runtimes.items() if r is runtime]

@@ -54,15 +54,15 @@ class Certificates:
         gone = [self.records.pop(name) for name in list(self.records) if name not in fresh]
         for record in gone:
             self.lcm.dm.delete_row(f"{CERT_TABLE}{record.instance}")
-        added = []
+        added: list[CertificateRecord] = []
         for name, cert in fresh.items():
-            record = self.records.get(name)
-            if record is None:
-                record = self.records[name] = CertificateRecord(name=name, instance=table.next_instance)
-                self.lcm.dm.add_row(CERT_TABLE, {**cert.values, "Enable": True}, number=record.instance)
-                added.append(record)
+            known = self.records.get(name)
+            if known is None:
+                known = self.records[name] = CertificateRecord(name=name, instance=table.next_instance)
+                self.lcm.dm.add_row(CERT_TABLE, {**cert.values, "Enable": True}, number=known.instance)
+                added.append(known)
             elif cert.der != self.certificates[name].der:
-                self.lcm.dm.update(f"{CERT_TABLE}{record.instance}", cert.values)
+                self.lcm.dm.update(f"{CERT_TABLE}{known.instance}", cert.values)
         self.certificates = fresh
         self.lcm.commit(put=added, delete=gone)
         log.info("trust store reloaded: %d certificates (%d new, %d removed)", len(fresh), len(added), len(gone))

@@ -46,7 +46,7 @@ from dsm_tr181.lcm.endings import cleanup, ends_with
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.lcm.records import AppDataRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
 from dsm_tr181.lcm.states import DU, DuOutcome, DuRequest, DuStatus, EeRequest, EuStatus, Operation, allow
-from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, from_stamp, now, stamp
+from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, as_int, from_stamp, now, stamp
 from dsm_tr181.lcm.urls import display_url, served_url
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
@@ -154,8 +154,8 @@ class Deployments:
         du, op = self._journal_install(source, ee, given_uuid, str(args.get("ModuleVersion", "")))
         eu_settings = EuSettings(
             privileged=privileged,
-            num_uids=int(args.get("NumRequiredUIDs", 0)),  # type: ignore[arg-type]
-            shutdown_delay=int(args.get("ShutdownDelay", 10)),  # type: ignore[arg-type]
+            num_uids=as_int(args.get("NumRequiredUIDs", 0)),
+            shutdown_delay=as_int(args.get("ShutdownDelay", 10)),
             auto_restart={k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
             inputs=inputs,
         )
@@ -399,8 +399,9 @@ class Deployments:
             eus = [eu.record for eu in self._units(du)]
             for record in eus:
                 inputs.store(record)
-            for record in (du, *eus):
-                _describe(record, meta)
+            _describe(du, meta)
+            for described in eus:
+                _describe(described, meta)
             du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
             du.signed_by = info.signed_by
             du.url, du.sealed_url = served_url(source.url), self._seal_url(source.url)

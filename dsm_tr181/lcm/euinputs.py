@@ -21,6 +21,7 @@ from dsm_tr181.containerspec.resources import Limits
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.appdata import VolumeInput, parse_rows
 from dsm_tr181.lcm.records import ExecutionUnitRecord
+from dsm_tr181.lcm.tables import as_int
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
 
@@ -63,9 +64,9 @@ def parse(call: CommandCall) -> EuInputSettings:
     if any(name.startswith("Resources.") for name in args):
         try:
             resources = Limits(
-                memory_kib=int(args.get("Resources.AllocatedMemory", -1)),
-                cpu_percent=int(args.get("Resources.AllocatedCPUPercent", -1)),
-                disk_kib=int(args.get("Resources.AllocatedDiskSpace", -1)),
+                memory_kib=as_int(args.get("Resources.AllocatedMemory", -1)),
+                cpu_percent=as_int(args.get("Resources.AllocatedCPUPercent", -1)),
+                disk_kib=as_int(args.get("Resources.AllocatedDiskSpace", -1)),
             )
         except ValueError as exc:
             raise Fault(FaultCode.INVALID_ARGUMENTS, f"Resources: {exc}") from None
@@ -91,7 +92,7 @@ def _port_mappings(rows: list[dict[str, Value]]) -> list[dict[str, Any]]:
     mappings = []
     for row in rows:
         protocol = str(row.get("Protocol", "")).upper()
-        external, internal = int(row.get("ExternalPort", 0)), int(row.get("InternalPort", 0))  # type: ignore[arg-type]
+        external, internal = as_int(row.get("ExternalPort", 0)), as_int(row.get("InternalPort", 0))
         if protocol not in ("TCP", "UDP") or not 0 < external < 65536 or not 0 < internal < 65536:
             raise Fault(
                 FaultCode.INVALID_ARGUMENTS,

@@ -4,6 +4,7 @@ run levels, Restart()/Reset() and resource figures."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -12,7 +13,7 @@ from dsm_tr181.lcm.ports import Runtime
 from dsm_tr181.lcm.records import ExecEnvRecord
 from dsm_tr181.lcm.settings import ExecEnvSettings
 from dsm_tr181.lcm.states import EE, EeRequest, EeStatus, allow
-from dsm_tr181.lcm.tables import EE_TABLE, from_stamp, stamp
+from dsm_tr181.lcm.tables import EE_TABLE, as_int, from_stamp, stamp
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
 from dsm_tr181.tree.nodes import Node
@@ -119,7 +120,7 @@ class ExecEnvs:
         return self.records[name].enable
 
     def status(self, name: str) -> EeStatus:
-        return EeStatus(self.node(name).values["Status"])
+        return EeStatus(str(self.node(name).values["Status"]))
 
     def allow(self, name: str, request: EeRequest) -> None:
         """states.EE's answer for a request on ``name``: nothing, or its fault. A configured
@@ -130,7 +131,7 @@ class ExecEnvs:
         allow(EE, self.status(name), request, self.ref(name) + ".")
 
     def run_level(self, name: str) -> int:
-        return int(self.node(name).values["CurrentRunLevel"])  # type: ignore[arg-type]
+        return as_int(self.node(name).values["CurrentRunLevel"])
 
     def resolve(self, ref: str) -> str:
         """The ExecEnv an InstallDU() targets: ``ref`` or, when empty, the default one (the
@@ -168,7 +169,7 @@ class ExecEnvs:
         dm.on_set(ROW + "Enable", validate=self._check_configured, apply=self._enable_changed)
         dm.on_set(ROW + "InitialRunLevel", apply=self._persist_setting)
         dm.on_set(ROW + "InitialExecutionUnitRunLevel", apply=self._persist_setting)
-        dm.on_set(ROW + "RequestedRunLevel", apply=lambda node, old, new: self._set_run_level(node, int(new)))
+        dm.on_set(ROW + "RequestedRunLevel", apply=lambda node, old, new: self._set_run_level(node, as_int(new)))
         dm.on_set(ROW + "Reset", apply=self._reset_requested)
         dm.on_set(ROW + "Signers", apply=self._signers_changed)
         dm.on_get(ROW + "AvailableDiskSpace", self._available_disk)
@@ -179,15 +180,15 @@ class ExecEnvs:
         dm.on_command(ROW + "Reset()", self._reset_command)
 
     def _check_configured(self, node: Node, value: Value) -> None:
-        allow(EE, EeStatus(node.values["Status"]), EeRequest.ENABLE if value else EeRequest.DISABLE, node.path)
+        allow(EE, EeStatus(str(node.values["Status"])), EeRequest.ENABLE if value else EeRequest.DISABLE, node.path)
 
     def _record(self, node: Node) -> ExecEnvRecord:
         return self.records[self.name_of(node)]
 
     def _persist_setting(self, node: Node, old: Value, new: Value) -> None:
         record = self._record(node)
-        record.initial_run_level = int(node.values["InitialRunLevel"])  # type: ignore[arg-type]
-        record.initial_eu_run_level = int(node.values["InitialExecutionUnitRunLevel"])  # type: ignore[arg-type]
+        record.initial_run_level = as_int(node.values["InitialRunLevel"])
+        record.initial_eu_run_level = as_int(node.values["InitialExecutionUnitRunLevel"])
         self.lcm.commit(put=[record])
 
     def _signers_changed(self, node: Node, old: Value, new: Value) -> None:
@@ -225,14 +226,14 @@ class ExecEnvs:
     # -- run levels ----------------------------------------------------------------------------
 
     def _set_run_level_command(self, call: CommandCall) -> dict[str, Value]:
-        self._set_run_level(call.node, int(call.args["RequestedRunLevel"]))  # type: ignore[arg-type]
+        self._set_run_level(call.node, as_int(call.args["RequestedRunLevel"]))
         return {}
 
     def _set_run_level(self, node: Node, level: int) -> None:
         """Start AutoStart EUs at or below ``level``, stop the AutoStart ones above it;
         -1 returns to InitialRunLevel."""
         record = self._record(node)
-        allow(EE, EeStatus(node.values["Status"]), EeRequest.SET_RUN_LEVEL, node.path)
+        allow(EE, EeStatus(str(node.values["Status"])), EeRequest.SET_RUN_LEVEL, node.path)
         level = record.initial_run_level if level < 0 else level
         record.current_run_level = level  # kept across daemon restarts: the ExecEnv did not restart
         self.lcm.commit(put=[record])
@@ -241,9 +242,9 @@ class ExecEnvs:
 
     # -- Restart() / Reset() --------------------------------------------------------------------
 
-    def _restart_command(self, call: CommandCall) -> object:
+    def _restart_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         record = self._record(call.node)
-        allow(EE, EeStatus(call.node.values["Status"]), EeRequest.RESTART, call.node.path)
+        allow(EE, EeStatus(str(call.node.values["Status"])), EeRequest.RESTART, call.node.path)
         return self._restart(record, str(call.args.get("Reason", "")))
 
     async def _restart(self, record: ExecEnvRecord, reason: str) -> dict[str, Value]:
@@ -281,7 +282,7 @@ class ExecEnvs:
             self.lcm.spawn(self._reset(record), "ee-reset")
             self.lcm.dm.update(node, {"Reset": False})
 
-    def _reset_command(self, call: CommandCall) -> object:
+    def _reset_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
         record = self._record(call.node)
         self.allow(record.name, EeRequest.RESET)
         return self._reset(record)
@@ -322,7 +323,7 @@ class ExecEnvs:
 
     def _available_disk(self, node: Node) -> int:
         free = sysinfo.disk_available_kib(self.lcm.settings.bundle_dir)
-        allocated = int(node.values["AllocatedDiskSpace"])  # type: ignore[arg-type]
+        allocated = as_int(node.values["AllocatedDiskSpace"])
         if allocated < 0 or free < 0:
             return free
         used = sum(du.disk_kib for du in self.lcm.deployments.records.values() if du.ee == self.name_of(node))
@@ -330,7 +331,7 @@ class ExecEnvs:
 
     def _available_memory(self, node: Node) -> int:
         free = sysinfo.memory_available_kib()
-        allocated = int(node.values["AllocatedMemory"])  # type: ignore[arg-type]
+        allocated = as_int(node.values["AllocatedMemory"])
         if allocated < 0 or free < 0:
             return free
         return max(0, min(free, allocated - self.lcm.executions.memory_in_use(self.name_of(node))))

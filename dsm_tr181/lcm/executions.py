@@ -26,7 +26,7 @@ from dsm_tr181.lcm.confinement import execenv_limits
 from dsm_tr181.lcm.ports import ContainerExit, RuntimeUnavailable, StartSpec
 from dsm_tr181.lcm.records import ExecutionUnitRecord
 from dsm_tr181.lcm.states import EE, EU, DuStatus, EeRequest, EuFault, EuRequest, EuStatus, Next, allow
-from dsm_tr181.lcm.tables import EU_TABLE, INFINITE_TIME, LOG_TABLE, from_stamp, now, stamp
+from dsm_tr181.lcm.tables import EU_TABLE, INFINITE_TIME, LOG_TABLE, as_int, from_stamp, now, stamp
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
 from dsm_tr181.tree.nodes import Node
@@ -171,7 +171,7 @@ class Executions:
         dm.on_command(ROW + "Restart()", self._restart_command)
         dm.on_set(
             ROW + "RequestedState",
-            validate=lambda node, state: self.check_request(node, EuRequest(str(state))),
+            validate=self._check_requested_state,
             apply=self._requested_state_set,
         )
         for name in ("AutoStart", "RunLevel", "ShutdownDelay"):
@@ -188,8 +188,8 @@ class Executions:
     def _persist_setting(self, node: Node, old: Value, new: Value) -> None:
         record = self._eu(node).record
         record.auto_start = bool(node.values["AutoStart"])
-        record.run_level = int(node.values["RunLevel"])  # type: ignore[arg-type]
-        record.shutdown_delay = int(node.values["ShutdownDelay"])  # type: ignore[arg-type]
+        record.run_level = as_int(node.values["RunLevel"])
+        record.shutdown_delay = as_int(node.values["ShutdownDelay"])
         self.lcm.commit(put=[record])
 
     def _persist_auto_restart(self, node: Node, old: Value, new: Value) -> None:
@@ -204,7 +204,10 @@ class Executions:
     # -- requests (states.EU and states.EE decide) ------------------------------------------------
 
     def status(self, eu: Eu) -> EuStatus:
-        return EuStatus(self.node(eu).values["Status"])
+        return EuStatus(str(self.node(eu).values["Status"]))
+
+    def _check_requested_state(self, node: Node, state: Value) -> None:
+        self.check_request(node, EuRequest(str(state)))
 
     def check_request(self, node: Node, request: EuRequest) -> Next[EuStatus]:
         """The tables' answer to a controller's request, or their fault."""
@@ -439,13 +442,13 @@ class Executions:
         settings = self.node(eu).singles["AutoRestart"].values
         if not settings["Enable"]:
             return False
-        count = int(settings["RetryCount"])  # type: ignore[arg-type]
-        if settings["MaximumRetryCount"] and count >= int(settings["MaximumRetryCount"]):  # type: ignore[arg-type]
+        count = as_int(settings["RetryCount"])
+        if settings["MaximumRetryCount"] and count >= as_int(settings["MaximumRetryCount"]):
             return False
         delay = _backoff(
-            int(settings["RetryMinimumWaitInterval"]),  # type: ignore[arg-type]
-            int(settings["RetryMaximumWaitInterval"]),  # type: ignore[arg-type]
-            int(settings["RetryIntervalMultiplier"]),  # type: ignore[arg-type]
+            as_int(settings["RetryMinimumWaitInterval"]),
+            as_int(settings["RetryMaximumWaitInterval"]),
+            as_int(settings["RetryIntervalMultiplier"]),
             count,
         )
         restart_at = now() + timedelta(seconds=round(delay))
@@ -484,7 +487,7 @@ class Executions:
     def _schedule_retry_reset(self, eu: Eu) -> None:
         """RetryCount goes back to 0 once the EU has run for ResetPeriod seconds."""
         settings = self.node(eu).singles["AutoRestart"].values
-        period = int(settings["ResetPeriod"])  # type: ignore[arg-type]
+        period = as_int(settings["ResetPeriod"])
         if not settings["Enable"] or not period or not settings["RetryCount"]:
             return
         started = eu.started

@@ -152,7 +152,7 @@ class Lcm:
     # -- shared helpers ---------------------------------------------------------------------
 
     def commit(
-        self, put: list[Record] | None = None, delete: list[Record] | None = None, *, keep_changes: bool = False
+        self, put: Sequence[Record] | None = None, delete: Sequence[Record] | None = None, *, keep_changes: bool = False
     ) -> None:
         """Persist records together with the instance counters of every table.
 
@@ -162,13 +162,13 @@ class Lcm:
         start finishes what the journal then says)."""
         tables = (EE_TABLE, DU_TABLE, EU_TABLE, LOG_TABLE, CERT_TABLE)
         try:
-            self.store.commit(put, delete, {t: self.dm.table(t).next_instance for t in tables})
+            self.store.commit(list(put or ()), list(delete or ()), {t: self.dm.table(t).next_instance for t in tables})
         except Fault:
             if put and not keep_changes:
                 self._restore(put)
             raise
 
-    def _restore(self, records: list[Record]) -> None:
+    def _restore(self, records: Sequence[Record]) -> None:
         stored = self.store.load().records
         for record in records:
             before = stored.get(record.KIND, {}).get(record.key())

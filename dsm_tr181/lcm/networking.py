@@ -52,7 +52,7 @@ class Networking:
                 FaultCode.REQUEST_DENIED, f"execution environment {ee!r} has no bridged network for port mappings"
             )
         taken = {
-            (str(m["Protocol"]), int(m["ExternalPort"]))  # type: ignore[call-overload]
+            (str(m["Protocol"]), int(m["ExternalPort"]))
             for unit in self.lcm.executions.units.values()
             if unit.record.instance != instance
             for m in unit.record.port_mappings

@@ -21,7 +21,8 @@ class Record:
         raise NotImplementedError
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        data: dict[str, Any] = asdict(self)  # type: ignore[call-overload]  # every Record subclass is a dataclass
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:

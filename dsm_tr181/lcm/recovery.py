@@ -63,18 +63,18 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
         if du.instance not in installing:
             lcm.deployments.add_row(du)
     for op in ops.values():
-        du = dus.get(op.du)
-        if du is None:
+        interrupted = dus.get(op.du)
+        if interrupted is None:
             lcm.commit(delete=[op])
             continue
         try:
-            await _resume(lcm, du, op, [eu for eu in eus if eu.du == du.instance])
+            await _resume(lcm, interrupted, op, [record for record in eus if record.du == interrupted.instance])
         except Fault as fault:  # left journaled: the next start tries again
-            log.error("cannot resume the interrupted %s of DU %s: %s", op.kind, du.instance, fault)
+            log.error("cannot resume the interrupted %s of DU %s: %s", op.kind, interrupted.instance, fault)
     # A finished update starts its EUs again: let those starts end before the sweep, which
     # would otherwise take a container still being created for a stale one and delete it.
-    for eu in list(lcm.executions.units.values()):
-        await lcm.executions.wait(eu)
+    for unit in list(lcm.executions.units.values()):
+        await lcm.executions.wait(unit)
     resumed = [eu for eu in lcm.executions.units.values() if eu.record.requested_state == EuStatus.ACTIVE]
     booted = await _containers(lcm)
     await lcm.networking.sweep()
@@ -85,9 +85,9 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
         if name in booted:
             _started(lcm, record)
         else:  # only the daemon restarted: what runs was adopted; an update resumes its EUs
-            for eu in resumed:
-                if eu.record.ee == name and not eu.running and eu.record.requested_state == EuStatus.ACTIVE:
-                    lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
+            for unit in resumed:
+                if unit.record.ee == name and not unit.running and unit.record.requested_state == EuStatus.ACTIVE:
+                    lcm.executions.request(unit, EuStatus.ACTIVE, cause="auto")
 
 
 def _started(lcm: Lcm, record: ExecEnvRecord) -> None:

@@ -30,6 +30,7 @@ Sources (TR-181 2.19.1, USP flavour, ../shared/bbf/tr-181-2-19-1-usp-full.xml):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
@@ -235,13 +236,14 @@ EE: dict[tuple[EeStatus, EeRequest], Answer[EeStatus]] = {
 }
 
 R = TypeVar("R")
+K = TypeVar("K")
 
 
 def decide(table: dict[tuple[S, R], Answer[S]], state: S, request: R) -> Answer[S]:
     return table[(state, request)]
 
 
-def allow(table: dict[tuple[S, R], Answer[S]], state: S, request: R, path: str = "") -> Next[S]:
+def allow(table: Mapping[tuple[K, R], Answer[S]], state: K, request: R, path: str = "") -> Next[S]:
     """The table's answer, raising its fault when the request is refused."""
     answer = table[(state, request)]
     if isinstance(answer, Refused):

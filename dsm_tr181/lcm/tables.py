@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dsm_tr181.schema.types import UNKNOWN_TIME, format_datetime
+from dsm_tr181.schema.types import UNKNOWN_TIME, Value, format_datetime
 
 SM = "Device.SoftwareModules."
 EE_TABLE = SM + "ExecEnv."
@@ -30,3 +30,10 @@ def stamp(value: datetime | None = None) -> str:
 def from_stamp(text: str) -> datetime:
     """A stored time ("" = unknown) as a dateTime value."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else UNKNOWN_TIME
+
+
+def as_int(value: Value) -> int:
+    """A value the model types as a number (int / unsignedInt), as an int."""
+    if isinstance(value, int):
+        return value
+    raise TypeError(f"expected a number, got {value!r}")
