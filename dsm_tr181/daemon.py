@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dsm_tr181 import __version__, adapters, fleet
+from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.buses.control_socket import ControlServer
 from dsm_tr181.buses.provider import BusProvider
 from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_from_args
@@ -76,11 +77,12 @@ def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
     runtimes: dict[str, Runtime] = {}
     for ee in config.lcm.execenvs:
         try:
-            runtime_class = adapters.load("runtime", ee.runtime)
-            work = config.state_dir / "execenvs" / ee.name
-            runtimes[ee.name] = runtime_class.create(config.runtimes[ee.runtime], work)
+            context = AdapterContext(ee.runtime, config.state_dir / "execenvs" / ee.name)
+            runtimes[ee.name] = adapters.create("runtime", ee.runtime, config.runtimes[ee.runtime], context)
         except ValueError as exc:
-            raise ConfigError(f"runtime.{ee.runtime}: {exc}") from None
+            raise ConfigError(
+                str(exc) if str(exc).startswith(f"runtime.{ee.runtime}") else f"runtime.{ee.runtime}: {exc}"
+            ) from None
     return runtimes
 
 
@@ -95,7 +97,8 @@ async def start_buses(config: DaemonConfig, dm: DataModel) -> list[BusProvider]:
         candidates = ("rbus", "dbus") if choice == "auto" else (choice,)
         for name in candidates:
             try:
-                provider = adapters.load("bus", name).create(dm, config.bus_sections.get(name, {}), loop)
+                context = AdapterContext(name, config.state_dir / "buses" / name, dm, loop)
+                provider = adapters.create("bus", name, config.bus_sections.get(name, {}), context)
                 await provider.start()
             except Exception as exc:  # in auto mode any bus failure means "try the next one"
                 if choice != "auto":
@@ -118,7 +121,7 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     extensions = fleet.extensions(datamodel) if fleet_settings.enable else []
     dm = DataModel(load_schema(datamodel, cache_dir=state_dir, extensions=extensions))
     try:
-        packager = adapters.load("packager", "tar").from_config(config.packager)
+        packager = adapters.create("packager", "tar", config.packager, AdapterContext("tar", state_dir / "packagers"))
         sealer = FernetSealer(state_dir / "secret.key")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -758,12 +758,12 @@ def test_a_taken_name_fails_start(served: Served) -> None:
     "section, problem",
     [
         ({"buss": "system"}, "unknown key"),
-        ({"bus": 1}, "bus must be a string"),
+        ({"bus": 1}, "bus.dbus.bus: must be a string"),
         ({"bus": "tcp"}, "bus must be"),
         ({"name": ":1.4"}, "well-known"),
         ({"object_path": "com/x"}, "object path"),
         ({"call_timeout": 0}, "positive"),
-        ({"call_timeout": True}, "must be a number"),
+        ({"call_timeout": True}, "bus.dbus.call_timeout: must be a number"),
     ],
 )
 def test_config_refuses_bad_sections(section: dict[str, Any], problem: str) -> None:

@@ -334,11 +334,11 @@ def test_config_from_section() -> None:
     config = OciRuntimeConfig.from_config({"binary": "crun", "kill_timeout": 3, "cgroup2_mount_namespace": True})
     assert config == OciRuntimeConfig(binary="crun", kill_timeout=3.0, cgroup2_mount_namespace=True)
     assert OciRuntimeConfig.from_config({}) == OciRuntimeConfig()
-    with pytest.raises(ValueError, match=r"unknown key.*colour"):
+    with pytest.raises(ValueError, match=r"runtime\.oci\.colour: unknown key"):
         OciRuntimeConfig.from_config({"colour": "blue"})
-    with pytest.raises(ValueError, match="systemd_cgroup must be true or false, not 'yes'"):
+    with pytest.raises(ValueError, match=r"runtime\.oci\.systemd_cgroup: must be true or false, not 'yes'"):
         OciRuntimeConfig.from_config({"systemd_cgroup": "yes"})
-    with pytest.raises(ValueError, match="kill_timeout must be a number, not True"):
+    with pytest.raises(ValueError, match=r"runtime\.oci\.kill_timeout: must be a number, not True"):
         OciRuntimeConfig.from_config({"kill_timeout": True})
     with pytest.raises(ValueError, match="kill_timeout must be >= 0"):
         OciRuntimeConfig.from_config({"kill_timeout": -1})
