@@ -117,7 +117,7 @@ def test_config_rejects_unknown_keys_and_wrong_types() -> None:
         {"bus_address": "not an address"},
         {"id_prefix": "dsm/"},
     ):
-        with pytest.raises(ValueError, match=r"runtime\.dobby: "):
+        with pytest.raises(ValueError, match=r"runtime\.dobby[.:]"):
             DobbyRuntimeConfig.from_config(section)
 
 
