@@ -13,7 +13,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     libgirepository1.0-dev libcairo2-dev gir1.2-glib-2.0 libglib2.0-bin \
     dbus runc crun busybox-static util-linux \
     curl openssl ca-certificates tar xz-utils gzip \
-    postgresql >/dev/null
+    postgresql docker-registry skopeo umoci >/dev/null
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'

@@ -15,7 +15,7 @@ TOML layout::
                   initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent,
                   signers, require_signature, and its confinement policy: allow_privileged,
                   allowed_host_paths, allowed_devices, extra_capabilities, allowed_rdk_plugins, user_namespace
-    [packager.tar], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
+    [packager.tar], [packager.image], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
     [fleet]       the fleet client (dsm_tr181/fleet/settings.py), off by default
 
 The original DSM's ``dsm.config`` JSON (``ExecutionEnvironments``, ``Packagers``,
@@ -59,6 +59,7 @@ class DaemonConfig:
     log_level: str = "info"
     datamodel_dir: str = ""  # "" = the installed datamodel/
     packager: Mapping[str, Any] = field(default_factory=dict)
+    packager_image: Mapping[str, Any] = field(default_factory=dict)
     runtimes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # runtime name -> section
     bus_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fleet: Mapping[str, Any] = field(default_factory=dict)  # the [fleet] section, read by dsm_tr181.fleet
@@ -169,7 +170,14 @@ def _buses(value: Any) -> tuple[str, ...]:
 
 
 def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str, Any]) -> DaemonConfig:
-    known = {f.name for f in fields(DaemonConfig)} - {"lcm", "packager", "runtimes", "bus_sections", "fleet"}
+    known = {f.name for f in fields(DaemonConfig)} - {
+        "lcm",
+        "packager",
+        "packager_image",
+        "runtimes",
+        "bus_sections",
+        "fleet",
+    }
     _no_unknown("daemon", daemon, known)
     state_dir = Path(_daemon_text(daemon, "state_dir", str(DaemonConfig.state_dir)))
     chosen = _buses(daemon.get("buses", ("auto",)))
@@ -189,6 +197,7 @@ def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str
         datamodel_dir=_daemon_text(daemon, "datamodel_dir", ""),
         lcm=_lcm(lcm_raw, state_dir, execenvs),
         packager=raw.get("packager", {}).get("tar", {}),
+        packager_image=raw.get("packager", {}).get("image", {}),
         runtimes=runtimes,
         bus_sections=dict(buses),
         fleet=dict(raw.get("fleet", {})),

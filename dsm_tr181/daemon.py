@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -29,6 +30,7 @@ from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_f
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.lcm.manager import Lcm
 from dsm_tr181.lcm.ports import Runtime
+from dsm_tr181.runtimes.deferred import DeferredRuntime
 from dsm_tr181.schema import load_schema
 from dsm_tr181.secretbox import FernetSealer
 from dsm_tr181.signing import truststore
@@ -73,16 +75,23 @@ def settle_memory() -> None:
 
 def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
     """One runtime instance per ExecEnv, working in ``<state_dir>/execenvs/<name>/``: two
-    ExecEnvs on the same runtime keep their containers apart."""
+    ExecEnvs on the same runtime keep their containers apart. A runtime that cannot be
+    created now (AdapterUnavailable) is a placeholder: its ExecEnv is Error until it can."""
     runtimes: dict[str, Runtime] = {}
     for ee in config.lcm.execenvs:
+        adapters.load("runtime", ee.runtime)  # an unknown name or a broken plug-in stops the daemon now
+        context = AdapterContext(ee.runtime, config.state_dir / "execenvs" / ee.name)
+        create = functools.partial(adapters.create, "runtime", ee.runtime, config.runtimes[ee.runtime], context)
         try:
-            context = AdapterContext(ee.runtime, config.state_dir / "execenvs" / ee.name)
-            runtimes[ee.name] = adapters.create("runtime", ee.runtime, config.runtimes[ee.runtime], context)
+            runtimes[ee.name] = create()
         except ValueError as exc:
+            message = str(exc)
             raise ConfigError(
-                str(exc) if str(exc).startswith(f"runtime.{ee.runtime}") else f"runtime.{ee.runtime}: {exc}"
+                message if message.startswith(f"runtime.{ee.runtime}") else f"runtime.{ee.runtime}: {message}"
             ) from None
+        except AdapterUnavailable as exc:
+            log.error("runtime %s is unavailable: %s (execution environment %s)", ee.runtime, exc, ee.name)
+            runtimes[ee.name] = DeferredRuntime(ee.runtime, create, str(exc))
     return runtimes
 
 
@@ -121,7 +130,9 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     extensions = fleet.extensions(datamodel) if fleet_settings.enable else []
     dm = DataModel(load_schema(datamodel, cache_dir=state_dir, extensions=extensions))
     try:
-        packager = adapters.create("packager", "tar", config.packager, AdapterContext("tar", state_dir / "packagers"))
+        # Images to the image packager, DU archives to the tar packager (dsm_tr181/packagers/dispatch.py).
+        sections = {"tar": config.packager, "image": config.packager_image}
+        packager = adapters.create("packager", "auto", sections, AdapterContext("auto", config.lcm.bundle_dir))
         sealer = FernetSealer(state_dir / "secret.key")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -6,7 +6,7 @@
 2. starts ``dsm`` with no configuration file — only its state directory and control socket
    are placed in WORKDIR so the demo leaves the system alone — and waits until it is ready;
 3. runs, and shows, the dsmcli commands an operator would: ``ee.list``,
-   ``du.install default file://…/hello.tar.gz --wait``, ``eu.start``, ``eu.list``, the
+   ``du.install default file://…/hello.tar.gz --wait``, ``eu.start``, ``eu.detail`` (its confinement), ``eu.list``, the
    container's output, ``get Device.SoftwareModules.`` (the tree), ``eu.stop``,
    ``du.uninstall --wait``;
 4. stops the daemon.
@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _dsmcli(sock, "ee.list")
         _dsmcli(sock, "du.install", "default", f"file://{archive}", "--wait")
         _dsmcli(sock, "eu.start", EU)
+        _dsmcli(sock, "eu.detail", EU)  # with the confinement it runs under
         time.sleep(2.5)
         _dsmcli(sock, "eu.list")
         log = work / "state" / "logs" / f"{EU}.log"

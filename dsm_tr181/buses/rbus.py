@@ -16,8 +16,9 @@ callback thread, never under a partial get librbus is expanding there.
 
 When rtrouted restarts, providers reconnect but the broker forgets their elements, and
 librbus gives a provider no sign of it: a watchdog (``watchdog_interval``) reads one of
-our own properties through the broker and, when that fails, closes and starts the
-provider again.
+our own properties through the broker when nothing was routed to us lately and, only when
+the broker answers that it knows no such destination, waits until no handler runs, closes
+and starts the provider again (:mod:`.rbus_watchdog`: slow is not forgotten).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from dsm_tr181.buses.rbus_outbox import Outbox
 from dsm_tr181.buses.rbus_sets import SetBatches
 from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, typed
+from dsm_tr181.buses.rbus_watchdog import QUIET_BEFORE_CLOSE, Verdict, after_probe, before_probe
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.schema.model import Object
 from dsm_tr181.sections import build_section
@@ -88,6 +90,7 @@ class _Connection:
     """What lives from start() to close(): waiting callers and subscriptions die with it."""
 
     handle: rbus_ffi.Handle
+    activity: rbus_ffi.HandlerActivity  # its handlers, as the watchdog sees them
     outbox: Outbox
     methods: Methods
     changes: ValueChanges
@@ -132,25 +135,49 @@ class RbusProvider:
             self._watchdog = self._loop.create_task(self._watch(), name="rbus-watchdog")
 
     async def _watch(self) -> None:
-        """Register everything again when the broker no longer routes to us (a restarted
-        rtrouted); retry until it answers again."""
+        """Register everything again when the broker has forgotten us (a restarted
+        rtrouted), never merely because we are slow (see :mod:`.rbus_watchdog`); retry
+        until the broker answers again."""
+        interval = self.config.watchdog_interval
         while True:
-            await asyncio.sleep(self.config.watchdog_interval)
+            await asyncio.sleep(interval)
             connection = self._connection
             try:
-                if connection is not None:
-                    await self._loop.run_in_executor(None, connection.handle.get, self._probe)
+                if connection is not None and not await self._forgotten(connection, interval):
                     continue
-            except RbusCallFailed as exc:
-                log.warning("rbus: the broker no longer routes to %s (%s): registering again",
-                            self.config.component, exc)  # fmt: skip
-            await self._close_connection()
-            try:
+                if connection is not None and not await self._quiet(connection, interval):
+                    log.info("rbus: handlers still running; registering again later")
+                    continue
+                await self._close_connection()
                 await self._open()
             except AdapterUnavailable as exc:
                 log.warning("rbus: cannot register again yet: %s", exc)
             except Exception:  # the watchdog must outlive what it does not expect
                 log.exception("rbus: registering again failed; retrying")
+
+    async def _forgotten(self, connection: _Connection, interval: float) -> bool:
+        if before_probe(connection.activity.quiet_for(), interval) is Verdict.ALIVE:
+            return False
+        try:
+            await self._loop.run_in_executor(None, connection.handle.get, self._probe)
+            return False
+        except RbusCallFailed as exc:
+            if after_probe(exc.code) is Verdict.BUSY:
+                log.info("rbus: our own property could not be read (%s): busy, not forgotten", exc)
+                return False
+            log.warning("rbus: the broker no longer routes to %s (%s): registering again",
+                        self.config.component, exc)  # fmt: skip
+            return True
+
+    async def _quiet(self, connection: _Connection, interval: float) -> bool:
+        """Wait (at most an interval) until no handler has run for a moment: librbus must
+        not be using the handle when it is closed."""
+        deadline = self._loop.time() + interval
+        while connection.activity.quiet_for() < QUIET_BEFORE_CLOSE:
+            if self._loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
 
     async def _open(self) -> None:
         if self._connection is not None:
@@ -163,6 +190,7 @@ class RbusProvider:
         outbox = Outbox(handle, self.config.component)
         connection = _Connection(
             handle,
+            handle.activity,
             outbox,
             Methods(self.dm, self._bridge, outbox.post),
             ValueChanges(self.dm, self._loop, partial(self._publish, outbox, kind=EventType.VALUE_CHANGED)),

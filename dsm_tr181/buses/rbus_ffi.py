@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -673,6 +674,35 @@ def _uncaught(exc_type: type[BaseException], value: BaseException, tb: Any) -> N
     log.error("rbus callback raised", exc_info=(exc_type, value, tb))
 
 
+class HandlerActivity:
+    """The handlers of one handle: how many run now, and when the last one started or
+    ended. Updated from rbus's threads; read by close() and the provider's watchdog."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._last = time.monotonic()
+
+    def enter(self) -> None:
+        with self._lock:
+            self._running += 1
+            self._last = time.monotonic()
+
+    def leave(self) -> None:
+        with self._lock:
+            self._running -= 1
+            self._last = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds since a handler last ran (0 while one runs)."""
+        with self._lock:
+            return 0.0 if self._running else time.monotonic() - self._last
+
+
+CLOSE_WAIT = 30.0  # seconds close() waits for librbus to leave our handlers
+CLOSE_QUIET = 0.2  # ... judged by this long without a handler running
+
+
 class Handle:
     """One rbus connection, from ``rbus_open`` to ``close``, and everything it keeps alive."""
 
@@ -680,6 +710,8 @@ class Handle:
         self._rbus = rbus
         self._lib = rbus.lib
         self._keep: list[Any] = []  # callbacks, names, element arrays: rbus holds raw pointers
+        self.activity = HandlerActivity()
+        self._closing = False
         out = ffi.new("rbusHandle_t *")
         rbus.check("rbus_open", self._lib.rbus_open(out, component.encode()))
         self._handle: Any = out[0]
@@ -691,9 +723,19 @@ class Handle:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (it drops every element); no callback runs after this."""
+        """Close the connection (it drops every element); no callback runs after this.
+
+        librbus may still be inside a long partial get, calling our handlers leaf by leaf:
+        closing under it frees what it walks (garbage names, then a crash). So from now on
+        every handler fails at once, which lets librbus finish the walk quickly (it keeps
+        nothing of failed leaves), and the handle is closed once no handler has run for a
+        moment (at most CLOSE_WAIT seconds)."""
         if self._handle is None:
             return
+        self._closing = True
+        deadline = time.monotonic() + CLOSE_WAIT
+        while self.activity.quiet_for() < CLOSE_QUIET and time.monotonic() < deadline:
+            time.sleep(0.02)
         handle, self._handle = self._handle, None
         try:
             self._rbus.check("rbus_close", self._lib.rbus_close(handle))
@@ -804,8 +846,19 @@ class Handle:
         return self._handle
 
     def _callback(self, ctype: str, function: Callable[..., int]) -> Any:
+        activity = self.activity
+
+        def tracked(*args: Any) -> int:
+            activity.enter()
+            try:
+                if self._closing:
+                    return int(RbusError.DESTINATION_NOT_REACHABLE)
+                return function(*args)
+            finally:
+                activity.leave()
+
         # error=: should anything escape, rbus gets BUS_ERROR, never 0 with an empty value.
-        callback = ffi.callback(ctype, function, error=int(RbusError.BUS_ERROR), onerror=_uncaught)
+        callback = ffi.callback(ctype, tracked, error=int(RbusError.BUS_ERROR), onerror=_uncaught)
         self._keep.append(callback)
         return callback
 

@@ -55,3 +55,18 @@ def default_mounts() -> list[dict[str, Any]]:
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
     ]  # fmt: skip
+
+
+# Device access an unprivileged EU has (as runc and Docker allow by default): the standard
+# nodes and terminals. Everything else is denied first.
+DEFAULT_DEVICE_RULES: tuple[dict[str, Any], ...] = (
+    {"allow": False, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},  # null
+    {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"},  # zero
+    {"allow": True, "type": "c", "major": 1, "minor": 7, "access": "rwm"},  # full
+    {"allow": True, "type": "c", "major": 1, "minor": 8, "access": "rwm"},  # random
+    {"allow": True, "type": "c", "major": 1, "minor": 9, "access": "rwm"},  # urandom
+    {"allow": True, "type": "c", "major": 5, "minor": 0, "access": "rwm"},  # tty
+    {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},  # ptmx
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},  # /dev/pts/*
+)

@@ -19,6 +19,7 @@ from dsm_tr181.containerspec import review
 from dsm_tr181.containerspec.defaults import (
     CAPABILITY_SETS,
     DEFAULT_CAPABILITIES,
+    DEFAULT_DEVICE_RULES,
     MASKED_PATHS,
     NAMESPACES,
     READONLY_PATHS,
@@ -94,7 +95,7 @@ def _confined(
     process["noNewPrivileges"] = True
     linux: dict[str, Any] = {key: copy.deepcopy(bundle_linux[key]) for key in LINUX_KEYS if key in bundle_linux}
     resources = linux.setdefault("resources", {})
-    resources["devices"] = [{"allow": False, "access": "rwm"}] + [
+    resources["devices"] = [copy.deepcopy(rule) for rule in DEFAULT_DEVICE_RULES] + [
         rule for rule in resources.get("devices", []) if isinstance(rule, dict) and rule.get("allow")
     ]
     linux["devices"] = copy.deepcopy(bundle_linux.get("devices", []))
@@ -146,11 +147,13 @@ def _mounts(asked: Any) -> list[dict[str, Any]]:
     taken = {posixpath.normpath(str(m.get("destination", ""))) for m in mounts}
     defaults = [m for m in default_mounts() if m["destination"] not in taken]
     for mount in mounts:
-        if not review.is_bind(mount):  # no setuid files or device nodes from a kernel filesystem (but /dev)
+        if not review.is_bind(mount):  # no setuid files or device nodes from a kernel filesystem...
             options = [str(option) for option in mount.get("options", [])]
-            wanted = ("nosuid",) if posixpath.normpath(str(mount.get("destination"))) == "/dev" else ("nosuid", "nodev")
+            devices = mount.get("type") == "devpts" or posixpath.normpath(str(mount.get("destination"))) == "/dev"
+            wanted = ("nosuid",) if devices else ("nosuid", "nodev")  # ... but /dev and the terminals
             mount["options"] = options + [flag for flag in wanted if flag not in options]
-    return defaults + mounts
+    # A mount must come after the one it sits in (/dev before /dev/mqueue): by depth, stable.
+    return sorted(defaults + mounts, key=lambda m: posixpath.normpath(str(m.get("destination", "/"))).count("/"))
 
 
 def _union(base: tuple[str, ...], extra: Any) -> list[str]:

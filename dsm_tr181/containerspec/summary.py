@@ -21,11 +21,7 @@ def summarize(spec: Mapping[str, Any]) -> dict[str, Any]:
         "namespaces": sorted(
             ns["type"] + (f"={ns['path']}" if ns.get("path") else "") for ns in linux.get("namespaces", [])
         ),
-        "seccomp": (
-            f"{seccomp.get('defaultAction')}, {sum(len(r.get('names', [])) for r in seccomp.get('syscalls', []))} rules"
-            if seccomp
-            else "none"
-        ),
+        "seccomp": _seccomp(seccomp),
         "user_namespace": (
             f"0-{uid_map['size'] - 1} -> {uid_map['hostID']}-{uid_map['hostID'] + uid_map['size'] - 1}"
             if uid_map
@@ -36,3 +32,13 @@ def summarize(spec: Mapping[str, Any]) -> dict[str, Any]:
         "readonly_rootfs": bool((spec.get("root") or {}).get("readonly")),
         "cgroup": str(linux.get("cgroupsPath", "")),
     }
+
+
+def _seccomp(profile: Mapping[str, Any] | None) -> str:
+    if not profile:
+        return "none"
+    rules = profile.get("syscalls", [])
+    names = {name for rule in rules for name in rule.get("names", [])}
+    if profile.get("defaultAction") == "SCMP_ACT_ALLOW" and all(r.get("action") == "SCMP_ACT_ERRNO" for r in rules):
+        return f"deny list: {len(names)} system calls refused (some only with certain arguments)"
+    return f"default {profile.get('defaultAction')}, {len(rules)} rules on {len(names)} system calls"

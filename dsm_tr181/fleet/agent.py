@@ -24,6 +24,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.fleet.client import FleetApiError, FleetClient
@@ -56,8 +57,9 @@ class FleetAgent:
         self._task: asyncio.Task[None] | None = None
         self._tree = dm.find_node(FLEET) is not None
         if self._tree:
-            for name in ("Enable", "URL", "Labels"):
-                dm.on_set(FLEET + name, validate=self._check, apply=self._changed)
+            dm.on_set(FLEET + "Enable", apply=self._changed)
+            dm.on_set(FLEET + "URL", validate=_check_url, apply=self._changed)
+            dm.on_set(FLEET + "Labels", validate=_check_labels, apply=self._changed)
             self._show(Enable=self.enabled, URL=self.url, Labels=self.labels, Status="Disabled")
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -97,12 +99,13 @@ class FleetAgent:
         if reply.status == 200:
             self._answer, self._etag, self._settled = reply.json(), reply.headers.get("etag", ""), False
         assert self._answer is not None
-        if self._settled:
-            self._show(LastSync=stamp())
+        problems = [p["message"] for p in self._answer.get("problems", [])]
+        if self._settled:  # nothing changed since a convergence without failures
+            self._failures_in_row = 0
+            self._show(LastSync=stamp(), Status="Error" if problems else "Converged", LastError="; ".join(problems))
             return self._jittered(self.settings.interval)
         self._show(Status="Syncing")
         failures = await self.converge(self._answer)
-        problems = [p["message"] for p in self._answer.get("problems", [])]
         report = {"installed": self.installed(), "failures": failures}
         try:
             await asyncio.to_thread(client.request, "POST", "/v1/devices/self/state", report)
@@ -158,7 +161,8 @@ class FleetAgent:
         entry = self.ownership.entries.get(app)
         uuid = du_uuid(app)
         du = self._du(uuid)
-        credentials = {"Username": "fleet", "Password": self.token}
+        # the device token goes only to the repository, never to where a package by reference lives
+        credentials = {"Username": "fleet", "Password": self.token} if _origin(want["url"]) == _origin(self.url) else {}
         if du is None:
             self.ownership.put(Owned(app, uuid, want["package"], want["sha256"], want["url"], "installing"))
             ee = self._execenv()
@@ -172,7 +176,7 @@ class FleetAgent:
             raise Fault(FaultCode.COMMAND_FAILURE, f"DU {uuid} exists but was not installed by the fleet client")
         elif du.values.get("Status") != "Installed":
             raise Fault(FaultCode.COMMAND_FAILURE, f"DU {du.path} is {du.values.get('Status')}; retrying later")
-        elif entry.sha256 != want["sha256"] and not (entry.phase == "updating" and du.values.get("URL") == want["url"]):
+        elif self._update_pending(entry, du, want):
             self.ownership.put(Owned(app, uuid, want["package"], want["sha256"], want["url"], "updating"))
             log.info("fleet: updating %s to %s", app, want["package"])
             await self._operate(du.path + "Update()", {"URL": want["url"], **credentials})
@@ -180,6 +184,14 @@ class FleetAgent:
             raise Fault(FaultCode.INTERNAL_ERROR, f"DU {uuid} is not in the tree after its installation")
         self.ownership.put(Owned(app, uuid, want["package"], want["sha256"], want["url"], "installed"))
         await self._run_intent(du, bool(want.get("start", True)))
+
+    @staticmethod
+    def _update_pending(entry: Owned, du: Node, want: Mapping[str, Any]) -> bool:
+        """An Update() is due: the package changed, or an Update() announced in the journal did
+        not complete (the DU does not come from its URL yet: it failed, or the daemon died)."""
+        if entry.sha256 != want["sha256"]:
+            return True
+        return entry.phase == "updating" and du.values.get("URL") != want["url"]
 
     async def _run_intent(self, du: Node, start: bool) -> None:
         for eu_path in du.values.get("ExecutionUnitList", ()) or ():
@@ -224,16 +236,6 @@ class FleetAgent:
         if self._tree:
             self.dm.update(FLEET, values)
 
-    def _check(self, node: Node, value: Any) -> None:
-        if isinstance(value, str) and value and node.values is not None:
-            try:
-                if value.startswith(("http://", "https://")):
-                    FleetClient(value, "")
-                elif "=" in value or "," in value:
-                    parse_labels(value)
-            except (ValueError, FleetError) as exc:
-                raise Fault(FaultCode.INVALID_VALUE, str(exc)) from None
-
     def _changed(self, node: Node, old: Any, new: Any) -> None:
         values = node.values
         self.enabled, self.url = bool(values["Enable"]), str(values["URL"])
@@ -253,6 +255,26 @@ class FleetAgent:
         self._show(Status="Error", LastError=error[:1024])
         delay = min(self.settings.retry_max, self.settings.retry_min * 2 ** (self._failures_in_row - 1))
         return self._jittered(delay)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port
+
+
+def _check_url(node: Node, value: Any) -> None:
+    if value:
+        try:
+            FleetClient(str(value), "")
+        except ValueError as exc:
+            raise Fault(FaultCode.INVALID_VALUE, str(exc)) from None
+
+
+def _check_labels(node: Node, value: Any) -> None:
+    try:
+        parse_labels(str(value))
+    except FleetError as exc:
+        raise Fault(FaultCode.INVALID_VALUE, f"Labels: {exc}") from None
 
 
 def _image_name(path: Path) -> str:

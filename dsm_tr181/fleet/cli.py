@@ -3,7 +3,7 @@
 Server side (on the repository's own database)::
 
     dsm-fleet serve --db fleet.db --listen 0.0.0.0:8443 --cert server.pem --key server.key
-    dsm-fleet token add NAME --role operator|device --db fleet.db    (prints the token once)
+    dsm-fleet token add NAME --role operator|device [--labels k=v,..] --db fleet.db   (prints it once)
     dsm-fleet token list|rm NAME --db fleet.db
 
 Operator commands (``--url``/$DSM_FLEET_URL, ``--token``/$DSM_FLEET_TOKEN, ``--ca``/$DSM_FLEET_CA)::
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -58,7 +59,10 @@ async def _serve(args: argparse.Namespace) -> None:
                             resolve_burst=args.resolve_burst)  # fmt: skip
     host, _, port = args.listen.rpartition(":")
     context = tls_context(args.cert, args.key) if args.cert else None
-    runner = web.AppRunner(FleetServer(repo, options).app(), access_log=None)
+    access_log = logging.getLogger("aiohttp.access") if args.access_log else None
+    if access_log is not None:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    runner = web.AppRunner(FleetServer(repo, options).app(), access_log=access_log)
     await runner.setup()
     site = web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=context)
     await site.start()
@@ -83,13 +87,22 @@ def _print(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
+def _list_or_rm(client: FleetClient, args: argparse.Namespace, collection: str) -> bool:
+    """``list`` and ``rm ID`` of packages and specs; False for the other actions."""
+    if args.action == "list":
+        _print(client.request("GET", collection).json())
+    elif args.action == "rm":
+        client.request("DELETE", f"{collection}/{args.target}")
+    else:
+        return False
+    return True
+
+
 def _package(args: argparse.Namespace) -> None:
     client = _client(args)
-    if args.action == "list":
-        _print(client.request("GET", "/v1/packages").json())
-    elif args.action == "rm":
-        client.request("DELETE", f"/v1/packages/{args.target}")
-    elif args.url_ref:
+    if _list_or_rm(client, args, "/v1/packages"):
+        return
+    if args.url_ref:
         body = {"name": args.name, "labels": dict(parse_labels(args.labels)), "version": args.version,
                 "url": args.url_ref, "sha256": args.sha256}  # fmt: skip
         _print(client.request("POST", "/v1/packages" + ("?replace=true" if args.replace else ""), body).json())
@@ -105,20 +118,17 @@ def _package(args: argparse.Namespace) -> None:
 
 def _spec(args: argparse.Namespace) -> None:
     client = _client(args)
-    if args.action == "list":
-        _print(client.request("GET", "/v1/specs").json())
-    elif args.action == "rm":
-        client.request("DELETE", f"/v1/specs/{args.target}")
-    else:
-        import yaml
+    if _list_or_rm(client, args, "/v1/specs"):
+        return
+    import yaml
 
-        if not args.file:
-            raise FleetError("spec apply needs -f spec.yaml")
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        for document in yaml.safe_load_all(text):
-            if not isinstance(document, dict) or "id" not in document:
-                raise FleetError("each YAML document is a spec with an id")
-            _print(client.request("PUT", f"/v1/specs/{document['id']}", document).json())
+    if not args.file:
+        raise FleetError("spec apply needs -f spec.yaml")
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    for document in yaml.safe_load_all(text):
+        if not isinstance(document, dict) or "id" not in document:
+            raise FleetError("each YAML document is a spec with an id")
+        _print(client.request("PUT", f"/v1/specs/{document['id']}", document).json())
 
 
 def _resolve(args: argparse.Namespace) -> None:
@@ -144,14 +154,14 @@ def _token(args: argparse.Namespace) -> None:
     try:
         if args.action == "add":
             token = new_token()
-            repo.add_token(token_hash(token), TokenRecord(args.name, Role(args.role)))
+            repo.add_token(token_hash(token), TokenRecord(args.name, Role(args.role), parse_labels(args.labels)))
             print(token)
         elif args.action == "rm":
             if not repo.delete_token(args.name):
                 raise FleetError(f"no token named {args.name}")
         else:
             for record in repo.tokens():
-                print(f"{record.name}\t{record.role.value}")
+                print(f"{record.name}\t{record.role.value}\t{labels_text(record.labels)}")
     finally:
         repo.close()
 
@@ -179,11 +189,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", default="", help="base URL devices download blobs from")
     serve.add_argument("--resolve-rate", type=float, default=2.0, help="resolves per second per token")
     serve.add_argument("--resolve-burst", type=int, default=10)
+    serve.add_argument("--access-log", action="store_true", help="log each request on stderr")
     token = sub.add_parser("token", help="manage API tokens (on the database)")
     store(token)
     token.add_argument("action", choices=("add", "list", "rm"))
     token.add_argument("name", nargs="?", default="")
     token.add_argument("--role", choices=[r.value for r in Role], default=Role.DEVICE.value)
+    token.add_argument("--labels", default="", help="device token: labels bound to it (the device cannot claim others)")
     package = sub.add_parser("package", help="push, list, remove packages")
     remote(package)
     package.add_argument("action", choices=("push", "list", "rm"))

@@ -7,6 +7,7 @@ hash and compare by content.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -76,7 +77,7 @@ class Package:
     url: str = ""  # where the archive lives; "" = served by the repository (content-addressed blob)
     size: int = 0
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         return package_id(self.name, self.labels)
 

@@ -28,6 +28,7 @@ class Exists(ValueError):
 class TokenRecord:
     name: str  # for a device token: the device id
     role: Role
+    labels: Labels = ()  # device token: labels the device cannot claim otherwise (bound by the operator)
 
 
 @dataclass(frozen=True)

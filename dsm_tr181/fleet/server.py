@@ -19,7 +19,9 @@ Routes (``operator`` / ``device``: the token role allowed)::
     POST   /v1/devices/self/state            device: what it installed and what failed
     GET    /v1/devices                       operator
 
-Tokens come as ``Authorization: Bearer <token>`` (or Basic with the token as password, which
+A device token may be bound to labels (``token add --labels fleet=eu``): the device is then
+refused any other value for them and always resolved with them, so it cannot read the answer
+meant for another fleet. Tokens come as ``Authorization: Bearer <token>`` (or Basic with the token as password, which
 is what the daemon's packager sends when downloading a blob). Resolve is rate-limited per
 token (429 with Retry-After). Answers are cached by catalog revision and labelset, so an
 unchanged poll costs a dictionary lookup and a 304.
@@ -165,22 +167,13 @@ class FleetServer:
         return web.json_response(package_json(package), status=201)
 
     async def list_packages(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        return web.json_response([package_json(p) for p in await asyncio.to_thread(self.repo.packages)])
+        return await self._list(request, self.repo.packages, package_json)
 
     async def get_package(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        package = await asyncio.to_thread(self.repo.package, request.match_info["id"])
-        if package is None:
-            return _error(404, f"no package {request.match_info['id']}")
-        return web.json_response(package_json(package))
+        return await self._get(request, self.repo.package, package_json, "package")
 
     async def delete_package(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        if not await asyncio.to_thread(self.repo.delete_package, request.match_info["id"]):
-            return _error(404, f"no package {request.match_info['id']}")
-        self._checked = 0.0
-        return web.Response(status=204)
+        return await self._delete(request, self.repo.delete_package, "package")
 
     async def get_blob(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -215,21 +208,32 @@ class FleetServer:
         return web.json_response(spec_json(spec), status=201 if created else 200)
 
     async def list_specs(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        return web.json_response([spec_json(s) for s in await asyncio.to_thread(self.repo.specs)])
+        return await self._list(request, self.repo.specs, spec_json)
 
     async def get_spec(self, request: web.Request) -> web.Response:
-        _need(request, Role.OPERATOR)
-        spec = await asyncio.to_thread(self.repo.spec, request.match_info["id"])
-        if spec is None:
-            return _error(404, f"no spec {request.match_info['id']}")
-        return web.json_response(spec_json(spec))
+        return await self._get(request, self.repo.spec, spec_json, "spec")
 
     async def delete_spec(self, request: web.Request) -> web.Response:
+        return await self._delete(request, self.repo.delete_spec, "spec")
+
+    # -- the shape of list/get/delete of packages and specs (operator only) ---------------------------------
+
+    async def _list(self, request: web.Request, fetch: Callable[[], list[Any]], to_json: Callable[[Any], Any]):
         _need(request, Role.OPERATOR)
-        if not await asyncio.to_thread(self.repo.delete_spec, request.match_info["id"]):
-            return _error(404, f"no spec {request.match_info['id']}")
-        self._checked = 0.0
+        return web.json_response([to_json(item) for item in await asyncio.to_thread(fetch)])
+
+    async def _get(self, request: web.Request, fetch: Callable[[str], Any], to_json: Callable[[Any], Any], what: str):
+        _need(request, Role.OPERATOR)
+        item = await asyncio.to_thread(fetch, request.match_info["id"])
+        if item is None:
+            return _error(404, f"no {what} {request.match_info['id']}")
+        return web.json_response(to_json(item))
+
+    async def _delete(self, request: web.Request, delete: Callable[[str], bool], what: str) -> web.Response:
+        _need(request, Role.OPERATOR)
+        if not await asyncio.to_thread(delete, request.match_info["id"]):
+            return _error(404, f"no {what} {request.match_info['id']}")
+        self._checked = 0.0  # the next resolve looks at the revision at once
         return web.Response(status=204)
 
     # -- resolve and devices --------------------------------------------------------------------------------
@@ -243,6 +247,11 @@ class FleetServer:
         if not isinstance(body, dict) or not isinstance(body.get("labels", {}), dict):
             raise FleetError('resolve takes {"labels": {name: value}}')
         device_labels = labels(body.get("labels", {}))
+        if token.role is Role.DEVICE and token.labels:
+            claimed = dict(device_labels)
+            if any(claimed.get(name, value) != value for name, value in token.labels):
+                return _error(403, f"this device's token is bound to {dict(token.labels)}")
+            device_labels = labels(claimed | dict(token.labels))
         answer, etag = await self._answer(device_labels, _origin(request, self.options.public_url))
         if token.role is Role.DEVICE:
             await self._record_seen(token.name, device_labels, answer, etag)

@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS fleet_packages (
     sha256 TEXT NOT NULL, url TEXT NOT NULL, size BIGINT NOT NULL, UNIQUE (name, labels));
 CREATE TABLE IF NOT EXISTS fleet_blobs (sha256 TEXT PRIMARY KEY, data {blob} NOT NULL);
 CREATE TABLE IF NOT EXISTS fleet_specs (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS fleet_tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS fleet_tokens (
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, labels TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fleet_devices (
     id TEXT PRIMARY KEY, labels TEXT NOT NULL, last_seen DOUBLE PRECISION NOT NULL, answer TEXT NOT NULL,
     state TEXT NOT NULL, last_report DOUBLE PRECISION NOT NULL);
@@ -150,15 +151,15 @@ class SqlRepository:
         with self._transaction() as run:
             if run("SELECT 1 FROM fleet_tokens WHERE name = ?", (record.name,)):
                 raise Exists(f"a token named {record.name} exists")
-            run("INSERT INTO fleet_tokens (hash, name, role) VALUES (?, ?, ?)",
-                (token_hash, record.name, record.role.value))  # fmt: skip
+            run("INSERT INTO fleet_tokens (hash, name, role, labels) VALUES (?, ?, ?, ?)",
+                (token_hash, record.name, record.role.value, _labels_json(record.labels)))  # fmt: skip
 
     def token(self, token_hash: str) -> TokenRecord | None:
-        rows = self._query("SELECT name, role FROM fleet_tokens WHERE hash = ?", (token_hash,))
-        return TokenRecord(rows[0][0], Role(rows[0][1])) if rows else None
+        rows = self._query("SELECT name, role, labels FROM fleet_tokens WHERE hash = ?", (token_hash,))
+        return _token(rows[0]) if rows else None
 
     def tokens(self) -> list[TokenRecord]:
-        return [TokenRecord(n, Role(r)) for n, r in self._query("SELECT name, role FROM fleet_tokens ORDER BY name")]
+        return [_token(row) for row in self._query("SELECT name, role, labels FROM fleet_tokens ORDER BY name")]
 
     def delete_token(self, name: str) -> bool:
         with self._transaction() as run:
@@ -193,6 +194,10 @@ class SqlRepository:
 
 def _labels_json(value: Labels) -> str:
     return json.dumps(dict(value), sort_keys=True)
+
+
+def _token(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(row[0], Role(row[1]), labels(json.loads(row[2])))
 
 
 def _package(row: Sequence[Any]) -> Package:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,7 @@ class Confinement:
         spec = self.derive(eu, bundle)
         if eu.uid_count:
             _make_traversable(bundle, self.lcm.settings.bundle_dir)
-            _shift_ownership(Path(spec["root"]["path"]), eu.uid_base, eu.uid_count)
+            shift_ownership(Path(spec["root"]["path"]), eu.uid_base, eu.uid_count)
         self.persist(eu, bundle, spec)
         log.info("EU %s confinement: %s", eu.euid, json.dumps(summarize(spec), separators=(",", ":")))
         return spec
@@ -147,18 +148,30 @@ def _read_config(bundle: Path) -> dict[str, Any]:
     return config
 
 
-def _shift_ownership(rootfs: Path, base: int, count: int) -> None:
-    """Owner n of every file becomes base + n (n < count); others become the range's last ID."""
+def shift_ownership(rootfs: Path, base: int, count: int) -> None:
+    """Owner n of every file becomes base + n (n < count); others become the range's last ID.
+    A file with other hard links (an image layer shared with other DUs) is copied first, so
+    that only this DU's copy changes owner."""
     last = base + count - 1
     for directory, dirs, files in os.walk(rootfs):
         for name in (directory, *(os.path.join(directory, entry) for entry in (*dirs, *files))):
             info = os.lstat(name)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                _unshare(name)
+                info = os.lstat(name)
             uid = base + info.st_uid if info.st_uid < count else last
             gid = base + info.st_gid if info.st_gid < count else last
             mode = stat.S_IMODE(info.st_mode)
             os.lchown(name, uid, gid)
             if mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISLNK(info.st_mode):
                 os.chmod(name, mode)  # chown clears setuid/setgid bits; the packager allows none anyway
+
+
+def _unshare(path: str) -> None:
+    staged = f"{path}.dsm-unshare"
+    shutil.copy2(path, staged, follow_symlinks=False)
+    os.chown(staged, os.lstat(path).st_uid, os.lstat(path).st_gid)
+    os.replace(staged, path)
 
 
 def _make_traversable(bundle: Path, bundle_dir: Path) -> None:

@@ -136,7 +136,24 @@ class ExecEnvs:
             name = self.name_of(node)
         if not self.records[name].enable:
             raise Fault(FaultCode.DISABLED_EE, f"execution environment {name!r} is disabled")
+        self.check_available(name)
         return name
+
+    def check_available(self, name: str) -> None:
+        """Fault naming the reason when ``name``'s runtime cannot be reached."""
+        reason = self.lcm.availability.reason(name)
+        if reason:
+            raise Fault(FaultCode.INVALID_EE_STATE, f"execution environment {name!r} is in Error: {reason}")
+
+    def show_status(self, name: str) -> None:
+        """Status from Enable and the runtime: Disabled, Error (runtime unavailable) or Up."""
+        if name in self.unconfigured:
+            return
+        if not self.records[name].enable:
+            status = "Disabled"
+        else:
+            status = "Error" if self.lcm.availability.reason(name) else "Up"
+        self.lcm.dm.update(self.node(name), {"Status": status})
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -176,11 +193,11 @@ class ExecEnvs:
         record = self._record(node)
         record.enable = bool(new)
         self.lcm.commit(put=[record])
+        self.show_status(record.name)
         if new:
-            self.lcm.dm.update(node, {"Status": "Up", "CurrentRunLevel": record.initial_run_level})
+            self.lcm.dm.update(node, {"CurrentRunLevel": record.initial_run_level})
             self.lcm.executions.autostart(record.name)
         else:
-            self.lcm.dm.update(node, {"Status": "Disabled"})
             self.lcm.spawn(self.lcm.executions.stop_all(record.name, "execution environment disabled"), "ee-disable")
 
     # -- run levels ----------------------------------------------------------------------------
@@ -218,13 +235,13 @@ class ExecEnvs:
         self.lcm.dm.update(
             node,
             {
-                "Status": "Up",
                 "CurrentRunLevel": record.initial_run_level,
                 "RestartCount": record.restart_count,
                 "RestartReason": record.restart_reason,
                 "LastRestarted": from_stamp(record.last_restarted),
             },
         )
+        self.show_status(record.name)
         self.lcm.dm.emit_event(
             node.path + "Restarted!",
             {"RestartTime": from_stamp(record.last_restarted), "RestartReason": record.restart_reason},

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm.ports import ContainerExit, StartSpec
+from dsm_tr181.lcm.ports import ContainerExit, RuntimeUnavailable, StartSpec
 from dsm_tr181.lcm.records import ExecutionUnitRecord
 from dsm_tr181.lcm.tables import EU_TABLE, LOG_TABLE, from_stamp, now, stamp
 from dsm_tr181.schema.types import UNKNOWN_TIME, Value
@@ -173,6 +173,8 @@ class Executions:
         eu = self._eu(node)
         if state == "Active" and not self.lcm.execenvs.enabled(eu.record.ee):
             raise Fault(FaultCode.INVALID_VALUE, "the execution environment is disabled", node.path)
+        if state == "Active":
+            self.lcm.execenvs.check_available(eu.record.ee)
         du = self.lcm.deployments.records.get(eu.record.du)
         if du is not None and du.status != "Installed":
             raise Fault(FaultCode.INVALID_DU_STATE, f"the deployment unit is {du.status}", node.path)
@@ -264,8 +266,14 @@ class Executions:
             log_max_bytes=self.lcm.settings.eu_log_max_bytes,
             log_backups=self.lcm.settings.eu_log_backups,
         )
+        if self.lcm.availability.reason(record.ee):
+            return self._wait_for_runtime(eu, self.lcm.availability.reason(record.ee))
         try:
             status = await self.lcm.execenvs.runtime(record.ee).start(spec)
+        except RuntimeUnavailable as fault:
+            log.warning("EU %s cannot start: %s", record.euid, fault)
+            self.lcm.availability.runtime_failed(record.ee, fault)
+            return self._wait_for_runtime(eu, fault.message)
         except Fault as fault:
             log.warning("EU %s failed to start: %s", record.euid, fault)
             self._fault(eu, failure, fault.message)
@@ -289,6 +297,8 @@ class Executions:
         try:
             await self.lcm.execenvs.runtime(record.ee).stop(record.container_id, float(record.shutdown_delay))
         except Fault as fault:
+            if isinstance(fault, RuntimeUnavailable):
+                self.lcm.availability.runtime_failed(record.ee, fault)
             log.warning("EU %s failed to stop: %s", record.euid, fault)
             self._fault(eu, "FailureOnStop", fault.message)
             self._set_status(eu, "Active")
@@ -305,6 +315,20 @@ class Executions:
         self._set_status(eu, "Idle")
         self.want(eu, "Idle")
         return False
+
+    def _wait_for_runtime(self, eu: Eu, reason: str) -> bool:
+        """The runtime is unavailable: the EU rests Idle, keeping its RequestedState;
+        it starts when the runtime is back (see availability)."""
+        eu.restart = False
+        self._fault(eu, "UnStartable", f"execution environment Error: {reason}")
+        self._set_status(eu, "Idle")
+        return False
+
+    def runtime_down(self, ee: str, reason: str) -> None:
+        """``ee``'s runtime became unavailable: the EUs that should run there say why they do not."""
+        for eu in self.of_ee(ee):
+            if not eu.running and self._wanted(eu, ee):
+                self._fault(eu, "UnStartable", f"execution environment Error: {reason}")
 
     def on_exit(self, exit: ContainerExit) -> None:
         """A runtime saw a container exit (called on the loop)."""
@@ -409,17 +433,20 @@ class Executions:
     def autostart(self, ee: str) -> None:
         """Start what should run in ``ee``: AutoStart EUs within the run level, and EUs
         whose persisted RequestedState is Active."""
-        level = self.lcm.execenvs.run_level(ee)
+        if self.lcm.availability.reason(ee):
+            return  # started when its runtime is back
         for eu in self.of_ee(ee):
-            record = eu.record
-            du = self.lcm.deployments.records.get(record.du)
-            if du is None or du.status != "Installed":
-                continue
-            wanted = record.requested_state == "Active" or (
-                record.auto_start and (level < 0 or record.run_level <= level)
-            )
-            if wanted:
+            if self._wanted(eu, ee):
                 self.request(eu, "Active", cause="auto")
+
+    def _wanted(self, eu: Eu, ee: str) -> bool:
+        """An installed EU that is AutoStart within the run level, or requested Active."""
+        record = eu.record
+        du = self.lcm.deployments.records.get(record.du)
+        if du is None or du.status != "Installed":
+            return False
+        level = self.lcm.execenvs.run_level(ee)
+        return record.requested_state == "Active" or (record.auto_start and (level < 0 or record.run_level <= level))
 
     def apply_run_level(self, ee: str, level: int) -> None:
         for eu in self.of_ee(ee):
@@ -467,6 +494,9 @@ class Executions:
                     continue
                 try:
                     usage = await self.lcm.execenvs.runtime(eu.record.ee).usage(eu.record.container_id)
+                except RuntimeUnavailable as fault:
+                    self.lcm.availability.runtime_failed(eu.record.ee, fault)
+                    continue
                 except Fault as fault:
                     log.debug("usage of %s: %s", eu.record.euid, fault)
                     continue
@@ -487,9 +517,12 @@ class Executions:
         if self.lcm.settings.stop_containers_on_exit:
             for eu in list(self.units.values()):
                 if eu.running:
-                    await self.lcm.execenvs.runtime(eu.record.ee).stop(
-                        eu.record.container_id, float(eu.record.shutdown_delay)
-                    )
+                    try:
+                        await self.lcm.execenvs.runtime(eu.record.ee).stop(
+                            eu.record.container_id, float(eu.record.shutdown_delay)
+                        )
+                    except Fault as fault:  # e.g. its runtime is gone: the others still stop
+                        log.error("EU %s not stopped on exit: %s", eu.record.euid, fault)
         for eu in self.units.values():
             if eu.task and not eu.task.done():
                 eu.task.cancel()

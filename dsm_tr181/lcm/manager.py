@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dsm_tr181.errors import Fault
+from dsm_tr181.lcm.availability import Availability
 from dsm_tr181.lcm.certificates import Certificates
 from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
@@ -23,7 +24,7 @@ from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
 from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate
 from dsm_tr181.lcm.records import DeploymentUnitRecord, Record, Store
-from dsm_tr181.lcm.recovery import recover
+from dsm_tr181.lcm.recovery import adopt_containers, recover
 from dsm_tr181.lcm.settings import LcmSettings
 from dsm_tr181.lcm.tables import CERT_TABLE, DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
 from dsm_tr181.schema.types import Value
@@ -53,6 +54,7 @@ class Lcm:
         self.sealer = sealer
         self.operations = asyncio.Semaphore(settings.max_parallel_operations)
         self.certificates = Certificates(self, certificates)
+        self.availability = Availability(self)
         self.execenvs = ExecEnvs(self)
         self.confinement = Confinement(self)
         self.executions = Executions(self)
@@ -69,6 +71,7 @@ class Lcm:
         self.deployments.install_hooks()
         for runtime in self.runtimes.values():
             runtime.watch(self.executions.on_exit)
+        self.availability.watch()
         await recover(self, self.store.load())
         self.executions.start_sampler()
 
@@ -80,6 +83,10 @@ class Lcm:
         for runtime in self.runtimes.values():
             await runtime.close()
         self.store.close()
+
+    async def reconcile_runtime(self, runtime: Runtime) -> None:
+        """A runtime is back: adopt what it runs (RuntimeUnavailable if it is not back)."""
+        await adopt_containers(self, runtime)
 
     # -- shared helpers ---------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema.types import Value
 
 # Called with (bytes done, total bytes or None when unknown). May be called from any
@@ -129,6 +130,18 @@ class StartSpec:
 
 ExitCallback = Callable[[ContainerExit], None]
 
+# (available, reason): False with the reason when the runtime goes away, True when it
+# may be back (the LCM checks with a call before it believes it).
+AvailabilityCallback = Callable[[bool, str], None]
+
+
+class RuntimeUnavailable(Fault):
+    """The runtime itself cannot be reached (its daemon absent or crashed, its binary
+    gone): its ExecEnvs are Error until it answers again, nothing else is affected."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(FaultCode.INTERNAL_ERROR, message)
+
 
 class Runtime(Protocol):
     """Runs OCI bundles. All methods are coroutines run on the daemon's loop.
@@ -178,6 +191,15 @@ class PausableRuntime(Runtime, Protocol):
     async def pause(self, container_id: str) -> None: ...
 
     async def resume(self, container_id: str) -> None: ...
+
+
+@runtime_checkable
+class MonitoredRuntime(Runtime, Protocol):
+    """Optional ability: the runtime tells when its daemon leaves or (re)joins."""
+
+    def watch_availability(self, callback: AvailabilityCallback) -> None:
+        """Call ``callback`` on the daemon's loop when availability may have changed."""
+        ...
 
 
 class Sealer(Protocol):

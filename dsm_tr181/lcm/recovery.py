@@ -9,7 +9,8 @@ After a crash at any point the journal says what was under way:
 
 Then containers still running are adopted (or stopped when no EU wants them), stale
 containers and orphan bundle directories and logs are removed, and EUs that should
-run (AutoStart within the run level, or RequestedState Active) are started.
+run (AutoStart within the run level, or RequestedState Active) are started. A runtime
+that cannot be reached leaves its ExecEnvs Error until it is back (:mod:`.availability`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.ports import Runtime, RuntimeUnavailable
 from dsm_tr181.lcm.records import (
     CertificateRecord,
     DeploymentUnitRecord,
@@ -103,24 +105,36 @@ async def _resume(lcm: Lcm, du: DeploymentUnitRecord, op: OperationRecord, eus: 
 
 
 async def _containers(lcm: Lcm) -> None:
-    """Per ExecEnv: adopt the containers that survived; stop and remove the ones no EU owns.
-    A container of another ExecEnv's EU (two ExecEnvs on one shared Dobby) is left alone."""
+    """Adopt what every runtime still runs; a runtime that cannot be reached makes its
+    ExecEnvs Error (and is probed until it is back) instead of stopping the start-up."""
+    for runtime in lcm.availability.runtimes():
+        try:
+            await adopt_containers(lcm, runtime)
+        except RuntimeUnavailable as fault:
+            lcm.availability.mark_down(runtime, fault.message)
+
+
+async def adopt_containers(lcm: Lcm, runtime: Runtime) -> None:
+    """Adopt the containers of this runtime's ExecEnvs that survived; stop and remove the
+    ones no EU owns. A container of another ExecEnv's EU (two ExecEnvs on one shared Dobby)
+    is left alone."""
     everyone = {eu.record.container_id for eu in lcm.executions.units.values()}
-    for ee, runtime in lcm.runtimes.items():
-        units = {eu.record.container_id: eu for eu in lcm.executions.of_ee(ee)}
-        running = set(await runtime.adopt())
-        for container_id in sorted(running):
-            eu = units.get(container_id)
-            if eu is not None and not eu.running:
-                log.info("adopting the running container of EU %s", eu.record.euid)
-                lcm.executions.adopt(eu)
-            elif eu is None and container_id not in everyone:
-                log.warning("stopping container %s: no execution unit owns it", container_id)
-                await runtime.stop(container_id, 0)
-                await runtime.remove(container_id)
-        for container_id in await runtime.list_ids():
-            if container_id not in running and (container_id in units or container_id not in everyone):
-                await runtime.remove(container_id)
+    units = {
+        eu.record.container_id: eu for ee in lcm.availability.execenvs_of(runtime) for eu in lcm.executions.of_ee(ee)
+    }
+    running = set(await runtime.adopt())
+    for container_id in sorted(running):
+        eu = units.get(container_id)
+        if eu is not None and not eu.running:
+            log.info("adopting the running container of EU %s", eu.record.euid)
+            lcm.executions.adopt(eu)
+        elif eu is None and container_id not in everyone:
+            log.warning("stopping container %s: no execution unit owns it", container_id)
+            await runtime.stop(container_id, 0)
+            await runtime.remove(container_id)
+    for container_id in await runtime.list_ids():
+        if container_id not in running and (container_id in units or container_id not in everyone):
+            await runtime.remove(container_id)
 
 
 async def _orphan_files(lcm: Lcm) -> None:

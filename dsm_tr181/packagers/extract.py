@@ -6,7 +6,8 @@ it, so the rules below hold whatever tarfile version or extraction filters are
 present. The archive is read strictly forward, from its start to its end, so it
 may be a pipe that a download is still filling (:mod:`~dsm_tr181.packagers.pipeline`).
 
-- Compression is told by content: gzip, xz or none (bzip2 and zstd are refused).
+- Compression is told by content: gzip, xz, zstd (when the optional ``zstandard`` package
+  is installed; a window over 128 MiB is refused) or none (bzip2 is refused).
   A truncated or corrupt compressed stream, a tar without its end-of-archive
   block, or more than 16 MiB of data after that block is CORRUPT_DATA.
 - Member names: absolute paths and ``..`` components are refused; ``./`` prefixes
@@ -45,12 +46,23 @@ from typing import Any, BinaryIO
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.packagers.worker import Cancel, disk_fault
 
+try:  # optional: the "zstd" extra
+    import zstandard
+    from zstandard import ZstdError as _ZstdError
+except ImportError:
+    zstandard = None
+
+    class _ZstdError(Exception):  # type: ignore[no-redef]
+        """Stands in for zstandard's error when it is not installed (nothing raises it then)."""
+
+
 _CHUNK = 256 * 1024  # file data per read and write
 _BUFFER = 64 * 1024  # read-ahead for headers; larger reads bypass it
-_READ_ERRORS = (EOFError, zlib.error, lzma.LZMAError, OSError)
+_READ_ERRORS = (EOFError, zlib.error, lzma.LZMAError, _ZstdError, OSError)
 _MAX_HEADER_BYTES = 1 << 20
 _MAX_TRAILING_BYTES = 16 << 20
 _XZ_MEMORY_LIMIT = 128 << 20  # "xz -9" needs 65 MiB to decode
+_ZSTD_MAX_WINDOW = 128 << 20  # zstd's own default limit for decoding (--long=27)
 _MAX_MTIME = 1 << 33  # year 2242: keeps utime() clear of overflow on a forged header
 _EXTENDED_HEADERS = frozenset(
     {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
@@ -112,9 +124,19 @@ def _decompressed(archive: BinaryIO, label: str) -> BinaryIO:
         return gzip.GzipFile(fileobj=stream, mode="rb")
     if magic.startswith(b"\xfd7zXZ\x00"):
         return io.BufferedReader(_XzReader(stream))
-    if magic.startswith(b"BZh") or magic.startswith(b"\x28\xb5\x2f\xfd"):
-        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: bzip2 and zstd compression are not supported")
+    if magic.startswith(b"\x28\xb5\x2f\xfd"):
+        return _zstd_reader(stream, label)
+    if magic.startswith(b"BZh"):
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: bzip2 compression is not supported")
     return stream
+
+
+def _zstd_reader(stream: BinaryIO, label: str) -> BinaryIO:
+    if zstandard is None:
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: zstd compression needs the zstandard package")
+    decompressor = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
+    reader = decompressor.stream_reader(stream, read_across_frames=True, closefd=False)
+    return io.BufferedReader(reader)  # type: ignore[arg-type]  # a raw stream with readinto
 
 
 def _read_exactly(archive: BinaryIO, size: int) -> bytes:
@@ -235,7 +257,7 @@ class _Source:
                 raise Fault(FaultCode.CORRUPT_DATA, f"{self._label}: unexpected data after the end of the archive")
 
     def _fault(self, exc: BaseException) -> Fault:
-        if isinstance(exc, EOFError | zlib.error | lzma.LZMAError | gzip.BadGzipFile):
+        if isinstance(exc, EOFError | zlib.error | lzma.LZMAError | gzip.BadGzipFile | _ZstdError):
             return Fault(FaultCode.CORRUPT_DATA, f"{self._label}: compressed data truncated or corrupt ({exc})")
         return Fault(FaultCode.INTERNAL_ERROR, f"{self._label}: cannot read the archive ({exc})")
 

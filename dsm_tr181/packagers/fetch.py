@@ -116,7 +116,7 @@ def fetch(
             if not expected and options.sibling_digest:
                 expected = _local_sibling_digest(local, label)
             check = _SignatureCheck(signature, label)
-            digest = _copy_hashed(file, None, size, options, progress, cancel, label, check.hasher)
+            digest = copy_hashed(file, None, size, options, progress, cancel, label, check.hasher)
             _verify(digest, expected, label)
             signed_by = check.verify(digest)
             file.seek(0)
@@ -153,7 +153,7 @@ class _Transfer:
         """Download the whole archive into a temporary file, check its digest and signature, then hand it over."""
         with _temporary_file(download_dir) as download:
             with self._open() as reply:
-                total = _body_size(reply, download_dir, self.options)
+                total = body_size(reply, download_dir, self.options)
                 digest = self._copy(reply, download, total, check.hasher)
             _verify(digest, expected, self.label)
             check.verify(digest)
@@ -164,7 +164,7 @@ class _Transfer:
     def streamed(self, unpack_dir: Path) -> Iterator[tuple[BinaryIO, Callable[[], str]]]:
         """Hand the archive over while it downloads, with a function that waits for its digest."""
         with self._open() as reply:
-            total = _body_size(reply, unpack_dir, self.options)
+            total = body_size(reply, unpack_dir, self.options)
             log.info("%s: no digest expected: unpacking while downloading", display_url(reply.url))
 
             def complete() -> str:
@@ -182,7 +182,7 @@ class _Transfer:
 
     def _copy(self, reply: Reply, out: BinaryIO, total: int | None, extra: _Hasher | None = None) -> str:
         where = display_url(reply.url)
-        return _copy_hashed(reply.response, out, total, self.options, self.progress, self.cancel, where, extra)
+        return copy_hashed(reply.response, out, total, self.options, self.progress, self.cancel, where, extra)
 
 
 class _SignatureCheck:
@@ -311,7 +311,7 @@ def _parse_sibling(data: bytes, archive_name: str, where: str) -> str:
     return integrity.parse_checksum_file(text, archive_name, where)
 
 
-def _body_size(reply: Reply, space_dir: Path, options: FetchOptions) -> int | None:
+def body_size(reply: Reply, space_dir: Path, options: FetchOptions) -> int | None:
     """Check a reply before its body is read; the size it announces, None if it did not."""
     label = display_url(reply.url)
     response = reply.response
@@ -334,7 +334,7 @@ def _body_size(reply: Reply, space_dir: Path, options: FetchOptions) -> int | No
     return total
 
 
-def _copy_hashed(
+def copy_hashed(
     source: _Readable,
     out: BinaryIO | None,
     total: int | None,

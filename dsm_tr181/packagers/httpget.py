@@ -24,11 +24,11 @@ import http.client
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -47,6 +47,12 @@ class HttpOptions:
     connect_timeout: float
     read_timeout: float
     max_redirects: int
+
+
+class Credentials(Protocol):
+    """Whatever makes an Authorization header (Basic here, a registry's Bearer token)."""
+
+    def header(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,13 @@ def status_fault(status: int, reason: str, url: str) -> Fault:
 
 
 @contextmanager
-def open_url(url: str, auth: BasicAuth | None, options: HttpOptions) -> Iterator[Reply]:
-    """GET ``url``, following redirects; yield the final reply whatever its status."""
-    connection, handle, reply = _follow(url, auth, options)
+def open_url(
+    url: str, auth: Credentials | None, options: HttpOptions, headers: Mapping[str, str] | None = None
+) -> Iterator[Reply]:
+    """GET ``url``, following redirects; yield the final reply whatever its status.
+
+    ``headers`` are sent with every request (e.g. ``Accept``)."""
+    connection, handle, reply = _follow(url, auth, options, headers or {})
     try:
         yield reply
     finally:
@@ -99,7 +109,7 @@ def open_url(url: str, auth: BasicAuth | None, options: HttpOptions) -> Iterator
 
 
 def _follow(
-    url: str, auth: BasicAuth | None, options: HttpOptions
+    url: str, auth: Credentials | None, options: HttpOptions, headers: Mapping[str, str]
 ) -> tuple[http.client.HTTPConnection, socket.socket, Reply]:
     origin = _origin(split_url(url))
     context: ssl.SSLContext | None = None
@@ -116,7 +126,7 @@ def _follow(
             # socket when it likes, and a closed descriptor's number may be reused.
             handle = _own_handle(connection, current)
             unless_kept.callback(handle.close)
-            response = _request(connection, parts, auth if _origin(parts) == origin else None, current)
+            response = _request(connection, parts, auth if _origin(parts) == origin else None, current, headers)
             location = response.getheader("Location") if response.status in _REDIRECTS else None
             if location is None:
                 unless_kept.pop_all()
@@ -226,9 +236,13 @@ def _connect(
 
 
 def _request(
-    connection: http.client.HTTPConnection, parts: SplitResult, auth: BasicAuth | None, url: str
+    connection: http.client.HTTPConnection,
+    parts: SplitResult,
+    auth: Credentials | None,
+    url: str,
+    extra: Mapping[str, str],
 ) -> http.client.HTTPResponse:
-    headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
+    headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **extra}
     if auth is not None:
         headers["Authorization"] = auth.header()
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

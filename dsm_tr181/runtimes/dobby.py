@@ -33,6 +33,8 @@ import logging
 import os
 import re
 import shutil
+import signal
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,8 +46,18 @@ from gi.repository import Gio, GLib
 from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.glib_thread import Completion, GLibThread
-from dsm_tr181.lcm.ports import ContainerExit, ContainerState, ContainerStatus, ContainerUsage, ExitCallback, StartSpec
+from dsm_tr181.lcm.ports import (
+    AvailabilityCallback,
+    ContainerExit,
+    ContainerState,
+    ContainerStatus,
+    ContainerUsage,
+    ExitCallback,
+    RuntimeUnavailable,
+    StartSpec,
+)
 from dsm_tr181.runtimes.container_ids import check_container_id
+from dsm_tr181.runtimes.dobby_bundle import make_safe_for_dobby
 from dsm_tr181.runtimes.logrotate import backup_path, shift_backups
 from dsm_tr181.sections import build_section
 
@@ -141,6 +153,20 @@ def write_bundle(bundle: Path, config: Mapping[str, Any], log_path: Path, max_by
         "data": {"sink": "file", "fileOptions": {"path": str(log_path), "limit": max_bytes}},
     }
     bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_safe_for_dobby(spec)
+    # Dobby finds a container's processes in the cgroup it names after the container id
+    # (id_prefix keeps two daemons apart there); a cgroupsPath of ours would hide them.
+    spec.get("linux", {}).pop("cgroupsPath", None)
+    # Dobby takes root.path as relative to the bundle: point a link in the bundle at the rootfs.
+    root = spec.setdefault("root", {})
+    rootfs = str(root.get("path", "rootfs"))
+    if os.path.isabs(rootfs):
+        link = bundle / "rootfs"
+        staged_link = bundle / ".rootfs.dsm"
+        staged_link.unlink(missing_ok=True)
+        staged_link.symlink_to(rootfs)
+        os.replace(staged_link, link)
+        root["path"] = "rootfs"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _rotate(log_path, backups)
     staged = bundle / ".config.json.dsm"
@@ -162,7 +188,7 @@ DEFAULT_STOP_TIMEOUT = 10.0  # seconds, the TR-181 ShutdownDelay default
 
 
 class DobbyRuntime:
-    """Runs OCI bundles as Dobby containers (Runtime and PausableRuntime)."""
+    """Runs OCI bundles as Dobby containers (Runtime, PausableRuntime, MonitoredRuntime)."""
 
     name = "dobby"
 
@@ -184,7 +210,9 @@ class DobbyRuntime:
         # Owned by the asyncio loop.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: list[ExitCallback] = []
+        self._availability: list[AvailabilityCallback] = []
         self._exit_waiters: dict[str, list[asyncio.Future[ContainerExit]]] = {}
+        self._cpu_marks: dict[str, tuple[int, int, int]] = {}  # container id → (descriptor, timestamp, cpu ns)
 
     @classmethod
     def create(cls, section: Mapping[str, Any], state_dir: Path) -> DobbyRuntime:
@@ -224,8 +252,7 @@ class DobbyRuntime:
             if await self._state(descriptor) == DobbyState.PAUSED:
                 # Dobby refuses a graceful Stop of a paused container.
                 await self._call_bool("Resume", GLib.Variant("(i)", (descriptor,)))
-            asked = await self._call_bool("Stop", GLib.Variant("(ib)", (descriptor, False)))
-            if asked and await _settled(exited, timeout):
+            if await self._terminate(descriptor) and await _settled(exited, timeout):
                 return
             _log.info("%s did not stop within %.1f s; forcing it", self._dobby_id(container_id), timeout)
             await self._force_stop(container_id, descriptor, exited)
@@ -239,28 +266,47 @@ class DobbyRuntime:
         return ContainerStatus(state, pid)
 
     async def usage(self, container_id: str) -> ContainerUsage:
-        """Memory and pids from ``GetInfo``; unknown values (-1, ()) when not running.
+        """Memory, pids and CPU share from ``GetInfo``; unknown values (-1, ()) when not running.
 
-        Dobby reports cumulative CPU time only, so ``cpu_percent`` stays -1.
+        Dobby gives cumulative CPU time (``cpu.usage.total``, ns) and a monotonic
+        ``timestamp`` (ns): the share of all CPUs is their ratio between two samples, so
+        the first sample of a container gives -1.
         """
         descriptor = await self._descriptor_of(container_id)
         if descriptor is None:
+            self._cpu_marks.pop(container_id, None)
             return ContainerUsage()
         info = await self._info(descriptor)
         memory = _number(((info.get("memory") or {}).get("user") or {}).get("usage"))
         pids = (_number(pid) for pid in info.get("pids") or [])
+        cpu_ns = _number(((info.get("cpu") or {}).get("usage") or {}).get("total"))
         return ContainerUsage(
             memory_kib=memory // 1024 if memory is not None and memory >= 0 else -1,
+            cpu_percent=self._cpu_percent(container_id, descriptor, cpu_ns, _number(info.get("timestamp"))),
             pids=tuple(pid for pid in pids if pid is not None),
         )
+
+    def _cpu_percent(self, container_id: str, descriptor: int, cpu_ns: int | None, stamp_ns: int | None) -> int:
+        if cpu_ns is None or cpu_ns < 0 or stamp_ns is None:
+            return -1
+        previous = self._cpu_marks.get(container_id)
+        self._cpu_marks[container_id] = (descriptor, stamp_ns, cpu_ns)
+        if previous is None or previous[0] != descriptor or stamp_ns <= previous[1] or cpu_ns < previous[2]:
+            return -1
+        share = (cpu_ns - previous[2]) / ((stamp_ns - previous[1]) * (os.cpu_count() or 1))
+        return max(0, min(100, round(share * 100)))
 
     async def list_ids(self) -> list[str]:
         return list((await self._list()).keys())
 
     async def adopt(self) -> list[str]:
         """Dobby forgets stopped containers: every listed one of ours is live, and its
-        Stopped signal reaches watch() through the subscription made on connecting."""
-        return await self.list_ids()
+        Stopped signal reaches watch() through the subscription made on connecting.
+
+        Also checks that this Dobby can start bundles at all (RuntimeUnavailable if not)."""
+        listed = await self.list_ids()
+        await self._check_start_offered()
+        return listed
 
     async def remove(self, container_id: str) -> None:
         """Dobby forgets stopped containers: force-stop it if it is still there; drop its bundle."""
@@ -274,6 +320,12 @@ class DobbyRuntime:
         """Report exits of our containers to ``callback`` on the calling (running) asyncio loop."""
         self._loop = asyncio.get_running_loop()
         self._watchers.append(callback)
+
+    def watch_availability(self, callback: AvailabilityCallback) -> None:
+        """Dobby leaving the bus (or the bus closing) → (False, reason); Dobby's ``Ready``
+        signal or a new owner of its name → (True, "")."""
+        self._loop = asyncio.get_running_loop()
+        self._availability.append(callback)
 
     async def close(self) -> None:
         if self._closed:
@@ -340,6 +392,39 @@ class DobbyRuntime:
                 return _number(process.get("pid")) or 0
         return 0
 
+    async def _check_start_offered(self) -> None:
+        """Production builds of Dobby (DOBBY_PROD) do not register StartFromBundle: a call
+        without arguments gets UnknownMethod there (RuntimeUnavailable) and -1 ("error
+        getting the args") elsewhere."""
+        await self._call("ctrl1", "StartFromBundle", None, "(i)")
+
+    async def _terminate(self, descriptor: int) -> bool:
+        """SIGTERM to the container's init, sent by us: Dobby's graceful ``Stop`` kills
+        about 0.5 s after its SIGTERM, which would cut ShutdownDelay short. The pid comes
+        from ``GetInfo`` and is checked again once a pidfd holds it (no pid reuse race).
+        Falls back to Dobby's ``Stop(false)`` when the pid is unknown or not ours to signal."""
+        pid = await self._init_pid(descriptor)
+        if pid > 0:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return True  # already gone: its Stopped signal is on the way
+            except OSError as exc:
+                _log.warning("cannot open pid %d of descriptor %d: %s", pid, descriptor, exc)
+            else:
+                try:
+                    if await self._init_pid(descriptor) == pid:
+                        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+                        return True
+                except ProcessLookupError:
+                    return True
+                except PermissionError as exc:
+                    _log.warning("cannot signal pid %d: %s", pid, exc)
+                finally:
+                    os.close(pidfd)
+        _log.warning("descriptor %d: Dobby's Stop kills ~0.5 s after SIGTERM (ShutdownDelay cut)", descriptor)
+        return await self._call_bool("Stop", GLib.Variant("(ib)", (descriptor, False)))
+
     async def _call_bool(self, method: str, args: GLib.Variant) -> bool:
         (ok,) = await self._call("ctrl1", method, args, "(b)")
         return bool(ok)
@@ -390,11 +475,13 @@ class DobbyRuntime:
         seconds = timeout or self._config.call_timeout
 
         def send(completion: Completion[tuple[Any, ...]]) -> None:
+            sent = time.monotonic()
+
             def done(conn: Gio.DBusConnection, result: Gio.AsyncResult, *_: object) -> None:
                 try:
                     values = tuple(conn.call_finish(result).unpack())
                 except GLib.Error as err:
-                    completion.set_exception(self._fault_for(method, err, seconds))
+                    completion.set_exception(self._fault_for(method, err, seconds, time.monotonic() - sent))
                     return
                 if on_reply is not None:
                     on_reply(values)
@@ -510,6 +597,7 @@ class DobbyRuntime:
 
     def _on_ready(self, *_signal: Any) -> None:
         _log.info("Dobby is ready")
+        self._post_availability(True, "")
 
     def _on_owner_changed(self, *signal: Any) -> None:
         _name, old_owner, new_owner = signal[5].unpack()
@@ -518,15 +606,29 @@ class DobbyRuntime:
             # containers: report them as gone.
             _log.warning("%s left the bus; %d container(s) reported stopped", self._config.service, len(self._known))
             gone, self._known = self._known, {}
+            self._post_availability(False, f"{self._config.service} left the bus (Dobby stopped or crashed)")
             for container_id in gone:
                 self._post(self._deliver_exit, ContainerExit(container_id, exit_status=None))
         if new_owner:
             _log.info("%s appeared on the bus", self._config.service)
+            self._post_availability(True, "")
 
     def _on_closed(self, _connection: Gio.DBusConnection, remote_peer_vanished: bool, error: GLib.Error | None) -> None:
         _log.warning("connection to the bus closed%s", f": {error.message}" if error else "")
         self._connection = None
         self._subscriptions = []
+        if not self._closed:
+            self._post_availability(False, "Dobby not available: the connection to its bus closed")
+
+    def _post_availability(self, up: bool, reason: str) -> None:
+        """On the GLib thread: tell the availability watchers, on the asyncio loop."""
+        if self._loop is None:
+            return
+        for callback in list(self._availability):
+            try:
+                self._loop.call_soon_threadsafe(callback, up, reason)
+            except RuntimeError:  # the loop is closed: nobody listens any more
+                return
 
     def _post(self, fn: Callable[[ContainerExit], None], exit_: ContainerExit) -> None:
         if self._loop is None:
@@ -536,17 +638,26 @@ class DobbyRuntime:
         except RuntimeError:  # the loop is closed: nobody listens any more
             _log.debug("exit of %s dropped: the asyncio loop is closed", exit_.container_id)
 
-    def _fault_for(self, method: str, err: GLib.Error, seconds: float) -> Fault:
+    def _fault_for(self, method: str, err: GLib.Error, seconds: float, elapsed: float) -> Fault:
+        """The fault for a failed call, telling the time it really took: a NoReply before
+        the timeout means Dobby left the bus (crashed) while the call was pending."""
         remote = Gio.dbus_error_get_remote_error(err) or ""
-        if err.matches(Gio.io_error_quark(), Gio.IOErrorEnum.TIMED_OUT) or remote.endswith(".NoReply"):
+        timed_out = err.matches(Gio.io_error_quark(), Gio.IOErrorEnum.TIMED_OUT)
+        if timed_out or (remote.endswith(".NoReply") and elapsed >= seconds - 0.05):
             return _unavailable(f"no answer to {method} within {seconds:.0f} s")
+        if remote.endswith(".NoReply"):
+            return _unavailable(f"{self._config.service} went away {elapsed:.2f} s into {method}, without answering")
         if remote.endswith((".ServiceUnknown", ".NameHasNoOwner", ".Disconnected")) or err.matches(
             Gio.io_error_quark(), Gio.IOErrorEnum.CLOSED
         ):
             return _unavailable(f"{self._config.service} is not on the bus")
+        if remote.endswith((".UnknownObject", ".UnknownInterface")):
+            # DobbyDaemon owns its name a moment before it serves its object (then: Ready).
+            return _unavailable(f"{self._config.service} is on the bus but not serving yet (starting)")
         if remote.endswith(".UnknownMethod"):
-            hint = " (production builds of Dobby disable it)" if method == "StartFromBundle" else ""
-            return Fault(FaultCode.INTERNAL_ERROR, f"Dobby does not offer {method}{hint}")
+            if method == "StartFromBundle":
+                return RuntimeUnavailable(PRODUCTION_BUILD)
+            return Fault(FaultCode.INTERNAL_ERROR, f"Dobby does not offer {method}")
         return Fault(FaultCode.INTERNAL_ERROR, f"Dobby {method} failed: {err.message}")
 
 
@@ -559,8 +670,14 @@ def _number(value: object) -> int | None:
     return None
 
 
-def _unavailable(detail: str) -> Fault:
-    return Fault(FaultCode.INTERNAL_ERROR, f"Dobby not available: {detail}")
+def _unavailable(detail: str) -> RuntimeUnavailable:
+    return RuntimeUnavailable(f"Dobby not available: {detail}")
+
+
+PRODUCTION_BUILD = (
+    "Dobby is a production build (DOBBY_PROD): it does not offer StartFromBundle, so it cannot run "
+    "bundles; use a Dobby built without DOBBY_PROD"
+)
 
 
 async def _settled(future: asyncio.Future[ContainerExit], timeout: float) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dsm_tr181.errors import AdapterUnavailable, Fault, FaultCode
-from dsm_tr181.lcm.ports import ContainerState
+from dsm_tr181.lcm.ports import ContainerState, RuntimeUnavailable
 
 # Debian's crun refuses a hybrid cgroup layout. In a private mount namespace with
 # cgroup2 mounted over /sys/fs/cgroup it sees a unified host. The script is fixed:
@@ -114,8 +114,8 @@ class OciCli:
                 stderr=output,
                 start_new_session=new_session,
             )
-        except OSError as exc:
-            raise Fault(FaultCode.INTERNAL_ERROR, f"cannot run {argv[0]}: {exc}") from None
+        except OSError as exc:  # the runtime binary is gone: its ExecEnvs are Error until it is back
+            raise RuntimeUnavailable(f"cannot run {argv[0]}: {exc}") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
         except TimeoutError:

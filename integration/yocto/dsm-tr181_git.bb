@@ -46,6 +46,8 @@ do_install:append() {
     install -m 0644 ${S}/integration/com.rdkcentral.DSM.conf ${D}${sysconfdir}/dbus-1/system.d/com.rdkcentral.DSM.conf
     install -d ${D}${datadir}/dsm-tr181/datamodel
     install -m 0644 ${S}/datamodel/*.xml ${D}${datadir}/dsm-tr181/datamodel/
+    install -d ${D}${datadir}/dsm-tr181/datamodel/vendor
+    install -m 0644 ${S}/datamodel/vendor/*.xml ${D}${datadir}/dsm-tr181/datamodel/vendor/
 }
 
 FILES:${PN} += " \

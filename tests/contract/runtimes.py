@@ -4,16 +4,13 @@ A back end hands out runtime instances that share their state (a second instance
 the daemon after a restart) and cleans up what a test left behind. runc and crun use
 the harness of tests/integration/test_runtime_oci.py (crun inside a private cgroup-v2
 mount namespace); Dobby is the stand-in (real runc) on a private dbus-daemon, or the
-real DobbyDaemon named by ``DSM_DOBBY_DAEMON``.
+real DobbyDaemon named by ``DSM_DOBBY_DAEMON`` (tests/support/dobby_real.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,9 +22,9 @@ from dsm_tr181.lcm.ports import Runtime, StartSpec
 from dsm_tr181.runtimes.dobby import DobbyRuntime, DobbyRuntimeConfig
 from dsm_tr181.sample_bundle import BUSYBOX, make_bundle
 from tests.integration.test_runtime_oci import FLAVOURS, Harness, unavailable
+from tests.support import dobby_real
 from tests.support.dbusdaemon import PrivateBus, gdbus_call, private_bus
 from tests.support.dobby_standin import running_standin
-from tests.support.processes import stop_process
 from tests.support.specs import spec_of
 
 BACKENDS = ("runc", "crun", "dobby-standin", "dobby-daemon")
@@ -96,36 +93,6 @@ def _container_tools_missing() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def real_dobby(bus: PrivateBus, work: Path) -> Iterator[None]:
-    """DobbyDaemon (``DSM_DOBBY_DAEMON``) on the private bus, in a private mount namespace
-    with a pure cgroup-v1 layout (its crun cannot use cgroup2 here without CAP_SYS_RESOURCE;
-    see ../shared/notes/dobby.md). It is given the bus through DBUS_SYSTEM_BUS_ADDRESS, as
-    its --dbus-address option drops calls in default builds."""
-    daemon = os.environ["DSM_DOBBY_DAEMON"]
-    script = 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"'
-    argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", daemon, "--nofork"]
-    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus.address}
-    work.mkdir(parents=True, exist_ok=True)
-    with open(work / "dobbydaemon.log", "wb") as log:
-        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                gdbus_call(bus.address, "org.rdk.dobby", "/org/rdk/dobby", "org.rdk.dobby.admin1.Ping")
-                break
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"DobbyDaemon did not answer: {(work / 'dobbydaemon.log').read_text()}"
-                    ) from None
-                time.sleep(0.1)
-        yield
-    finally:
-        stop_process(process)
-
-
 @pytest.fixture(scope="module")
 def dobby_bus() -> Iterator[PrivateBus]:
     """One private bus per module, shared by both Dobby back ends (their tests pick it up lazily)."""
@@ -146,9 +113,11 @@ def standin(dobby_bus: PrivateBus, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def dobby_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBus]:
-    if not os.environ.get("DSM_DOBBY_DAEMON"):
-        pytest.skip("the real DobbyDaemon runs only when DSM_DOBBY_DAEMON names its binary")
-    with private_bus() as bus, real_dobby(bus, tmp_path_factory.mktemp("dobbydaemon")):
+    """The real DobbyDaemon (tests/support/dobby_real.py) on a private bus of its own."""
+    reason = dobby_real.missing()
+    if reason:
+        pytest.skip(f"the real DobbyDaemon: {reason}")
+    with private_bus() as bus, dobby_real.running_dobby(bus.address, tmp_path_factory.mktemp("dobbydaemon")):
         yield bus
 
 

@@ -26,11 +26,14 @@ def test_demo_installs_runs_prints_and_cleans_up(tmp_path: Path) -> None:
     assert "dsm is ready" in out
     assert "DUStateChange.CurrentState = Installed" in out
     assert "hello from busybox" in out
+    assert "confinement.mode = default" in out and "confinement.no_new_privileges = true" in out
     assert "Device.SoftwareModules.ExecutionUnit.1.Status = Active" in out
     assert "Device.SoftwareModules.DeploymentUnit.1.Status = Installed" in out
     assert out.rstrip().endswith("demo done: dsm stopped")
     state = tmp_path / "demo" / "state"
     assert list((state / "bundles").iterdir()) == [] and list((state / "logs").iterdir()) == []
-    listed = subprocess.run(["runc", "--root", str(state / "oci-runc" / "root"), "list", "-q"],
+    root = state / "execenvs" / "default" / "oci-runc" / "root"
+    assert root.is_dir()
+    listed = subprocess.run(["runc", "--root", str(root), "list", "-q"],
                             capture_output=True, text=True, check=True)  # fmt: skip
     assert listed.stdout.split() == []

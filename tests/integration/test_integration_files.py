@@ -17,6 +17,7 @@ import pytest
 from dsm_tr181.buses.dbus import DbusConfig
 from dsm_tr181.buses.rbus import RbusConfig
 from dsm_tr181.config import load_config
+from dsm_tr181.packagers.image import ImagePackagerConfig
 from dsm_tr181.packagers.tar import TarPackagerConfig
 from dsm_tr181.runtimes.dobby import DobbyRuntimeConfig
 from dsm_tr181.runtimes.oci import OciRuntimeConfig
@@ -48,6 +49,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
 def test_example_configs_load_with_every_section(name: str) -> None:
     config = load_config({"config": str(INTEGRATION / name)}, env={})
     TarPackagerConfig.from_config(config.packager)
+    ImagePackagerConfig.from_config(config.packager_image)
     for runtime, section in config.runtimes.items():
         RUNTIME_CONFIGS[runtime].from_config(section)
     for bus, section in config.bus_sections.items():
@@ -67,7 +69,10 @@ def test_default_config_lists_every_adapter_key_with_its_default() -> None:
     text = (INTEGRATION / "dsm.toml").read_text()
     raw = tomllib.loads(text)
     commented = set(re.findall(r"^# (\w+) = ", text, flags=re.MULTILINE))  # keys with no default value
-    sections: dict[tuple[str, str], type] = {("packager", "tar"): TarPackagerConfig}
+    sections: dict[tuple[str, str], type] = {
+        ("packager", "tar"): TarPackagerConfig,
+        ("packager", "image"): ImagePackagerConfig,
+    }
     sections |= {("runtime", name): cls for name, cls in RUNTIME_CONFIGS.items()}
     sections |= {("bus", name): cls for name, cls in BUS_CONFIGS.items()}
     for (kind, name), cls in sections.items():

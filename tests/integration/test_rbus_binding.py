@@ -7,6 +7,7 @@ librbus.so.0 and an rtrouted (rbuscli from DSM_RBUSCLI or beside rtrouted).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -408,3 +409,45 @@ def test_cdef_layouts_match_the_real_headers(tools: RbusTools, tmp_path: Path) -
     expected = {struct: str(size) for struct, (size, _) in layout.items()}
     expected |= {f"{s}.{f}": str(o) for s, (_, fields) in layout.items() for f, o in fields.items()}
     assert measured == expected
+
+
+def test_close_during_a_long_partial_get_waits_for_librbus_to_leave(rbus: rbus_ffi.Rbus, broker: None) -> None:
+    """Closing while librbus expands a partial get in our handlers used to free what it
+    walked (garbage names, then an abort): now the handlers fail at once, librbus finishes,
+    and the handle closes."""
+    leaves, started = 60, threading.Event()
+
+    def slow(name: str) -> str:
+        started.set()
+        time.sleep(0.05)
+        return "x"
+
+    handle = rbus_ffi.Handle(rbus, "dsm-test-closing")
+    table = "Device.DSMClosing.Item."
+    handle.register([rbus_ffi.Table(table + "{i}."), rbus_ffi.Property(table + "{i}.V", "string", slow)])
+    for instance in range(1, leaves + 1):
+        handle.register_row(table, instance)
+    with rbus_ffi.Handle(rbus, "dsm-test-closing-consumer") as consumer:
+        reader = threading.Thread(target=lambda: _swallow(consumer.get_ext, ["Device.DSMClosing."]))
+        reader.start()
+        assert started.wait(10)
+        began = time.monotonic()
+        handle.close()  # mid-walk: ~3 s of leaves were still to come
+        assert time.monotonic() - began < rbus_ffi.CLOSE_WAIT
+        assert handle.activity.quiet_for() >= rbus_ffi.CLOSE_QUIET
+        reader.join(30)
+        assert not reader.is_alive()
+    # The process is still healthy: a new provider registers and answers.
+    with rbus_ffi.Handle(rbus, "dsm-test-closing-after") as after:
+        after.register([rbus_ffi.Property("Device.DSMClosingAfter.Name", "string", lambda name: "alive")])
+        assert run_rbuscli_value("Device.DSMClosingAfter.Name", rbus) == "alive"
+
+
+def _swallow(call: Any, *args: Any) -> None:
+    with contextlib.suppress(rbus_ffi.RbusCallFailed):  # the provider went away mid-answer
+        call(*args)
+
+
+def run_rbuscli_value(name: str, rbus: rbus_ffi.Rbus) -> Any:
+    with rbus_ffi.Handle(rbus, "dsm-test-closing-reader") as reader:
+        return reader.get(name)

@@ -25,7 +25,7 @@ import pytest
 
 from dsm_tr181.containerspec import ConfinementPolicy
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm.ports import ContainerExit, ContainerState, StartSpec
+from dsm_tr181.lcm.ports import ContainerExit, ContainerState, RuntimeUnavailable, StartSpec
 from dsm_tr181.runtimes.container_ids import check_container_id
 from dsm_tr181.runtimes.logrotate import LogPolicy, backup_path, rotate_if_needed
 from dsm_tr181.runtimes.oci import OciRuntime, OciRuntimeConfig
@@ -365,3 +365,22 @@ def test_rotation_keeps_whole_lines_and_shifts_backups(tmp_path: Path) -> None:
     assert backup_path(policy.path, 2).read_text().startswith("round 1 line ")
     assert not backup_path(policy.path, 3).exists()
     assert not rotate_if_needed(policy)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("runc") is None, reason="runc is missing")
+def test_a_vanished_runtime_binary_is_reported_unavailable(tmp_path: Path) -> None:
+    """The LCM turns RuntimeUnavailable into an ExecEnv in Error (lcm/availability.py)."""
+    binary = tmp_path / "bin" / "runc"
+    binary.parent.mkdir()
+    shutil.copy(shutil.which("runc") or "", binary)
+    runtime = OciRuntime(OciRuntimeConfig(binary=str(binary)), tmp_path / "state")
+
+    async def scenario() -> None:
+        assert await runtime.list_ids() == []
+        binary.unlink()
+        with pytest.raises(RuntimeUnavailable, match=r"cannot run .*runc"):
+            await runtime.list_ids()
+        await runtime.close()
+
+    asyncio.run(scenario())

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,8 @@ class DsmDaemon:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, env: Mapping[str, str] | None = None) -> DsmDaemon:
+    def start(self, env: Mapping[str, str] | None = None, prefix: Sequence[str] = ()) -> DsmDaemon:
+        """``prefix``: a command to run the daemon through (e.g. nsenter into a namespace)."""
         notify_path = self.work / "notify.sock"
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -80,7 +81,7 @@ class DsmDaemon:
         environment.pop("DSM_CONFIG_FILE", None)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "dsm_tr181.daemon", "--config", str(self.config)],
+                [*prefix, sys.executable, "-m", "dsm_tr181.daemon", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=environment,

@@ -4,7 +4,7 @@ It owns ``org.rdk.dobby`` on a (private) bus and answers Dobby's D-Bus API on
 ``/org/rdk/dobby`` the way DobbyDaemon does, running containers with real ``runc``
 under its own ``--root``:
 
-- ``admin1.Ping()``; ``admin1.Ready()`` is emitted once the name is owned;
+- ``admin1.Ping()``; ``admin1.Ready()`` is emitted once it serves;
 - ``ctrl1.StartFromBundle`` as ``ssah`` or ``ssahssas`` → ``i`` (descriptor in 1..1024, or -1
   for a bad id, an id already running, a wrong signature or a failed start); the reply
   is sent after the container has been created and started;
@@ -13,13 +13,26 @@ under its own ``--root``:
 - signals ``Started(i, s)``, then on exit ``StoppedWithStatus(i, s, i waitStatus)`` followed
   by ``Stopped(i, s)``; the container is then forgotten, as Dobby does.
 
-Like Dobby it publishes no introspection data (Introspect gets an error), answers
-wrong argument types with the failure value instead of a D-Bus error, reads
+Like Dobby (checked against DobbyDaemon built from rdkcentral/Dobby) it publishes no
+introspection data (Introspect gets an error), answers wrong argument types with the
+failure value instead of a D-Bus error (``GetState`` with -1), reads
 ``DBUS_SYSTEM_BUS_ADDRESS`` when no ``--address`` is given, converts ``1.0.2-dobby``
 bundles (original kept as ``config-dobby.json``, ``config.json`` rewritten as ``1.0.2``),
-reaps containers as a child subreaper and reports exit codes 129..192 as deaths by
-signal. Of the RDK plugins it honours only ``logging`` with the ``file`` sink (the file
-is truncated at each start) or ``devNull``; other output goes to /dev/null.
+writes ``container.pid`` into the bundle, sets the hostname to the container id, reaps
+containers as a child subreaper and reports exit codes 129..192 as deaths by signal.
+A graceful ``Stop`` sends SIGTERM and SIGKILL 0.5 s later, as Dobby does. ``GetInfo``
+has Dobby's fields and types (integer pids, ``processes`` with integer ``pid``/``nsPid``,
+``cpu.usage.total`` in ns, ``memory.user.*`` in bytes, a monotonic ``timestamp`` in ns).
+At start it kills what a previous instance left in its runc root, as Dobby does, and
+owns ``org.rdk.dobby`` 0.3 s before it serves (calls meanwhile get UnknownObject) and emits
+``Ready``.
+Of the RDK plugins it honours only ``logging`` with the ``file`` sink (the file is
+truncated at each start) or ``devNull``; other output goes to /dev/null.
+
+Where the real daemon crashes, the stand-in refuses and says why on stderr: a bundle
+without ``linux.resources`` (Dobby's pids-limit code dereferences it) gets -1 from
+``StartFromBundle``, and ``GetInfo`` of a container started without ``rdkPlugins``
+(Dobby reads its plugin manager) gets "".
 
 Not like Dobby: runc instead of crun, no plugins or hooks, the ``fileOptions.limit`` of
 the logging plugin is not enforced, output reaches the log file through plain stdio
@@ -66,6 +79,8 @@ STATE_INVALID, STATE_STARTING, STATE_RUNNING, STATE_STOPPING, STATE_PAUSED = ran
 _STATE_NAMES = {STATE_STARTING: "starting", STATE_RUNNING: "running", STATE_PAUSED: "paused"}
 _ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _PR_SET_CHILD_SUBREAPER = 36
+KILL_AFTER_MS = 500  # Dobby's graceful Stop: SIGKILL this long after SIGTERM
+STARTING_MS = 300  # between owning the name and serving (UnknownObject meanwhile), then Ready
 
 Reply = GLib.Variant | None
 
@@ -76,6 +91,7 @@ class Container:
     id: str
     pid: int
     state: int
+    has_plugins: bool = True
 
 
 def valid_id(container_id: str) -> bool:
@@ -100,11 +116,12 @@ def wait_status_as_dobby_reports_it(status: int) -> int:
 class DobbyStandIn:
     """The service: method calls and child exits are handled on the main GLib loop."""
 
-    def __init__(self, connection: Gio.DBusConnection, work_dir: Path) -> None:
+    def __init__(self, connection: Gio.DBusConnection, work_dir: Path, production: bool = False) -> None:
         self._bus = connection
         self._root = work_dir / "runc"
         self._states = work_dir / "containers"
         self._containers: dict[int, Container] = {}
+        self.serving = False  # until Ready
         self._methods: dict[tuple[str, str], Callable[[Gio.DBusMessage], Reply]] = {
             (ADMIN, "Ping"): lambda _m: None,
             (CTRL, "StartFromBundle"): self._start_from_bundle,
@@ -115,6 +132,8 @@ class DobbyStandIn:
             (CTRL, "GetInfo"): self._get_info,
             (CTRL, "List"): self._list,
         }
+        if production:  # DOBBY_PROD builds do not register it: UnknownMethod
+            del self._methods[(CTRL, "StartFromBundle")]
 
     # --- bus plumbing -------------------------------------------------------------------------
 
@@ -131,7 +150,11 @@ class DobbyStandIn:
 
     def _dispatch(self, message: Gio.DBusMessage) -> bool:
         handler = self._methods.get((message.get_interface() or "", message.get_member() or ""))
-        if handler is None:
+        if not self.serving:  # like DobbyDaemon between taking its name and serving
+            reply = message.new_method_error_literal(
+                "org.freedesktop.DBus.Error.UnknownObject", f"Unknown object '{OBJECT_PATH}'."
+            )
+        elif handler is None:
             reply = message.new_method_error_literal(
                 "org.freedesktop.DBus.Error.UnknownMethod",
                 f"no method {message.get_interface()}.{message.get_member()} here",
@@ -149,6 +172,7 @@ class DobbyStandIn:
         return GLib.SOURCE_REMOVE
 
     def announce_ready(self) -> None:
+        self.serving = True
         self._emit(ADMIN, "Ready")
 
     def _emit(self, interface: str, member: str, body: GLib.Variant | None = None) -> None:
@@ -180,6 +204,10 @@ class DobbyStandIn:
             return GLib.Variant("(i)", (-1,))
         container_id, bundle = args[0], Path(args[1])
         command, env = (args[3], args[5]) if len(args) == 6 else ("", [])
+        crash = _would_crash_dobby(bundle)
+        if crash:
+            print(f"dobby stand-in: refusing {container_id!r}: {crash}", file=sys.stderr)
+            return GLib.Variant("(i)", (-1,))
         try:
             container = self._create_and_start(container_id, bundle, command, env)
         except Exception as exc:  # whatever went wrong, Dobby answers -1
@@ -201,7 +229,16 @@ class DobbyStandIn:
                 return GLib.Variant("(b)", (False,))
             self._runc("resume", container.id, check=False)
         done = self._runc("kill", container.id, "KILL" if force else "TERM", check=False)
+        if not force and done.returncode == 0:
+            # Dobby's graceful stop kills the container 0.5 s after its SIGTERM.
+            GLib.timeout_add(KILL_AFTER_MS, self._kill_if_running, container.descriptor, container.pid)
         return GLib.Variant("(b)", (done.returncode == 0,))
+
+    def _kill_if_running(self, descriptor: int, pid: int) -> bool:
+        container = self._containers.get(descriptor)
+        if container is not None and container.pid == pid:
+            self._runc("kill", container.id, "KILL", check=False)
+        return GLib.SOURCE_REMOVE
 
     def _pause(self, message: Gio.DBusMessage) -> GLib.Variant:
         return self._freeze(message, "pause", STATE_RUNNING, STATE_PAUSED)
@@ -219,11 +256,17 @@ class DobbyStandIn:
         return GLib.Variant("(b)", (True,))
 
     def _get_state(self, message: Gio.DBusMessage) -> GLib.Variant:
-        container, _ = self._find(message)
+        container, args = self._find(message)
+        if not args:  # Dobby: "error getting the args" → -1
+            return GLib.Variant("(i)", (-1,))
         return GLib.Variant("(i)", (container.state if container else STATE_INVALID,))
 
     def _get_info(self, message: Gio.DBusMessage) -> GLib.Variant:
         container, _ = self._find(message)
+        if container is not None and not container.has_plugins:
+            print(f"dobby stand-in: GetInfo of {container.id!r} refused: Dobby would crash "
+                  "(no rdkPlugins, no plugin manager)", file=sys.stderr)  # fmt: skip
+            return GLib.Variant("(s)", ("",))
         return GLib.Variant("(s)", (json.dumps(self._info(container)) if container else "",))
 
     def _list(self, _message: Gio.DBusMessage) -> GLib.Variant:
@@ -234,6 +277,7 @@ class DobbyStandIn:
 
     def _create_and_start(self, container_id: str, bundle: Path, command: str, env: Sequence[str]) -> Container:
         config = _extended_config(bundle)
+        has_plugins = bool(config.get("rdkPlugins"))
         workdir = self._states / container_id
         workdir.mkdir(parents=True, exist_ok=True)
         # runc runs a private copy of the config (absolute rootfs), as Dobby runs a custom
@@ -244,6 +288,7 @@ class DobbyStandIn:
             config["process"]["args"] = shlex.split(command)
         config["process"]["env"] = [*config["process"].get("env", []), *env]
         config["process"]["terminal"] = False
+        config["hostname"] = container_id  # as Dobby does
         (workdir / "config.json").write_text(json.dumps(config))
         pid_file = workdir / "container.pid"
         pid_file.unlink(missing_ok=True)
@@ -251,7 +296,8 @@ class DobbyStandIn:
             self._runc("create", "--bundle", str(workdir), "--pid-file", str(pid_file), container_id, stdio=output)
         self._runc("start", container_id)
         pid = int(pid_file.read_text())
-        return Container(_free_descriptor(self._containers), container_id, pid, STATE_RUNNING)
+        (bundle / "container.pid").write_text(str(pid))  # Dobby writes it into the bundle
+        return Container(_free_descriptor(self._containers), container_id, pid, STATE_RUNNING, has_plugins)
 
     def _reap(self, pid: int) -> None:
         """Reaper thread: wait for the container's init (ours as subreaper), then report."""
@@ -269,17 +315,30 @@ class DobbyStandIn:
         return GLib.SOURCE_REMOVE
 
     def _info(self, container: Container) -> dict[str, Any]:
+        """Dobby's GetInfo JSON (DobbyStats + id and state), with its types."""
         cgroups = _cgroup_dirs(container.pid)
         pids = _read_ints(cgroups.get("pids"), "cgroup.procs")
         memory = cgroups.get("memory")
-        usage = _read_ints(memory, "memory.usage_in_bytes") or _read_ints(memory, "memory.current")
+
+        def memory_value(v1: str, v2: str) -> int | None:
+            values = _read_ints(memory, v1) or _read_ints(memory, v2)
+            return values[0] if values else None
+
         return {
+            "pids": pids,
+            "processes": [_process(p) for p in pids],
+            "cpu": {"usage": {"total": _cpu_ns(cgroups.get("cpuacct")), "percpu": None}},
+            "timestamp": time.monotonic_ns(),
+            "memory": {
+                "user": {
+                    "limit": memory_value("memory.limit_in_bytes", "memory.max"),
+                    "usage": memory_value("memory.usage_in_bytes", "memory.current"),
+                    "max": memory_value("memory.max_usage_in_bytes", "memory.peak"),
+                    "failcnt": memory_value("memory.failcnt", "memory.events.max"),
+                }
+            },
             "id": container.id,
             "state": _STATE_NAMES.get(container.state, "unknown"),
-            "timestamp": time.monotonic_ns(),
-            "pids": pids,
-            "processes": [{"pid": str(p), "nsPid": _ns_pid(p)} for p in pids],
-            "memory": {"user": {"usage": usage[0] if usage else None}},
         }
 
     def _runc(
@@ -289,6 +348,11 @@ class DobbyStandIn:
         self._root.mkdir(parents=True, exist_ok=True)
         command = ["runc", "--root", str(self._root), "--log", str(log), *args]
         return subprocess.run(command, stdin=subprocess.DEVNULL, stdout=stdio, stderr=stdio, check=check, timeout=30)
+
+    def kill_leftovers(self) -> None:
+        """At start, as Dobby does: kill and delete the containers a previous instance left."""
+        if self._root.exists():
+            delete_runc_containers(self._root)
 
     def shutdown(self) -> None:
         """Kill and delete every container (on SIGTERM)."""
@@ -323,12 +387,23 @@ def _log_sink(config: dict[str, Any]) -> Iterator[int]:
         os.close(fd)
 
 
+def _would_crash_dobby(bundle: Path) -> str:
+    """Why the real DobbyDaemon would crash on this bundle ("" if it would not)."""
+    try:
+        config = json.loads((bundle / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""  # Dobby refuses an unreadable bundle on its own
+    if not isinstance((config.get("linux") or {}).get("resources"), dict):
+        return "no linux.resources: DobbyDaemon's default pids limit dereferences it and crashes"
+    return ""
+
+
 def _free_descriptor(used: dict[int, Container]) -> int:
     return random.choice([d for d in range(1, 1025) if d not in used])
 
 
 def _cgroup_dirs(pid: int) -> dict[str, Path]:
-    """The pids and memory cgroup directories of ``pid`` (cgroup v1 or unified v2)."""
+    """The pids, memory and cpuacct cgroup directories of ``pid`` (cgroup v1 or unified v2)."""
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
@@ -336,13 +411,39 @@ def _cgroup_dirs(pid: int) -> dict[str, Path]:
     entries = [line.split(":", 2) for line in lines]
     if Path("/sys/fs/cgroup/cgroup.controllers").exists():
         unified = next((Path(f"/sys/fs/cgroup{path}") for _, controllers, path in entries if not controllers), None)
-        return {"pids": unified, "memory": unified} if unified else {}
-    return {
-        name: Path(f"/sys/fs/cgroup/{name}{path}")
-        for _, controllers, path in entries
-        for name in ("pids", "memory")
-        if name in controllers.split(",")
-    }
+        return {"pids": unified, "memory": unified, "cpuacct": unified} if unified else {}
+    found = {}
+    for _, controllers, path in entries:
+        for name in ("pids", "memory", "cpuacct"):
+            if name in controllers.split(","):  # mounted alone or with its siblings (cpu,cpuacct)
+                found[name] = Path(f"/sys/fs/cgroup/{name}{path}")
+                if not found[name].exists():
+                    found[name] = Path(f"/sys/fs/cgroup/{controllers}{path}")
+    return found
+
+
+def _cpu_ns(directory: Path | None) -> int | None:
+    """Cumulative CPU time in ns: cpuacct.usage (v1) or cpu.stat usage_usec (v2)."""
+    usage = _read_ints(directory, "cpuacct.usage")
+    if usage:
+        return usage[0]
+    try:
+        for line in (directory / "cpu.stat").read_text().splitlines() if directory else []:
+            key, _, number = line.partition(" ")
+            if key == "usage_usec":
+                return int(number) * 1000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _process(pid: int) -> dict[str, Any]:
+    try:
+        executable = os.readlink(f"/proc/{pid}/exe")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        executable, cmdline = "", ""
+    return {"pid": pid, "nsPid": _ns_pid(pid), "executable": executable, "cmdline": cmdline}
 
 
 def _read_ints(directory: Path | None, name: str) -> list[int]:
@@ -354,24 +455,25 @@ def _read_ints(directory: Path | None, name: str) -> list[int]:
         return []
 
 
-def _ns_pid(pid: int) -> str:
+def _ns_pid(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("NSpid:"):
-                return line.split()[-1]
-    except OSError:
+                return int(line.split()[-1])
+    except (OSError, ValueError):
         pass
-    return ""
+    return -1
 
 
-def serve(address: str, work_dir: Path) -> int:
+def serve(address: str, work_dir: Path, production: bool = False) -> int:
     """Own ``org.rdk.dobby`` on ``address`` and serve until SIGTERM/SIGINT."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
     flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
     bus = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
-    service = DobbyStandIn(bus, work_dir)
+    service = DobbyStandIn(bus, work_dir, production)
+    service.kill_leftovers()
     bus.add_filter(service.filter)
     owned = bus.call_sync(
         "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "RequestName",
@@ -388,8 +490,14 @@ def serve(address: str, work_dir: Path) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, quit_on_signal)
-    service.announce_ready()
-    print("ready", flush=True)
+
+    def ready() -> bool:
+        service.announce_ready()
+        print("ready", flush=True)
+        return GLib.SOURCE_REMOVE
+
+    # DobbyDaemon owns its name ~0.1 s before it serves its object and emits Ready.
+    GLib.timeout_add(STARTING_MS, ready)
     try:
         loop.run()
     finally:
@@ -399,11 +507,14 @@ def serve(address: str, work_dir: Path) -> int:
 
 
 @contextmanager
-def running_standin(address: str, work_dir: Path, ready_timeout: float = 10.0) -> Iterator[subprocess.Popen[str]]:
+def running_standin(
+    address: str, work_dir: Path, ready_timeout: float = 10.0, production: bool = False
+) -> Iterator[subprocess.Popen[str]]:
     """Run the stand-in as a separate process on ``address``; stop it (and any container it
     left behind, even if it had to be killed) when the block ends."""
+    command = [sys.executable, "-m", "tests.support.dobby_standin", "--address", address, "--work-dir", str(work_dir)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.dobby_standin", "--address", address, "--work-dir", str(work_dir)],
+        [*command, *(["--production"] if production else [])],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
@@ -421,10 +532,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A stand-in for Dobby (org.rdk.dobby) on runc, for tests.")
     parser.add_argument("--address", default=os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", ""), help="bus address")
     parser.add_argument("--work-dir", type=Path, required=True, help="runc root and container state go here")
+    parser.add_argument("--production", action="store_true", help="behave as a DOBBY_PROD build (no StartFromBundle)")
     opts = parser.parse_args(argv)
     if not opts.address:
         parser.error("no --address and no DBUS_SYSTEM_BUS_ADDRESS")
-    return serve(opts.address, opts.work_dir)
+    return serve(opts.address, opts.work_dir, opts.production)
 
 
 if __name__ == "__main__":

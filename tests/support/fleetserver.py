@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlencode
+
+import yaml
 
 from dsm_tr181.fleet.cli import open_repository
 from dsm_tr181.fleet.client import FleetClient
@@ -38,6 +42,20 @@ class FleetServer:
         self.url = ""
         self.port = 0  # 0 at first; a restart listens on the same port again
         self.operator = ""
+
+    def store_args(self) -> list[str]:
+        """The CLI options naming this server's store."""
+        return self._store()
+
+    def stored(self, sql: str) -> list[tuple]:
+        """Rows of a query on the server's store, read directly (not through the API)."""
+        if self.postgres:
+            import psycopg
+
+            with psycopg.connect(self.postgres) as connection:
+                return list(connection.execute(sql).fetchall())
+        with sqlite3.connect(self.db) as connection:
+            return list(connection.execute(sql).fetchall())
 
     def _store(self) -> list[str]:
         return ["--postgres", self.postgres] if self.postgres else ["--db", str(self.db)]
@@ -97,6 +115,16 @@ class FleetServer:
 
     def client(self, token: str = "") -> FleetClient:
         return FleetClient(self.url, token or self.operator, self.ca)
+
+    def push(self, archive: Path, name: str, labels: str = "", version: str = "", replace: bool = False) -> dict:
+        """What ``dsm-fleet package push`` does, without starting a process."""
+        query = {"name": name, "labels": labels, "version": version, **({"replace": "true"} if replace else {})}
+        return self.client().request("POST", "/v1/packages?" + urlencode(query), raw=archive.read_bytes()).json()
+
+    def apply(self, text: str) -> None:
+        """What ``dsm-fleet spec apply -f`` does with that YAML, without starting a process."""
+        for spec in yaml.safe_load_all(text):
+            self.client().request("PUT", f"/v1/specs/{spec['id']}", spec)
 
     def cli(self, *args: str, token: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "DSM_FLEET_URL": self.url, "DSM_FLEET_TOKEN": token or self.operator,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from dsm_tr181.containerspec import ConfinementPolicy, EuInputs, SpecContext, ef
 from dsm_tr181.containerspec.defaults import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from dsm_tr181.containerspec.seccomp import DENIED
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm.confinement import first_free
+from dsm_tr181.lcm.confinement import first_free, shift_ownership
 from dsm_tr181.sample_bundle import oci_config
 
 pytestmark = pytest.mark.unit
@@ -54,7 +56,20 @@ def test_a_benign_bundle_gets_the_defaults() -> None:
     seccomp = spec["linux"]["seccomp"]
     assert seccomp["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
     assert {"mount", "unshare", "setns", "ptrace", "bpf", "init_module"} <= set(seccomp["syscalls"][0]["names"])
-    assert spec["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    rules = spec["linux"]["resources"]["devices"]
+    assert rules[0] == {"allow": False, "access": "rwm"}
+    assert {(r["major"], r.get("minor")) for r in rules[1:]} == {
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 2),
+        (136, None),
+    }
+    destinations = [m["destination"] for m in spec["mounts"]]
+    assert destinations.index("/dev") < destinations.index("/dev/mqueue") < len(destinations)
     assert spec["linux"]["devices"] == [] and "sysctl" not in spec["linux"] and "hooks" not in spec
     assert spec["linux"]["cgroupsPath"] == "/dsm-1234/default/default-1"
     assert spec["root"] == {"path": "/b/1/g1/rootfs", "readonly": True}
@@ -107,7 +122,7 @@ def test_the_allow_list_admits_exactly_what_it_names() -> None:
     spec = derive(config, policy)
     assert "CAP_NET_ADMIN" in spec["process"]["capabilities"]["effective"]
     assert spec["linux"]["devices"][0]["path"] == "/dev/ttyUSB0"
-    assert spec["linux"]["resources"]["devices"][1]["major"] == 188
+    assert spec["linux"]["resources"]["devices"][-1]["major"] == 188
     assert spec["rdkPlugins"] == {"gpu": {"data": {}}}
     assert summarize(spec)["host_mounts"] == ["/run/app/sock:/s"]
     # ... and nothing beside it: a neighbour path, another device number.
@@ -156,3 +171,19 @@ def test_uid_ranges_never_overlap(taken: list[tuple[int, int]], size: int) -> No
     assert start >= 100
     for base, count in taken:
         assert start + size <= base or base + count <= start
+
+
+def test_shifting_ownership_never_touches_a_shared_layer_file(tmp_path: Path) -> None:
+    """Image layers are hard-linked into every DU using them: a user-namespaced DU gets its
+    own copy of a file before its owner changes."""
+    store, rootfs = tmp_path / "layers", tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    store.mkdir()
+    (store / "shared").write_text("layer")
+    os.link(store / "shared", rootfs / "bin" / "shared")
+    (rootfs / "own").write_text("mine")
+    shift_ownership(rootfs, 1_000_000, 65536)
+    assert os.lstat(store / "shared").st_uid == 0 and os.lstat(store / "shared").st_nlink == 1
+    assert os.lstat(rootfs / "bin" / "shared").st_uid == 1_000_000
+    assert (rootfs / "bin" / "shared").read_text() == "layer"
+    assert os.lstat(rootfs / "own").st_uid == 1_000_000 and os.lstat(rootfs).st_gid == 1_000_000

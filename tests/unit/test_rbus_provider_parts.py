@@ -17,6 +17,7 @@ from dsm_tr181.buses import rbus as rbus_provider
 from dsm_tr181.buses import rbus_ffi, rbus_gets, rbus_outbox, rbus_sets
 from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.buses.rbus import RbusConfig, RbusProvider
+from dsm_tr181.buses.rbus_ffi import HandlerActivity as Activity
 from dsm_tr181.buses.rbus_ffi import SetRequest, SubscribeAction, Typed
 from dsm_tr181.buses.rbus_gets import SnapshotReads
 from dsm_tr181.buses.rbus_methods import ASYNC_HANDLE, Methods
@@ -96,6 +97,7 @@ def test_every_served_name_becomes_an_element(schema: Schema, loop: asyncio.Abst
     provider = RbusProvider.create(DataModel(schema), {}, loop)
     connection = rbus_provider._Connection(
         FakeHandle(),  # type: ignore[arg-type]
+        Activity(),
         Outbox(FakeHandle(), "dsm-tr181"),  # type: ignore[arg-type]
         Methods(provider.dm, LoopBridge(loop, 5), run_now),
         ValueChanges(provider.dm, loop, lambda name, data: None),

@@ -24,13 +24,26 @@ def fleet_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
         pytest.skip("needs the openssl command (Debian package openssl)")
 
 
-@pytest.fixture
-def fleet(tmp_path: Path, fleet_tls: TlsFiles) -> Iterator[FleetServer]:
-    server = FleetServer(tmp_path / "fleet", fleet_tls, extra=("--resolve-rate", "20", "--resolve-burst", "20")).start()
+def _serve(work: Path, tls: TlsFiles, postgres: str = "") -> Iterator[FleetServer]:
+    options = ("--resolve-rate", "20", "--resolve-burst", "20", "--access-log")
+    server = FleetServer(work, tls, postgres, extra=options).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, fleet_tls: TlsFiles) -> Iterator[FleetServer]:
+    """A repository server on SQLite."""
+    yield from _serve(tmp_path / "fleet", fleet_tls)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_fleet(request: pytest.FixtureRequest, tmp_path: Path, fleet_tls: TlsFiles) -> Iterator[FleetServer]:
+    """A repository server on each store (PostgreSQL: a fresh database of a real server)."""
+    dsn = request.getfixturevalue("postgres").new_database() if request.param == "postgres" else ""
+    yield from _serve(tmp_path / "fleet", fleet_tls, dsn)
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
-"""The repository server as a real process over HTTPS, driven by its API and by ``dsm-fleet``."""
+"""The repository server as a real process over HTTPS, driven by its API and by ``dsm-fleet``,
+on SQLite and on a real PostgreSQL (``any_fleet``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,15 +16,21 @@ from tests.support.httpserver import TlsFiles
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def fleet(any_fleet: FleetServer) -> FleetServer:
+    """Here every server test runs on SQLite and on PostgreSQL."""
+    return any_fleet
+
+
 def push(fleet: FleetServer, tmp_path: Path, name: str, labels: str, content: bytes, version: str = "1") -> dict:
     archive = tmp_path / f"{name}-{hashlib.sha256(content).hexdigest()[:8]}.tar"
     archive.write_bytes(content)
-    out = fleet.cli("package", "push", str(archive), "--name", name, "--labels", labels, "--version", version)
-    return json.loads(out.stdout)
+    return fleet.push(archive, name, labels, version)
 
 
 def test_operator_pushes_and_device_resolves_with_etag(fleet: FleetServer, tmp_path: Path) -> None:
-    generic = push(fleet, tmp_path, "web", "", b"generic")
+    (tmp_path / "generic.tar").write_bytes(b"generic")
+    generic = json.loads(fleet.cli("package", "push", str(tmp_path / "generic.tar"), "--name", "web").stdout)
     arm = push(fleet, tmp_path, "web", "arch=arm64", b"arm build", "2")
     assert arm["sha256"] == hashlib.sha256(b"arm build").hexdigest() and arm["size"] == 9
     spec = tmp_path / "spec.yaml"
@@ -34,6 +40,9 @@ def test_operator_pushes_and_device_resolves_with_etag(fleet: FleetServer, tmp_p
     listed = {p["id"] for p in json.loads(fleet.cli("package", "list").stdout)}
     assert listed == {generic["id"], arm["id"]}
 
+    assert fleet.client().request("GET", f"/v1/packages/{arm['id']}").json() == arm
+    spec_apps = fleet.client().request("GET", "/v1/specs/eu").json()["apps"]
+    assert spec_apps == [{"name": "web", "labels": {}, "start": True}]
     dry = json.loads(fleet.cli("resolve", "--labels", "fleet=eu,arch=x86_64").stdout)
     assert [(a["name"], a["package"]) for a in dry["apps"]] == [("web", generic["id"])]
 
@@ -55,7 +64,7 @@ def test_operator_pushes_and_device_resolves_with_etag(fleet: FleetServer, tmp_p
 
     # a spec change changes the answer and its ETag
     spec.write_text("id: eu\ntarget: {fleet: eu}\napps:\n  - name: web\n    start: false\n")
-    fleet.cli("spec", "apply", "-f", str(spec))
+    fleet.apply(spec.read_text())
     changed = device.request("POST", "/v1/resolve", {"labels": {"fleet": "eu", "arch": "arm64"}},
                              headers={"If-None-Match": etag})  # fmt: skip
     assert changed.status == 200 and changed.headers["etag"] != etag and changed.json()["apps"][0]["start"] is False
@@ -84,11 +93,18 @@ def test_roles_and_tokens(fleet: FleetServer, tmp_path: Path) -> None:
         fleet.client().request("POST", "/v1/devices/self/state", {"installed": []})
     assert operator_report.value.status == 403
     # tokens are made on the database by the CLI, shown once and stored hashed only
-    made = fleet.cli("token", "add", "dev-9", "--role", "device", "--db", str(fleet.db)).stdout.strip()
+    made = fleet.cli("token", "add", "dev-9", "--role", "device", *fleet.store_args()).stdout.strip()
     assert fleet.client(made).request("POST", "/v1/resolve", {"labels": {}}).status == 200
-    assert "dev-9\tdevice" in fleet.cli("token", "list", "--db", str(fleet.db)).stdout
-    with sqlite3.connect(fleet.db) as db:
-        stored = db.execute("SELECT hash, name FROM fleet_tokens").fetchall()
+    assert "dev-9\tdevice" in fleet.cli("token", "list", *fleet.store_args()).stdout
+    # a token bound to labels: the device cannot claim another fleet, and is resolved with its own
+    bound = fleet.cli("token", "add", "dev-eu", "--labels", "fleet=eu", *fleet.store_args()).stdout.strip()
+    with pytest.raises(FleetApiError) as other_fleet:
+        fleet.client(bound).request("POST", "/v1/resolve", {"labels": {"fleet": "us"}})
+    assert other_fleet.value.status == 403
+    fleet.client(bound).request("POST", "/v1/resolve", {"labels": {"arch": "arm64"}})
+    seen = {d["id"]: d["labels"] for d in fleet.client().request("GET", "/v1/devices").json()}
+    assert seen["dev-eu"] == {"arch": "arm64", "fleet": "eu"}
+    stored = fleet.stored("SELECT hash, name FROM fleet_tokens")
     assert device_token not in repr(stored) and fleet.operator not in repr(stored)
     assert (hashlib.sha256(device_token.encode()).hexdigest(), "dev-1") in stored
     # duplicate package (same name and labels) is refused unless replaced
@@ -124,7 +140,7 @@ def test_devices_show_problems_and_reports_and_survive_restart(fleet: FleetServe
         "id: base\napps: [{name: web}, {name: db}]\n---\n"
         "id: gold\ntarget: {tier: gold}\napps: [{name: db, start: false}]\n"
     )
-    fleet.cli("spec", "apply", "-f", str(tmp_path / "s.yaml"))
+    fleet.apply((tmp_path / "s.yaml").read_text())
     tied_token = fleet.token("tied", "device")
     tied = fleet.client(tied_token)
     answer = tied.request("POST", "/v1/resolve", {"labels": {"arch": "arm64", "fleet": "eu"}}).json()
@@ -140,13 +156,13 @@ def test_devices_show_problems_and_reports_and_survive_restart(fleet: FleetServe
     fleet.start()
     table = fleet.cli("devices").stdout
     assert "tied" in table and "tie between" in table and "conflicting specs" in table
-    devices = {d["id"]: d for d in json.loads(fleet.cli("devices", "--json").stdout)}
+    devices = {d["id"]: d for d in fleet.client().request("GET", "/v1/devices").json()}
     assert devices["tied"]["labels"] == {"arch": "arm64", "fleet": "eu"}
     assert devices["tied"]["converged"] is False  # the tie is an error, whatever it installed
     assert devices["gold"]["converged"] is False and "spec gold" in devices["gold"]["last_error"]
     # resolve the tie by removing one package: the device reporting the answer's packages is converged
-    tie_ids = [p["id"] for p in json.loads(fleet.cli("package", "list").stdout) if p["name"] == "web"]
-    fleet.cli("package", "rm", tie_ids[0])
+    tie_ids = [p["id"] for p in fleet.client().request("GET", "/v1/packages").json() if p["name"] == "web"]
+    fleet.client().request("DELETE", f"/v1/packages/{tie_ids[0]}")
     tied = fleet.client(tied_token)  # the restarted server listens on another port
     answer = tied.request("POST", "/v1/resolve", {"labels": {"arch": "arm64", "fleet": "eu"}}).json()
     assert not answer["problems"]

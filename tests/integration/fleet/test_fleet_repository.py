@@ -51,10 +51,11 @@ def test_specs_tokens_devices(repository: Repository) -> None:
     before = repository.revision()
     assert repository.delete_spec("eu") and repository.revision() == before + 1 and repository.spec("eu") is None
 
-    repository.add_token("h1", TokenRecord("dev-1", Role.DEVICE))
+    repository.add_token("h1", TokenRecord("dev-1", Role.DEVICE, labels({"fleet": "eu"})))
     with pytest.raises(Exists):
         repository.add_token("h2", TokenRecord("dev-1", Role.OPERATOR))
-    assert repository.token("h1") == TokenRecord("dev-1", Role.DEVICE) and repository.token("h2") is None
+    assert repository.token("h1") == TokenRecord("dev-1", Role.DEVICE, (("fleet", "eu"),))
+    assert repository.token("h2") is None
     assert repository.delete_token("dev-1") and repository.tokens() == []
 
     answer = {"apps": [{"name": "web", "package": "web-1", "sha256": "0" * 64}], "problems": []}
