@@ -21,7 +21,10 @@ One section per bus in ``SECTIONS``: how to serve the tree, and the client that 
 the other process. D-Bus: a private dbus-daemon, DbusProvider, a Gio client. An rbus
 section is another entry (RbusProvider with its rtrouted; a consumer using rbus_ffi).
 
-Run: python bench/bus_bench.py [--dus 1000] [--buses dbus]
+The control socket is a section too: its get, flat (old clients) and by object (dsmcli),
+until the reply is decoded.
+
+Run: python bench/bus_bench.py [--dus 1000] [--buses dbus socket]
 """
 
 from __future__ import annotations
@@ -48,7 +51,10 @@ from tests.support.loopthread import LoopThread
 GETS = 1000
 PARTIAL_READS = {"Get": 20, "GetBulk": 100}
 ONE = SM + "ExecutionUnit.1.Status"
-TARGET_MS = 100.0
+# The issue's targets at N=1000: Get under 100 ms, GetBulk under 50 ms end to end (with
+# the client's json.loads); a trivial request never waits 10 ms for a whole-tree read.
+TARGETS_MS = {"Get": 100.0, "GetBulk": 50.0}
+STALL_TARGET_MS = 10.0
 
 # What a client run measured: seconds per call until the reply was received, seconds
 # per decoding of it (json.loads; empty where the reply is typed), what one reply held.
@@ -127,7 +133,42 @@ def dbus_loop_work(dm: DataModel) -> dict[str, Callable[[list[str]], object]]:
     return {"Get": service.get, "GetBulk": lambda paths: service.get_bulk(paths, 0)}
 
 
-SECTIONS: dict[str, Section] = {"dbus": Section(serve_dbus, dbus_client, ("Get", "GetBulk"), dbus_loop_work)}
+@contextmanager
+def serve_socket(dm: DataModel, loop: asyncio.AbstractEventLoop) -> Iterator[list[str]]:
+    import tempfile
+
+    from dsm_tr181.buses.control_socket import ControlServer
+
+    with tempfile.TemporaryDirectory(prefix="dsm-bench-") as directory:
+        server = ControlServer(dm, Path(directory) / "dsm.sock")
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(60)
+        try:
+            yield [str(server.path)]
+        finally:
+            asyncio.run_coroutine_threadsafe(server.close(), loop).result(60)
+
+
+def socket_client(args: list[str], method: str, path: str, count: int) -> Timings:
+    """The control socket's get: flat ``{path: text}`` (what old clients ask for) or by
+    object (what dsmcli asks for); each until the reply is decoded (json.loads)."""
+    from dsm_tr181.control_client import ControlClient
+
+    [socket_path] = args
+    client = ControlClient(socket_path, timeout=600)
+    params = {"paths": [path], "objects": method == "get-objects"}
+    received = []
+    for _ in range(count):
+        started = time.perf_counter()
+        values = client.call("get", params)
+        received.append(time.perf_counter() - started)
+    return {"received": received, "decoded": [], "shape": f"{len(values)} entries, decoded"}
+
+
+SECTIONS: dict[str, Section] = {
+    "dbus": Section(serve_dbus, dbus_client, ("Get", "GetBulk"), dbus_loop_work),
+    "socket": Section(serve_socket, socket_client, ("get", "get-objects")),
+}
+PARTIAL_READS.update({"get": 20, "get-objects": 20})
 
 
 # ---- the server side ----
@@ -151,6 +192,10 @@ def stalls(loop: asyncio.AbstractEventLoop) -> Iterator[list[float]]:
     finally:
         running = False
         ticker.result(10)
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def timed(call: Callable[[], object], count: int) -> list[float]:
@@ -235,10 +280,16 @@ def bench(bus: str, n: int) -> None:
         for method in others:
             print(f"  {method}/{first}, partial read p50: {medians[method] / medians[first]:.3f} "
                   f"({medians[first] / medians[method]:.1f}x faster)")  # fmt: skip
-        print(f"Target: a partial read of {SM} over {bus} under {TARGET_MS:.0f} ms (p50 until received), N={n}:")
+        print(f"Targets (issue 12), N={n}: a partial read of {SM}, p50 until received and decoded;"
+              f" the loop's longest stall while it runs under {STALL_TARGET_MS:.0f} ms:")  # fmt: skip
         for method, median in medians.items():
-            verdict = "met" if median < TARGET_MS else "NOT met"
-            print(f"  {method:<8} {median:8.1f} ms  {verdict}")
+            decoded = partial[method]["decoded"]
+            total = median + (pct(decoded, 50) if decoded else 0.0)
+            target = TARGETS_MS.get(method)
+            verdict = "no target, for scale" if target is None else f"< {target:.0f} ms: {met(total < target)}"
+            stall = 1000 * max(stalled[method])
+            print(f"  {method:<12} {total:8.1f} ms  {verdict}; longest stall {stall:.1f} ms: "
+                  f"{met(stall < STALL_TARGET_MS)}")  # fmt: skip
     finally:
         loop.stop()
 

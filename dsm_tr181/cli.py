@@ -3,18 +3,19 @@
 The original DSM verbs (``ee.list``, ``du.install``, ``eu.start`` ...) and the generic
 TR-181 ones (``get``, ``set``, ``operate`` ...). Exit codes: 0 success, 1 the daemon
 returned an error, 2 usage error, 3 the daemon cannot be reached.
+
+Start-up is part of every command's time: only what a socket client needs is imported
+at the top (no asyncio, no data model, schema, lxml or cryptography: ``--local`` and
+the password prompt import theirs when used).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import IO, Any, Protocol
 
 from dsm_tr181.control_client import (
     ClientError,
@@ -24,6 +25,12 @@ from dsm_tr181.control_client import (
     Unreachable,
     default_socket_path,
 )
+
+TYPE_CHECKING = False  # not even typing is imported at start-up
+if TYPE_CHECKING:
+    from typing import IO, Any, Protocol
+else:
+    Protocol = object  # Caller is only a type
 
 EXIT_OK, EXIT_FAULT, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 LOCAL_VERBS = ("get", "instances", "supported")
@@ -69,12 +76,16 @@ class LocalModel:
         self._methods = ControlMethods(DataModel(schema))
 
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        import asyncio
+
+        from dsm_tr181.control_client import RawJson
         from dsm_tr181.errors import Fault
 
         try:
-            return asyncio.run(self._methods.call(method, params or {}))
+            result = asyncio.run(self._methods.call(method, params or {}))
         except Fault as fault:
             raise DaemonError(fault.describe(), fault.as_dict()) from None
+        return result.decode() if isinstance(result, RawJson) else result
 
 
 # == output ===========================================================================================
@@ -242,6 +253,8 @@ def _credentials(args: argparse.Namespace) -> dict[str, str]:
     if args.password_file is not None:
         params["password"] = args.password_file
     elif args.password_stdin:
+        import getpass
+
         params["password"] = getpass.getpass() if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
     return params
 
@@ -268,13 +281,53 @@ def run_uninstall(client: ControlClient, args: argparse.Namespace) -> int:
     return _long(client, args, "du.uninstall", {"uuid": args.id})
 
 
+def run_eu(method: str) -> Callable[..., int]:
+    """eu.start / eu.stop: answered at once, or with --wait once the EU is Active / Idle."""
+
+    def run(client: ControlClient, args: argparse.Namespace) -> int:
+        return _long(client, args, method, {"uid": args.id})
+
+    return run
+
+
 def run_save_state(client: Caller, args: argparse.Namespace) -> int:
     return _print_result(args, client.call("dsm.save_state"))
 
 
 def run_get(client: Caller, args: argparse.Namespace) -> int:
-    values = client.call("get", {"paths": args.paths, "max_depth": args.max_depth})
-    return _print_result(args, values)
+    # Asked for by object ({object path: {name: text}}): half the bytes of {path: text}, and
+    # the daemon serialises it off its loop. A daemon that predates "objects" answers flat.
+    values = client.call("get", {"paths": args.paths, "max_depth": args.max_depth, "objects": True})
+    if args.json:
+        print_json(dict(_flat(values)))
+    else:
+        sys.stdout.write("".join(_lines(values)))
+    return EXIT_OK
+
+
+def _lines(values: Mapping[str, Any]) -> Iterator[str]:
+    """``path = text`` lines of either answer of ``get``, an object's at once: a format
+    template per parameter-name list makes them without Python code per value."""
+    templates: dict[tuple[str, ...], Callable[..., str]] = {}
+    for path, value in values.items():
+        if not isinstance(value, dict):
+            yield f"{path} = {show(value)}\n"
+            continue
+        names = tuple(value)
+        template = templates.get(names)
+        if template is None:
+            escaped = (name.replace("{", "{{").replace("}", "}}") for name in names)
+            template = templates[names] = "".join(f"{{0}}{n} = {{{i}}}\n" for i, n in enumerate(escaped, 1)).format
+        yield template(path, *value.values())
+
+
+def _flat(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(parameter path, text)`` of either answer of ``get``."""
+    for path, value in values.items():
+        if isinstance(value, dict):
+            yield from zip(map(path.__add__, value), value.values(), strict=True)
+        else:
+            yield path, show(value)
 
 
 def run_set(client: Caller, args: argparse.Namespace) -> int:
@@ -381,7 +434,39 @@ def _password_file(path: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot read the password file: {exc.strerror}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Skipped:
+    """Stands for the parser of a verb left out (see :func:`build_parser`)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def add_mutually_exclusive_group(self, *args: Any, **kwargs: Any) -> _Skipped:
+        return self
+
+
+def verb_of(argv: Sequence[str]) -> str | None:
+    """The verb of a command line (the first word that is no option nor --socket's value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--socket":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only``, with that verb's sub-parser alone: making
+    all of them is most of dsmcli's start-up after the imports."""
+    parser, made = _parser(only)
+    if only is not None and only not in made:
+        parser, _ = _parser(None)  # an unknown verb: the full parser says which there are
+    return parser
+
+
+def _parser(only: str | None) -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser (every verb's sub-parser, or ``only``'s) and the verbs it has."""
+    made: set[str] = set()
     parser = argparse.ArgumentParser(prog="dsmcli", description="Talk to the dsm daemon over its control socket.")
     parser.add_argument("--socket", default=default_socket_path(), help="control socket (env DSM_SOCKET)")
     parser.add_argument("--json", action="store_true", help="print the raw JSON result")
@@ -389,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, run: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return _Skipped()  # type: ignore[return-value]
+        made.add(name)
         sub = verbs.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(run=run)
         return sub
@@ -428,8 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     waiting(update)
     waiting(identified("du.uninstall", run_uninstall, "uninstall a deployment unit", "DU UUID"))
     identified("eu.detail", _by_id("eu.detail", "uid"), "show an execution unit", "EUID")
-    identified("eu.start", _by_id("eu.start", "uid"), "start an execution unit", "EUID")
-    identified("eu.stop", _by_id("eu.stop", "uid"), "stop an execution unit", "EUID")
+    waiting(identified("eu.start", run_eu("eu.start"), "start an execution unit", "EUID"))
+    waiting(identified("eu.stop", run_eu("eu.stop"), "stop an execution unit", "EUID"))
     verb("dsm.save_state", run_save_state, "save the daemon's state (it is journaled continuously)")
 
     get = verb("get", run_get, "read parameters (object paths give everything below)")
@@ -456,11 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--first-level-only", action="store_true")
     events = verb("events", run_events, "follow notifications until Ctrl-C")
     events.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
-    return parser
+    return parser, made
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(verb_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.local and args.verb not in LOCAL_VERBS:
         parser.error(f"--local serves only {', '.join(LOCAL_VERBS)}")

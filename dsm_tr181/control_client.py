@@ -18,13 +18,18 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself is not imported: dsmcli's start-up (see cli.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    Message = dict[str, Any]
+else:
+    Message = dict
 
 HEADER = struct.Struct("=i")  # the C++ DSM sends a native int
 DEFAULT_SOCKET = "/run/dsm/dsm.sock"
 MAX_REPLY = 64 << 20
-
-Message = dict[str, Any]
 
 
 def default_socket_path() -> str:
@@ -34,6 +39,27 @@ def default_socket_path() -> str:
 def encode_frame(message: Any) -> bytes:
     body = json.dumps(message, ensure_ascii=False).encode()
     return HEADER.pack(len(body)) + body
+
+
+class RawJson:
+    """A result already serialised as UTF-8 JSON, in pieces: a reply carries it as it is."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def decode(self) -> Any:
+        return json.loads(b"".join(self.pieces))
+
+
+def reply_frame(request_id: Any, result: Any) -> list[bytes]:
+    """The frame of the reply ``{"id", "result"}``, in pieces to send in turn (taken from
+    a :class:`RawJson` result, which is left empty)."""
+    if not isinstance(result, RawJson):
+        return [encode_frame({"id": request_id, "result": result})]
+    pieces, result.pieces = result.pieces, []
+    head = b'{"id": ' + json.dumps(request_id).encode() + b', "result": '
+    size = len(head) + sum(map(len, pieces)) + 1
+    return [HEADER.pack(size) + head, *pieces, b"}"]
 
 
 class ClientError(Exception):

@@ -8,9 +8,6 @@ ready (``sd_notify READY=1``), and stops cleanly on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import ctypes.util
 import functools
 import gc
 import logging
@@ -25,6 +22,7 @@ from typing import Any
 from dsm_tr181 import __version__, adapters, fleet
 from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.buses.control_socket import ControlServer
+from dsm_tr181.buses.memory import release_free_memory
 from dsm_tr181.buses.provider import BusProvider
 from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_from_args
 from dsm_tr181.errors import AdapterUnavailable
@@ -69,8 +67,7 @@ def settle_memory() -> None:
     tree, and give the heap freed by start-up (the store's JSON) back to the system."""
     gc.collect()
     gc.freeze()
-    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    release_free_memory()
 
 
 def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
@@ -158,6 +155,7 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     await stop.wait()
     log.info("stopping")
     sd_notify(notify_address, "STOPPING=1")
+    await lcm.drain()  # while the buses still serve: the operations' last events reach their clients
     for provider in reversed(buses):
         await provider.close()
     await control.close()

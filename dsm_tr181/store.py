@@ -6,11 +6,14 @@ so a kill -9 (or a power cut) at any point leaves a journal recovery can trust.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sqlite3
 from pathlib import Path
 
+from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.records import RECORD_TYPES, Record, Snapshot
 
 MIGRATIONS: tuple[str, ...] = (
@@ -60,6 +63,12 @@ class SqliteStore:
         delete: list[Record] | None = None,
         counters: dict[str, int] | None = None,
     ) -> None:
+        try:
+            self._commit(put, delete, counters)
+        except sqlite3.Error as exc:
+            raise _store_fault(exc) from exc
+
+    def _commit(self, put: list[Record] | None, delete: list[Record] | None, counters: dict[str, int] | None) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             for record in delete or ():
@@ -74,8 +83,18 @@ class SqliteStore:
             )
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite may have rolled back already (a full disk does)
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
         self.db.close()
+
+
+def _store_fault(exc: sqlite3.Error) -> Fault:
+    """A failed write as the controller hears it: a full disk is the device's limit (7005), the rest ours."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or (isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC):
+        return Fault(FaultCode.RESOURCES_EXCEEDED, "the store cannot be written: no space left on its file system")
+    return Fault(FaultCode.INTERNAL_ERROR, f"the store cannot be written ({exc})")

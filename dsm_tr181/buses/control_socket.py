@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import grp
 import json
 import logging
 import os
+import resource
 import socket
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sized
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dsm_tr181.control_client import HEADER, encode_frame
+from dsm_tr181.buses.bulk_json import BulkEncoder, Snapshot, collections_paused, snapshot
+from dsm_tr181.buses.log_limit import RateLimitedLog
+from dsm_tr181.buses.memory import LARGE, release_free_memory
+from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
 from dsm_tr181.schema.model import Parameter
@@ -46,10 +51,23 @@ DEFAULT_MAX_FRAME = 1 << 20
 DU_OPERATIONS = {"InstallDU()": "Install", "Update()": "Update", "Uninstall()": "Uninstall"}
 # How long a waiting client may still get the DUStateChange! after OperationComplete.
 EVENT_GRACE = 2.0
-EVENT_BACKLOG = 10_000  # notifications queued for one slow `events` client before it is cut off
+EVENT_FLUSH = 1.0  # at shutdown, seconds `events` clients get to receive what is queued for them
+_EVENT_FRAMES = 256  # encoded notifications kept for the subscribers still to send them
+EVENT_BACKLOG = 1000  # notifications queued for one slow `events` client before it is cut off
+MAX_SUBSCRIBERS = 64  # `events` clients at once
+MAX_CONNECTIONS = 256  # connections at once, and always well below the descriptor limit
+_SPARE_DESCRIPTORS = 64  # kept for the store, runtimes and downloads
+_ACCEPT_BACKLOG = 128  # connections the kernel holds until they are accepted
+_ACCEPT_RETRY = 0.1  # seconds before accepting again when the process is out of descriptors
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+MAX_PATHS = 1024  # paths (or values) one request may name
+MAX_RESULT_VALUES = 200_000  # values one get may return
+_SLICE = 16  # paths resolved, or objects made text, before other clients get a turn
+_LARGE_GET = 1000  # values: a get of more is serialised on another thread
 
 Params = Mapping[str, Any]
 T = TypeVar("T")
+S = TypeVar("S", bound=Sized)
 
 
 class ClientGone(Exception):
@@ -74,11 +92,12 @@ class Stream:
         self._writer = writer
         self._hangup: asyncio.Task[None] | None = None
 
-    async def send(self, message: Mapping[str, Any]) -> None:
+    async def send(self, message: Mapping[str, Any] | bytes) -> None:
+        """Send a message, or a frame already encoded."""
         if self._writer.is_closing():
             raise ClientGone
         try:
-            self._writer.write(encode_frame(message))
+            self._writer.write(message if isinstance(message, bytes) else encode_frame(message))
             await self._writer.drain()
         except ConnectionError:
             raise ClientGone from None
@@ -98,6 +117,10 @@ class Stream:
         if self._hangup in done:
             raise ClientGone
         raise TimeoutError
+
+    def abort(self) -> None:
+        """Drop the connection now, with whatever is still buffered for it."""
+        self._writer.transport.abort()
 
     def close(self) -> None:
         if self._hangup is not None:
@@ -121,15 +144,21 @@ class ControlServer:
         max_frame: int = DEFAULT_MAX_FRAME,
         read_timeout: float = 10.0,
         eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_subscribers: int = MAX_SUBSCRIBERS,
+        event_backlog: int = EVENT_BACKLOG,
     ) -> None:
         """``eu_confinement``: the effective confinement of an EU instance, for eu.detail."""
-        self.methods = ControlMethods(dm, eu_confinement)
+        self.methods = ControlMethods(dm, max_subscribers, event_backlog, eu_confinement)
+        self.max_connections = min(max_connections, _descriptor_budget())
+        self._errors = RateLimitedLog(log)
         self.path = Path(path)
         self.mode = mode
         self.group = group
         self.max_frame = max_frame
         self.read_timeout = read_timeout  # for the request frame to arrive complete
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._inode = 0
         self._connections: set[asyncio.Task[Any]] = set()
 
@@ -147,23 +176,57 @@ class ControlServer:
             os.chmod(self.path, self.mode)
             if gid != -1:
                 os.chown(self.path, -1, gid)
-            self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+            sock.listen(_ACCEPT_BACKLOG)
+            sock.setblocking(False)
         except BaseException:
             sock.close()
             self._unlink()
             raise
+        self._listener = sock
+        self._acceptor = asyncio.get_running_loop().create_task(self._accept(sock), name="dsm-control-accept")
         log.info("control socket listening on %s", self.path)
 
     async def close(self) -> None:
-        if self._server is None:
+        if self._listener is None or self._acceptor is None:
             return
-        self._server.close()
+        self._acceptor.cancel()
+        await asyncio.gather(self._acceptor, return_exceptions=True)
+        self._listener.close()
+        self._listener = None
+        await self.methods.flush_events(EVENT_FLUSH)
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
         self._unlink()
+
+    async def _accept(self, listener: socket.socket) -> None:
+        """Each connection is served or refused (and closed) as it is accepted, so connections over
+        the cap never pile up as descriptors (asyncio's own loop accepts whole bursts before serving
+        any, and at the descriptor limit logs a traceback per failed accept)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+                self._take(conn)
+                for _ in range(_ACCEPT_BACKLOG):  # and whoever else is waiting, at once
+                    try:
+                        conn, _ = listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    self._take(conn)
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                self._errors.log(logging.WARNING, "cannot accept a control connection: %s", exc.strerror)
+                await asyncio.sleep(_ACCEPT_RETRY)
+
+    def _take(self, conn: socket.socket) -> None:
+        if len(self._connections) >= self.max_connections:
+            self._refuse(conn)
+            return
+        task = asyncio.get_running_loop().create_task(self._open(conn))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
 
     def _unlink(self) -> None:
         """Remove the socket file, unless another server has replaced it since."""
@@ -171,10 +234,15 @@ class ControlServer:
             if os.stat(self.path).st_ino == self._inode:
                 self.path.unlink()
 
+    async def _open(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+        except BaseException:
+            conn.close()
+            raise
+        await self._serve(reader, writer)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
         stream: Stream | None = None
         try:
             request_id: Any = None
@@ -187,19 +255,25 @@ class ControlServer:
                 request_id = request.get("id")
                 method, params = _method_and_params(request)
                 stream = Stream(reader, writer, request_id)
-                frame = encode_frame({"id": request_id, "result": await self.methods.call(method, params, stream)})
+                frames = reply_frame(request_id, await self.methods.call(method, params, stream))
+            except (ClientGone, ConnectionError):
+                raise  # an expected end, not a failure of the request
             except RequestFailed as failure:
-                frame = encode_frame(_error_reply(request_id, failure.fault, failure.extra))
+                frames = [encode_frame(_error_reply(request_id, failure.fault, failure.extra))]
             except Fault as fault:
-                frame = encode_frame(_error_reply(request_id, fault))
+                frames = [encode_frame(_error_reply(request_id, fault))]
             except TimeoutError:
                 fault = Fault(FaultCode.MESSAGE_FAILED, f"no complete request within {self.read_timeout:g} s")
-                frame = encode_frame(_error_reply(request_id, fault))
+                frames = [encode_frame(_error_reply(request_id, fault))]
             except Exception:
-                log.exception("control request %r failed", method)
-                frame = encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))
-            writer.write(frame)
-            await writer.drain()
+                self._errors.log(logging.ERROR, "control request %r failed", method, exc_info=True)
+                frames = [encode_frame(_error_reply(request_id, Fault(FaultCode.INTERNAL_ERROR, "internal error")))]
+            large = sum(map(len, frames)) >= LARGE
+            while frames:  # piece by piece: a large reply is not copied whole into the transport
+                writer.write(frames.pop(0))
+                await writer.drain()
+            if large:
+                release_free_memory()
         except (ClientGone, ConnectionError):
             log.debug("control client left before the reply")
         except asyncio.CancelledError:
@@ -210,7 +284,14 @@ class ControlServer:
             if stream is not None:
                 stream.close()
             writer.close()
-            self._connections.discard(task)
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Over the connection cap: say so at once and hang up (the refusal is not worth a wait)."""
+        fault = Fault(FaultCode.RESOURCES_EXCEEDED, f"too many connections (at most {self.max_connections})")
+        self._errors.log(logging.WARNING, "refusing a control connection: %s", fault.message)
+        with conn, contextlib.suppress(OSError):  # a full socket buffer just loses the explanation
+            conn.setblocking(False)
+            conn.send(encode_frame(_error_reply(None, fault)))
 
     async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
         try:
@@ -237,9 +318,21 @@ class ControlMethods:
     :class:`RequestFailed`). Methods that stream need a :class:`Stream`.
     """
 
-    def __init__(self, dm: DataModel, eu_confinement: Callable[[int], Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        dm: DataModel,
+        max_subscribers: int = MAX_SUBSCRIBERS,
+        event_backlog: int = EVENT_BACKLOG,
+        eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.dm = dm
         self._eu_confinement = eu_confinement
+        self.max_subscribers = max_subscribers
+        self.event_backlog = event_backlog
+        self._event_queues: set[asyncio.Queue[Notification]] = set()
+        # The last notifications' frames, made once for every subscriber (by id, with the
+        # notification kept so that its id cannot be reused meanwhile).
+        self._event_frames: dict[int, tuple[Notification, bytes]] = {}
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -319,12 +412,45 @@ class ControlMethods:
         return detail
 
     async def _eu_start(self, params: Params, stream: Stream | None) -> Any:
-        self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Active"})
-        return "Starting EU"
+        return await self._eu_request(params, stream, "Active", "Starting EU")
 
     async def _eu_stop(self, params: Params, stream: Stream | None) -> Any:
-        self.dm.operate_one(self._eu(_text(params, "uid")) + "SetRequestedState()", {"RequestedState": "Idle"})
-        return "Stopping EU"
+        return await self._eu_request(params, stream, "Idle", "Stopping EU")
+
+    async def _eu_request(self, params: Params, stream: Stream | None, state: str, accepted: str) -> Any:
+        """SetRequestedState(``state``); with ``wait``, answered once Status is ``state``.
+
+        It failed when the EU takes a fault (ExecutionFaultCode other than NoFault: a
+        start that failed), or when its Status falls back (Starting to Idle, Stopping to
+        Active)."""
+        eu = self._eu(_text(params, "uid"))
+        command, args = eu + "SetRequestedState()", {"RequestedState": state}
+        if not _flag(params, "wait"):
+            self.dm.operate_one(command, args)
+            return accepted
+        stream = _need(stream, "wait")
+        queue: asyncio.Queue[Notification] = asyncio.Queue()
+        subscription = self.dm.subscribe(queue.put_nowait, {Kind.VALUE_CHANGE})  # before: the change may be at once
+        try:
+            self.dm.operate_one(command, args)
+            status = self._text(eu, "Status")
+            fell_back = {"Active": ("Starting", "Idle"), "Idle": ("Stopping", "Active")}[state]
+            while status != state:
+                note = await stream.receive(queue)
+                if note.path == eu + "ExecutionFaultCode" and note.value != "NoFault":
+                    raise Fault(FaultCode.COMMAND_FAILURE, self._eu_failure(eu, state))
+                if note.path == eu + "Status":
+                    previous, status = status, str(note.value)
+                    await stream.progress({"kind": "status", "path": eu, "status": status})
+                    if (previous, status) == fell_back:
+                        raise Fault(FaultCode.COMMAND_FAILURE, self._eu_failure(eu, state))
+        finally:
+            subscription.cancel()
+        return f"EU {state}"
+
+    def _eu_failure(self, eu: str, state: str) -> str:
+        fault, message = self._text(eu, "ExecutionFaultCode"), self._text(eu, "ExecutionFaultMessage")
+        return f"{eu} did not become {state}: {fault}" + (f": {message}" if message else "")
 
     async def _save_state(self, params: Params, stream: Stream | None) -> Any:
         return "state is journaled continuously; nothing to save"
@@ -332,13 +458,32 @@ class ControlMethods:
     # == generic TR-181 operations ====================================================================
 
     async def _get(self, params: Params, stream: Stream | None) -> Any:
-        values: dict[str, str] = {}
-        for result in self.dm.get(_texts(params, "paths"), _count(params, "max_depth")):
-            if result.fault:
-                raise result.fault
-            for obj in result.resolved:
-                values |= {obj.path + name: text for name, text in obj.text().items()}
-        return values
+        """``{path: text}``; with ``"objects": true`` (dsmcli) ``{object path: {name: text}}``.
+        Paths are resolved in slices of a few, letting other clients in between; the values
+        are copied on the loop, and a large answer is serialised off it
+        (:mod:`~dsm_tr181.buses.bulk_json`)."""
+        paths = list(dict.fromkeys(_texts(params, "paths")))  # the same path twice adds nothing
+        max_depth, objects = _count(params, "max_depth"), _flag(params, "objects")
+        resolved = []
+        count = 0
+        for start in range(0, len(paths), _SLICE):
+            with collections_paused():
+                for result in self.dm.get(paths[start : start + _SLICE], max_depth):
+                    if result.fault:
+                        raise result.fault
+                    resolved += result.resolved
+                    count += sum(len(obj.params) for obj in result.resolved)
+            if count > MAX_RESULT_VALUES:
+                raise Fault(
+                    FaultCode.RESOURCES_EXCEEDED, f"the result exceeds {MAX_RESULT_VALUES} values: ask for less"
+                )
+            await asyncio.sleep(0)  # a long read lets the other clients in between slices
+        with collections_paused():
+            copy = snapshot(resolved)
+        encode = BulkEncoder().pieces if objects else _flat_pieces
+        if len(copy.values) < _LARGE_GET:
+            return RawJson(encode(copy))
+        return RawJson(await asyncio.to_thread(encode, copy))
 
     async def _set(self, params: Params, stream: Stream | None) -> Any:
         result = self.dm.set(_text_map(params, "values"), _flag(params, "allow_partial"))
@@ -371,25 +516,51 @@ class ControlMethods:
     async def _events(self, params: Params, stream: Stream | None) -> Any:
         stream = _need(stream, "events")
         prefix = _text(params, "prefix", "")
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        lost = False
+        if len(self._event_queues) >= self.max_subscribers:
+            raise Fault(FaultCode.RESOURCES_EXCEEDED, f"too many events clients (at most {self.max_subscribers})")
+        # Notifications themselves are queued (shared by every subscriber), made text only when sent.
+        queue: asyncio.Queue[Notification] = asyncio.Queue()
 
         def deliver(note: Notification) -> None:
-            nonlocal lost
-            if queue.qsize() >= EVENT_BACKLOG:
-                lost = True
-                subscription.cancel()
-            else:
-                queue.put_nowait({"event": self.notification_json(note)})
+            if queue.qsize() < self.event_backlog:
+                queue.put_nowait(note)
+                return
+            subscription.cancel()
+            log.warning("dropping an events client: it left %d notifications unread", self.event_backlog)
+            while not queue.empty():  # give the backlog back now
+                queue.get_nowait()
+            stream.abort()  # and what the socket still holds for it
 
-        subscription = self.dm.subscribe(deliver, set(Kind), prefix)
+        subscription = self.dm.subscribe(deliver, set(Kind), prefix, durable=True)
+        self._event_queues.add(queue)
         try:
             await stream.send({"id": stream.request_id, "result": {"subscribed": prefix}})
-            while not (lost and queue.empty()):
-                await stream.send(await stream.receive(queue))
+            while True:
+                await stream.send(self._event_frame(await stream.receive(queue)))
         finally:
             subscription.cancel()
-        raise Fault(FaultCode.RESOURCES_EXCEEDED, f"client too slow: over {EVENT_BACKLOG} notifications queued")
+            self._event_queues.discard(queue)
+
+    def _event_frame(self, note: Notification) -> bytes:
+        cached = self._event_frames.get(id(note))
+        if cached is None:
+            cached = (note, encode_frame({"event": self.notification_json(note)}))
+            self._event_frames[id(note)] = cached
+            if len(self._event_frames) > _EVENT_FRAMES:
+                del self._event_frames[next(iter(self._event_frames))]  # the oldest
+        return cached[1]
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._event_queues)
+
+    async def flush_events(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until every `events` client has been sent what is queued for it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(not queue.empty() for queue in self._event_queues):
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.01)
 
     # == long commands ===============================================================================
 
@@ -453,8 +624,15 @@ class ControlMethods:
             tracker.completion = note
             if tracker.event is None:  # an event seen before the outputs named the UUID
                 tracker.event = next((e for e in reversed(tracker.unmatched) if tracker.reports(e.args)), None)
+            if tracker.event is None and tracker.unmatched and tracker.unmatched[-1] is tracker.last:
+                # A failed install names no DU (no instance exists); the LCM publishes its
+                # DUStateChange! right before the command completes, with nothing in between.
+                candidate = tracker.unmatched[-1]
+                if candidate.args.get("OperationPerformed") == tracker.operation:
+                    tracker.event = candidate
         elif note.kind is Kind.EVENT and note.path == DU_STATE_CHANGE:
             tracker.unmatched.append(note)
+        tracker.last = note
 
     # == rows ========================================================================================
 
@@ -602,6 +780,7 @@ class _Tracker:
         self.completion: Notification | None = None
         self.event: Notification | None = None
         self.unmatched: list[Notification] = []
+        self.last: Notification | None = None  # the notification seen before the current one
 
     def reports(self, args: Mapping[str, Value]) -> bool:
         """Is this DUStateChange! about our request's DU?"""
@@ -615,14 +794,31 @@ class _Tracker:
 # == request parsing ================================================================================
 
 
+def _flat_pieces(copy: Snapshot) -> list[bytes]:
+    """The flat answer of ``get`` (what clients before "objects" read): ``{path: text}``."""
+    values: dict[str, str] = {}
+    end = 0
+    for path, schema, size in zip(copy.paths, copy.schemas, copy.sizes, strict=True):
+        start, end = end, end + size
+        types = schema.parameters
+        for name, value in zip(copy.names[start:end], copy.values[start:end], strict=True):
+            values[path + name] = types[name].type.format(value)
+    return [json.dumps(values, ensure_ascii=False).encode()]
+
+
 def _decode(body: bytes) -> dict[str, Any]:
     try:
-        request = json.loads(body)
+        request = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise Fault(FaultCode.MESSAGE_FAILED, f"malformed JSON request: {exc}") from None
     if not isinstance(request, dict):
         raise Fault(FaultCode.MESSAGE_FAILED, "a request must be a JSON object")
     return request
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON: a request carrying one could not even be answered in JSON."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _method_and_params(request: Mapping[str, Any]) -> tuple[str, Params]:
@@ -668,13 +864,20 @@ def _texts(params: Params, name: str) -> list[str]:
         return [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise _wrong(name, "a non-empty list of strings")
-    return value
+    return _bounded(value, name)
 
 
 def _text_map(params: Params, name: str, required: bool = True) -> dict[str, str]:
     value = params.get(name, None if required else {})
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise _wrong(name, "an object of strings")
+    return _bounded(value, name)
+
+
+def _bounded(value: S, name: str) -> S:
+    """One request names at most MAX_PATHS paths: the work of one client stays bounded."""
+    if len(value) > MAX_PATHS:
+        raise Fault(FaultCode.RESOURCES_EXCEEDED, f"parameter {name!r} names {len(value)} items: at most {MAX_PATHS}")
     return value
 
 
@@ -758,6 +961,14 @@ def _number(row: str) -> int:
 
 
 # == the socket file ==================================================================================
+
+
+def _descriptor_budget() -> int:
+    """Connections the descriptor limit leaves room for (an accept() at the limit fails in a loop)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, soft - _SPARE_DESCRIPTORS)
 
 
 def _group_id(name: str) -> int:

@@ -120,7 +120,7 @@ class DbusProvider:
             await asyncio.to_thread(glib.stop)
             raise
         self._glib = glib
-        self._subscription = self._dm.subscribe(self._on_notification, self._service.signal_kinds)
+        self._subscription = self._dm.subscribe(self._on_notification, self._service.signal_kinds, durable=True)
 
     async def close(self) -> None:
         """Stop signals, release the name, unregister the object and disconnect."""

@@ -3,8 +3,8 @@
 Everything here runs on the asyncio loop that owns the tree and returns finished
 ``GLib.Variant`` values: the DataModel hands out read-only views that are valid only
 until the tree next changes, so nothing of the tree may leave the loop unconverted.
-GetBulk alone returns a function instead: it copies the values on the loop and leaves
-the JSON encoding, which needs no tree, to that function, called off the loop.
+Get and GetBulk return a function instead: they copy the values on the loop and leave
+the encoding, which needs no tree, to that function, called off the loop.
 Threading is the provider's business (:mod:`dsm_tr181.buses.dbus`).
 """
 
@@ -16,7 +16,9 @@ from typing import Any
 
 from gi.repository import GLib
 
+from dsm_tr181.buses.bulk_json import collections_paused
 from dsm_tr181.buses.dbus_bulk import BulkEncoder, snapshot
+from dsm_tr181.buses.dbus_columns import DictionaryEncoder
 from dsm_tr181.buses.dbus_errors import fault_text
 from dsm_tr181.buses.dbus_supported import supported_dm_json
 from dsm_tr181.buses.dbus_variants import (
@@ -27,6 +29,7 @@ from dsm_tr181.buses.dbus_variants import (
     typed_entries,
 )
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.schema import BBF_MODEL_URN
 from dsm_tr181.schema.model import Object, Parameter
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
@@ -35,6 +38,7 @@ from dsm_tr181.tree.paths import Name, PathKind, parse_path, schema_path
 from dsm_tr181.tree.results import ResolvedObject, combined_fault
 
 _EMPTY = dictionary_variant(())
+_FEW = 8  # objects in a Get answered on the loop
 _INSTANCE = GLib.VariantType.new("(sa{sv})")
 
 # A method's reply tuple, or a function that builds it off the loop.
@@ -49,6 +53,7 @@ class DsmService:
         self._schema = dm.schema
         self._encoder = ValueEncoder()
         self._bulk = BulkEncoder()
+        self._columns = DictionaryEncoder()
         self._methods: dict[str, Callable[..., Reply]] = {
             "Get": self.get,
             "GetBulk": self.get_bulk,
@@ -84,14 +89,20 @@ class DsmService:
 
     # == methods ==============================================================================
 
-    def get(self, paths: list[str]) -> GLib.Variant:
-        objects = self._resolved(paths)
-        encode = self._encoder.object_entries
-        return dictionary_reply(entry for obj in objects for entry in encode(obj.path, obj.schema, obj.params))
+    def get(self, paths: list[str]) -> Reply:
+        """The reply, or, for more than a few objects, a function that serialises the
+        values copied here (see :mod:`~dsm_tr181.buses.dbus_columns`)."""
+        with collections_paused():
+            objects = self._resolved(paths)
+            if len(objects) <= _FEW:  # a few values: quicker done at once than copied
+                encode = self._encoder.object_entries
+                return dictionary_reply(entry for obj in objects for entry in encode(obj.path, obj.schema, obj.params))
+            return partial(self._columns.reply, snapshot(objects))
 
     def get_bulk(self, paths: list[str], max_depth: int) -> Callable[[], GLib.Variant]:
         """Get's values as one JSON document (see :mod:`~dsm_tr181.buses.dbus_bulk`)."""
-        return partial(self._bulk.reply, snapshot(self._resolved(paths, max_depth)))
+        with collections_paused():
+            return partial(self._bulk.reply, snapshot(self._resolved(paths, max_depth)))
 
     def get_names(self, path: str, next_level: bool) -> GLib.Variant:
         """Name -> writable; see integration/dbus.md for what each kind of path lists."""
@@ -128,7 +139,7 @@ class DsmService:
 
     def get_supported_dm(self, paths: list[str], first_level_only: bool) -> GLib.Variant:
         answer = self._dm.get_supported_dm(paths, first_level_only)
-        return GLib.Variant("(s)", (supported_dm_json(answer, self._schema.spec),))
+        return GLib.Variant("(s)", (supported_dm_json(answer, BBF_MODEL_URN),))
 
     def set(self, values: dict[str, Value], allow_partial: bool) -> GLib.Variant:
         """Returns the values as stored; with ``allow_partial``, parameters that failed are

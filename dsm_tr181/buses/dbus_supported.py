@@ -8,7 +8,8 @@ usp-msg.proto (its JSON form with the proto field names)::
                           "supported_objs": [{"supported_obj_path": "...",
                                               "access": "OBJ_READ_ONLY",
                                               "is_multi_instance": true,
-                                              "supported_params": [{"param_name", "access", "value_type"}],
+                                              "supported_params": [{"param_name", "access", "value_type",
+                                                                    "value_change"}],
                                               "supported_commands": [{"command_name", "command_type",
                                                                       "input_arg_names", "output_arg_names"}],
                                               "supported_events": [{"event_name", "arg_names"}],
@@ -45,7 +46,12 @@ def _object(obj: SupportedObject) -> dict[str, Any]:
 
 
 def _param(param: SupportedParam) -> dict[str, Any]:
-    return {"param_name": param.name, "access": param.access, "value_type": param.value_type}
+    return {
+        "param_name": param.name,
+        "access": param.access,
+        "value_type": param.value_type,
+        "value_change": param.value_change,
+    }
 
 
 def _command(command: SupportedCommand) -> dict[str, Any]:

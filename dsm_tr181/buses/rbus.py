@@ -207,7 +207,7 @@ class RbusProvider:
         # No await until every row is posted: no tree change can come between the rows
         # posted now and the notifications followed from now on.
         self._connection = connection
-        connection.subscription = self.dm.subscribe(self._notified)
+        connection.subscription = self.dm.subscribe(self._notified, durable=True)
         existing = [node for node in self.dm.root.walk() if node.schema.multi_instance and self._served(node.path)]
         for row in existing:
             self._register_row(outbox, row)

@@ -4,8 +4,10 @@ Each operation validates its arguments at once (a bad request fails the Operate)
 journals itself (record + OperationRecord) before it creates or removes anything, runs
 in the background, and always ends with a DUStateChange! event:
 
-* Install: row in Installing → fetch/verify/unpack → EU rows, Installed. On failure no
-  row and no file is left (CurrentState Failed).
+* Install: journaled (status Installing, no row yet) → fetch/verify/unpack → DU and EU
+  rows appear Installed. On failure no row ever appeared and no file is left (CurrentState
+  Failed, DeploymentUnitRef empty: TR-181 DUStateChange!.CurrentState "Failed - The DU could
+  not be installed in which case a DU instance MUST NOT be created in the Data Model").
 * Update: the new bundle is unpacked beside the old one; running EUs are stopped, the
   DU switches to the new bundle in one commit, the old one is removed and the EUs are
   started again. On failure the old bundle stays (CurrentState Installed + fault).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -39,9 +42,12 @@ from urllib.parse import urlsplit
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm import identity, versions
 from dsm_tr181.lcm.crashpoints import crashpoint
+from dsm_tr181.lcm.endings import cleanup, ends_with
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
+from dsm_tr181.lcm.states import DU, DuOutcome, DuRequest, DuStatus, EeRequest, EuStatus, Operation, allow
 from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, from_stamp, now, stamp
+from dsm_tr181.lcm.urls import display_url, served_url
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
 from dsm_tr181.tree.nodes import Node
@@ -54,6 +60,8 @@ log = logging.getLogger(__name__)
 
 ROW = DU_TABLE + "{i}."
 SIGNED_BY = "X_RDKCENTRAL-COM_SignedBy"  # vendor parameter (datamodel/regenerate.py)
+DIGEST_FRAGMENT = "sha256="  # InstallDU(URL="https://host/app.tar#sha256=<hex>")
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 # A progress notification every 4 MiB or 0.25 s at most: finer steps cost the download
 # measurable CPU (they compete with the packager's threads) for no visible gain.
 PROGRESS_STEP = 4 << 20
@@ -74,6 +82,9 @@ class Deployments:
     def __init__(self, lcm: Lcm) -> None:
         self.lcm = lcm
         self.records: dict[int, DeploymentUnitRecord] = {}
+        self.installing: dict[int, DeploymentUnitRecord] = {}  # journaled installs: no row yet
+        self._transfers: dict[int, asyncio.Task[object]] = {}  # installs still downloading, by DU instance
+        self._cancelled: dict[int, Fault] = {}  # why a transfer was cancelled
 
     def install_hooks(self) -> None:
         dm = self.lcm.dm
@@ -96,7 +107,7 @@ class Deployments:
             "Alias": du.alias or f"cpe-{du.instance}",
             "Name": du.name,
             "Status": du.status,
-            "Resolved": du.status == "Installed",
+            "Resolved": du.status == DuStatus.INSTALLED,
             "URL": du.url,
             "Description": du.description,
             "Vendor": du.vendor,
@@ -124,20 +135,20 @@ class Deployments:
     # -- InstallDU() -----------------------------------------------------------------------------
 
     def _install_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        """Operate errors here are the request's own (README "Outcomes"): bad arguments (7004,
+        7027), an unknown ExecEnv (7223), the same UUID already being installed (7226). What the
+        ExecEnv's state or policy refuses is the operation's outcome: a DUStateChange! Failed."""
+        self.lcm.check_open()
         args = call.args
-        if args.get("RequiredRoles") or args.get("RequiredUserRoles"):
-            code = FaultCode.UNAVAILABLE_ROLE if args.get("RequiredRoles") else FaultCode.UNAVAILABLE_USER_ROLE
-            raise Fault(code, "the execution environment offers no roles")
         ee = self.lcm.execenvs.resolve(str(args.get("ExecutionEnvRef", "")))
         privileged = bool(args.get("Privileged", False))
-        if privileged and not self.lcm.execenvs.settings[ee].confinement.allow_privileged:
-            raise Fault(FaultCode.REQUEST_DENIED, f"execution environment {ee!r} does not allow privileged units")
         source = self._signed(
             _source(str(args["URL"]), str(args.get("Username", "")), str(args.get("Password", ""))),
             str(args.get("Signature", "")),
             ee,
         )
         given_uuid = str(args.get("UUID", "")).lower()
+        refusal = self._install_refusal(args, ee, privileged)
         du, op = self._journal_install(source, ee, given_uuid, str(args.get("ModuleVersion", "")))
         eu_settings = EuSettings(
             privileged=privileged,
@@ -145,7 +156,20 @@ class Deployments:
             shutdown_delay=int(args.get("ShutdownDelay", 10)),  # type: ignore[arg-type]
             auto_restart={k.partition(".")[2]: v for k, v in args.items() if k.startswith("AutoRestart.")},
         )
-        return self._install(du, op, source, given_uuid, eu_settings, call.request_id)
+        return self._install(du, op, source, given_uuid, eu_settings, call.request_id, refusal=refusal)
+
+    def _install_refusal(self, args: dict[str, Value], ee: str, privileged: bool) -> Fault | None:
+        """What the ExecEnv refuses (reported in the DUStateChange!), if anything."""
+        try:
+            self.lcm.execenvs.allow(ee, EeRequest.INSTALL)
+        except Fault as fault:
+            return fault
+        if args.get("RequiredRoles") or args.get("RequiredUserRoles"):
+            code = FaultCode.UNAVAILABLE_ROLE if args.get("RequiredRoles") else FaultCode.UNAVAILABLE_USER_ROLE
+            return Fault(code, "the execution environment offers no roles")
+        if privileged and not self.lcm.execenvs.settings[ee].confinement.allow_privileged:
+            return Fault(FaultCode.REQUEST_DENIED, f"execution environment {ee!r} does not allow privileged units")
+        return None
 
     def _signed(self, source: PackageSource, signature: str, ee: str) -> PackageSource:
         """``source`` with its Signature and the ExecEnv's trusted signers (syntax checked here)."""
@@ -170,28 +194,24 @@ class Deployments:
     def _journal_install(
         self, source: PackageSource, ee: str, given_uuid: str, module_version: str
     ) -> tuple[DeploymentUnitRecord, OperationRecord]:
+        if given_uuid and any(other.uuid == given_uuid for other in self.installing.values()):
+            raise Fault(FaultCode.DUPLICATE_DU, "an installation of this deployment unit is under way")
         instance = self.lcm.dm.table(DU_TABLE).allocate()
         target = self.lcm.bundle_root(instance) / _generation()
         du = DeploymentUnitRecord(
             instance=instance,
-            uuid=given_uuid or identity.provisional_uuid(source.url),
+            uuid=given_uuid,  # "" until the package names it (Annex C)
             ee=ee,
-            status="Installing",
-            url=source.url,
+            status=DuStatus.INSTALLING,
+            url=served_url(source.url),
+            sealed_url=self._seal_url(source.url),
             duid=identity.duid(ee, instance),
             credentials=self._seal(source),
             module_version=module_version,
         )
-        op = OperationRecord(du=instance, kind="install", started=stamp(), target=str(target))
+        op = OperationRecord(du=instance, kind=Operation.INSTALL.kind, started=stamp(), target=str(target))
         self.lcm.commit(put=[du, op])  # journaled before any file exists
-        try:
-            self.add_row(du)
-        except Fault as fault:
-            self.records.pop(instance, None)
-            self.lcm.commit(delete=[du, op])
-            if fault.code is FaultCode.DUPLICATE_KEY:
-                raise Fault(FaultCode.DUPLICATE_DU, "an installation of this deployment unit is under way") from None
-            raise
+        self.installing[instance] = du
         return du, op
 
     async def _install(
@@ -204,14 +224,27 @@ class Deployments:
         request_id: str,
         *,
         exempt: bool = False,
+        refusal: Fault | None = None,
     ) -> dict[str, Value]:
         started = now()
         target = Path(op.target)
         eu: ExecutionUnitRecord | None = None
+
+        async def abandon(fault: Fault) -> None:
+            self._transfers.pop(du.instance, None)  # cancelled while queued for a slot
+            why = self._cancelled.pop(du.instance, None)  # its ExecEnv was disabled meanwhile
+            await self._abandon_install(du, op, started, why or fault)
+
+        self._transfers[du.instance] = asyncio.current_task()  # type: ignore[assignment]  # always a task
         try:
-            async with self.lcm.operations:
+            async with ends_with("installation", abandon), self.lcm.operation():
+                if refusal is not None:
+                    raise refusal
                 crashpoint("install.journaled")
-                info = await self._unpack(du, source, target, request_id, exempt=exempt)
+                try:
+                    info = await self._unpack(du, source, target, request_id, exempt=exempt)
+                finally:
+                    self._transfers.pop(du.instance, None)  # past the transfer, Uninstall() waits its turn
                 crashpoint("install.unpacked")
                 meta = self._metadata(info)
                 du.uuid = given_uuid or identity.annex_c_uuid(meta["name"], meta["vendor"])
@@ -219,36 +252,39 @@ class Deployments:
                 eu = self._new_eu(du, meta, eu_settings)
                 self.lcm.confinement.reserve(eu, eu_settings.num_uids)
                 await asyncio.to_thread(self.lcm.confinement.prepare, eu, target)
-                du.status = "Installed"
+                if not exempt:  # disabled while it downloaded: it fails as if disabled before
+                    self.lcm.execenvs.allow(du.ee, EeRequest.INSTALL)
+                du.status = self._move(du, DuRequest.COMPLETE)
                 _describe(du, meta)
                 du.bundle, du.digest, du.disk_kib = str(target), info.digest, info.disk_usage_kib
                 du.signed_by = info.signed_by
                 du.installed = du.last_update = stamp()
                 du.eus = [eu.instance]
-                self.lcm.commit(put=[du, eu], delete=[op])
+                event = self.lcm.outcome(du, Operation.INSTALL, DuOutcome.INSTALLED, started)
+                self.lcm.commit(put=[du, eu, event], delete=[op])  # the outcome survives a crash from here
                 crashpoint("install.committed")
-        except (Fault, asyncio.CancelledError) as exc:
-            fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "installation canceled")
-            await self._abandon_install(du, op, started, fault)
-            raise
         finally:
             if eu is not None:
                 self.lcm.confinement.release(eu)
+        self.installing.pop(du.instance, None)
         self.lcm.executions.add(eu, du.disk_kib)
-        self.refresh(du)
+        self.add_row(du)
         log.info("installed DU %s %s %s in %s", du.instance, du.name, du.version, du.ee)
-        self.lcm.du_state_change(du, "Install", "Installed", started)
+        self.lcm.outcomes.deliver(event, committed=True)
         return {"UUID": du.uuid, "Version": du.version, "ExecEnvRef": self.lcm.execenvs.ref(du.ee)}
 
     async def _abandon_install(
         self, du: DeploymentUnitRecord, op: OperationRecord, started: datetime, fault: Fault
     ) -> None:
-        log.warning("installation of %s failed: %s", du.url, fault)
-        await self.lcm.packager.remove(Path(op.target))
-        _remove_empty(self.lcm.bundle_root(du.instance))
-        self.lcm.commit(delete=[du, op])
-        self.drop(du)
-        self.lcm.du_state_change(du, "Install", "Failed", started, fault)
+        log.warning("installation of %s failed: %s", display_url(du.url), fault)
+        await cleanup(
+            f"installation of DU {du.instance}",
+            lambda: self.lcm.packager.remove(Path(op.target)),
+            lambda: _remove_empty(self.lcm.bundle_root(du.instance)),
+            lambda: self.lcm.commit(delete=[du, op], keep_changes=True),
+            lambda: self.installing.pop(du.instance, None),
+            lambda: self.lcm.du_state_change(du, Operation.INSTALL, DuOutcome.FAILED, started, fault),
+        )
 
     def _new_eu(self, du: DeploymentUnitRecord, meta: dict[str, str], settings: EuSettings) -> ExecutionUnitRecord:
         dm = self.lcm.dm
@@ -286,57 +322,68 @@ class Deployments:
     # -- Update() --------------------------------------------------------------------------------
 
     def _update_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        self.lcm.check_open()
         du = self.records[call.node.number]
-        self._check_changeable(du)
+        allow(DU, DuStatus(du.status), DuRequest.UPDATE, self.lcm.du_path(du))
+        refusal = self._ee_refusal(du, EeRequest.UPDATE)
         args = call.args
-        url = str(args.get("URL") or du.url)
+        url = str(args.get("URL") or self._full_url(du))
         username, password = str(args.get("Username", "")), str(args.get("Password", ""))
-        if not username and not password and url == du.url and du.credentials:
+        if not username and not password and du.credentials and url == self._full_url(du):
             username, password = self._unseal(du)
         source = self._signed(_source(url, username, password), str(args.get("Signature", "")), du.ee)
         op = OperationRecord(
             du=du.instance,
-            kind="update",
+            kind=Operation.UPDATE.kind,
             started=stamp(),
             target=str(self.lcm.bundle_root(du.instance) / _generation()),
             previous=du.bundle,
         )
-        du.status = "Updating"
+        du.status = self._move(du, DuRequest.UPDATE)
         self.lcm.commit(put=[du, op])
         self.refresh(du)
-        return self._update(du, op, source, call.request_id)
+        return self._update(du, op, source, call.request_id, refusal)
 
     async def _update(
-        self, du: DeploymentUnitRecord, op: OperationRecord, source: PackageSource, request_id: str
+        self,
+        du: DeploymentUnitRecord,
+        op: OperationRecord,
+        source: PackageSource,
+        request_id: str,
+        refusal: Fault | None = None,
     ) -> dict[str, Value]:
         started = now()
         stopped: list[int] = []
-        try:
-            async with self.lcm.operations:
-                crashpoint("update.journaled")
-                info = await self._unpack(du, source, Path(op.target), request_id)
-                crashpoint("update.unpacked")
-                meta = self._metadata(info)
-                self._check_version(du, meta["version"])
-                for unit in self._units(du):
-                    await asyncio.to_thread(self.lcm.confinement.prepare, unit.record, Path(op.target))
-                stopped = await self._stop_eus(du, op)
-                crashpoint("update.stopped")
-                eus = [eu.record for eu in self._units(du)]
-                for record in (du, *eus):
-                    _describe(record, meta)
-                du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
-                du.signed_by = info.signed_by
-                du.url, du.credentials, du.last_update, du.status = source.url, self._seal(source), stamp(), "Installed"
-                op.stage = "swapped"
-                self.lcm.commit(put=[du, *eus, op])
-                crashpoint("update.swapped")
-        except (Fault, asyncio.CancelledError) as exc:
-            fault = exc if isinstance(exc, Fault) else Fault(FaultCode.COMMAND_CANCELED, "update canceled")
+
+        async def abandon(fault: Fault) -> None:
             await self._abandon_update(du, op, stopped, started, fault)
-            raise
+
+        async with ends_with("update", abandon), self.lcm.operation():
+            if refusal is not None:
+                raise refusal
+            crashpoint("update.journaled")
+            info = await self._unpack(du, source, Path(op.target), request_id)
+            crashpoint("update.unpacked")
+            meta = self._metadata(info)
+            self._check_identity(du, meta)
+            self._check_version(du, meta["version"])
+            for unit in self._units(du):
+                await asyncio.to_thread(self.lcm.confinement.prepare, unit.record, Path(op.target))
+            stopped[:] = await self._stop_eus(du, op)
+            crashpoint("update.stopped")
+            eus = [eu.record for eu in self._units(du)]
+            for record in (du, *eus):
+                _describe(record, meta)
+            du.bundle, du.digest, du.disk_kib = op.target, info.digest, info.disk_usage_kib
+            du.signed_by = info.signed_by
+            du.url, du.sealed_url = served_url(source.url), self._seal_url(source.url)
+            du.credentials, du.last_update = self._seal(source), stamp()
+            du.status = self._move(du, DuRequest.COMPLETE)
+            op.stage = "swapped"
+            self.lcm.commit(put=[du, *eus, op])
+            crashpoint("update.swapped")
         await self.finish_update(du, op)
-        self.lcm.du_state_change(du, "Update", "Installed", started)
+        self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started)
         return {}
 
     async def finish_update(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
@@ -358,22 +405,41 @@ class Deployments:
                 },
             )
             if record.instance in op.restart_eus:
-                self.lcm.executions.request(eu, "Active", cause="auto")
+                self.lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
         log.info("updated DU %s to %s", du.instance, du.version)
 
     async def _abandon_update(
         self, du: DeploymentUnitRecord, op: OperationRecord, stopped: list[int], started: datetime, fault: Fault
     ) -> None:
         log.warning("update of DU %s failed: %s", du.instance, fault)
-        await self.lcm.packager.remove(Path(op.target))
-        du.status = "Installed"
-        self.lcm.commit(put=[du], delete=[op])
-        self.refresh(du)
-        for instance in stopped:
-            eu = self.lcm.executions.units.get(instance)
-            if eu is not None:
-                self.lcm.executions.request(eu, "Active", cause="auto")
-        self.lcm.du_state_change(du, "Update", "Installed", started, fault)
+        du.status = self._move(du, DuRequest.FAIL)
+
+        def restart() -> None:
+            for instance in stopped:
+                eu = self.lcm.executions.units.get(instance)
+                if eu is not None:
+                    self.lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
+
+        await cleanup(
+            f"update of DU {du.instance}",
+            lambda: self.lcm.packager.remove(Path(op.target)),
+            lambda: self.lcm.commit(put=[du], delete=[op], keep_changes=True),
+            lambda: self.refresh(du),
+            restart,
+            lambda: self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started, fault),
+        )
+
+    def _check_identity(self, du: DeploymentUnitRecord, meta: dict[str, str]) -> None:
+        """An Update installs a new version of the same DU: the package's Name and Vendor (which
+        TR-181 Annex C derives the DU's UUID from) must be this DU's. A package of another DU is,
+        for this row, an unknown deployment unit (CWMP 9028)."""
+        if (meta["name"], meta["vendor"]) != (du.name, du.vendor):
+            theirs = identity.annex_c_uuid(meta["name"], meta["vendor"])
+            raise Fault(
+                FaultCode.UNKNOWN_DU,
+                f"the package is {meta['name']!r} by {meta['vendor']!r} (UUID {theirs}), "
+                f"not {du.name!r} by {du.vendor!r}: an update must keep the deployment unit's identity",
+            )
 
     def _check_version(self, du: DeploymentUnitRecord, version: str) -> None:
         order = versions.compare(version, du.version)
@@ -386,13 +452,13 @@ class Deployments:
     async def _stop_eus(self, du: DeploymentUnitRecord, op: OperationRecord) -> list[int]:
         """Stop the running EUs, journaling which ones to start again."""
         units = self._units(du)
-        active = [eu.record.instance for eu in units if eu.running or eu.record.requested_state == "Active"]
+        active = [eu.record.instance for eu in units if eu.running or eu.record.requested_state == EuStatus.ACTIVE]
         if active:
             op.restart_eus = active
             self.lcm.commit(put=[op])
         for eu in units:
             if eu.record.instance in active:
-                self.lcm.executions.request(eu, "Idle")
+                self.lcm.executions.request(eu, EuStatus.IDLE)
         for eu in units:
             await self.lcm.executions.wait(eu)
             if eu.running:
@@ -402,32 +468,41 @@ class Deployments:
     # -- Uninstall() ------------------------------------------------------------------------------
 
     def _uninstall_command(self, call: CommandCall) -> Awaitable[dict[str, Value]]:
+        self.lcm.check_open()
         du = self.records[call.node.number]
-        self._check_changeable(du, uninstall=True)
+        allow(DU, DuStatus(du.status), DuRequest.UNINSTALL, self.lcm.du_path(du))
+        refusal = self._ee_refusal(du, EeRequest.UNINSTALL)
         op = self._journal_uninstall(du)
-        return self._uninstall(du, op)
+        return self._uninstall(du, op, refusal)
 
     def _journal_uninstall(self, du: DeploymentUnitRecord) -> OperationRecord:
-        op = OperationRecord(du=du.instance, kind="uninstall", started=stamp(), previous=du.bundle)
-        du.status = "Uninstalling"
+        op = OperationRecord(du=du.instance, kind=Operation.UNINSTALL.kind, started=stamp(), previous=du.bundle)
+        du.status = self._move(du, DuRequest.UNINSTALL)
         self.lcm.commit(put=[du, op])
         self.refresh(du)
         return op
 
-    async def _uninstall(self, du: DeploymentUnitRecord, op: OperationRecord) -> dict[str, Value]:
+    async def _uninstall(
+        self, du: DeploymentUnitRecord, op: OperationRecord, refusal: Fault | None = None
+    ) -> dict[str, Value]:
         started = now()
-        try:
-            async with self.lcm.operations:
-                crashpoint("uninstall.journaled")
-                await self.finish_uninstall(du, op)
-        except Fault as fault:
+
+        async def abandon(fault: Fault) -> None:
             log.warning("uninstall of DU %s failed: %s", du.instance, fault)
-            du.status = "Installed"
-            self.lcm.commit(put=[du], delete=[op])
-            self.refresh(du)
-            self.lcm.du_state_change(du, "Uninstall", "Installed", started, fault)
-            raise
-        self.lcm.du_state_change(du, "Uninstall", "Uninstalled", started)
+            du.status = self._move(du, DuRequest.FAIL)
+            await cleanup(
+                f"uninstall of DU {du.instance}",
+                lambda: self.lcm.commit(put=[du], delete=[op], keep_changes=True),
+                lambda: self.refresh(du),
+                lambda: self.lcm.du_state_change(du, Operation.UNINSTALL, DuOutcome.INSTALLED, started, fault),
+            )
+
+        async with ends_with("uninstall", abandon), self.lcm.operation(removal=True):
+            if refusal is not None:
+                raise refusal
+            crashpoint("uninstall.journaled")
+            await self.finish_uninstall(du, op)
+        self.lcm.du_state_change(du, Operation.UNINSTALL, DuOutcome.UNINSTALLED, started)
         return {}
 
     async def finish_uninstall(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
@@ -448,12 +523,22 @@ class Deployments:
 
     async def uninstall_all(self, ee: str) -> None:
         """Uninstall every DU of ``ee`` (ExecEnv Reset()), each with its event."""
-        for du in [d for d in self.records.values() if d.ee == ee and d.status == "Installed"]:
-            op = self._journal_uninstall(du)
+        for du in [d for d in self.records.values() if d.ee == ee and d.status == DuStatus.INSTALLED]:
             try:
-                await self._uninstall(du, op)
+                await self._uninstall(du, self._journal_uninstall(du))
             except Fault:
                 continue
+
+    def cancel_transfers(self, ee: str) -> None:
+        """ExecEnv.Enable=false: the installs into it still downloading end now (DUStateChange!
+        Failed, 7012 Disabled Execution Environment). TR-181 has no cancel, and an Installing DU
+        has no row (README "Outcomes"): this is how an operator ends a stuck transfer."""
+        for instance, task in list(self._transfers.items()):
+            du = self.installing.get(instance)
+            if du is not None and du.ee == ee:
+                log.warning("execution environment %s disabled: cancelling the installation of DU %s", ee, instance)
+                self._cancelled[instance] = Fault(FaultCode.DISABLED_EE, f"execution environment {ee!r} was disabled")
+                task.cancel()
 
     # -- shared -------------------------------------------------------------------------------------
 
@@ -462,17 +547,23 @@ class Deployments:
         units = self.lcm.executions.units
         return [units[n] for n in du.eus if n in units]
 
-    def _check_changeable(self, du: DeploymentUnitRecord, uninstall: bool = False) -> None:
-        if du.status != "Installed":
-            raise Fault(FaultCode.INVALID_DU_STATE, f"the deployment unit is {du.status}")
-        if du.ee in self.lcm.execenvs.unconfigured:
-            if not uninstall:
-                raise Fault(FaultCode.DISABLED_EE, f"execution environment {du.ee!r} is no longer configured")
-        elif not self.lcm.execenvs.enabled(du.ee):
-            raise Fault(FaultCode.DISABLED_EE, f"execution environment {du.ee!r} is disabled")
+    def _move(self, du: DeploymentUnitRecord, request: DuRequest) -> DuStatus:
+        """The DU's next status by states.DU (only an Installed DU accepts Update/Uninstall)."""
+        answer = allow(DU, DuStatus(du.status), request, self.lcm.du_path(du))
+        return DuStatus.INSTALLED if answer.state is None else answer.state
+
+    def _ee_refusal(self, du: DeploymentUnitRecord, request: EeRequest) -> Fault | None:
+        """TR-181 ExecEnv.Enable: an Update or Uninstall "attempted on a DeploymentUnit that is to
+        be applied against a disabled ExecEnv ... fails and the associated event will contain a
+        FaultStruct": accepted, then failed with its DUStateChange!."""
+        try:
+            self.lcm.execenvs.allow(du.ee, request)
+        except Fault as fault:
+            return fault
+        return None
 
     def _check_duplicate(self, uuid: str, version: str, ee: str, instance: int) -> None:
-        for other in self.records.values():
+        for other in (*self.records.values(), *self.installing.values()):
             if other.instance != instance and (other.uuid, other.version, other.ee) == (uuid, version, ee):
                 raise Fault(
                     FaultCode.DUPLICATE_DU,
@@ -522,15 +613,26 @@ class Deployments:
 
     def _unseal(self, du: DeploymentUnitRecord) -> tuple[str, str]:
         """The stored Username and Password of ``du`` (refused when the device key changed)."""
+        username, _, password = self._unsealed(du.credentials, "give Username and Password").partition("\0")
+        return username, password
+
+    def _full_url(self, du: DeploymentUnitRecord) -> str:
+        """The URL ``du`` came from, with the query ``URL`` does not serve."""
+        return self._unsealed(du.sealed_url, "give the URL") if du.sealed_url else du.url
+
+    def _unsealed(self, sealed: str, remedy: str) -> str:
         try:
-            username, _, password = self.lcm.sealer.unseal(du.credentials).partition("\0")
+            return self.lcm.sealer.unseal(sealed)
         except ValueError:
             raise Fault(
                 FaultCode.REQUEST_DENIED,
-                "the stored credentials of this deployment unit cannot be decrypted (the device key changed): "
-                "give Username and Password",
+                "the stored credentials of this deployment unit cannot be decrypted "
+                f"(the device key changed): {remedy}",
             ) from None
-        return username, password
+
+    def _seal_url(self, url: str) -> str:
+        """The full URL sealed when ``URL`` serves less of it (a query may be a pre-signed token)."""
+        return self.lcm.sealer.seal(url) if served_url(url) != url else ""
 
     def _seal(self, source: PackageSource) -> str:
         if not source.username and not source.password:
@@ -539,10 +641,20 @@ class Deployments:
 
 
 def _source(url: str, username: str, password: str) -> PackageSource:
-    parts = urlsplit(url)
+    """What to fetch; a ``#sha256=<hex>`` fragment is the archive's expected digest, checked before unpacking."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"malformed URL ({exc})") from None
     if parts.username is not None or parts.password is not None:
         raise Fault(FaultCode.INVALID_ARGUMENTS, "the URL must not carry credentials (userinfo)")
-    return PackageSource(url=url, username=username, password=password)
+    digest = ""
+    if parts.fragment.startswith(DIGEST_FRAGMENT):
+        hexdigest = parts.fragment[len(DIGEST_FRAGMENT) :]
+        if not _SHA256_HEX.fullmatch(hexdigest):
+            raise Fault(FaultCode.INVALID_ARGUMENTS, f"URL fragment #{DIGEST_FRAGMENT}: not 64 hex digits")
+        url, digest = url.rpartition("#")[0], "sha256:" + hexdigest.lower()
+    return PackageSource(url=url, username=username, password=password, digest=digest)
 
 
 def _describe(record: DeploymentUnitRecord | ExecutionUnitRecord, meta: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ from dsm_tr181.lcm import sysinfo
 from dsm_tr181.lcm.ports import Runtime
 from dsm_tr181.lcm.records import ExecEnvRecord
 from dsm_tr181.lcm.settings import ExecEnvSettings
+from dsm_tr181.lcm.states import EE, EeRequest, EeStatus, allow
 from dsm_tr181.lcm.tables import EE_TABLE, from_stamp, stamp
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
@@ -59,19 +60,21 @@ class ExecEnvs:
             self.unconfigured.add(name)
             self.records[name] = ExecEnvRecord(name=name, instance=gone.instance, enable=False)
             placeholder = ExecEnvSettings(name=name, runtime="", enable=False, type="not configured")
-            values = {**self._values(placeholder, self.records[name]), "Status": "Error"}
+            values = {**self._values(placeholder, self.records[name]), "Status": EeStatus.ERROR}
             self.lcm.dm.add_row(EE_TABLE, values, number=gone.instance)
 
     def _values(self, settings: ExecEnvSettings, record: ExecEnvRecord) -> dict[str, Value]:
         return {
             "Enable": record.enable,
-            "Status": "Up" if record.enable else "Disabled",
+            "Status": EeStatus.UP if record.enable else EeStatus.DISABLED,
             "Name": settings.name,
             "Type": settings.type_name[:64],
             "Vendor": settings.vendor,
             "Version": settings.version,
             "InitialRunLevel": record.initial_run_level,
-            "CurrentRunLevel": record.initial_run_level,
+            "CurrentRunLevel": record.initial_run_level
+            if record.current_run_level is None
+            else record.current_run_level,
             "InitialExecutionUnitRunLevel": record.initial_eu_run_level,
             "AllocatedDiskSpace": settings.allocated_disk_kib,
             "AllocatedMemory": settings.allocated_memory_kib,
@@ -115,29 +118,28 @@ class ExecEnvs:
     def enabled(self, name: str) -> bool:
         return self.records[name].enable
 
+    def status(self, name: str) -> EeStatus:
+        return EeStatus(self.node(name).values["Status"])
+
+    def allow(self, name: str, request: EeRequest) -> None:
+        """states.EE's answer for a request on ``name``: nothing, or its fault."""
+        allow(EE, self.status(name), request, self.ref(name) + ".")
+
     def run_level(self, name: str) -> int:
         return int(self.node(name).values["CurrentRunLevel"])  # type: ignore[arg-type]
 
     def resolve(self, ref: str) -> str:
-        """The ExecEnv an InstallDU() targets: ``ref`` or, when empty, the default one."""
+        """The ExecEnv an InstallDU() targets: ``ref`` or, when empty, the default one (the
+        configured default, else the first enabled, else the first). An unknown ``ref`` is the
+        request's fault (7223); a disabled ExecEnv is the operation's (states.EE)."""
         if not ref:
             default = self.lcm.settings.default_execenv
             enabled = [name for name, record in self.records.items() if record.enable]
-            if default:
-                name = default
-            elif enabled:
-                name = enabled[0]
-            else:
-                raise Fault(FaultCode.DISABLED_EE, "every execution environment is disabled")
-        else:
-            node = self.lcm.dm.find_node(ref)
-            if node is None or node.schema.path != ROW:
-                raise Fault(FaultCode.UNKNOWN_EE, f"no execution environment {ref!r}")
-            name = self.name_of(node)
-        if not self.records[name].enable:
-            raise Fault(FaultCode.DISABLED_EE, f"execution environment {name!r} is disabled")
-        self.check_available(name)
-        return name
+            return default or (enabled or list(self.records))[0]
+        node = self.lcm.dm.find_node(ref)
+        if node is None or node.schema.path != ROW:
+            raise Fault(FaultCode.UNKNOWN_EE, f"no execution environment {ref!r}")
+        return self.name_of(node)
 
     def check_available(self, name: str) -> None:
         """Fault naming the reason when ``name``'s runtime cannot be reached."""
@@ -150,9 +152,9 @@ class ExecEnvs:
         if name in self.unconfigured:
             return
         if not self.records[name].enable:
-            status = "Disabled"
+            status = EeStatus.DISABLED
         else:
-            status = "Error" if self.lcm.availability.reason(name) else "Up"
+            status = EeStatus.ERROR if self.lcm.availability.reason(name) else EeStatus.UP
         self.lcm.dm.update(self.node(name), {"Status": status})
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -166,14 +168,14 @@ class ExecEnvs:
         dm.on_set(ROW + "Reset", apply=self._reset_requested)
         dm.on_set(ROW + "Signers", apply=self._signers_changed)
         dm.on_get(ROW + "AvailableDiskSpace", self._available_disk)
+        dm.never_announced(ROW + "AvailableCPUPercent")  # sampled quietly
         dm.on_get(ROW + "AvailableMemory", self._available_memory)
         dm.on_command(ROW + "SetRunLevel()", self._set_run_level_command)
         dm.on_command(ROW + "Restart()", self._restart_command)
         dm.on_command(ROW + "Reset()", self._reset_command)
 
     def _check_configured(self, node: Node, value: Value) -> None:
-        if self.name_of(node) in self.unconfigured:
-            raise Fault(FaultCode.INVALID_CONFIGURATION, "this execution environment is no longer configured")
+        allow(EE, EeStatus(node.values["Status"]), EeRequest.ENABLE if value else EeRequest.DISABLE, node.path)
 
     def _record(self, node: Node) -> ExecEnvRecord:
         return self.records[self.name_of(node)]
@@ -190,14 +192,30 @@ class ExecEnvs:
         self.lcm.commit(put=[record])
 
     def _enable_changed(self, node: Node, old: Value, new: Value) -> None:
-        record = self._record(node)
-        record.enable = bool(new)
+        self._apply_enable(self._record(node), bool(new))
+
+    def _apply_enable(self, record: ExecEnvRecord, enable: bool) -> None:
+        """Enable starts the ExecEnv (run level back to InitialRunLevel, AutoStart EUs started);
+        disabling stops its EUs and, TR-181 RestartCount being "the number of times the ExecEnv
+        has been restarted since it was last disabled", sets RestartCount to 0."""
+        node = self.node(record.name)
+        if enable == (self.status(record.name) is not EeStatus.DISABLED):
+            return
+        record.enable = enable
+        if enable:
+            record.current_run_level = None
+        else:
+            record.restart_count = 0
         self.lcm.commit(put=[record])
-        self.show_status(record.name)
-        if new:
+        if enable:
             self.lcm.dm.update(node, {"CurrentRunLevel": record.initial_run_level})
+            self.show_status(record.name)
+            self.lcm.executions.clear_unstartable(record.name)
             self.lcm.executions.autostart(record.name)
         else:
+            self.lcm.dm.update(node, {"RestartCount": 0})
+            self.show_status(record.name)
+            self.lcm.deployments.cancel_transfers(record.name)
             self.lcm.spawn(self.lcm.executions.stop_all(record.name, "execution environment disabled"), "ee-disable")
 
     # -- run levels ----------------------------------------------------------------------------
@@ -210,9 +228,10 @@ class ExecEnvs:
         """Start AutoStart EUs at or below ``level``, stop the AutoStart ones above it;
         -1 returns to InitialRunLevel."""
         record = self._record(node)
-        if not record.enable:
-            raise Fault(FaultCode.INVALID_VALUE, "the execution environment is disabled", node.path)
+        allow(EE, EeStatus(node.values["Status"]), EeRequest.SET_RUN_LEVEL, node.path)
         level = record.initial_run_level if level < 0 else level
+        record.current_run_level = level  # kept across daemon restarts: the ExecEnv did not restart
+        self.lcm.commit(put=[record])
         self.lcm.dm.update(node, {"CurrentRunLevel": level})
         self.lcm.executions.apply_run_level(record.name, level)
 
@@ -220,22 +239,24 @@ class ExecEnvs:
 
     def _restart_command(self, call: CommandCall) -> object:
         record = self._record(call.node)
-        if not record.enable:
-            raise Fault(FaultCode.INVALID_EE_STATE, "a disabled execution environment cannot restart")
+        allow(EE, EeStatus(call.node.values["Status"]), EeRequest.RESTART, call.node.path)
         return self._restart(record, str(call.args.get("Reason", "")))
 
     async def _restart(self, record: ExecEnvRecord, reason: str) -> dict[str, Value]:
         node = self.node(record.name)
-        self.lcm.dm.update(node, {"Status": "Restarting"})
+        self.lcm.dm.update(node, {"Status": EeStatus.RESTARTING})
         await self.lcm.executions.stop_all(record.name, "")
         record.restart_count += 1
         record.restart_reason = reason[:256]
         record.last_restarted = stamp()
+        record.current_run_level = None
         self.lcm.commit(put=[record])
         self.lcm.dm.update(
             node,
             {
-                "CurrentRunLevel": record.initial_run_level,
+                "CurrentRunLevel": record.initial_run_level
+                if record.current_run_level is None
+                else record.current_run_level,
                 "RestartCount": record.restart_count,
                 "RestartReason": record.restart_reason,
                 "LastRestarted": from_stamp(record.last_restarted),
@@ -252,28 +273,38 @@ class ExecEnvs:
     def _reset_requested(self, node: Node, old: Value, new: Value) -> None:
         if new:
             record = self._record(node)
+            self.allow(record.name, EeRequest.RESET)
             self.lcm.spawn(self._reset(record), "ee-reset")
             self.lcm.dm.update(node, {"Reset": False})
 
     def _reset_command(self, call: CommandCall) -> object:
-        return self._reset(self._record(call.node))
+        record = self._record(call.node)
+        self.allow(record.name, EeRequest.RESET)
+        return self._reset(record)
 
     async def _reset(self, record: ExecEnvRecord) -> dict[str, Value]:
         """Back to the factory state: every DU of this ExecEnv uninstalled, the configured
-        settings restored, the configured preinstalled DUs installed again, then a restart."""
+        settings restored (Enable, and Status with it), the configured preinstalled DUs
+        installed again, then — when the configuration enables it — a restart."""
         settings = self.settings[record.name]
         await self.lcm.deployments.uninstall_all(record.name)
         record.enable = settings.enable
         record.initial_run_level = settings.initial_run_level
         record.initial_eu_run_level = settings.initial_eu_run_level
+        record.current_run_level = None
         record.signers = None
+        if not record.enable:
+            record.restart_count = 0
         self.lcm.commit(put=[record])
         self.lcm.dm.update(
             self.node(record.name),
             {
                 "Enable": record.enable,
+                "Status": EeStatus.UP if record.enable else EeStatus.DISABLED,
                 "InitialRunLevel": record.initial_run_level,
+                "CurrentRunLevel": record.initial_run_level,
                 "InitialExecutionUnitRunLevel": record.initial_eu_run_level,
+                "RestartCount": record.restart_count,
                 "Signers": self._signers(settings, record),
             },
         )

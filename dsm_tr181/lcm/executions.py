@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import ContainerExit, RuntimeUnavailable, StartSpec
 from dsm_tr181.lcm.records import ExecutionUnitRecord
-from dsm_tr181.lcm.tables import EU_TABLE, LOG_TABLE, from_stamp, now, stamp
-from dsm_tr181.schema.types import UNKNOWN_TIME, Value
+from dsm_tr181.lcm.states import EE, EU, DuStatus, EeRequest, EuFault, EuRequest, EuStatus, Next, allow
+from dsm_tr181.lcm.tables import EU_TABLE, INFINITE_TIME, LOG_TABLE, from_stamp, now, stamp
+from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import CommandCall
 from dsm_tr181.tree.nodes import Node
 
@@ -87,7 +88,7 @@ class Executions:
             "Alias": record.alias or f"cpe-{record.instance}",
             "Name": record.name,
             "ExecEnvLabel": record.container_id,
-            "Status": "Idle",
+            "Status": EuStatus.IDLE,
             "ExecutionFaultCode": record.fault_code,
             "ExecutionFaultMessage": record.fault_message,
             "AutoStart": record.auto_start,
@@ -114,15 +115,14 @@ class Executions:
         values: dict[str, Value] = {"Enable": bool(record.auto_restart.get("Enable", False))}
         values.update({name: int(record.auto_restart.get(name, 0)) for name in AUTO_RESTART})
         values["LastRestarted"] = from_stamp(str(record.auto_restart.get("LastRestarted", "")))
-        values["NextRestart"] = UNKNOWN_TIME
+        values["NextRestart"] = INFINITE_TIME  # TR-181: "no restart is currently scheduled"
         return values
 
     def remove(self, instance: int) -> None:
         """Drop the EU's rows (the container must be gone already)."""
         eu = self.units.pop(instance)
         self._by_container.pop(eu.record.container_id, None)
-        if eu.retry:
-            eu.retry.cancel()
+        self._cancel_retry(eu)
         dm = self.lcm.dm
         dm.delete_row(f"{EU_TABLE}{instance}")
         if eu.record.log_row:
@@ -141,12 +141,18 @@ class Executions:
         dm = self.lcm.dm
         dm.on_command(ROW + "SetRequestedState()", self._set_requested_state_command)
         dm.on_command(ROW + "Restart()", self._restart_command)
-        dm.on_set(ROW + "RequestedState", validate=self._check_request, apply=self._requested_state_set)
+        dm.on_set(
+            ROW + "RequestedState",
+            validate=lambda node, state: self.check_request(node, EuRequest(str(state))),
+            apply=self._requested_state_set,
+        )
         for name in ("AutoStart", "RunLevel", "ShutdownDelay"):
             dm.on_set(ROW + name, apply=self._persist_setting)
         for name in ("Enable", *AUTO_RESTART):
             dm.on_set(ROW + "AutoRestart." + name, apply=self._persist_auto_restart)
         dm.on_get(ROW + "Uptime", self._uptime)
+        for name in ("MemoryInUse", "CPUPercentInUse"):  # sampled quietly (usage sampler)
+            dm.never_announced(ROW + name)
 
     def _eu(self, node: Node) -> Eu:
         return self.units[node.number]
@@ -167,46 +173,51 @@ class Executions:
         eu = self.units.get(node.number)
         return int(time.monotonic() - eu.started) if eu and eu.running else 0
 
-    # -- requests -------------------------------------------------------------------------------
+    # -- requests (states.EU and states.EE decide) ------------------------------------------------
 
-    def _check_request(self, node: Node, state: Value) -> None:
+    def status(self, eu: Eu) -> EuStatus:
+        return EuStatus(self.node(eu).values["Status"])
+
+    def check_request(self, node: Node, request: EuRequest) -> Next[EuStatus]:
+        """The tables' answer to a controller's request, or their fault."""
         eu = self._eu(node)
-        if state == "Active" and not self.lcm.execenvs.enabled(eu.record.ee):
-            raise Fault(FaultCode.INVALID_VALUE, "the execution environment is disabled", node.path)
-        if state == "Active":
+        allow(EE, self.lcm.execenvs.status(eu.record.ee), EeRequest.EU_REQUEST, node.path)
+        if request in (EuRequest.ACTIVE, EuRequest.RESTART):  # a start needs its runtime (7230, naming why not)
             self.lcm.execenvs.check_available(eu.record.ee)
         du = self.lcm.deployments.records.get(eu.record.du)
-        if du is not None and du.status != "Installed":
+        if du is not None and du.status != DuStatus.INSTALLED:
             raise Fault(FaultCode.INVALID_DU_STATE, f"the deployment unit is {du.status}", node.path)
+        return allow(EU, self.status(eu), request, node.path)
 
     def _set_requested_state_command(self, call: CommandCall) -> dict[str, Value]:
-        state = str(call.args["RequestedState"])
-        self._check_request(call.node, state)
-        self.request(self._eu(call.node), state)
+        request = EuRequest(str(call.args["RequestedState"]))
+        self.check_request(call.node, request)
+        self.request(self._eu(call.node), EuStatus(request.value))
         return {}
 
     def _requested_state_set(self, node: Node, old: Value, new: Value) -> None:
-        self.request(self._eu(node), str(new))
+        self.request(self._eu(node), EuStatus(str(new)))
 
     def _restart_command(self, call: CommandCall) -> dict[str, Value]:
         eu = self._eu(call.node)
-        status = call.node.values["Status"]
-        if status == "Stopping":
-            raise Fault(FaultCode.INVALID_EE_STATE, "the execution unit is stopping")
-        self._check_request(call.node, "Active")
-        if status in ("Starting", "Active"):
+        answer = self.check_request(call.node, EuRequest.RESTART)
+        if not answer.act:
+            return {}  # Restarting already: "no effect"
+        # TR-181 AutoRestart.RetryCount: "Invoking the Restart() command also has the effect
+        # of resetting this parameter to zero."
+        self._set_retry_count(eu, 0)
+        if answer.state is EuStatus.RESTARTING:
             eu.restart = True
-            self._set_status(eu, "Restarting")
-        self.request(eu, "Active")
+            self._set_status(eu, EuStatus.RESTARTING)
+        self.request(eu, EuStatus.ACTIVE)
         return {}
 
     def request(self, eu: Eu, state: str, cause: str = "controller") -> None:
         """Record the wanted state (persisted first) and let the reconcile task act."""
-        if eu.retry and state == "Idle":
-            eu.retry.cancel()
-            eu.retry = None
+        if state == EuStatus.IDLE:
+            self._cancel_retry(eu)
         self.want(eu, state)
-        if state == "Active":
+        if state == EuStatus.ACTIVE:
             eu.cause = cause
         if eu.task is None or eu.task.done():
             eu.task = self.lcm.spawn(self._reconcile(eu), f"eu-{eu.record.instance}")
@@ -230,10 +241,10 @@ class Executions:
         async with eu.lock:
             while True:
                 want = eu.record.requested_state
-                if eu.running and (want == "Idle" or eu.restart):
+                if eu.running and (want == EuStatus.IDLE or eu.restart):
                     if not await self._stop(eu):
                         return
-                elif want == "Active" and not eu.running:
+                elif want == EuStatus.ACTIVE and not eu.running:
                     eu.restart = False
                     if not await self._start(eu):
                         return
@@ -244,20 +255,20 @@ class Executions:
     async def _start(self, eu: Eu) -> bool:
         record = eu.record
         if not self.lcm.execenvs.enabled(record.ee):
-            self._fault(eu, "UnStartable", "the execution environment is disabled")
+            self._fault(eu, EuFault.UNSTARTABLE, "the execution environment is disabled")
             return self._give_up(eu)
         du = self.lcm.deployments.records.get(record.du)
         if du is None or not du.bundle:
-            self._fault(eu, "UnStartable", "the deployment unit has no bundle")
+            self._fault(eu, EuFault.UNSTARTABLE, "the deployment unit has no bundle")
             return self._give_up(eu)
-        failure = "FailureOnStart" if eu.cause == "controller" else "FailureOnAutoStart"
+        failure = EuFault.FAILURE_ON_START if eu.cause == "controller" else EuFault.FAILURE_ON_AUTO_START
         try:
             config = self.lcm.confinement.spec(record, du)
         except Fault as fault:
-            self._fault(eu, "UnStartable", fault.message)
+            self._fault(eu, EuFault.UNSTARTABLE, fault.message)
             return self._give_up(eu)
-        if self.node(eu).values["Status"] != "Restarting":
-            self._set_status(eu, "Starting")
+        if self.node(eu).values["Status"] != EuStatus.RESTARTING:
+            self._set_status(eu, EuStatus.STARTING)
         eu.exited = None
         spec = StartSpec(
             container_id=record.container_id,
@@ -285,14 +296,14 @@ class Executions:
             self._fault(eu, failure, _describe_exit(eu.exited))
             return self._give_up(eu)
         log.info("EU %s active (pid %s)", record.euid, status.pid)
-        self._set_status(eu, "Active", fault=("NoFault", ""))
+        self._set_status(eu, EuStatus.ACTIVE, fault=(EuFault.NO_FAULT, ""))
         self._schedule_retry_reset(eu)
         return True
 
     async def _stop(self, eu: Eu) -> bool:
         record = eu.record
         if not eu.restart:
-            self._set_status(eu, "Stopping")
+            self._set_status(eu, EuStatus.STOPPING)
         eu.stopping = True
         try:
             await self.lcm.execenvs.runtime(record.ee).stop(record.container_id, float(record.shutdown_delay))
@@ -300,35 +311,35 @@ class Executions:
             if isinstance(fault, RuntimeUnavailable):
                 self.lcm.availability.runtime_failed(record.ee, fault)
             log.warning("EU %s failed to stop: %s", record.euid, fault)
-            self._fault(eu, "FailureOnStop", fault.message)
-            self._set_status(eu, "Active")
+            self._fault(eu, EuFault.FAILURE_ON_STOP, fault.message)
+            self._set_status(eu, EuStatus.ACTIVE)
             return False
         finally:
             eu.stopping = False
         eu.running = False
-        self._set_status(eu, "Restarting" if eu.restart else "Idle", fault=("NoFault", ""))
+        self._set_status(eu, EuStatus.RESTARTING if eu.restart else EuStatus.IDLE, fault=(EuFault.NO_FAULT, ""))
         return True
 
     def _give_up(self, eu: Eu) -> bool:
         """A start failed: the EU rests Idle and is not retried on its own."""
         eu.restart = False
-        self._set_status(eu, "Idle")
-        self.want(eu, "Idle")
+        self._set_status(eu, EuStatus.IDLE)
+        self.want(eu, EuStatus.IDLE)
         return False
 
     def _wait_for_runtime(self, eu: Eu, reason: str) -> bool:
         """The runtime is unavailable: the EU rests Idle, keeping its RequestedState;
         it starts when the runtime is back (see availability)."""
         eu.restart = False
-        self._fault(eu, "UnStartable", f"execution environment Error: {reason}")
-        self._set_status(eu, "Idle")
+        self._fault(eu, EuFault.UNSTARTABLE, f"execution environment Error: {reason}")
+        self._set_status(eu, EuStatus.IDLE)
         return False
 
     def runtime_down(self, ee: str, reason: str) -> None:
         """``ee``'s runtime became unavailable: the EUs that should run there say why they do not."""
         for eu in self.of_ee(ee):
             if not eu.running and self._wanted(eu, ee):
-                self._fault(eu, "UnStartable", f"execution environment Error: {reason}")
+                self._fault(eu, EuFault.UNSTARTABLE, f"execution environment Error: {reason}")
 
     def on_exit(self, exit: ContainerExit) -> None:
         """A runtime saw a container exit (called on the loop)."""
@@ -343,11 +354,13 @@ class Executions:
         eu.running = False
         message = _describe_exit(exit)
         log.info("EU %s %s", eu.record.euid, message)
-        code = "NoFault" if exit.exit_status == 0 else "FailureWhileActive"
-        self._fault(eu, code, message)
-        self._set_status(eu, "Idle")
-        if not self._schedule_auto_restart(eu):
-            self.want(eu, "Idle")
+        # TR-181 AutoRestart.RetryCount counts the times the EU "has terminated abnormally":
+        # an exit with status 0 is a normal end, neither a fault nor a reason to restart.
+        normal = exit.signal is None and exit.exit_status == 0
+        self._fault(eu, EuFault.NO_FAULT if normal else EuFault.FAILURE_WHILE_ACTIVE, message)
+        self._set_status(eu, EuStatus.IDLE)
+        if normal or not self._schedule_auto_restart(eu):
+            self.want(eu, EuStatus.IDLE)
 
     # -- status and faults ----------------------------------------------------------------------
 
@@ -356,7 +369,7 @@ class Executions:
         if fault is not None:
             values["ExecutionFaultCode"], values["ExecutionFaultMessage"] = fault
             self._remember_fault(eu, *fault)
-        if status != "Active":
+        if status != EuStatus.ACTIVE:
             values["MemoryInUse"] = -1
             values["CPUPercentInUse"] = -1
         self.lcm.dm.update(self.node(eu), values)
@@ -375,7 +388,7 @@ class Executions:
         if ee not in self.lcm.execenvs.records:
             return
         nodes = (self.lcm.dm.find_node(f"{EU_TABLE}{eu.record.instance}") for eu in self.of_ee(ee))
-        active = tuple(node.ref for node in nodes if node is not None and node.values["Status"] == "Active")
+        active = tuple(node.ref for node in nodes if node is not None and node.values["Status"] == EuStatus.ACTIVE)
         self.lcm.execenvs.set_active(ee, active)
 
     # -- AutoRestart (TR-181 ExecutionUnit.{i}.AutoRestart.) --------------------------------------
@@ -409,8 +422,22 @@ class Executions:
         last = stamp()
         eu.record.auto_restart["LastRestarted"] = last
         self.lcm.dm.update(self.node(eu).singles["AutoRestart"], {"LastRestarted": from_stamp(last),
-                                                                  "NextRestart": UNKNOWN_TIME})  # fmt: skip
-        self.request(eu, "Active", cause="auto")
+                                                                  "NextRestart": INFINITE_TIME})  # fmt: skip
+        self.request(eu, EuStatus.ACTIVE, cause="auto")
+
+    def _cancel_retry(self, eu: Eu) -> None:
+        """A pending AutoRestart is dropped: nothing is scheduled any more."""
+        if eu.retry is None:
+            return
+        eu.retry.cancel()
+        eu.retry = None
+        if eu.record.instance in self.units:
+            self.lcm.dm.update(self.node(eu).singles["AutoRestart"], {"NextRestart": INFINITE_TIME})
+
+    def _set_retry_count(self, eu: Eu, count: int) -> None:
+        eu.record.auto_restart["RetryCount"] = count
+        self.lcm.commit(put=[eu.record])
+        self.lcm.dm.update(self.node(eu).singles["AutoRestart"], {"RetryCount": count})
 
     def _schedule_retry_reset(self, eu: Eu) -> None:
         """RetryCount goes back to 0 once the EU has run for ResetPeriod seconds."""
@@ -422,50 +449,76 @@ class Executions:
 
         def reset() -> None:
             if eu.running and eu.started == started and eu.record.instance in self.units:
-                eu.record.auto_restart["RetryCount"] = 0
-                self.lcm.commit(put=[eu.record])
-                self.lcm.dm.update(self.node(eu).singles["AutoRestart"], {"RetryCount": 0})
+                self._set_retry_count(eu, 0)
 
         asyncio.get_running_loop().call_later(period, reset)
 
     # -- groups ------------------------------------------------------------------------------------
 
     def autostart(self, ee: str) -> None:
-        """Start what should run in ``ee``: AutoStart EUs within the run level, and EUs
-        whose persisted RequestedState is Active."""
+        """The ExecEnv started (device boot, Enable, Restart()): start its AutoStart EUs within
+        the run level — TR-181 ExecutionUnit.AutoStart: "If true and the RunLevel verification is
+        also met, then this EU will be automatically started by the device after its ExecEnv is
+        either rebooted or restarted. If false this EU will not be started ... until it is
+        explicitly commanded to do so". A RequestedState of Active from before does not count."""
         if self.lcm.availability.reason(ee):
             return  # started when its runtime is back
+        level = self.lcm.execenvs.run_level(ee)
         for eu in self.of_ee(ee):
-            if self._wanted(eu, ee):
-                self.request(eu, "Active", cause="auto")
+            record = eu.record
+            du = self.lcm.deployments.records.get(record.du)
+            if du is None or du.status != DuStatus.INSTALLED:
+                continue
+            if record.auto_start and (level < 0 or record.run_level <= level):
+                self.request(eu, EuStatus.ACTIVE, cause="auto")
+            elif not eu.running:
+                self.want(eu, EuStatus.IDLE)
+
+    def clear_unstartable(self, ee: str) -> None:
+        """The ExecEnv is enabled again: its EUs are no longer UnStartable ("NoFault MUST be
+        used when everything is working as intended")."""
+        for eu in self.of_ee(ee):
+            if eu.record.fault_code == EuFault.UNSTARTABLE:
+                self._fault(eu, EuFault.NO_FAULT, "")
+
+    def died_unseen(self, eu: Eu) -> None:
+        """Its container exited while the daemon was not running: the fault is recorded and,
+        unless AutoRestart schedules a restart, the EU rests Idle."""
+        message = "container exited while the deployment and state manager was not running"
+        log.warning("EU %s: %s", eu.record.euid, message)
+        self._fault(eu, EuFault.FAILURE_WHILE_ACTIVE, message)
+        if not self._schedule_auto_restart(eu):
+            self.want(eu, EuStatus.IDLE)
 
     def _wanted(self, eu: Eu, ee: str) -> bool:
         """An installed EU that is AutoStart within the run level, or requested Active."""
         record = eu.record
         du = self.lcm.deployments.records.get(record.du)
-        if du is None or du.status != "Installed":
+        if du is None or du.status != DuStatus.INSTALLED:
             return False
         level = self.lcm.execenvs.run_level(ee)
-        return record.requested_state == "Active" or (record.auto_start and (level < 0 or record.run_level <= level))
+        return record.requested_state == EuStatus.ACTIVE or (
+            record.auto_start and (level < 0 or record.run_level <= level)
+        )
 
     def apply_run_level(self, ee: str, level: int) -> None:
         for eu in self.of_ee(ee):
             if eu.record.auto_start:
-                self.request(eu, "Active" if eu.record.run_level <= level else "Idle", cause="auto")
+                self.request(eu, EuStatus.ACTIVE if eu.record.run_level <= level else EuStatus.IDLE, cause="auto")
 
     async def stop_all(self, ee: str, reason: str) -> None:
         """Stop every EU of ``ee``; with a reason they are marked UnStartable (EE disabled)."""
         units = self.of_ee(ee)
         for eu in units:
-            self.request(eu, "Idle")
+            self.request(eu, EuStatus.IDLE)
         for eu in units:
             await self.wait(eu)
             if reason:
-                self._fault(eu, "UnStartable", reason)
+                self._fault(eu, EuFault.UNSTARTABLE, reason)
 
     async def stop_and_forget(self, eu: Eu) -> None:
         """Stop the EU's container for good and remove it from the runtime."""
-        self.request(eu, "Idle")
+        self.request(eu, EuStatus.IDLE)
         await self.wait(eu)
         if eu.running:
             raise Fault(FaultCode.COMMAND_FAILURE, f"execution unit {eu.record.euid} did not stop")
@@ -478,7 +531,7 @@ class Executions:
         """Its container survived a daemon restart and is running."""
         eu.running = True
         eu.started = time.monotonic()
-        self._set_status(eu, "Active")
+        self._set_status(eu, EuStatus.ACTIVE)
 
     # -- usage sampling -------------------------------------------------------------------------------
 

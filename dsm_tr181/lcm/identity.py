@@ -15,11 +15,6 @@ def annex_c_uuid(name: str, vendor: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{safe}.{vendor}."))
 
 
-def provisional_uuid(url: str) -> str:
-    """A UUID for a DU being installed before its Name and Vendor are known."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, url))
-
-
 def euid(ee_name: str, instance: int) -> str:
     """Unique across ExecEnvs (TR-181: EE name + an EE-local value); doubles as container id."""
     return f"{ee_name}-{instance}"

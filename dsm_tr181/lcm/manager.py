@@ -11,27 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from dsm_tr181.errors import Fault
+from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.availability import Availability
 from dsm_tr181.lcm.certificates import Certificates
 from dsm_tr181.lcm.confinement import Confinement
 from dsm_tr181.lcm.deployments import Deployments
 from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
+from dsm_tr181.lcm.outcomes import Outcomes
 from dsm_tr181.lcm.ports import Packager, Runtime, Sealer, TrustedCertificate
-from dsm_tr181.lcm.records import DeploymentUnitRecord, Record, Store
+from dsm_tr181.lcm.records import DeploymentUnitRecord, PendingEventRecord, Record, Store
 from dsm_tr181.lcm.recovery import adopt_containers, recover
 from dsm_tr181.lcm.settings import LcmSettings
-from dsm_tr181.lcm.tables import CERT_TABLE, DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
+from dsm_tr181.lcm.states import DuOutcome, Operation
+from dsm_tr181.lcm.tables import CERT_TABLE, DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, now
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
 
 log = logging.getLogger(__name__)
+
+# DUStateChange!.UUID of an install that failed before its package named the DU (RFC 4122 nil UUID).
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 class Lcm:
@@ -52,14 +60,19 @@ class Lcm:
         self.runtimes = dict(runtimes)
         self.settings = settings
         self.sealer = sealer
-        self.operations = asyncio.Semaphore(settings.max_parallel_operations)
+        self.operations = asyncio.Semaphore(settings.max_parallel_operations)  # installs and updates
+        # Uninstalls download nothing: slots of their own, so slow downloads never hold them up.
+        self.removals = asyncio.Semaphore(settings.max_parallel_operations)
         self.certificates = Certificates(self, certificates)
         self.availability = Availability(self)
         self.execenvs = ExecEnvs(self)
         self.confinement = Confinement(self)
         self.executions = Executions(self)
         self.deployments = Deployments(self)
+        self.outcomes = Outcomes(self)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.closing = False  # set by drain(): no new Install/Update/Uninstall
+        self._running: set[asyncio.Task[Any]] = set()  # operations started or queued
 
     async def start(self) -> None:
         """Restore persisted state, recover from an interrupted run, serve the commands."""
@@ -72,10 +85,47 @@ class Lcm:
         for runtime in self.runtimes.values():
             runtime.watch(self.executions.on_exit)
         self.availability.watch()
-        await recover(self, self.store.load())
+        snapshot = self.store.load()
+        self.outcomes.restore(snapshot.of(PendingEventRecord))
+        await recover(self, snapshot)
         self.executions.start_sampler()
 
+    def check_open(self) -> None:
+        """Refuse new operations once shutdown has begun."""
+        if self.closing:
+            raise Fault(FaultCode.REQUEST_DENIED, "the deployment and state manager is shutting down")
+
+    @asynccontextmanager
+    async def operation(self, removal: bool = False) -> AsyncIterator[None]:
+        """Hold one operation slot (a removal's own kind of slot for an uninstall); drain() waits for
+        (then cancels) whoever is in here or queued for it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            async with self.removals if removal else self.operations:
+                yield
+        finally:
+            self._running.discard(task)
+
+    async def drain(self) -> None:
+        """At shutdown: accept no new operation, give running ones ``shutdown_timeout`` to end, cancel the rest.
+
+        A cancelled operation still ends properly (rolled back, its DUStateChange! sent)
+        while the store is open; the buses close only after this."""
+        self.closing = True
+        pending = set(self._running)
+        if not pending:
+            return
+        log.info("waiting up to %g s for %d running operations", self.settings.shutdown_timeout, len(pending))
+        _, pending = await asyncio.wait(pending, timeout=self.settings.shutdown_timeout)
+        for task in pending:
+            log.warning("cancelling operation %s at shutdown", task.get_name())
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     async def close(self) -> None:
+        await self.drain()
         await self.executions.close()
         for task in list(self._tasks):
             task.cancel()
@@ -90,10 +140,30 @@ class Lcm:
 
     # -- shared helpers ---------------------------------------------------------------------
 
-    def commit(self, put: list[Record] | None = None, delete: list[Record] | None = None) -> None:
-        """Persist records together with the instance counters of every table."""
+    def commit(
+        self, put: list[Record] | None = None, delete: list[Record] | None = None, *, keep_changes: bool = False
+    ) -> None:
+        """Persist records together with the instance counters of every table.
+
+        When the store refuses (a Fault: full disk), the records in ``put`` get back what
+        the store holds, so that the caller's change is undone everywhere, unless
+        ``keep_changes`` (an operation ending in failure still ends: recovery at the next
+        start finishes what the journal then says)."""
         tables = (EE_TABLE, DU_TABLE, EU_TABLE, LOG_TABLE, CERT_TABLE)
-        self.store.commit(put, delete, {t: self.dm.table(t).next_instance for t in tables})
+        try:
+            self.store.commit(put, delete, {t: self.dm.table(t).next_instance for t in tables})
+        except Fault:
+            if put and not keep_changes:
+                self._restore(put)
+            raise
+
+    def _restore(self, records: list[Record]) -> None:
+        stored = self.store.load().records
+        for record in records:
+            before = stored.get(record.KIND, {}).get(record.key())
+            if before is not None:
+                for item in fields(before):  # type: ignore[arg-type]  # every record is a dataclass
+                    setattr(record, item.name, getattr(before, item.name))
 
     def spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         """Run a background coroutine, keep a reference, log what it raises."""
@@ -128,27 +198,45 @@ class Lcm:
     def du_state_change(
         self,
         du: DeploymentUnitRecord,
-        operation: str,
-        state: str,
+        operation: Operation,
+        state: DuOutcome,
         started: datetime,
         fault: Fault | None = None,
     ) -> None:
-        """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure.
+        """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure
+        (kept in the store until someone listens: lcm.outcomes)."""
+        self.outcomes.deliver(self.outcome(du, operation, state, started, fault))
 
-        Also logged: the ones start-up recovery publishes reach no subscriber (recovery
-        runs before the control socket and the buses serve), the log is their only trace."""
-        eus = tuple(f"{EU_TABLE}{n}" for n in du.eus)
+    def outcome(
+        self,
+        du: DeploymentUnitRecord,
+        operation: Operation,
+        state: DuOutcome,
+        started: datetime,
+        fault: Fault | None = None,
+    ) -> PendingEventRecord:
+        """The DUStateChange! of an operation, ready to commit with it and deliver after.
+
+        TR-181 2.19.1 DUStateChange! arguments: ``DeploymentUnitRef`` is empty when the install
+        Failed ("a DU instance MUST NOT be created in the Data Model"); ``ExecutionUnitRefList``
+        lists the EUs created (Install), associated (Update) or "removed from the device due to
+        the DU being removed" (Uninstall); ``Resolved`` is true once Installed and, "in the case
+        of a successful Uninstall, this value is meaningless and should be true".
+
+        Also logged, whenever it is delivered."""
+        done = state is not DuOutcome.FAILED
+        eus = tuple(f"{EU_TABLE}{n}" for n in du.eus) if done else ()
         outcome = f"fault {fault.code.usp}: {fault.message}" if fault else "no fault"
-        log.info("DUStateChange! %s of %s (UUID %s): %s, %s", operation, self.du_path(du), du.uuid, state, outcome)
-        self.dm.emit_event(
-            DU_STATE_CHANGE,
+        uuid = du.uuid or NIL_UUID
+        log.info("DUStateChange! %s of %s (UUID %s): %s, %s", operation, self.du_path(du), uuid, state, outcome)
+        return self.outcomes.record(
             {
-                "UUID": du.uuid,
-                "DeploymentUnitRef": self.du_path(du),
+                "UUID": uuid,
+                "DeploymentUnitRef": self.du_path(du) if done else "",
                 "Version": du.version,
                 "CurrentState": state,
-                "Resolved": state == "Installed",
-                "ExecutionUnitRefList": eus if state == "Installed" else (),
+                "Resolved": done,
+                "ExecutionUnitRefList": eus,
                 "StartTime": started,
                 "CompleteTime": now(),
                 "OperationPerformed": operation,

@@ -40,8 +40,14 @@ class ExecEnvRecord(Record):
     restart_count: int = 0
     restart_reason: str = ""
     last_restarted: str = ""  # TR-106 dateTime text, "" never
+    # CurrentRunLevel set by SetRunLevel(); None: InitialRunLevel (the ExecEnv started since)
+    current_run_level: int | None = None
     # Signers as a controller set them (Device.Security.Certificate refs); None: as configured
     signers: list[str] | None = None
+
+    def run_level(self) -> int:
+        """What CurrentRunLevel reads."""
+        return self.initial_run_level if self.current_run_level is None else self.current_run_level
 
     def key(self) -> str:
         return self.name
@@ -66,11 +72,12 @@ class DeploymentUnitRecord(Record):
     instance: int
     uuid: str
     ee: str  # ExecEnv name
-    status: str  # Installing / Installed / Updating / Uninstalling
+    status: str  # a states.DuStatus
     url: str
     alias: str = ""
     duid: str = ""
     credentials: str = ""  # sealed "user\\0password" of the last Install/Update, "" for none
+    sealed_url: str = ""  # the full URL, sealed, when it has a query (``url`` is served without it)
     name: str = ""
     vendor: str = ""
     version: str = ""
@@ -103,7 +110,7 @@ class ExecutionUnitRecord(Record):
     description: str = ""
     auto_start: bool = False
     run_level: int = 0
-    requested_state: str = "Idle"
+    requested_state: str = "Idle"  # a states.EuStatus: Idle / Active
     shutdown_delay: int = 10
     privileged: bool = False
     uid_base: int = 0  # first host UID/GID of its user namespace (uid_count 0: none)
@@ -111,7 +118,7 @@ class ExecutionUnitRecord(Record):
     creation_time: str = ""
     log_file: str = ""
     log_row: int = 0  # Device.DeviceInfo.VendorLogFile instance
-    fault_code: str = "NoFault"
+    fault_code: str = "NoFault"  # a states.EuFault
     fault_message: str = ""
     # ExecutionUnit.{i}.AutoRestart. parameters by name
     auto_restart: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +133,7 @@ class OperationRecord(Record):
 
     KIND: ClassVar[str] = "operation"
     du: int
-    kind: str  # install / update / uninstall
+    kind: str  # states.Operation.kind: install / update / uninstall
     started: str
     target: str = ""  # bundle directory being created (install, update)
     previous: str = ""  # bundle directory being replaced (update)
@@ -137,8 +144,29 @@ class OperationRecord(Record):
         return str(self.du)
 
 
+@dataclass(slots=True)
+class PendingEventRecord(Record):
+    """A DUStateChange! not yet delivered (lcm.outcomes): its arguments as TR-106 text."""
+
+    KIND: ClassVar[str] = "pending_event"
+    seq: int
+    path: str
+    args: dict[str, str] = field(default_factory=dict)
+
+    def key(self) -> str:
+        return f"{self.seq:012d}"
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.KIND: t for t in (ExecEnvRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord, CertificateRecord)
+    t.KIND: t
+    for t in (
+        ExecEnvRecord,
+        DeploymentUnitRecord,
+        ExecutionUnitRecord,
+        OperationRecord,
+        CertificateRecord,
+        PendingEventRecord,
+    )
 }
 
 
@@ -162,7 +190,8 @@ class Store(Protocol):
         delete: list[Record] | None = None,
         counters: dict[str, int] | None = None,
     ) -> None:
-        """Apply all changes in one durable transaction (or none of them)."""
+        """Apply all changes in one durable transaction (or none of them); a Fault if it cannot
+        (RESOURCES_EXCEEDED when its file system is full)."""
         ...
 
     def close(self) -> None: ...

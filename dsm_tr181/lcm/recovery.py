@@ -8,9 +8,12 @@ After a crash at any point the journal says what was under way:
 * an interrupted Uninstall is finished.
 
 Then containers still running are adopted (or stopped when no EU wants them), stale
-containers and orphan bundle directories and logs are removed, and EUs that should
-run (AutoStart within the run level, or RequestedState Active) are started. A runtime
-that cannot be reached leaves its ExecEnvs Error until it is back (:mod:`.availability`).
+containers and orphan bundle directories and logs are removed. An ExecEnv none of whose
+containers survived started with the device: CurrentRunLevel is InitialRunLevel and its
+AutoStart EUs within it start. Otherwise only the daemon restarted: the ExecEnv keeps its
+CurrentRunLevel and what runs; an EU whose container exited meanwhile keeps Idle with
+FailureWhileActive (AutoRestart may schedule it), never a silent restart. A runtime that
+cannot be reached leaves its ExecEnvs Error until it is back (:mod:`.availability`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from dsm_tr181.lcm.records import (
     OperationRecord,
     Snapshot,
 )
+from dsm_tr181.lcm.states import DuOutcome, DuStatus, EuStatus, Operation
 from dsm_tr181.lcm.tables import from_stamp
+from dsm_tr181.lcm.urls import display_url
 
 if TYPE_CHECKING:
     from dsm_tr181.lcm.manager import Lcm
@@ -48,7 +53,7 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
     lcm.execenvs.restore(snapshot.of(ExecEnvRecord), {du.ee for du in dus.values()})
     ops: dict[int, OperationRecord] = {op.du: op for op in snapshot.of(OperationRecord)}
     eus: list[ExecutionUnitRecord] = snapshot.of(ExecutionUnitRecord)
-    installing = {n for n, op in ops.items() if op.kind == "install"}
+    installing = {n for n, op in ops.items() if op.kind == Operation.INSTALL.kind}
     for eu in sorted(eus, key=lambda r: r.instance):
         if eu.du in dus and eu.du not in installing:
             lcm.executions.add(eu, dus[eu.du].disk_kib)
@@ -68,60 +73,88 @@ async def recover(lcm: Lcm, snapshot: Snapshot) -> None:
     # would otherwise take a container still being created for a stale one and delete it.
     for eu in list(lcm.executions.units.values()):
         await lcm.executions.wait(eu)
-    await _containers(lcm)
+    resumed = [eu for eu in lcm.executions.units.values() if eu.record.requested_state == EuStatus.ACTIVE]
+    booted = await _containers(lcm)
     await _orphan_files(lcm)
     for name, record in lcm.execenvs.records.items():
-        if record.enable:
-            lcm.executions.autostart(name)
+        if not record.enable:
+            continue
+        if name in booted:
+            _started(lcm, record)
+        else:  # only the daemon restarted: what runs was adopted; an update resumes its EUs
+            for eu in resumed:
+                if eu.record.ee == name and not eu.running and eu.record.requested_state == EuStatus.ACTIVE:
+                    lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
+
+
+def _started(lcm: Lcm, record: ExecEnvRecord) -> None:
+    """The ExecEnv starts with the device (no container of it survived): TR-181 CurrentRunLevel
+    "Upon startup (whether that is caused by a device Boot or the Execution Environment
+    starting) ... will be equal to InitialRunLevel", and AutoStart with RunLevel decide what
+    starts — not the RequestedState from before the boot (see Executions.autostart)."""
+    if record.current_run_level is not None:
+        record.current_run_level = None
+        lcm.commit(put=[record])
+        lcm.dm.update(lcm.execenvs.node(record.name), {"CurrentRunLevel": record.run_level()})
+    lcm.executions.autostart(record.name)
 
 
 async def _resume(lcm: Lcm, du: DeploymentUnitRecord, op: OperationRecord, eus: list[ExecutionUnitRecord]) -> None:
     started = from_stamp(op.started)
     interrupted = Fault(FaultCode.REQUEST_DENIED, INTERRUPTED)
-    if op.kind == "install":
-        log.warning("rolling back the interrupted installation of %s", du.url)
+    if op.kind == Operation.INSTALL.kind:
+        log.warning("rolling back the interrupted installation of %s", display_url(du.url))
         await lcm.packager.remove(Path(op.target))
         lcm.commit(delete=[*eus, du, op])
-        lcm.du_state_change(du, "Install", "Failed", started, interrupted)
-    elif op.kind == "update" and op.stage == "swapped":
+        lcm.du_state_change(du, Operation.INSTALL, DuOutcome.FAILED, started, interrupted)
+    elif op.kind == Operation.UPDATE.kind and op.stage == "swapped":
         log.warning("finishing the interrupted update of DU %s", du.instance)
         await lcm.deployments.finish_update(du, op)
-        lcm.du_state_change(du, "Update", "Installed", started)
-    elif op.kind == "update":
+        lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started)
+    elif op.kind == Operation.UPDATE.kind:
         log.warning("rolling back the interrupted update of DU %s", du.instance)
         await lcm.packager.remove(Path(op.target))
-        du.status = "Installed"
+        du.status = DuStatus.INSTALLED
         lcm.commit(put=[du], delete=[op])
         lcm.deployments.refresh(du)
         for instance in op.restart_eus:
             eu = lcm.executions.units.get(instance)
             if eu is not None:
-                lcm.executions.want(eu, "Active")  # recover() starts it with the autostart
-        lcm.du_state_change(du, "Update", "Installed", started, interrupted)
+                lcm.executions.want(eu, EuStatus.ACTIVE)  # recover() starts it with the autostart
+        lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started, interrupted)
     else:
         log.warning("finishing the interrupted uninstall of DU %s", du.instance)
         await lcm.deployments.finish_uninstall(du, op)
-        lcm.du_state_change(du, "Uninstall", "Uninstalled", started)
+        lcm.du_state_change(du, Operation.UNINSTALL, DuOutcome.UNINSTALLED, started)
 
 
-async def _containers(lcm: Lcm) -> None:
-    """Adopt what every runtime still runs; a runtime that cannot be reached makes its
-    ExecEnvs Error (and is probed until it is back) instead of stopping the start-up."""
+async def _containers(lcm: Lcm) -> set[str]:
+    """Adopt what every runtime still runs (see :func:`adopt_containers`); a runtime that cannot
+    be reached makes its ExecEnvs Error (and is probed until it is back) instead of stopping the
+    start-up. Returns the ExecEnvs the device booted (none of their EUs' containers exist)."""
+    booted: set[str] = set()
     for runtime in lcm.availability.runtimes():
         try:
-            await adopt_containers(lcm, runtime)
+            booted |= await adopt_containers(lcm, runtime)
         except RuntimeUnavailable as fault:
             lcm.availability.mark_down(runtime, fault.message)
+    return booted
 
 
-async def adopt_containers(lcm: Lcm, runtime: Runtime) -> None:
-    """Adopt the containers of this runtime's ExecEnvs that survived; stop and remove the
-    ones no EU owns. A container of another ExecEnv's EU (two ExecEnvs on one shared Dobby)
-    is left alone."""
+async def adopt_containers(lcm: Lcm, runtime: Runtime) -> set[str]:
+    """For this runtime's ExecEnvs: adopt the containers that survived; stop and remove the
+    ones no EU owns; an EU whose container exited while the daemon was down gets its fault
+    recorded. A container of another ExecEnv's EU (two ExecEnvs on one shared Dobby) is left
+    alone.
+
+    Returns the ExecEnvs none of whose EUs' containers exist any more: the device booted
+    (a daemon restart keeps containers, running or exited; only a boot clears the runtime's
+    state) — or nothing ran in them, where starting afresh is the same."""
     everyone = {eu.record.container_id for eu in lcm.executions.units.values()}
-    units = {
-        eu.record.container_id: eu for ee in lcm.availability.execenvs_of(runtime) for eu in lcm.executions.of_ee(ee)
-    }
+    execenvs = lcm.availability.execenvs_of(runtime)
+    units = {eu.record.container_id: eu for ee in execenvs for eu in lcm.executions.of_ee(ee)}
+    present = set(await runtime.list_ids())
+    booted = {ee for ee in execenvs if not present & {eu.record.container_id for eu in lcm.executions.of_ee(ee)}}
     running = set(await runtime.adopt())
     for container_id in sorted(running):
         eu = units.get(container_id)
@@ -135,6 +168,10 @@ async def adopt_containers(lcm: Lcm, runtime: Runtime) -> None:
     for container_id in await runtime.list_ids():
         if container_id not in running and (container_id in units or container_id not in everyone):
             await runtime.remove(container_id)
+            eu = units.get(container_id)
+            if eu is not None and eu.record.requested_state == EuStatus.ACTIVE:
+                lcm.executions.died_unseen(eu)
+    return booted
 
 
 async def _orphan_files(lcm: Lcm) -> None:

@@ -55,6 +55,7 @@ class LcmSettings:
     allow_downgrade: bool = False
     max_parallel_operations: int = 2  # installs/updates/uninstalls running at once; others queue
     operation_timeout: float = 3600.0  # TR-369 R-SMM.1 allows at most 24 h
+    shutdown_timeout: float = 20.0  # at SIGTERM, seconds running operations get to end before they are cancelled
     eu_log_max_bytes: int = 1 << 20
     eu_log_backups: int = 2
     usage_interval: float = 5.0  # seconds between memory/CPU samples of running EUs
@@ -76,7 +77,7 @@ class LcmSettings:
         if self.max_parallel_operations < 1:
             raise ValueError("max_parallel_operations must be >= 1")
         # A zero or negative interval would make the usage sampler spin the daemon's loop.
-        for name in ("usage_interval", "operation_timeout", "eu_log_max_bytes"):
+        for name in ("usage_interval", "operation_timeout", "shutdown_timeout", "eu_log_max_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if not CGROUP_NAME.fullmatch(self.instance_name):

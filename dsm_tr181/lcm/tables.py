@@ -14,6 +14,8 @@ LOG_TABLE = "Device.DeviceInfo.VendorLogFile."
 DU_STATE_CHANGE = SM + "DUStateChange!"
 INSTALL_DU = SM + "InstallDU()"
 CERT_TABLE = "Device.Security.Certificate."
+# TR-106's Infinite Time: AutoRestart.NextRestart when "no restart is currently scheduled".
+INFINITE_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 def now() -> datetime:

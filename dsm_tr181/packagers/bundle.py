@@ -155,8 +155,12 @@ def _read_json_object(directory: Path, name: str, label: str) -> dict[str, Any] 
         data = file.read()
     try:
         value = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+        # Lone surrogates ("\\ud800") decode to text that can be neither stored nor sent.
+        json.dumps(value, ensure_ascii=False).encode()
+    except (UnicodeError, ValueError) as exc:
         raise _corrupt(label, f"{name} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise _corrupt(label, f"{name} is nested too deeply") from None
     if not isinstance(value, dict):
         raise _corrupt(label, f"{name} is not a JSON object")
     return value

@@ -35,6 +35,7 @@ import errno
 import gzip
 import io
 import lzma
+import math
 import os
 import stat
 import tarfile
@@ -64,6 +65,7 @@ _MAX_TRAILING_BYTES = 16 << 20
 _XZ_MEMORY_LIMIT = 128 << 20  # "xz -9" needs 65 MiB to decode
 _ZSTD_MAX_WINDOW = 128 << 20  # zstd's own default limit for decoding (--long=27)
 _MAX_MTIME = 1 << 33  # year 2242: keeps utime() clear of overflow on a forged header
+_MAX_ID = (1 << 32) - 2  # uid/gid chown() accepts ((uid_t)-1 means "unchanged")
 _EXTENDED_HEADERS = frozenset(
     {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
 )
@@ -97,7 +99,7 @@ def extract_archive(archive: BinaryIO, staging: Path, limits: ExtractLimits, lab
         tar = tarfile.TarFile(fileobj=source, tarinfo=_BoundedTarInfo)
         while (member := tar.next()) is not None:
             cancel.check(label)
-            writer.add(tar, member)
+            writer.add(member)
             tar.members.clear()  # tarfile would otherwise keep every TarInfo
         end_of_members = tar.offset
         source.drain()
@@ -108,6 +110,8 @@ def extract_archive(archive: BinaryIO, staging: Path, limits: ExtractLimits, lab
         raise Fault(FaultCode.CORRUPT_DATA, f"{label}: not a valid tar archive ({exc})") from None
     except OSError as exc:
         raise _write_fault(exc, label) from exc
+    except (ValueError, OverflowError) as exc:  # a header value no system call takes (the checks below name most)
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: impossible member header ({exc})") from None
     return writer.result()
 
 
@@ -281,6 +285,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
 
 def _components(name: str, label: str, what: str) -> tuple[str, ...]:
     """A member (or hardlink target) name as safe path components; () for the top itself."""
+    if "\0" in name:
+        raise Fault(FaultCode.CORRUPT_DATA, f"{label}: {what} {name!r}: NUL byte in the name")
     if name.startswith("/"):
         raise Fault(FaultCode.CORRUPT_DATA, f"{label}: {what} {name!r}: absolute path")
     parts = tuple([part for part in name.split("/") if part not in ("", ".")])
@@ -310,13 +316,14 @@ class _Writer:
     def result(self) -> Extracted:
         return Extracted(self._bytes, self._entries, self._symlinks)
 
-    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def add(self, member: tarfile.TarInfo) -> None:
         self._entries += 1
         if self._entries > self._limits.max_entries:
             raise Fault(
                 FaultCode.SYSTEM_RESOURCES_EXCEEDED,
                 f"{self._label}: more than {self._limits.max_entries} archive members",
             )
+        self._check_header(member)
         parts = _components(member.name, self._label, "member")
         if not parts:
             if not member.isdir():
@@ -331,7 +338,7 @@ class _Writer:
             self._refuse(member, f"duplicate member (a {existing} of that name came before)")
         path = f"{self._root}/{name}"
         if member.isreg():
-            self._add_file(tar, member, path, name)
+            self._add_file(member, path, name)
         elif member.isdir():
             if existing is None:
                 os.mkdir(path, 0o700)
@@ -358,6 +365,16 @@ class _Writer:
             os.chmod(path, (member.mode & 0o777) | 0o700)
             os.utime(path, _times(member), follow_symlinks=False)
 
+    def _check_header(self, member: tarfile.TarInfo) -> None:
+        """Values a pax header can forge that no system call would take."""
+        if not isinstance(member.mtime, int) and not math.isfinite(member.mtime):
+            self._refuse(member, f"modification time {member.mtime!r}")
+        for what, value in (("uid", member.uid), ("gid", member.gid)):
+            if not 0 <= value <= _MAX_ID:
+                self._refuse(member, f"{what} {value} out of range")
+        if "\0" in member.linkname:
+            self._refuse(member, "NUL byte in the link target")
+
     def _refuse(self, member: tarfile.TarInfo, reason: str) -> None:
         raise Fault(FaultCode.CORRUPT_DATA, f"{self._label}: member {member.name!r}: {reason}")
 
@@ -373,20 +390,24 @@ class _Writer:
             self._kinds[prefix] = _DIRECTORY
             self._directories[prefix] = None
 
-    def _add_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, name: str) -> None:
-        self._bytes += member.size
+    def _add_file(self, member: tarfile.TarInfo, path: str, name: str) -> None:
+        pieces = _pieces(member, self._label)
+        self._bytes += sum(size for _, size in pieces)  # a sparse file counts the data it holds, not its holes
         if self._bytes > self._limits.max_unpacked_bytes:
             raise Fault(
                 FaultCode.SYSTEM_RESOURCES_EXCEEDED,
                 f"{self._label}: unpacked files exceed {self._limits.max_unpacked_bytes} bytes at {member.name!r}",
             )
-        # A sparse member's data is a map of pieces: tarfile's reader expands it.
-        reader = self._source if member.sparse is None else tar.extractfile(member)
-        assert reader is not None  # a regular file always has a reader
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self._kinds[name] = _FILE
         try:
-            self._copy(reader, fd, member)
+            if member.sparse is None:
+                self._copy(fd, member.size, member)
+            else:
+                for offset, size in pieces:  # holes stay holes: they take no blocks
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    self._copy(fd, size, member)
+                os.ftruncate(fd, member.size)
             if self._as_root:
                 os.fchown(fd, member.uid, member.gid)
             os.fchmod(fd, member.mode & 0o777)
@@ -394,11 +415,11 @@ class _Writer:
         finally:
             os.close(fd)
 
-    def _copy(self, reader: _Source | BinaryIO, fd: int, member: tarfile.TarInfo) -> None:
-        remaining = member.size
+    def _copy(self, fd: int, size: int, member: tarfile.TarInfo) -> None:
+        remaining = size
         while remaining:
             self._cancel.check(self._label)
-            count = reader.readinto(self._buffer[: min(_CHUNK, remaining)])  # type: ignore[union-attr]
+            count = self._source.readinto(self._buffer[: min(_CHUNK, remaining)])
             if not count:
                 raise tarfile.ReadError(f"unexpected end of data in {member.name!r}")
             chunk = self._buffer[:count]
@@ -437,6 +458,20 @@ class _Writer:
             os.chown(path, member.uid, member.gid, follow_symlinks=False)
         os.chmod(path, member.mode & 0o777)
         os.utime(path, _times(member), follow_symlinks=False)
+
+
+def _pieces(member: tarfile.TarInfo, label: str) -> list[tuple[int, int]]:
+    """Where a regular member's data goes in its file, as (offset, size): all of it at 0, or a
+    sparse member's map (its data in the archive is these pieces one after the other)."""
+    if member.sparse is None:
+        return [(0, member.size)]
+    pieces = [(offset, size) for offset, size in member.sparse if size]
+    end = 0
+    for offset, size in pieces:
+        if offset < end or offset + size > member.size:
+            raise Fault(FaultCode.CORRUPT_DATA, f"{label}: member {member.name!r}: sparse map out of order or bounds")
+        end = offset + size
+    return pieces
 
 
 def _times(member: tarfile.TarInfo) -> tuple[int, int]:

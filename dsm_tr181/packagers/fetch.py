@@ -4,8 +4,10 @@ Sources: an absolute path, a ``file://`` URL (empty host or ``localhost``), or a
 ``http://``/``https://`` URL (see :mod:`dsm_tr181.packagers.httpget`). A URL with a
 userinfo part is refused (TR-181: credentials go in Username/Password).
 
-Local files are read in place: one pass to hash, then the same open file is handed
-to extraction. A remote archive with a digest expected streams in chunks into an
+Local files are read once, in place: extraction reads them through
+:class:`_HashingReader`, which hashes what passes; the digest is checked when extraction
+ends (``Fetched.complete``), before anything is published, so a file that does not match
+leaves only a staging directory that is removed. A remote archive with a digest expected streams in chunks into an
 unnamed temporary file (``O_TMPFILE``) in the download directory, hashed on the
 way, so nothing is left behind however the process ends; it is handed to
 extraction once complete and verified. A remote archive with no digest expected
@@ -28,15 +30,17 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import logging
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
@@ -62,7 +66,7 @@ _MAX_CHECKSUM_FILE = 4096
 
 
 class _Readable(Protocol):
-    def readinto(self, buffer: bytearray, /) -> int | None: ...
+    def readinto1(self, buffer: bytearray, /) -> int: ...  # what is there, not waiting to fill the buffer
 
 
 class _Hasher(Protocol):
@@ -77,6 +81,8 @@ class FetchOptions:
     max_archive_bytes: int
     sibling_digest: bool
     max_signature_bytes: int = 65536
+    min_rate: int = 0  # bytes/s a download must average over each rate_window (0: none)
+    rate_window: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -115,12 +121,22 @@ def fetch(
             size = _local_size(file, options, label)
             if not expected and options.sibling_digest:
                 expected = _local_sibling_digest(local, label)
-            check = _SignatureCheck(signature, label)
-            digest = copy_hashed(file, None, size, options, progress, cancel, label, check.hasher)
-            _verify(digest, expected, label)
-            signed_by = check.verify(digest)
-            file.seek(0)
-            yield Fetched(file, local.name, label, lambda: digest, signed_by)
+            if signature is not None:  # nothing is unpacked before the signature verifies: read twice
+                check = _SignatureCheck(signature, label)
+                digest = copy_hashed(file, None, size, options, progress, cancel, label, check.hasher)
+                _verify(digest, expected, label)
+                signed_by = check.verify(digest)
+                file.seek(0)
+                yield Fetched(file, local.name, label, lambda: digest, signed_by)
+                return
+            reader = _HashingReader(file, size, options, progress, cancel, label)
+
+            def complete() -> str:
+                digest = reader.finish()
+                _verify(digest, expected, label)
+                return digest
+
+            yield Fetched(cast(BinaryIO, reader), local.name, label, complete)
         return
     split_url(source.url)
     auth = BasicAuth(source.username, source.password) if source.username or source.password else None
@@ -182,7 +198,8 @@ class _Transfer:
 
     def _copy(self, reply: Reply, out: BinaryIO, total: int | None, extra: _Hasher | None = None) -> str:
         where = display_url(reply.url)
-        return copy_hashed(reply.response, out, total, self.options, self.progress, self.cancel, where, extra)
+        pace = _Pace(self.options.min_rate, self.options.rate_window, where)
+        return copy_hashed(reply.response, out, total, self.options, self.progress, self.cancel, where, extra, pace)
 
 
 class _SignatureCheck:
@@ -343,6 +360,7 @@ def copy_hashed(
     cancel: Cancel,
     label: str,
     extra: _Hasher | None = None,
+    pace: _Pace | None = None,
 ) -> str:
     """Read ``source`` to its end in chunks, hashing (sha256, and ``extra`` if given) and (if ``out``)
     writing; return the hex sha256."""
@@ -354,7 +372,7 @@ def copy_hashed(
     while True:
         cancel.check(label)
         try:
-            count = source.readinto(buffer)
+            count = source.readinto1(buffer)
         except TimeoutError:
             raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, f"{label}: stalled after {done} bytes") from None
         except (OSError, http.client.HTTPException) as exc:
@@ -365,6 +383,8 @@ def copy_hashed(
             cancel.check(label)  # nor the end of a body of unknown length
             break
         done += count
+        if pace is not None:
+            pace.check(done)
         if done > options.max_archive_bytes:
             raise Fault(
                 FaultCode.SYSTEM_RESOURCES_EXCEEDED,
@@ -388,6 +408,83 @@ def copy_hashed(
         except OSError as exc:
             raise disk_fault(exc, f"{label}: cannot store the download") from exc
     return hasher.hexdigest()
+
+
+class _Pace:
+    """A minimum transfer rate, measured over consecutive windows: a server sending a byte
+    now and then (never stalling long enough for read_timeout) must not hold a slot for hours."""
+
+    def __init__(self, min_rate: int, window: float, label: str) -> None:
+        self._min_rate = min_rate
+        self._window = window
+        self._label = label
+        self._start = time.monotonic()
+        self._done = 0
+
+    def check(self, done: int) -> None:
+        now = time.monotonic()
+        if not self._min_rate or now - self._start < self._window:
+            return
+        rate = (done - self._done) / (now - self._start)
+        if rate < self._min_rate:
+            raise Fault(
+                FaultCode.DOWNLOAD_INCOMPLETE,
+                f"{self._label}: transfer too slow after {done} bytes ({rate:.0f} bytes/s over "
+                f"{now - self._start:.0f} s, at least {self._min_rate} needed)",
+            )
+        self._start, self._done = now, done
+
+
+class _HashingReader(io.RawIOBase):
+    """A local archive read forward, hashed on the way; :meth:`finish` hashes the rest
+    (what follows the archive's end) and returns the hex digest."""
+
+    def __init__(
+        self, file: BinaryIO, size: int, options: FetchOptions, progress: ProgressCallback, cancel: Cancel, label: str
+    ) -> None:
+        super().__init__()
+        self._file = file
+        self._size = size
+        self._limit = options.max_archive_bytes
+        self._progress = progress
+        self._cancel = cancel
+        self._label = label
+        self._hasher = hashlib.sha256()
+        self._done = 0
+        progress(0, size)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._cancel.check(self._label)
+        try:
+            count = self._file.readinto(buffer)  # type: ignore[attr-defined]  # a FileIO
+        except OSError as exc:
+            raise Fault(
+                FaultCode.FILE_ACCESS_FAILURE, f"{self._label}: read failed after {self._done} bytes ({exc!r})"
+            ) from None
+        if count:
+            self._done += count
+            if self._done > self._limit:
+                raise Fault(
+                    FaultCode.SYSTEM_RESOURCES_EXCEEDED,
+                    f"{self._label}: archive exceeds the limit of {self._limit} bytes",
+                )
+            with memoryview(buffer) as view:
+                self._hasher.update(view[:count])
+            self._progress(self._done, self._size)
+        return count or 0
+
+    def finish(self) -> str:
+        with memoryview(bytearray(_CHUNK)) as scratch:
+            while self.readinto(scratch):
+                pass
+        if self._done < self._size:
+            raise Fault(
+                FaultCode.FILE_ACCESS_FAILURE, f"{self._label}: file shrank to {self._done} of {self._size} bytes"
+            )
+        return self._hasher.hexdigest()
 
 
 def _free_bytes(directory: Path) -> int:

@@ -32,6 +32,7 @@ from typing import NamedTuple, Protocol
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.urls import display_url
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,6 @@ class Reply(NamedTuple):
     # From any thread, until open_url() exits: shut the connection down, so that a read
     # blocked on it returns at once.
     abort: Callable[[], None]
-
-
-def display_url(url: str) -> str:
-    """``url`` fit for messages and logs: no userinfo, and the query elided (it may hold tokens)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<malformed URL>"
-    netloc = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=netloc, query="…" if parts.query else "", fragment="").geturl()
 
 
 def status_fault(status: int, reason: str, url: str) -> Fault:

@@ -24,6 +24,8 @@ ca_file                (none)     PEM CA file for https, replacing the system st
 verify_tls             true       verify https certificates and host names
 connect_timeout        15         seconds for TCP connect + TLS handshake
 read_timeout           60         seconds any later wait for data may take
+min_rate               1024       bytes/s a download must average over each ``rate_window`` (0: no minimum)
+rate_window            60         seconds over which ``min_rate`` is measured
 max_redirects          5          HTTP redirects followed
 download_dir           (none)     where downloads await their digest check; default the target's parent
 sibling_digest         true       look for ``<url>.sha256`` when no digest is given
@@ -71,24 +73,28 @@ class TarPackagerConfig:
     verify_tls: bool = True
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
+    min_rate: int = 1024
+    rate_window: float = 60.0
     max_redirects: int = 5
     download_dir: Path | None = None
     sibling_digest: bool = True
     max_signature_bytes: int = 65536
 
     def __post_init__(self) -> None:
-        for name in (
+        positive = (
             "max_archive_bytes",
             "max_signature_bytes",
             "max_unpacked_bytes",
             "max_entries",
             "connect_timeout",
             "read_timeout",
-        ):
+        )
+        for name in (*positive, "rate_window"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"packager tar: {name} must be positive")
-        if self.max_redirects < 0:
-            raise ValueError("packager tar: max_redirects must not be negative")
+        for name in ("max_redirects", "min_rate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"packager tar: {name} must not be negative")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> TarPackagerConfig:
@@ -97,7 +103,14 @@ class TarPackagerConfig:
 
     def fetch_options(self) -> FetchOptions:
         http = HttpOptions(self.ca_file, self.verify_tls, self.connect_timeout, self.read_timeout, self.max_redirects)
-        return FetchOptions(http, self.max_archive_bytes, self.sibling_digest, self.max_signature_bytes)
+        return FetchOptions(
+            http,
+            self.max_archive_bytes,
+            self.sibling_digest,
+            max_signature_bytes=self.max_signature_bytes,
+            min_rate=self.min_rate,
+            rate_window=self.rate_window,
+        )
 
     def extract_limits(self) -> ExtractLimits:
         return ExtractLimits(self.max_unpacked_bytes, self.max_entries, self.allow_special_files)
@@ -174,6 +187,11 @@ class TarPackager:
             _publish(layout, staging, target)
         except OSError as exc:
             raise disk_fault(exc, f"{fetched.label}: cannot unpack") from exc
+        except Fault:
+            raise
+        except Exception as exc:  # whatever else the archive's content provokes: it is the archive's fault
+            log.warning("%s: unpacking failed", fetched.label, exc_info=True)
+            raise Fault(FaultCode.CORRUPT_DATA, f"{fetched.label}: cannot unpack ({type(exc).__name__})") from exc
         log.info("%s: unpacked into %s (%d members)", fetched.label, target, extracted.entries)
         return info
 

@@ -23,7 +23,12 @@ from dsm_tr181.schema.types import BaseType, DataType, PathRef, RefType, Value
 
 log = logging.getLogger(__name__)
 
+# The BBF document datamodel/ restates (its spec attribute): TR-369 GetSupportedDM's
+# data_model_inst_uri for the objects served (tests/conformance/test_wire_dbus.py checks it).
+BBF_MODEL_URN = "urn:broadband-forum-org:tr-181-2-19-1-usp"
+
 __all__ = [
+    "BBF_MODEL_URN",
     "Access",
     "ArgumentObject",
     "BaseType",

@@ -232,6 +232,8 @@ class DataType:
         expected = self._python_type
         if isinstance(value, str) and expected is not str:
             return self._parse_scalar(value)
+        if isinstance(value, str) and type(value) is not str:
+            value = str(value)  # a StrEnum member (dsm_tr181.lcm.states) is kept as plain text
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise Fault(FaultCode.INVALID_TYPE, f"{value!r} is not a {self.base.value}")
         if isinstance(value, datetime):

@@ -87,6 +87,7 @@ class DataModel:
         self._validators: dict[str, Validator] = {}
         self._appliers: dict[str, Applier] = {}
         self._commands: dict[str, CommandHandler] = {}
+        self.unannounced: set[str] = set()  # schema parameter paths never in a ValueChange
         self.requests: dict[str, Request] = {}
         self._request_ids = itertools.count(1)
         self.root = self._new_node(schema.root, schema.root.path, None)
@@ -100,6 +101,13 @@ class DataModel:
         self._schema_param(path)
         self._getters[path] = getter
         self._special.clear()
+        self.unannounced.add(path)  # computed on read: no ValueChange
+
+    def never_announced(self, path: str) -> None:
+        """Parameter ``path`` (schema path) changes without notifications (sampled quietly):
+        GetSupportedDM says VALUE_CHANGE_WILL_IGNORE."""
+        self._schema_param(path)
+        self.unannounced.add(path)
 
     def on_set(self, path: str, validate: Validator | None = None, apply: Applier | None = None) -> None:
         """Check (``validate``, raise Fault to refuse) and act on (``apply``) controller writes."""
@@ -249,8 +257,14 @@ class DataModel:
             raise Fault(FaultCode.INTERNAL_ERROR, f"unknown event arguments {sorted(unknown)}", path)
         self.notifications.publish(Notification(Kind.EVENT, path, args=checked, request_id=request_id))
 
-    def subscribe(self, callback: Callable[[Notification], None], kinds: set[Kind] | None = None, prefix: str = ""):
-        return self.notifications.subscribe(callback, kinds, prefix)
+    def subscribe(
+        self,
+        callback: Callable[[Notification], None],
+        kinds: set[Kind] | None = None,
+        prefix: str = "",
+        durable: bool = False,
+    ):
+        return self.notifications.subscribe(callback, kinds, prefix, durable)
 
     # == controller operations ================================================================
 
@@ -309,7 +323,8 @@ class DataModel:
         params: bool = True,
     ) -> dict[str, list[SupportedObject]]:
         """USP GetSupportedDM: requested path -> supported objects at and below it."""
-        return {p: supported_dm(self.schema, p, first_level_only, commands, events, params) for p in paths}
+        quiet = frozenset(self.unannounced)
+        return {p: supported_dm(self.schema, p, first_level_only, commands, events, params, quiet) for p in paths}
 
     def set(self, updates: Mapping[str, Value], allow_partial: bool = False) -> SetResult:
         """USP Set of parameter paths (search paths allowed) to text or typed values.

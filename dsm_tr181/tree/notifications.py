@@ -49,11 +49,15 @@ Subscriber = Callable[[Notification], None]
 
 
 class Subscription:
-    def __init__(self, bus: Notifications, callback: Subscriber, kinds: frozenset[Kind], prefix: str) -> None:
+    def __init__(
+        self, bus: Notifications, callback: Subscriber, kinds: frozenset[Kind], prefix: str, durable: bool = False
+    ) -> None:
         self._bus = bus
         self.callback = callback
         self.kinds = kinds
         self.prefix = prefix
+        # A listener that stays (a bus front end, an events stream), not one request's watch.
+        self.durable = durable
 
     def matches(self, note: Notification) -> bool:
         return note.kind in self.kinds and note.path.startswith(self.prefix)
@@ -65,12 +69,28 @@ class Subscription:
 class Notifications:
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
+        self._listener_hooks: list[Callable[[], None]] = []
 
-    def subscribe(self, callback: Subscriber, kinds: set[Kind] | None = None, prefix: str = "") -> Subscription:
-        """Receive ``kinds`` (default: every USP kind, not PROGRESS) for paths under ``prefix``."""
-        sub = Subscription(self, callback, frozenset(kinds or set(Kind) - {Kind.PROGRESS}), prefix)
+    def subscribe(
+        self, callback: Subscriber, kinds: set[Kind] | None = None, prefix: str = "", durable: bool = False
+    ) -> Subscription:
+        """Receive ``kinds`` (default: every USP kind, not PROGRESS) for paths under ``prefix``;
+        ``durable``: a listener that stays (kept events are delivered to it, see lcm.outcomes)."""
+        sub = Subscription(self, callback, frozenset(kinds or set(Kind) - {Kind.PROGRESS}), prefix, durable)
         self._subscriptions.append(sub)
+        if durable:
+            for hook in list(self._listener_hooks):
+                hook()
         return sub
+
+    def on_listener(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` whenever a durable subscription is added."""
+        self._listener_hooks.append(hook)
+
+    def listening(self, kind: Kind, path: str, durable: bool = False) -> bool:
+        """Does a subscription (a durable one, if ``durable``) receive ``kind`` notifications of ``path``?"""
+        note = Notification(kind, path)
+        return any(sub.matches(note) and (sub.durable or not durable) for sub in self._subscriptions)
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subscriptions:

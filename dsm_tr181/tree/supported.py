@@ -28,6 +28,9 @@ class SupportedParam:
     access: str  # PARAM_READ_ONLY / PARAM_READ_WRITE
     value_type: str
     type: DataType  # the full TR-106 type (facets), beyond what USP carries
+    # USP 1.2+ SupportedParamResult.value_change: a ValueChange subscription is honoured, or
+    # the value moves without notifications (computed on read, sampled quietly)
+    value_change: str = "VALUE_CHANGE_ALLOWED"
 
 
 @dataclass
@@ -62,8 +65,10 @@ def supported_dm(
     commands: bool = True,
     events: bool = True,
     params: bool = True,
+    unannounced: frozenset[str] = frozenset(),
 ) -> list[SupportedObject]:
-    """Objects at and below ``path`` ("Device.SoftwareModules.", "{i}" or instance numbers)."""
+    """Objects at and below ``path`` ("Device.SoftwareModules.", "{i}" or instance numbers);
+    ``unannounced``: schema paths of parameters whose changes are never notified."""
     generic = ".".join("{i}" if p.isdigit() or p == "*" else p for p in path.split("."))
     if not generic.endswith("."):
         leaf_obj, _, leaf = generic.rpartition(".")
@@ -71,7 +76,7 @@ def supported_dm(
         if obj is None or not (leaf in obj.parameters or leaf in obj.commands or leaf in obj.events):
             raise Fault(FaultCode.INVALID_PATH, "not in the supported data model", path)
         return [_describe(obj, commands and leaf in obj.commands, events and leaf in obj.events,
-                          params and leaf in obj.parameters, only=leaf)]  # fmt: skip
+                          params and leaf in obj.parameters, unannounced, only=leaf)]  # fmt: skip
     start = schema.objects.get(generic) or schema.objects.get(generic + "{i}.")  # a table named without {i}
     if start is None:
         raise Fault(FaultCode.INVALID_PATH, "not in the supported data model", path)
@@ -80,10 +85,12 @@ def supported_dm(
         found += list(start.children.values())
     else:
         found += [o for p, o in schema.objects.items() if p.startswith(start.path) and p != start.path]
-    return [_describe(obj, commands, events, params) for obj in found]
+    return [_describe(obj, commands, events, params, unannounced) for obj in found]
 
 
-def _describe(obj: Object, commands: bool, events: bool, params: bool, only: str = "") -> SupportedObject:
+def _describe(
+    obj: Object, commands: bool, events: bool, params: bool, unannounced: frozenset[str], only: str = ""
+) -> SupportedObject:
     result = SupportedObject(
         path=obj.path,
         access="OBJ_ADD_DELETE" if obj.creatable else "OBJ_READ_ONLY",
@@ -91,7 +98,9 @@ def _describe(obj: Object, commands: bool, events: bool, params: bool, only: str
         unique_key_sets=[list(k.parameters) for k in obj.unique_keys],
     )
     if params:
-        result.params = [_param(p) for n, p in obj.parameters.items() if not only or n == only]
+        result.params = [
+            _param(p, obj.path + n in unannounced) for n, p in obj.parameters.items() if not only or n == only
+        ]
     if commands:
         result.commands = [_command(c) for n, c in obj.commands.items() if not only or n == only]
     if events:
@@ -99,9 +108,10 @@ def _describe(obj: Object, commands: bool, events: bool, params: bool, only: str
     return result
 
 
-def _param(parameter: Parameter) -> SupportedParam:
+def _param(parameter: Parameter, unannounced: bool = False) -> SupportedParam:
     access = "PARAM_READ_WRITE" if parameter.writable else "PARAM_READ_ONLY"
-    return SupportedParam(parameter.name, access, VALUE_TYPES[parameter.type.base], parameter.type)
+    change = "VALUE_CHANGE_WILL_IGNORE" if unannounced else "VALUE_CHANGE_ALLOWED"
+    return SupportedParam(parameter.name, access, VALUE_TYPES[parameter.type.base], parameter.type, change)
 
 
 def _command(command: Command) -> SupportedCommand:

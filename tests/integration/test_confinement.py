@@ -404,13 +404,16 @@ def _instance_name(dsm: DsmDaemon) -> str:
     return default_instance_name(dsm.state)
 
 
-def test_install_command_refuses_privileged_synchronously(dsm: DsmDaemon) -> None:
-    """The refusal needs no download: the URL does not even exist."""
+def test_install_refuses_privileged_before_any_download_with_its_event(dsm: DsmDaemon) -> None:
+    """The ExecEnv's policy refuses it, so it is the operation's outcome (README "Outcomes"),
+    decided before any download: the URL does not even exist."""
     outcome = operate(
         dsm, INSTALL_DU, {"URL": (dsm.work / "absent.tar").as_uri(), "Privileged": True,
                           "ExecutionEnvRef": ee_ref(dsm, "default")},
     )  # fmt: skip
     assert outcome.fault is not None and outcome.fault["code"] == FaultCode.REQUEST_DENIED.usp
+    assert outcome.event is not None and outcome.event["CurrentState"] == "Failed", outcome
+    assert outcome.event["Fault.FaultCode"] == str(FaultCode.REQUEST_DENIED.usp)
     nothing_left(dsm)
 
 

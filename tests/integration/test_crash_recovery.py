@@ -9,13 +9,13 @@ directories, logs and runc containers all agreeing.
 What the code decides, and these tests pin down:
 
 * ``install.committed`` comes after the commit of the Installed DU and its EU: the DU
-  is fully installed after the restart. Its DUStateChange! is lost (the operation
-  record went with that commit, so recovery has nothing to announce).
-* A DUStateChange! that recovery publishes (interrupted install/update/uninstall) is
-  sent before the control socket serves, so no subscriber can see it; it is checked
-  in the daemon log (Lcm.du_state_change logs every event).
-* An EU whose container died while the daemon was down is started again when its
-  persisted RequestedState is Active (recovery's autostart), without a fault.
+  is fully installed after the restart. Its DUStateChange! was committed with it and is
+  delivered after the restart (lcm/outcomes.py).
+* A DUStateChange! that recovery publishes (interrupted install/update/uninstall) comes
+  before the control socket and the buses serve: it is kept in the store and delivered to
+  the first subscriber, once.
+* An EU whose container died while the daemon was down rests Idle with
+  FailureWhileActive: no silent restart (lcm/recovery.py).
 
 Archives come from file:// (fast, deterministic); one daemon per case.
 """
@@ -195,6 +195,11 @@ def test_install_interrupted_before_commit_is_rolled_back(
     other.assert_untouched(dsm)
     assert "rolling back the interrupted installation" in log
     assert events_logged(log, "Install") == [("Failed", f"fault {INTERRUPTED}")]
+    kept = dsm.events(SM + "DUStateChange!").du_state_change("Install")  # the first subscriber gets it
+    assert (kept["CurrentState"], kept["Fault.FaultCode"], kept["DeploymentUnitRef"]) == ("Failed", "7002", "")
+    later = dsm.events(SM + "DUStateChange!")
+    with pytest.raises(TimeoutError):
+        later.du_state_change("Install", timeout=1.0)  # delivered once
     # Nothing of the lost install stands in the way of installing it again.
     again = install(dsm, du_v1.as_uri())
     assert again.ok, again
@@ -221,7 +226,10 @@ def test_install_interrupted_after_commit_is_a_complete_install(dsm: DsmDaemon, 
     ]
     assert staging_dirs(dsm) == []
     assert "rolling back" not in log
-    assert events_logged(log, "Install") == []  # the event of this install is lost (see the module docstring)
+    assert events_logged(log, "Install") == []  # nothing to redo: the committed outcome only waits for a listener
+    kept = dsm.events(SM + "DUStateChange!").du_state_change("Install")
+    assert (kept["CurrentState"], kept["Fault.FaultCode"]) == ("Installed", "0")
+    assert kept["DeploymentUnitRef"] == du.rstrip(".")
     # and it works: the EU starts from the committed bundle.
     assert operate(dsm, eu + "SetRequestedState()", {"RequestedState": "Active"}).ok
     wait_status(dsm, eu, "Active")
@@ -356,9 +364,11 @@ def test_adopted_container_is_watched_for_its_exit(dsm: DsmDaemon, du_v1: Path) 
     )
 
 
-def test_container_killed_while_the_daemon_was_down_is_started_again(dsm: DsmDaemon, du_v1: Path) -> None:
+def test_container_killed_while_the_daemon_was_down_gets_its_fault_not_a_silent_restart(
+    dsm: DsmDaemon, du_v1: Path
+) -> None:
     dsm.start()
-    _, eu, pid, _ = install_running(dsm, du_v1.as_uri())
+    _, eu, _, _ = install_running(dsm, du_v1.as_uri())
     euid = value(dsm, eu + "EUID")
     dsm.kill9()
     runc_kill(dsm, euid)
@@ -366,8 +376,7 @@ def test_container_killed_while_the_daemon_was_down_is_started_again(dsm: DsmDae
 
     restart(dsm)
 
-    active = wait_status(dsm, eu, "Active")  # RequestedState Active was persisted: recovery starts it again
-    assert active["ExecutionFaultCode"] == "NoFault"
-    state = runc_state(dsm, euid)
-    assert state is not None and state["status"] == "running" and state["pid"] != pid
-    assert dsm.containers() == [euid]
+    idle = wait_status(dsm, eu, "Idle")  # only AutoStart/RunLevel start EUs, and only when the ExecEnv starts
+    assert idle["ExecutionFaultCode"] == "FailureWhileActive"
+    assert "not running" in idle["ExecutionFaultMessage"]
+    assert runc_state(dsm, euid) is None

@@ -438,6 +438,7 @@ def test_get_supported_dm_json(served: Served) -> None:
         "param_name": "AutoStart",
         "access": "PARAM_READ_WRITE",
         "value_type": "PARAM_BOOLEAN",
+        "value_change": "VALUE_CHANGE_ALLOWED",
     }
     assert params["RunLevel"]["value_type"] == "PARAM_UNSIGNED_INT"
     commands = {c["command_name"]: c for c in eu["supported_commands"]}

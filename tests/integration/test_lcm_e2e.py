@@ -576,14 +576,16 @@ def test_install_into_an_unknown_execenv_is_refused_at_once(dsm: DsmDaemon, arch
     assert_nothing_installed(dsm)
 
 
-def test_install_into_a_disabled_execenv_is_refused_at_once(dsm: DsmDaemon, archives: Path) -> None:
+def test_install_into_a_disabled_execenv_fails_with_its_event(dsm: DsmDaemon, archives: Path) -> None:
+    """The ExecEnv's state, not the request, refuses it: an outcome (README "Outcomes")."""
     set_values(dsm, {EE1 + ".Enable": False})
 
     outcome = install(dsm, str(build_du(archives, "disabled-ee")))
 
     assert outcome.fault is not None, outcome
     assert (outcome.fault["code"], outcome.fault["cwmp_code"]) == (7012, FaultCode.DISABLED_EE.cwmp)
-    assert outcome.event is None
+    assert outcome.event is not None
+    assert (outcome.event["CurrentState"], outcome.event["Fault.FaultCode"]) == ("Failed", "7012")
     assert_nothing_installed(dsm)
 
 

@@ -189,6 +189,30 @@ def test_death_by_signal_is_reported(harness: Harness) -> None:
 
 
 @pytest.mark.integration
+def test_start_clears_a_stopped_leftover_and_refuses_a_live_one(harness: Harness) -> None:
+    spec = harness.spec("again", harness.bundle("again", ("/bin/sh", "-c", "exit 0")))
+
+    async def scenario() -> None:
+        runtime, exits = harness.runtime()
+        await runtime.start(spec)
+        await exits.of("again")
+        assert harness.listed()["again"]["status"] == "stopped"  # left in the root
+        exits.seen.clear()
+        await runtime.start(spec)  # the stopped one is deleted first
+        await exits.of("again")
+        await runtime.remove("again")
+        live = harness.spec("live", harness.bundle("live", SLEEPER))
+        await runtime.start(live)
+        with pytest.raises(Fault) as caught:
+            await runtime.start(live)
+        assert caught.value.code is FaultCode.COMMAND_FAILURE
+        await runtime.remove("live")
+        await runtime.close()
+
+    run(scenario)
+
+
+@pytest.mark.integration
 def test_failed_start_raises_and_leaves_nothing(harness: Harness) -> None:
     spec = harness.spec("broken", harness.bundle("broken", ("/no/such/binary",)))
 

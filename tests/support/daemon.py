@@ -54,6 +54,7 @@ class DsmDaemon:
         lcm: Mapping[str, Any] | None = None,
         execenvs: list[Mapping[str, Any]] | None = None,
         extra: Mapping[str, Mapping[str, Any]] | None = None,
+        buses: Sequence[str] = ("none",),
     ) -> None:
         self.work = work
         self.state = work / "state"
@@ -61,7 +62,7 @@ class DsmDaemon:
         self.log_path = work / "daemon.log"
         self.runc_root = self.runc_root_of("default")
         sections: dict[str, Mapping[str, Any]] = {
-            "daemon": {"state_dir": str(self.state), "socket": str(self.socket), "buses": ["none"],
+            "daemon": {"state_dir": str(self.state), "socket": str(self.socket), "buses": list(buses),
                        "log_level": "debug"},
             "lcm": {"usage_interval": 1.0, **(lcm or {})},
             **(extra or {}),

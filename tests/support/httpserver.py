@@ -15,7 +15,8 @@ Behaviour is set on the running server through plain attributes, read at each re
   full URL such as ``server.url("b.tar", host="localhost")`` for another host);
 - ``statuses = {"/x.tar": 500}``: answer that status with an empty body;
 - ``truncate_after = N``: announce the full Content-Length, send N bytes, close;
-- ``chunk_delay = seconds``: sleep before each 64 KiB chunk of a body (slow server).
+- ``chunk_delay = seconds``: sleep before each 64 KiB chunk of a body (slow server);
+- ``stall_after = N``: send N bytes of a body, then nothing until the server stops.
 
 ``requests`` lists what was asked (:class:`Request`), for assertions. The server is
 threaded, listens on an ephemeral port and stops with the ``with`` block.
@@ -50,6 +51,7 @@ class Request:
     path: str
     host: str  # the Host header
     authorization: str  # the Authorization header, "" if none
+    query: str = ""  # the query string asked for, "" if none
 
 
 def make_tls_files(directory: Path) -> TlsFiles:
@@ -96,6 +98,7 @@ class FileServer:
         self.statuses: dict[str, int] = {}
         self.truncate_after: int | None = None
         self.chunk_delay = 0.0
+        self.stall_after: int | None = None
         self.requests: list[Request] = []
         self._stopping = threading.Event()
         self._context: ssl.SSLContext | None = None
@@ -167,8 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
-        path = urlsplit(self.path).path
-        owner.requests.append(Request(path, self.headers.get("Host", ""), self.headers.get("Authorization", "")))
+        path, query = urlsplit(self.path)[2:4]
+        owner.requests.append(Request(path, self.headers.get("Host", ""), self.headers.get("Authorization", ""), query))
         if path in owner.statuses:
             self._empty(owner.statuses[path])
         elif path in owner.redirects:
@@ -200,6 +203,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(size))
         self.end_headers()
         budget = size if owner.truncate_after is None else min(size, owner.truncate_after)
+        if owner.stall_after is not None:
+            budget = min(budget, owner.stall_after)
         with file.open("rb") as body:
             while budget > 0:
                 if owner.chunk_delay and owner._stopping.wait(owner.chunk_delay):
@@ -210,4 +215,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 budget -= len(chunk)
         self.wfile.flush()
+        if owner.stall_after is not None:
+            owner._stopping.wait()
         self.close_connection = True

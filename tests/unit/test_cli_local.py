@@ -76,3 +76,16 @@ def test_progress_elsewhere_is_one_line_per_stage() -> None:
         "download...",
         "unpack...",
     ]
+
+
+def test_a_known_verb_gets_its_parser_alone_and_the_same_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    from dsm_tr181.cli import build_parser, verb_of
+
+    assert verb_of(["--socket", "get", "--json", "get", "x"]) == "get"  # --socket's value is no verb
+    assert verb_of(["--json"]) is None
+    argv = ["--json", "get", "--max-depth", "2", "Device.X."]
+    alone, full = build_parser("get").parse_args(argv), build_parser().parse_args(argv)
+    assert vars(alone) == vars(full)
+    with pytest.raises(SystemExit):
+        build_parser("nonsense").parse_args(["nonsense"])
+    assert "ee.list" in capsys.readouterr().err  # the full parser lists the verbs there are

@@ -129,3 +129,22 @@ def test_a_tree_with_hidden_and_computed_values(dm: DataModel) -> None:
     assert document == {o.path: o.text() for o in objects}
     test = document["Device.Test."]
     assert (test["Secret"], test["Key"], test["Level"], test["Tags"]) == ("", "", "7", "x,y")
+
+
+def test_collections_paused_restores_what_it_found() -> None:
+    import gc
+
+    from dsm_tr181.buses.bulk_json import collections_paused
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError), collections_paused():
+        assert not gc.isenabled()
+        raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collections_paused():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()

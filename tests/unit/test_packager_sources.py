@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -104,3 +105,45 @@ def test_checksum_files() -> None:
     with pytest.raises(Fault) as caught:
         parse_checksum_file(both, "z.tar", "w")
     assert caught.value.code is FaultCode.CORRUPT_DATA
+
+
+def _bytes_read() -> int:
+    """What this process has read through read(2) and friends so far (/proc/self/io rchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_a_local_archive_is_read_once_and_hashed(tmp_path: Path) -> None:
+    path = tmp_path / "big.tar"
+    payload = os.urandom(8 << 20)
+    with tarfile.open(path, "w") as tar:
+        data = json.dumps(oci_config(["/bin/true"])).encode()
+        for name, content in (("config.json", data), ("rootfs/blob", payload)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    size = path.stat().st_size
+    before = _bytes_read()
+    info = unpack(str(path), tmp_path / "out")
+    assert _bytes_read() - before < 1.5 * size  # once, not hashed first and unpacked then
+    assert info.digest == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (tmp_path / "out" / "rootfs" / "blob").read_bytes() == payload
+
+
+def test_a_local_archive_that_does_not_match_its_digest_leaves_nothing(archive: Path, tmp_path: Path) -> None:
+    with archive.open("ab") as file:
+        file.write(b"\0" * 10240)  # more end blocks: still a valid archive, another digest
+    wrong = "sha256:" + hashlib.sha256(b"another archive").hexdigest()
+    out = tmp_path / "bundles" / "out"
+    out.parent.mkdir()
+    with pytest.raises(Fault) as caught:
+        unpack(str(archive), out, digest=wrong)
+    assert caught.value.code is FaultCode.CORRUPT_DATA and "expected" in caught.value.message
+    assert list(out.parent.iterdir()) == []  # no bundle, no staging directory
+    sibling = archive.with_name(archive.name + ".sha256")
+    sibling.write_text(wrong.removeprefix("sha256:") + "  du.tar\n")
+    with pytest.raises(Fault):
+        unpack(str(archive), out)
+    assert list(out.parent.iterdir()) == []

@@ -1,0 +1,221 @@
+"""Latency of a small get, and the daemon's memory, while other clients and operations stress it.
+
+Starts the real ``dsm`` daemon on a store of N persisted DUs (as daemon_bench.py makes
+them), then measures the p99 latency of a one-parameter get from another process:
+  * idle (the baseline, same run),
+  (a) while a DU archive of E entries installs (100k by default),
+  (b) while two clients read the whole tree in a loop,
+  (c) while 50 ``events`` clients that never read exist and 2000 sets publish notifications,
+each as a ratio to the idle p99 (target <= 3x), and the daemon's RSS before and after each
+phase, the phase's clients gone (target: back within 5 MiB). Then (d) C install/uninstall
+cycles of a small DU: RSS after the first 10% of them and at the end, as KiB per cycle.
+
+Run as root: python bench/stress_bench.py [--entries 100000] [--dus 1000] [--cycles 2000] [--dir /dev/shm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import socket
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from daemon_bench import memory_kib, populate  # the same store the restart bench uses
+
+from dsm_tr181.control_client import HEADER
+from dsm_tr181.sample_bundle import oci_config
+from tests.support.daemon import DsmDaemon
+
+SMALL = {"paths": ["Device.SoftwareModules.ExecEnv.1.Name"]}
+SAMPLES = 400
+SUBSCRIBERS = 50
+SETS = 2000
+
+
+def many_entries(path: Path, entries: int) -> Path:
+    """A DU archive: config.json, rootfs/ and ``entries`` one-byte files."""
+    with tarfile.open(path, "w") as tar:
+
+        def add(name: str, data: bytes | None = None) -> None:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            else:
+                info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        add("config.json", json.dumps(oci_config(["/bin/true"])).encode())
+        add("rootfs")
+        for n in range(entries):
+            if n % 1000 == 0:
+                add(f"rootfs/d{n // 1000}")
+            add(f"rootfs/d{n // 1000}/f{n}", b"x")
+    return path
+
+
+def p99(dsm: DsmDaemon, samples: int = SAMPLES, until: Callable[[], bool] | None = None) -> float:
+    """p99 (ms) of small gets, one after another, ``samples`` of them (or until ``until()``)."""
+    client = dsm.client()
+    latencies: list[float] = []
+    while len(latencies) < samples or (until is not None and not until()):
+        started = time.perf_counter()
+        client.call("get", SMALL)
+        latencies.append(time.perf_counter() - started)
+        if until is not None and until() and len(latencies) >= 20:
+            break
+    latencies.sort()
+    return latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+
+
+def rss_mib(dsm: DsmDaemon) -> float:
+    assert dsm.process is not None
+    return memory_kib(dsm.process.pid)["VmRSS"] / 1024
+
+
+@contextmanager
+def background(work: Callable[[threading.Event], None], threads: int = 1) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    running = [threading.Thread(target=work, args=(stop,), daemon=True) for _ in range(threads)]
+    for thread in running:
+        thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        for thread in running:
+            thread.join(600)
+
+
+def phase_install(dsm: DsmDaemon, archive: Path) -> float:
+    done = threading.Event()
+    outcome: list[str] = []
+
+    def install(stop: threading.Event) -> None:
+        try:
+            client = dsm.client(timeout=None)
+            args = {"URL": f"file://{archive}", "ExecutionEnvRef": "Device.SoftwareModules.ExecEnv.1"}
+            result = client.follow("operate", {"command": "Device.SoftwareModules.InstallDU()", "args": args},
+                                   lambda progress: None)  # fmt: skip
+            outcome.append(str(result.get("DUStateChange", {}).get("DeploymentUnitRef", "")))
+        finally:
+            done.set()
+
+    with background(install):
+        latency = p99(dsm, until=done.is_set)
+    (du,) = outcome
+    dsm.client(timeout=None).follow("operate", {"command": du + ".Uninstall()", "args": {}}, lambda progress: None)
+    return latency
+
+
+def phase_whole_tree(dsm: DsmDaemon) -> float:
+    def read(stop: threading.Event) -> None:
+        client = dsm.client()
+        while not stop.is_set():
+            client.call("get", {"paths": ["Device."]})
+
+    with background(read, threads=2):
+        return p99(dsm)
+
+
+def phase_subscribers(dsm: DsmDaemon) -> float:
+    request = json.dumps({"id": 1, "method": "events", "params": {}}).encode()
+    sleepers = []
+    for _ in range(SUBSCRIBERS):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(dsm.socket))
+        sock.sendall(HEADER.pack(len(request)) + request)
+        sleepers.append(sock)  # never read
+    eu = "Device.SoftwareModules.ExecutionUnit.1.AutoStart"
+
+    def setter(stop: threading.Event) -> None:
+        client = dsm.client()
+        for n in range(SETS):
+            if stop.is_set():
+                return
+            client.call("set", {"values": {eu: "true" if n % 2 else "false"}})
+
+    try:
+        with background(setter):
+            return p99(dsm)
+    finally:
+        for sock in sleepers:
+            sock.close()
+
+
+def cycles(dsm: DsmDaemon, archive: Path, count: int) -> tuple[float, float]:
+    """RSS (MiB) after the first tenth of ``count`` install/uninstall cycles and after all of them."""
+    client = dsm.client(timeout=None)
+    args = {"URL": f"file://{archive}", "ExecutionEnvRef": "Device.SoftwareModules.ExecEnv.1"}
+    warm = 0.0
+    for n in range(count):
+        done = client.follow("operate", {"command": "Device.SoftwareModules.InstallDU()", "args": args},
+                             lambda progress: None)  # fmt: skip
+        du = done["DUStateChange"]["DeploymentUnitRef"]
+        client.follow("operate", {"command": du + ".Uninstall()", "args": {}}, lambda progress: None)
+        if n + 1 == max(1, count // 10):
+            warm = rss_mib(dsm)
+    return warm, rss_mib(dsm)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--dus", type=int, default=1000)
+    parser.add_argument("--cycles", type=int, default=2000)
+    parser.add_argument("--dir", default=None, help="work directory (a tmpfs keeps the disk out of it)")
+    options = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dsm-stress-", dir=options.dir))
+    try:
+        archive = many_entries(work / "many.tar", options.entries)
+        small = many_entries(work / "small.tar", 10)
+        limits = {"max_entries": options.entries + options.entries // 1000 + 10}  # the files and their folders
+        dsm = DsmDaemon(work, lcm={"usage_interval": 60.0}, extra={"packager.tar": limits})
+        dsm.state.mkdir(parents=True)
+        populate(dsm.state, options.dus)
+        dsm.start()
+        try:
+            idle = p99(dsm)
+            rows = []
+            for name, phase in (
+                (f"(a) install of {options.entries} entries", lambda: phase_install(dsm, archive)),
+                ("(b) 2 whole-tree readers", lambda: phase_whole_tree(dsm)),
+                (f"(c) {SUBSCRIBERS} non-reading subscribers", lambda: phase_subscribers(dsm)),
+            ):
+                before = rss_mib(dsm)
+                latency = phase()
+                time.sleep(1.0)  # the phase's clients are gone: let the daemon settle
+                rows.append((name, latency, before, rss_mib(dsm)))
+            warm, end = cycles(dsm, small, options.cycles) if options.cycles else (0.0, 0.0)
+        finally:
+            dsm.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{options.dus} persisted DUs; idle p99 of a small get: {idle:.2f} ms")
+    print(f"{'phase':<38} {'p99 ms':>8} {'x idle':>7} {'RSS before':>11} {'after':>7} {'delta':>7}")
+    for name, latency, before, after in rows:
+        print(f"{name:<38} {latency:>8.2f} {latency / idle:>7.1f} {before:>10.1f}M {after:>6.1f}M "
+              f"{after - before:>+6.1f}M")  # fmt: skip
+    met = all(latency / idle <= 3 for _, latency, _, _ in rows)
+    back = all(after - before <= 5 for _, _, before, after in rows)
+    if options.cycles:
+        creep = (end - warm) * 1024 / max(1, options.cycles - options.cycles // 10)
+        print(f"(d) {options.cycles} install/uninstall cycles: RSS {warm:.1f}M after the first tenth, "
+              f"{end:.1f}M at the end: {creep:+.2f} KiB per cycle")  # fmt: skip
+    print(f"targets: p99 <= 3x idle ({'met' if met else 'MISSED'}), RSS back within 5 MiB "
+          f"({'met' if back else 'MISSED'})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
