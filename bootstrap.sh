@@ -17,3 +17,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]' -e tools
+# A runtime from another distribution, for tests/integration/test_plugin_runtime.py.
+.venv/bin/pip install -q -e tests/plugins/dsm-chroot-runtime

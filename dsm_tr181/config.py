@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import tomllib
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 
 from dsm_tr181.containerspec import ConfinementPolicy
 from dsm_tr181.lcm.settings import ExecEnvSettings, LcmSettings
-from dsm_tr181.sections import build_section
+from dsm_tr181.sections import build_section, check_known, check_value
 
 DEFAULT_FILE = Path("/etc/dsm/dsm.toml")
 BUS_CHOICES = ("auto", "rbus", "dbus", "none")
@@ -260,25 +261,22 @@ def _runtime_section(name: str, sections: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _no_unknown(where: str, section: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        check_known(where, section, sorted(known))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_types(where: str, section: Mapping[str, Any], cls: type) -> None:
-    """Scalars must have their field's type (a bool is not a number, 2.5 is not an integer)."""
-    wanted = {f.name: f.default for f in fields(cls)}
+    """Scalars must have their field's type (a bool is not a number, 2.5 is not an integer),
+    checked as every adapter section is (dsm_tr181/sections.py)."""
+    hints = typing.get_type_hints(cls)
     for key, value in section.items():
-        default = wanted.get(key)
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{where}.{key} must be true or false, not {value!r}")
-        integer = isinstance(default, int) and not isinstance(default, bool)
-        if integer and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{where}.{key} must be an integer, not {value!r}")
-        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"{where}.{key} must be a number, not {value!r}")
-        if isinstance(default, str) and not isinstance(value, str):
-            raise ConfigError(f"{where}.{key} must be a string, not {value!r}")
+        if hints.get(key) in (bool, int, float, str):
+            try:
+                check_value(where, key, hints[key], value)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
 
 def overrides_from_args(args: Sequence[str] | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dsm_tr181 import __version__, adapters, fleet
+from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.buses.control_socket import ControlServer
 from dsm_tr181.buses.memory import release_free_memory
 from dsm_tr181.buses.provider import BusProvider
@@ -77,12 +78,16 @@ def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
     created now (AdapterUnavailable) is a placeholder: its ExecEnv is Error until it can."""
     runtimes: dict[str, Runtime] = {}
     for ee in config.lcm.execenvs:
-        adapter = adapters.load("runtime", ee.runtime)
-        create = functools.partial(adapter.create, config.runtimes[ee.runtime], config.state_dir / "execenvs" / ee.name)
+        adapters.load("runtime", ee.runtime)  # an unknown name or a broken plug-in stops the daemon now
+        context = AdapterContext(ee.runtime, config.state_dir / "execenvs" / ee.name)
+        create = functools.partial(adapters.create, "runtime", ee.runtime, config.runtimes[ee.runtime], context)
         try:
             runtimes[ee.name] = create()
         except ValueError as exc:
-            raise ConfigError(f"runtime.{ee.runtime}: {exc}") from None
+            message = str(exc)
+            raise ConfigError(
+                message if message.startswith(f"runtime.{ee.runtime}") else f"runtime.{ee.runtime}: {message}"
+            ) from None
         except AdapterUnavailable as exc:
             log.error("runtime %s is unavailable: %s (execution environment %s)", ee.runtime, exc, ee.name)
             runtimes[ee.name] = DeferredRuntime(ee.runtime, create, str(exc))
@@ -100,7 +105,8 @@ async def start_buses(config: DaemonConfig, dm: DataModel) -> list[BusProvider]:
         candidates = ("rbus", "dbus") if choice == "auto" else (choice,)
         for name in candidates:
             try:
-                provider = adapters.load("bus", name).create(dm, config.bus_sections.get(name, {}), loop)
+                context = AdapterContext(name, config.state_dir / "buses" / name, dm, loop)
+                provider = adapters.create("bus", name, config.bus_sections.get(name, {}), context)
                 await provider.start()
             except Exception as exc:  # in auto mode any bus failure means "try the next one"
                 if choice != "auto":
@@ -124,9 +130,8 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     dm = DataModel(load_schema(datamodel, cache_dir=state_dir, extensions=extensions))
     try:
         # Images to the image packager, DU archives to the tar packager (dsm_tr181/packagers/dispatch.py).
-        packager = adapters.load("packager", "auto").create(
-            config.packager, config.packager_image, config.lcm.bundle_dir
-        )
+        sections = {"tar": config.packager, "image": config.packager_image}
+        packager = adapters.create("packager", "auto", sections, AdapterContext("auto", config.lcm.bundle_dir))
         sealer = FernetSealer(state_dir / "secret.key")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -2,8 +2,9 @@
 
 Every adapter (packager, runtimes, buses) reads its own ``[section]`` of the daemon's
 configuration into a frozen dataclass with :func:`build_section`: unknown keys and values
-of the wrong type are a ValueError naming the section and the key; value ranges are the
-dataclass's own ``__post_init__`` business.
+of the wrong type are a ValueError in one style, ``section.key: reason`` (the daemon's own
+sections are checked with the same :func:`check_known` and :func:`check_value`); value
+ranges are the dataclass's own ``__post_init__`` business.
 """
 
 from __future__ import annotations
@@ -28,12 +29,20 @@ def build_section(cls: type[T], section: Mapping[str, Any], where: str) -> T:
     non-empty string), tuple[str, ...] (from a list of strings), and ``X | None``.
     """
     hints = typing.get_type_hints(cls)
-    known = [field.name for field in dataclasses.fields(cls)]
+    check_known(where, section, [field.name for field in dataclasses.fields(cls)])
+    return cls(**{key: check_value(where, key, hints[key], value) for key, value in section.items()})
+
+
+def check_known(where: str, section: Mapping[str, Any], known: list[str]) -> None:
+    """ValueError ``where.key: unknown key (known: ...)`` for the first key not in ``known``."""
     unknown = sorted(str(key) for key in set(section) - set(known))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
-    values = {key: _convert(hints[key], value, f"{where}: {key}") for key, value in section.items()}
-    return cls(**values)
+        raise ValueError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(known)})")
+
+
+def check_value(where: str, key: str, hint: Any, value: Any) -> Any:
+    """``value`` converted to the type ``hint``, or ValueError ``where.key: must be ..., not ...``."""
+    return _convert(hint, value, f"{where}.{key}")
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
@@ -68,4 +77,4 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         expected = "a list of strings"
     else:
         raise TypeError(f"{where}: unsupported field type {hint!r}")
-    raise ValueError(f"{where} must be {expected}, not {value!r}")
+    raise ValueError(f"{where}: must be {expected}, not {value!r}")

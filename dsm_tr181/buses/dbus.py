@@ -33,6 +33,7 @@ from typing import Any
 import pydbus
 from gi.repository import Gio, GLib
 
+from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.buses.dbus_errors import INTERNAL_ERROR, error_name, fault_text, internal_error_text
 from dsm_tr181.buses.dbus_interface import INTERFACE, INTROSPECTION
 from dsm_tr181.buses.dbus_service import DsmService
@@ -100,6 +101,12 @@ class DbusProvider:
     @classmethod
     def create(cls, dm: DataModel, section: Mapping[str, Any], loop: asyncio.AbstractEventLoop) -> DbusProvider:
         return cls(dm, DbusConfig.from_config(section), loop)
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> DbusProvider:
+        """The adapter factory (dsm_tr181/adapters.py)."""
+        datamodel, loop = context.serving()
+        return cls.create(datamodel, section, loop)
 
     async def start(self) -> None:
         """Connect, register the object, own the name and start sending signals."""

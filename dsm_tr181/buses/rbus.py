@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.buses import rbus_ffi
 from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.buses.rbus_ffi import EventType, RbusCallFailed, Typed
@@ -116,6 +117,12 @@ class RbusProvider:
     @classmethod
     def create(cls, dm: DataModel, section: Mapping[str, Any], loop: asyncio.AbstractEventLoop) -> RbusProvider:
         return cls(dm, RbusConfig.from_config(section), loop)
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> RbusProvider:
+        """The adapter factory (dsm_tr181/adapters.py)."""
+        datamodel, loop = context.serving()
+        return cls.create(datamodel, section, loop)
 
     async def start(self) -> None:
         """Open the handle, register every element and row, follow the tree.

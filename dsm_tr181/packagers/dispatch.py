@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
 from dsm_tr181.packagers.fetch import local_path
@@ -32,6 +33,7 @@ from dsm_tr181.packagers.image import ImagePackager
 from dsm_tr181.packagers.imageref import is_image_ref
 from dsm_tr181.packagers.imagesources import OCI_LAYOUT, PEEK_BYTES, archive_kind, looks_like_image_tar, tar_top_names
 from dsm_tr181.packagers.tar import TarPackager
+from dsm_tr181.sections import check_known
 
 PLATFORM = "com.rdkcentral.dac.platform"
 COMPATIBILITY_KEY = "com.rdkcentral.dac.compatibilityKey"
@@ -48,6 +50,13 @@ class AutoPackager:
         return cls(
             TarPackager.from_config(tar_section), ImagePackager.from_config(image_section, bundle_dir.parent / "layers")
         )
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> AutoPackager:
+        """The adapter factory (dsm_tr181/adapters.py): ``section`` holds the ``tar`` and ``image``
+        sections, ``context.state_dir`` is the bundle directory."""
+        check_known("packager", section, ["tar", "image"])
+        return cls.create(section.get("tar", {}), section.get("image", {}), context.state_dir)
 
     def __repr__(self) -> str:
         return f"AutoPackager({self.tar!r}, {self.image!r})"

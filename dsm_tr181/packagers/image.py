@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
 from dsm_tr181.lcm.urls import display_url
@@ -154,6 +155,12 @@ class ImagePackager:
     @classmethod
     def from_config(cls, section: Mapping[str, Any], default_layer_dir: Path | None = None) -> ImagePackager:
         return cls(ImagePackagerConfig.from_config(section), default_layer_dir)
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> ImagePackager:
+        """The adapter factory (dsm_tr181/adapters.py): ``context.state_dir`` is the bundle
+        directory; the layer store defaults to ``layers`` beside it."""
+        return cls.from_config(section, context.state_dir.parent / "layers")
 
     def __repr__(self) -> str:
         return f"ImagePackager({self.config!r}, store={self.store.root})"

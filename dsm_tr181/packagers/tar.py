@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
 from dsm_tr181.packagers import signature
@@ -124,6 +125,11 @@ class TarPackager:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> TarPackager:
         return cls(TarPackagerConfig.from_config(section))
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> TarPackager:
+        """The adapter factory (dsm_tr181/adapters.py); it keeps no state of its own."""
+        return cls.from_config(section)
 
     def __repr__(self) -> str:
         return f"TarPackager({self.config!r})"

@@ -43,6 +43,7 @@ from typing import Any
 
 from gi.repository import Gio, GLib
 
+from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.glib_thread import Completion, GLibThread
 from dsm_tr181.lcm.ports import (
@@ -217,6 +218,11 @@ class DobbyRuntime:
     def create(cls, section: Mapping[str, Any], state_dir: Path) -> DobbyRuntime:
         """Build from the daemon's ``runtime.dobby`` section (Dobby keeps its own state)."""
         return cls(DobbyRuntimeConfig.from_config(section), work=state_dir / "dobby")
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> DobbyRuntime:
+        """The adapter factory (dsm_tr181/adapters.py)."""
+        return cls.create(section, context.state_dir)
 
     # --- Runtime ------------------------------------------------------------------------------
 

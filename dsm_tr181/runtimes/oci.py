@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import (
     ContainerExit,
@@ -78,9 +79,9 @@ class OciRuntimeConfig:
             raise ValueError("log_check_interval must be > 0")
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> OciRuntimeConfig:
-        """Build from the configuration section; ValueError on unknown keys, wrong types or values."""
-        return build_section(cls, section, "runtime (oci)")
+    def from_config(cls, section: Mapping[str, Any], where: str = "runtime.oci") -> OciRuntimeConfig:
+        """Build from the configuration section ``where``; ValueError on unknown keys, wrong types or values."""
+        return build_section(cls, section, where)
 
 
 @dataclass
@@ -134,6 +135,11 @@ class OciRuntime:
     def create(cls, section: Mapping[str, Any], state_dir: Path) -> OciRuntime:
         """Build from the daemon's ``runtime.<name>`` section."""
         return cls(OciRuntimeConfig.from_config(section), state_dir)
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> OciRuntime:
+        """The adapter factory (dsm_tr181/adapters.py): work in the context's state directory."""
+        return cls(OciRuntimeConfig.from_config(section, f"runtime.{context.name}"), context.state_dir)
 
     # -- Runtime -------------------------------------------------------------------
 

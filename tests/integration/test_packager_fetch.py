@@ -1,4 +1,5 @@
-"""The tar packager fetching over real HTTP and HTTPS servers on 127.0.0.1."""
+"""The tar packager fetching over real HTTP and HTTPS servers on 127.0.0.1: what is its own (what every
+packager does alike is tests/contract/test_packager_contract.py)."""
 
 from __future__ import annotations
 
@@ -217,27 +218,6 @@ def test_sibling_checksum_file(http: FileServer, served: Path, tmp_path: Path, b
         (bundles / "du").rename(bundles / "first")
         unpack(server.url("hello.tar.gz"), bundles, digest=f"sha256:{sha256_of(archive)}")
         assert [r.path for r in server.requests] == ["/hello.tar.gz"]
-
-
-def test_cancelling_removes_everything(http: FileServer, bundles: Path) -> None:
-    http.chunk_delay = 0.05
-
-    async def cancel_after_first_chunk() -> None:
-        loop = asyncio.get_running_loop()
-        started = asyncio.Event()
-
-        def progress(done: int, total: int | None) -> None:
-            if done:
-                loop.call_soon_threadsafe(started.set)
-
-        task = asyncio.create_task(TarPackager().unpack(PackageSource(http.url("slow.tar")), bundles / "du", progress))
-        await started.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(cancel_after_first_chunk())
-    assert list(bundles.iterdir()) == []
 
 
 def test_large_archive_is_streamed(tmp_path: Path, bundles: Path) -> None:

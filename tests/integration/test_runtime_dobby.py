@@ -1,4 +1,6 @@
-"""DobbyRuntime against the Dobby stand-in (real runc) on a private dbus-daemon."""
+"""DobbyRuntime against the Dobby stand-in (real runc) on a private dbus-daemon: what is Dobby's own
+(its D-Bus API, its bundle conversion, its absence). What every runtime does alike is
+tests/contract/test_runtime_contract.py."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dsm_tools.sample_bundle import BUSYBOX, make_bundle
 
 from dsm_tr181.containerspec.defaults import DEFAULT_CAPABILITIES
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm.ports import ContainerExit, ContainerState, PausableRuntime, StartSpec
+from dsm_tr181.lcm.ports import ContainerExit, PausableRuntime, StartSpec
 from dsm_tr181.runtimes.dobby import DobbyRuntime, DobbyRuntimeConfig, exit_from_wait_status
 from tests.support.dbusdaemon import PrivateBus, gdbus_call, private_bus
 from tests.support.dobby_standin import running_standin
@@ -115,7 +117,7 @@ def test_config_rejects_unknown_keys_and_wrong_types() -> None:
         {"bus_address": "not an address"},
         {"id_prefix": "dsm/"},
     ):
-        with pytest.raises(ValueError, match=r"runtime\.dobby: "):
+        with pytest.raises(ValueError, match=r"runtime\.dobby[.:]"):
             DobbyRuntimeConfig.from_config(section)
 
 
@@ -136,43 +138,24 @@ def test_runtime_declares_pause() -> None:
 class TestThroughTheBus:
     pytestmark = NEEDS_BUS_AND_RUNC
 
-    def test_lifecycle(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
+    def test_containers_are_dobbys_own_listed_with_the_id_prefix(
+        self, bus: PrivateBus, standin_dir: Path, tmp_path: Path
+    ) -> None:
         spec = spec_for(tmp_path, "web", GRACEFUL)
 
         async def scenario() -> None:
-            async with dobby_runtime(bus) as (runtime, exits):
-                started = await runtime.start(spec)
-                assert started.state is ContainerState.RUNNING and started.pid > 0
-                status = await runtime.status("web")
-                assert status.state is ContainerState.RUNNING and status.pid == started.pid
-                assert await runtime.list_ids() == ["web"]
-
+            async with dobby_runtime(bus) as (runtime, _exits):
+                await runtime.start(spec)
                 # Any D-Bus client sees Dobby's API, called with explicit types.
                 listed = await asyncio.to_thread(
                     gdbus_call, bus.address, "org.rdk.dobby", "/org/rdk/dobby", "org.rdk.dobby.ctrl1.List"
                 )
                 assert "'dsm-web'" in listed
-
-                usage = await runtime.usage("web")
-                assert usage.memory_kib > 0 and started.pid in usage.pids
-
-                await runtime.pause("web")
-                assert (await runtime.status("web")).state is ContainerState.PAUSED
-                await runtime.resume("web")
-                assert (await runtime.status("web")).state is ContainerState.RUNNING
-
-                began = time.monotonic()
+                assert await runtime.list_ids() == ["web"]
                 await runtime.stop("web", timeout=10)
-                assert time.monotonic() - began < 5  # graceful: no wait for the timeout
-                assert await exits.of("web") == ContainerExit("web", exit_status=0)
-                assert await runtime.list_ids() == []
-                assert (await runtime.status("web")).state is ContainerState.ABSENT
-                await runtime.stop("web", timeout=1)  # idempotent
-                await runtime.remove("web")
 
         with running_standin(bus.address, standin_dir):
             asyncio.run(scenario())
-        assert "hello from busybox" in spec.log_path.read_text()
 
     def test_runs_the_effective_spec_confined(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
         """What Dobby is given is the confined spec, not the bundle: seen from the host."""
@@ -199,36 +182,6 @@ class TestThroughTheBus:
             asyncio.run(scenario())
         assert "config-dobby.json" not in os.listdir(bundle)  # the DU's bundle is never touched
 
-    def test_paused_container_stops_gracefully(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
-        spec = spec_for(tmp_path, "frozen", GRACEFUL)
-
-        async def scenario() -> None:
-            async with dobby_runtime(bus) as (runtime, exits):
-                await runtime.start(spec)
-                await runtime.pause("frozen")
-                await runtime.stop("frozen", timeout=10)
-                assert await exits.of("frozen") == ContainerExit("frozen", exit_status=0)
-
-        with running_standin(bus.address, standin_dir):
-            asyncio.run(scenario())
-
-    def test_container_ignoring_sigterm_is_killed_after_timeout(
-        self, bus: PrivateBus, standin_dir: Path, tmp_path: Path
-    ) -> None:
-        spec = spec_for(tmp_path, "stubborn", STUBBORN)
-
-        async def scenario() -> None:
-            async with dobby_runtime(bus) as (runtime, exits):
-                await runtime.start(spec)
-                began = time.monotonic()
-                await runtime.stop("stubborn", timeout=1)
-                assert 1 <= time.monotonic() - began < 6
-                assert await exits.of("stubborn") == ContainerExit("stubborn", None, signal=signal.SIGKILL)
-                assert await runtime.list_ids() == []
-
-        with running_standin(bus.address, standin_dir):
-            asyncio.run(scenario())
-
     def test_exit_code_reported_and_log_rotated_on_restart(
         self, bus: PrivateBus, standin_dir: Path, tmp_path: Path
     ) -> None:
@@ -251,26 +204,6 @@ class TestThroughTheBus:
         assert not (tmp_path / "bundles" / "batch" / "config-dobby.json").exists()
         assert "bye" in spec.log_path.read_text()
         assert "bye" in spec.log_path.with_name("batch.log.1").read_text()
-
-    def test_same_id_twice_and_bad_ids_fail(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
-        spec = spec_for(tmp_path, "twice", GRACEFUL)
-
-        async def scenario() -> None:
-            async with dobby_runtime(bus) as (runtime, _exits):
-                await runtime.start(spec)
-                with pytest.raises(Fault) as caught:
-                    await runtime.start(spec)
-                assert caught.value.code is FaultCode.COMMAND_FAILURE
-                for bad in ("a..b", "with space", "x" * 130):
-                    with pytest.raises(Fault) as caught:
-                        await runtime.start(StartSpec(bad, spec.config, spec.log_path))
-                    assert caught.value.code is FaultCode.INVALID_ARGUMENTS
-                await runtime.remove("twice")
-                assert await runtime.list_ids() == []
-                await runtime.remove("twice")  # idempotent
-
-        with running_standin(bus.address, standin_dir):
-            asyncio.run(scenario())
 
     def test_calls_fail_fast_when_dobby_is_gone(self, bus: PrivateBus, standin_dir: Path, tmp_path: Path) -> None:
         spec = spec_for(tmp_path, "orphan", GRACEFUL)

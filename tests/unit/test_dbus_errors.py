@@ -38,26 +38,6 @@ def test_error_names_are_valid_dbus_error_names(code: FaultCode) -> None:
     assert len(name) <= 255
 
 
-@pytest.mark.parametrize(
-    "code, name",
-    [
-        (FaultCode.INVALID_VALUE, "InvalidValue"),
-        (FaultCode.INVALID_TYPE, "InvalidType"),
-        (FaultCode.NOT_WRITABLE, "NotWritable"),
-        (FaultCode.INVALID_PATH, "InvalidPath"),
-        (FaultCode.INVALID_PATH_SYNTAX, "InvalidPathSyntax"),
-        (FaultCode.OBJECT_NOT_FOUND, "ObjectNotFound"),
-        (FaultCode.INVALID_COMMAND_ARGUMENTS, "InvalidCommandArguments"),
-        (FaultCode.COMMAND_FAILURE, "CommandFailure"),
-        (FaultCode.DUPLICATE_KEY, "DuplicateKey"),
-        (FaultCode.REQUEST_DENIED, "RequestDenied"),
-        (FaultCode.INTERNAL_ERROR, "InternalError"),
-    ],
-)
-def test_usp_faults_keep_their_usp_names(code: FaultCode, name: str) -> None:
-    assert error_name(code) == "com.rdkcentral.DSM.Error." + name
-
-
 def test_fault_text_carries_code_path_and_reason() -> None:
     fault = Fault(FaultCode.INVALID_VALUE, "70000 is outside the range", "Device.X.Y")
     assert fault_text(fault) == "7012 Invalid value: Device.X.Y: 70000 is outside the range"

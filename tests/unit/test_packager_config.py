@@ -32,12 +32,12 @@ def test_from_config_converts_paths_and_numbers() -> None:
 @pytest.mark.parametrize(
     ("section", "complaint"),
     [
-        ({"max_entriez": 1}, "unknown key(s) max_entriez"),
-        ({"max_entries": "10"}, "max_entries must be an integer"),
-        ({"max_entries": True}, "max_entries must be an integer"),
-        ({"verify_tls": 1}, "verify_tls must be true or false"),
-        ({"connect_timeout": "fast"}, "connect_timeout must be a number"),
-        ({"ca_file": ""}, "ca_file must be a path"),
+        ({"max_entriez": 1}, "packager.tar.max_entriez: unknown key"),
+        ({"max_entries": "10"}, "packager.tar.max_entries: must be an integer"),
+        ({"max_entries": True}, "packager.tar.max_entries: must be an integer"),
+        ({"verify_tls": 1}, "packager.tar.verify_tls: must be true or false"),
+        ({"connect_timeout": "fast"}, "packager.tar.connect_timeout: must be a number"),
+        ({"ca_file": ""}, "packager.tar.ca_file: must be a path"),
         ({"max_archive_bytes": 0}, "max_archive_bytes must be positive"),
         ({"max_redirects": -1}, "max_redirects must not be negative"),
     ],

@@ -14,7 +14,7 @@ import pytest
 
 from dsm_tr181.buses import rbus_ffi
 from dsm_tr181.buses.rbus_ffi import FAULT_TO_RBUS, LAYOUTS, RbusError, ValueType, ffi
-from dsm_tr181.errors import AdapterUnavailable, Fault, FaultCode
+from dsm_tr181.errors import AdapterUnavailable, FaultCode
 from tests.support.rtrouted import parse_object_dump, parse_rbuscli
 
 pytestmark = pytest.mark.unit
@@ -70,23 +70,6 @@ def test_every_fault_has_an_rbus_error() -> None:
     assert all(isinstance(code, RbusError) for code in FAULT_TO_RBUS.values())
     assert RbusError.SUCCESS not in FAULT_TO_RBUS.values()
     assert RbusError.ASYNC_RESPONSE not in FAULT_TO_RBUS.values()
-
-
-@pytest.mark.parametrize(
-    ("fault", "code"),
-    [
-        (FaultCode.INVALID_TYPE, 29),
-        (FaultCode.INVALID_VALUE, 30),
-        (FaultCode.NOT_WRITABLE, 27),
-        (FaultCode.OBJECT_NOT_FOUND, 17),
-        (FaultCode.INVALID_PATH, 17),
-        (FaultCode.INTERNAL_ERROR, 1),
-        (FaultCode.COMMAND_FAILURE, 9),
-        (FaultCode.INVALID_COMMAND_ARGUMENTS, 2),
-    ],
-)
-def test_fault_translation(fault: FaultCode, code: int) -> None:
-    assert rbus_ffi.rbus_error_for(Fault(fault, "x")) == code
 
 
 def test_anything_but_a_fault_is_a_bus_error() -> None:

@@ -80,14 +80,14 @@ def test_config_defaults_and_validation() -> None:
     with pytest.raises(ValueError, match="watchdog_interval must be >= 0"):
         RbusConfig.from_config({"watchdog_interval": -1})
     assert RbusConfig.from_config({"skip": ["Device.DeviceInfo."]}).skip == ("Device.DeviceInfo.",)
-    with pytest.raises(ValueError, match="skip must be a list of strings"):
+    with pytest.raises(ValueError, match=r"bus\.rbus\.skip: must be a list of strings"):
         RbusConfig.from_config({"skip": "Device.DeviceInfo."})
     assert RbusConfig.from_config({"call_timeout": 5}).call_timeout == 5.0
     with pytest.raises(ValueError, match="unknown key"):
         RbusConfig.from_config({"timeout": 5})
-    with pytest.raises(ValueError, match="component must be a string"):
+    with pytest.raises(ValueError, match=r"bus\.rbus\.component: must be a string"):
         RbusConfig.from_config({"component": 3})
-    with pytest.raises(ValueError, match="call_timeout must be a number"):
+    with pytest.raises(ValueError, match=r"bus\.rbus\.call_timeout: must be a number"):
         RbusConfig.from_config({"call_timeout": True})
     with pytest.raises(ValueError, match="call_timeout must be > 0"):
         RbusConfig.from_config({"call_timeout": 0})

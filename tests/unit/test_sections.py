@@ -29,15 +29,15 @@ def test_values_are_converted_to_their_field_type() -> None:
 @pytest.mark.parametrize(
     ("section", "complaint"),
     [
-        ({"colour": 1}, "s: unknown key(s) colour (known: flag, count, delay, name, where, names)"),
-        ({"flag": 1}, "s: flag must be true or false, not 1"),
-        ({"count": True}, "s: count must be an integer, not True"),
-        ({"count": 1.5}, "s: count must be an integer, not 1.5"),
-        ({"delay": "2"}, "s: delay must be a number, not '2'"),
-        ({"name": 3}, "s: name must be a string, not 3"),
-        ({"where": ""}, "s: where must be a path, not ''"),
-        ({"names": "a"}, "s: names must be a list of strings, not 'a'"),
-        ({"names": [1]}, "s: names must be a list of strings, not [1]"),
+        ({"colour": 1}, "s.colour: unknown key (known: flag, count, delay, name, where, names)"),
+        ({"flag": 1}, "s.flag: must be true or false, not 1"),
+        ({"count": True}, "s.count: must be an integer, not True"),
+        ({"count": 1.5}, "s.count: must be an integer, not 1.5"),
+        ({"delay": "2"}, "s.delay: must be a number, not '2'"),
+        ({"name": 3}, "s.name: must be a string, not 3"),
+        ({"where": ""}, "s.where: must be a path, not ''"),
+        ({"names": "a"}, "s.names: must be a list of strings, not 'a'"),
+        ({"names": [1]}, "s.names: must be a list of strings, not [1]"),
     ],
 )
 def test_bad_sections_name_the_key(section: dict[str, object], complaint: str) -> None:
