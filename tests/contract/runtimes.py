@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from dsm_tr181.sample_bundle import BUSYBOX, make_bundle
+from dsm_tools.sample_bundle import BUSYBOX, make_bundle
 
 from dsm_tr181.containerspec import ConfinementPolicy
 from dsm_tr181.lcm.ports import Runtime, StartSpec

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dsm_tr181.sample_bundle import make_archive, make_bundle
+from dsm_tools.sample_bundle import make_archive, make_bundle
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, Packager, PackageSource
