@@ -299,7 +299,7 @@ def compose(request: Request) -> Path:
         if ram:
             spec["linux"]["resources"] = {"memory": {"limit": parse_size(ram)}}
         (bundle / "config.json").write_text(json.dumps(spec, indent=2))
-        _archive(bundle, request.output)
+        root_files.archive_bundle(bundle, request.output)
     return request.output
 
 
@@ -317,18 +317,6 @@ def _unpack_base(base: str, bundle: Path, work: Path) -> dict[str, Any]:
         raise BundleError(f"base image {base}: {fault.message}") from None
     (bundle / "config.json").unlink()
     return captured
-
-
-def _archive(bundle: Path, out: Path) -> None:
-    partial = out.with_name(f".{out.name}.partial")
-    try:
-        with tarfile.open(partial, "w:gz") as tar:
-            tar.add(bundle / "config.json", arcname="config.json")
-            tar.add(bundle / "rootfs", arcname="rootfs")
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def _write_layout(image: dict[str, Any], rootfs: Path, notes: dict[str, str], work: Path, out: Path) -> None:

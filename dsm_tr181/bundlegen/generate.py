@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +98,7 @@ def generate(
             COMPATIBILITY_KEY: template.compatibility_key(api_version, release_type),
         })  # fmt: skip
         (bundle / "config.json").write_text(json.dumps(spec, indent=4, ensure_ascii=False))
-        _archive(bundle, out)
+        root_files.archive_bundle(bundle, out)
     return out
 
 
@@ -115,16 +114,3 @@ def _metadata_from_image(rootfs: str, url: str) -> dict[str, Any]:
         raise BundleError(f"{url}: /{_METADATA} is not a JSON object")
     os.unlink(os.path.join(rootfs, _METADATA))  # read_in_root found it, so it is no symlink of the top directory
     return app
-
-
-def _archive(bundle: Path, out: Path) -> None:
-    """A flat .tar.gz (config.json and rootfs/ at the top), renamed into place once complete."""
-    partial = out.with_name(f".{out.name}.partial")
-    try:
-        with tarfile.open(partial, "w:gz") as tar:
-            tar.add(bundle / "config.json", arcname="config.json")
-            tar.add(bundle / "rootfs", arcname="rootfs")
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise

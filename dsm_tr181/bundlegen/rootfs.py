@@ -13,7 +13,9 @@ import errno
 import os
 import posixpath
 import stat
+import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from dsm_tr181.bundlegen.errors import BundleError
 
@@ -140,3 +142,16 @@ def _unlink_any(fd: int, name: str) -> None:
     if stat.S_ISDIR(info.st_mode):
         raise BundleError(f"{name}: a directory is in the way")
     os.unlink(name, dir_fd=fd)
+
+
+def archive_bundle(bundle: Path, out: Path) -> None:
+    """A flat .tar.gz DU (config.json and rootfs/ at the top), renamed into place once complete."""
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with tarfile.open(partial, "w:gz") as tar:
+            tar.add(bundle / "config.json", arcname="config.json")
+            tar.add(bundle / "rootfs", arcname="rootfs")
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

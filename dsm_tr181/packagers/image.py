@@ -80,7 +80,7 @@ from dsm_tr181.packagers.imageref import Platform, is_image_ref, parse_ref
 from dsm_tr181.packagers.imagesources import ImageSource, RegistrySource, archive_source, local_source
 from dsm_tr181.packagers.layers import apply_layer
 from dsm_tr181.packagers.layerstore import LayerStore
-from dsm_tr181.packagers.worker import Cancel, disk_fault, make_staging, remove_tree
+from dsm_tr181.packagers.worker import Cancel, disk_fault, make_staging, remove_tree, unpack_in_thread
 from dsm_tr181.sections import build_section
 
 log = logging.getLogger(__name__)
@@ -166,16 +166,7 @@ class ImagePackager:
         return f"ImagePackager({self.config!r}, store={self.store.root})"
 
     async def unpack(self, source: PackageSource, target: Path, progress: ProgressCallback) -> BundleInfo:
-        cancel = Cancel()
-        work = asyncio.ensure_future(asyncio.to_thread(self._unpack, source, target, progress, cancel))
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            cancel.set()
-            [outcome] = await asyncio.gather(work, return_exceptions=True)
-            if isinstance(outcome, BundleInfo):
-                await self.remove(outcome.path)
-            raise
+        return await unpack_in_thread(lambda cancel: self._unpack(source, target, progress, cancel), self.remove)
 
     async def remove(self, bundle: Path) -> None:
         """Delete the bundle (or a directory of bundles) and the layers nothing else uses."""

@@ -55,7 +55,7 @@ from dsm_tr181.packagers.bundle import Layout, claim, describe, locate, name_fro
 from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
 from dsm_tr181.packagers.fetch import Fetched, FetchOptions, fetch
 from dsm_tr181.packagers.httpget import HttpOptions
-from dsm_tr181.packagers.worker import Cancel, disk_fault, make_staging, remove_tree
+from dsm_tr181.packagers.worker import Cancel, disk_fault, make_staging, remove_tree, unpack_in_thread
 from dsm_tr181.sections import build_section
 
 log = logging.getLogger(__name__)
@@ -135,17 +135,7 @@ class TarPackager:
         return f"TarPackager({self.config!r})"
 
     async def unpack(self, source: PackageSource, target: Path, progress: ProgressCallback) -> BundleInfo:
-        cancel = Cancel()
-        work = asyncio.ensure_future(asyncio.to_thread(self._unpack, source, target, progress, cancel))
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            cancel.set()
-            # Wait for the worker to clean up; a bundle it completed meanwhile goes too.
-            [outcome] = await asyncio.gather(work, return_exceptions=True)
-            if isinstance(outcome, BundleInfo):
-                await asyncio.to_thread(remove_tree, outcome.path)
-            raise
+        return await unpack_in_thread(lambda cancel: self._unpack(source, target, progress, cancel), self.remove)
 
     async def remove(self, bundle: Path) -> None:
         await asyncio.to_thread(remove_tree, bundle)

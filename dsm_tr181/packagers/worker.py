@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.ports import BundleInfo
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -47,6 +49,24 @@ class Cancel:
         finally:
             with self._lock:
                 self._hooks.remove(callback)
+
+
+async def unpack_in_thread(
+    work: Callable[[Cancel], BundleInfo], discard: Callable[[Path], Awaitable[None]]
+) -> BundleInfo:
+    """Run a packager's blocking ``work`` in a thread. When the caller gives up, the worker
+    is told (:class:`Cancel`) and waited for, and a bundle it completed meanwhile is
+    ``discard``-ed: a cancelled unpack leaves nothing."""
+    cancel = Cancel()
+    task = asyncio.ensure_future(asyncio.to_thread(work, cancel))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        cancel.set()
+        [outcome] = await asyncio.gather(task, return_exceptions=True)
+        if isinstance(outcome, BundleInfo):
+            await discard(outcome.path)
+        raise
 
 
 def disk_fault(exc: OSError, where: str) -> Fault:
