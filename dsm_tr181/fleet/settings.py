@@ -23,6 +23,7 @@ class FleetSettings:
     retry_min: float = 5.0  # backoff after a failed step: retry_min, doubling up to retry_max
     retry_max: float = 300.0
     timeout: float = 30.0  # per HTTP request to the repository
+    start_timeout: float = 120.0  # how long EUs may take to reach their run intent before it is an error
 
     def __post_init__(self) -> None:
         if self.enable and not self.url.startswith(("https://", "http://")):
@@ -31,8 +32,8 @@ class FleetSettings:
             raise ValueError("fleet: token_file is needed when enable = true")
         if not 0 <= self.jitter < 1:
             raise ValueError("fleet: jitter must be in [0, 1)")
-        if self.interval <= 0 or self.retry_min <= 0 or self.retry_max < self.retry_min or self.timeout <= 0:
-            raise ValueError("fleet: interval, retry_min, timeout must be > 0 and retry_max >= retry_min")
+        if min(self.interval, self.retry_min, self.timeout, self.start_timeout) <= 0 or self.retry_max < self.retry_min:
+            raise ValueError("fleet: interval, retry_min, timeout, start_timeout must be > 0, retry_max >= retry_min")
         try:
             parse_labels(self.labels)
         except FleetError as exc:
