@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from dsm_tr181.control_client import DaemonError
-from tests.integration.lcm_helpers import DU, EU, build_du, install, needs_runc, rows, set_values
+from tests.integration.lcm_helpers import DU, EU, build_du, install, needs_runc, operate, rows, set_values
 from tests.support.daemon import DsmDaemon
 from tests.support.fleetserver import FleetServer
 from tests.support.httpserver import FileServer, TlsFiles
@@ -241,3 +241,7 @@ def test_an_eu_that_does_not_start_is_not_converged(
     fleet.push(build_du(tmp_path, "app", "1.0.1"), "app", replace=True)
     eventually(lambda: fleet_state(dsm)["Status"] == "Converged", what="converged on the fixed package")
     assert apps(dsm)["app"]["EUStatus"] == "Active" and apps(dsm)["app"]["Version"] == "1.0.1"
+    # stopped behind the fleet's back (a controller, or a crash): started again at the next poll
+    assert operate(dsm, EU + "1.SetRequestedState()", {"RequestedState": "Idle"}).ok
+    eventually(lambda: fleet_state(dsm)["Status"] == "Converged" and apps(dsm)["app"]["EUStatus"] == "Active"
+               and "is Idle, wanted Active" in fleet.log() + dsm.log(), what="started again")  # fmt: skip
