@@ -17,7 +17,9 @@ Signatures: a ``Signature`` input goes to the packager with the ExecEnv's truste
 (its ``Signers`` rows), which verifies it before unpacking; the DU records the signer
 (``X_RDKCENTRAL-COM_SignedBy``). An ExecEnv with ``require_signature`` fails an Install or
 Update without a Signature with 7036 (Bad Signature: "a required signature is absent"),
-after its one DUStateChange!. DUs installed unsigned before the policy was turned on stay
+after its one DUStateChange!; an ``oci://`` reference without one goes to the image
+packager with the signers and the policy, which looks for a signature the registry stores
+beside the image and refuses the DU only when there is none. DUs installed unsigned before the policy was turned on stay
 installed and keep running; they can be uninstalled, and updated only with a signature.
 Preinstalled DUs that ExecEnv Reset() restores come from the device's own configuration
 and are exempt.
@@ -175,8 +177,11 @@ class Deployments:
         return None
 
     def _signed(self, source: PackageSource, signature: str, ee: str) -> PackageSource:
-        """``source`` with its Signature and the ExecEnv's trusted signers (syntax checked here)."""
+        """``source`` with its Signature and the ExecEnv's trusted signers (syntax checked here);
+        an image reference gets the signers without a Signature too (a registry-stored one)."""
         if not signature:
+            if _is_registry_ref(source.url):
+                return replace(source, signers=self.lcm.execenvs.trusted_signers(ee))
             return source
         try:
             parts = urlsplit(signature)
@@ -187,12 +192,15 @@ class Deployments:
             raise Fault(FaultCode.INVALID_ARGUMENTS, "the Signature URL must not carry credentials (userinfo)")
         return replace(source, signature=signature, signers=self.lcm.execenvs.trusted_signers(ee))
 
-    def _check_policy(self, du: DeploymentUnitRecord, source: PackageSource) -> None:
-        if not source.signature and self.lcm.execenvs.requires_signature(du.ee):
-            raise Fault(
-                FaultCode.BAD_SIGNATURE,
-                f"execution environment {du.ee!r} requires signed deployment units: no Signature given",
-            )
+    def _check_policy(self, du: DeploymentUnitRecord, source: PackageSource) -> PackageSource:
+        if not self.lcm.execenvs.requires_signature(du.ee):
+            return source
+        if source.signature or _is_registry_ref(source.url):  # the packager checks, or looks for one
+            return replace(source, require_signature=True)
+        raise Fault(
+            FaultCode.BAD_SIGNATURE,
+            f"execution environment {du.ee!r} requires signed deployment units: no Signature given",
+        )
 
     def _journal_install(
         self, source: PackageSource, ee: str, given_uuid: str, module_version: str
@@ -643,7 +651,7 @@ class Deployments:
 
         self.lcm.progress(du, request_id, "download")
         if not exempt:
-            self._check_policy(du, source)
+            source = self._check_policy(du, source)
         try:
             info = await asyncio.wait_for(
                 self.lcm.packager.unpack(source, target, progress), self.lcm.settings.operation_timeout
@@ -680,6 +688,11 @@ class Deployments:
         if not source.username and not source.password:
             return ""
         return self.lcm.sealer.seal(f"{source.username}\0{source.password}")
+
+
+def _is_registry_ref(url: str) -> bool:
+    """An ``oci://`` image reference, whose registry may hold the image's signature."""
+    return url[:6].lower() == "oci://"
 
 
 def _source(url: str, username: str, password: str) -> PackageSource:

@@ -41,6 +41,10 @@ class PackageSource:
     # certificates of the ExecEnv's Signers, before anything is unpacked.
     signature: str = ""
     signers: tuple[bytes, ...] = field(default=(), repr=False)
+    # The ExecEnv refuses unsigned DUs. The LCM refuses a source with no ``signature`` itself,
+    # except an ``oci://`` reference: the image packager looks for a registry-stored
+    # signature first and refuses only when there is none.
+    require_signature: bool = False
 
 
 @dataclass(frozen=True)

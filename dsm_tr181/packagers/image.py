@@ -12,6 +12,9 @@ hashing it; a layer joins the store only once its size and digest match its
 descriptor. The root filesystem is then assembled from the stored layers
 (:mod:`~dsm_tr181.packagers.layers`), config.json generated from the image config
 (:mod:`~dsm_tr181.packagers.imageconfig`), and the bundle renamed to ``target``.
+Before any layer is fetched, the image's signature is checked
+(:mod:`~dsm_tr181.packagers.imagesignature`): a ``Signature`` input, or for an ``oci://``
+reference a ``sha256-<hex>.sig`` tag in its repository.
 Any failure removes the staging directory, the bundle's layer references and every
 layer no other bundle uses. DiskSpaceInUse is the bundle's share of its layers
 (each layer's size divided by the number of bundles using it).
@@ -33,6 +36,7 @@ verify_tls             true       verify https certificates and host names
 connect_timeout        15         seconds for TCP connect + TLS handshake
 read_timeout           60         seconds any later wait for data may take
 max_redirects          5          HTTP redirects followed
+max_signature_bytes    65536      largest image signature (Signature input or registry-stored)
 platform_name          ""         this device's RDK platform name (``dsm-bundle generate`` templates)
 compatibility_key      ""         this firmware's compatibility key; with platform_name, DUs made for
                                   another platform or key are refused (see ``packagers/dispatch.py``)
@@ -60,7 +64,7 @@ from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
 from dsm_tr181.lcm.urls import display_url
-from dsm_tr181.packagers import integrity
+from dsm_tr181.packagers import imagesignature, integrity
 from dsm_tr181.packagers.bundle import CONFIG, Layout, _check_symlinks, claim, describe
 from dsm_tr181.packagers.extract import ArchiveStream, ExtractLimits, extract_archive
 from dsm_tr181.packagers.fetch import FetchOptions, body_size, copy_hashed, local_path
@@ -105,11 +109,13 @@ class ImagePackagerConfig:
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
     max_redirects: int = 5
+    max_signature_bytes: int = 65536
     platform_name: str = ""
     compatibility_key: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("max_image_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout"):
+        positive = ("max_image_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout")
+        for name in (*positive, "max_signature_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"packager image: {name} must be positive")
         if self.max_redirects < 0:
@@ -182,11 +188,13 @@ class ImagePackager:
             raise Fault(FaultCode.INTERNAL_ERROR, f"cannot unpack into {target}: it exists or has no parent")
         self.store.prepare()
         with self._open(source, cancel) as image:
-            manifest, manifest_hex = self._resolve(image)
+            manifest, manifest_hex, top_hex = self._resolve(image)
+            signed_by = imagesignature.check(source, image, top_hex, manifest_hex, self._fetch_options())
             layers = [layer.hex for layer in manifest.layers]
             self.store.begin(target, layers)
             try:
                 info = self._install(image, manifest, manifest_hex, target, progress, cancel)
+                info = dataclasses.replace(info, signed_by=signed_by)
             except BaseException:
                 self.store.release(target)
                 raise
@@ -216,7 +224,7 @@ class ImagePackager:
         """An image archive over http(s), whole in an unnamed temporary file (it is read in any order)."""
         expected = integrity.parse_expected(source.digest)
         auth = BasicAuth(source.username, source.password) if source.username or source.password else None
-        options = FetchOptions(self.config.http(), self.config.max_image_bytes, sibling_digest=False)
+        options = self._fetch_options()
         try:
             file = tempfile.TemporaryFile(dir=self.store.root)  # noqa: SIM115 - closed by the with below
         except OSError as exc:
@@ -230,17 +238,22 @@ class ImagePackager:
             file.seek(0)
             yield file
 
-    def _resolve(self, image: ImageSource) -> tuple[Manifest, str]:
-        """The image manifest for this device, and its hex digest."""
+    def _fetch_options(self) -> FetchOptions:
+        return FetchOptions(
+            self.config.http(), self.config.max_image_bytes, False, max_signature_bytes=self.config.max_signature_bytes
+        )
+
+    def _resolve(self, image: ImageSource) -> tuple[Manifest, str, str]:
+        """The image manifest for this device, its hex digest and that of the document the source names."""
         data, announced = image.top()
-        hexdigest = hashlib.sha256(data).hexdigest()
+        hexdigest = top = hashlib.sha256(data).hexdigest()
         if isinstance(image, RegistrySource) and image.ref.digest:
             _verify(hexdigest, image.ref.digest.removeprefix("sha256:"), f"{image.label}: manifest")
         for _ in range(_MAX_NESTING):
             document = load_json(data, "manifest", image.label)
             kind = media_type(document, announced)
             if kind in MANIFEST_TYPES:
-                return parse_manifest(document, image.label), hexdigest
+                return parse_manifest(document, image.label), hexdigest, top
             if kind not in INDEX_TYPES:
                 raise Fault(FaultCode.CORRUPT_DATA, f"{image.label}: unsupported manifest type {kind!r}")
             entry = select(document, self.config.device_platform(), image.label)
