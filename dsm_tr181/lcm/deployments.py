@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm import admission, euinputs, identity, versions
+from dsm_tr181.lcm import admission, euinputs, identity, monitoring, versions
 from dsm_tr181.lcm.crashpoints import crashpoint
 from dsm_tr181.lcm.endings import cleanup, ends_with
-from dsm_tr181.lcm.ports import BundleInfo, PackageSource
+from dsm_tr181.lcm.ports import BundleInfo, LayerProgress, PackageSource
 from dsm_tr181.lcm.records import AppDataRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
 from dsm_tr181.lcm.states import DU, DuOutcome, DuRequest, DuStatus, EeRequest, EuStatus, Operation, allow
 from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, as_int, from_stamp, now, stamp
@@ -289,6 +289,7 @@ class Deployments:
         self.lcm.executions.add(eu, du.disk_kib)
         self.add_row(du)
         log.info("installed DU %s %s %s in %s", du.instance, du.name, du.version, du.ee)
+        await monitoring.sample_shared(self.lcm)  # the new DU may share layers with others
         self.lcm.outcomes.deliver(event, committed=True)
         return {"UUID": du.uuid, "Version": du.version, "ExecEnvRef": self.lcm.execenvs.ref(du.ee)}
 
@@ -446,6 +447,7 @@ class Deployments:
             if record.instance in op.restart_eus:
                 self.lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
         log.info("updated DU %s to %s", du.instance, du.version)
+        await monitoring.sample_shared(self.lcm)  # the new bundle's layers, the old one's released
 
     async def _abandon_update(
         self, du: DeploymentUnitRecord, op: OperationRecord, stopped: list[int], started: datetime, fault: Fault
@@ -547,6 +549,7 @@ class Deployments:
                 raise refusal
             crashpoint("uninstall.journaled")
             await self.finish_uninstall(du, op)
+        await monitoring.sample_shared(self.lcm)  # its layers now fall to fewer DUs
         self.lcm.du_state_change(du, Operation.UNINSTALL, DuOutcome.UNINSTALLED, started)
         return {}
 
@@ -641,13 +644,16 @@ class Deployments:
         lock = threading.Lock()
         last = [-PROGRESS_STEP, 0.0]
 
-        def progress(done: int, total: int | None) -> None:  # called from the packager's thread
+        def progress(done: int, total: int | None, layer: LayerProgress | None = None, /) -> None:
+            # called from the packager's thread; a layer's start and end are always reported
+            edge = layer is not None and layer.done in (0, layer.total)
             with lock:
-                if done - last[0] < PROGRESS_STEP and done != total and time.monotonic() - last[1] < PROGRESS_INTERVAL:
+                soon = done - last[0] < PROGRESS_STEP and time.monotonic() - last[1] < PROGRESS_INTERVAL
+                if soon and done != total and not edge:
                     return
                 last[0], last[1] = done, time.monotonic()
             known = -1 if total is None else total
-            loop.call_soon_threadsafe(self.lcm.progress, du, request_id, "download", done, known)
+            loop.call_soon_threadsafe(self.lcm.progress, du, request_id, "download", done, known, layer)
 
         self.lcm.progress(du, request_id, "download")
         if not exempt:

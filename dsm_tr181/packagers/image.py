@@ -16,8 +16,10 @@ Before any layer is fetched, the image's signature is checked
 (:mod:`~dsm_tr181.packagers.imagesignature`): a ``Signature`` input, or for an ``oci://``
 reference a ``sha256-<hex>.sig`` tag in its repository.
 Any failure removes the staging directory, the bundle's layer references and every
-layer no other bundle uses. DiskSpaceInUse is the bundle's share of its layers
-(each layer's size divided by the number of bundles using it).
+layer no other bundle uses. A bundle's share of its layers (:meth:`ImagePackager.shared_kib`)
+is each layer's unpacked size divided by the number of live bundles using it, so it changes
+whenever another bundle starts or stops using one of its layers; the LCM asks again after
+every install, update and uninstall (:mod:`dsm_tr181.lcm.monitoring`).
 
 Configuration (section ``[packager.image]``), every key optional:
 
@@ -62,7 +64,7 @@ from urllib.parse import urlsplit
 
 from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
+from dsm_tr181.lcm.ports import BundleInfo, LayerProgress, PackageSource, ProgressCallback
 from dsm_tr181.lcm.urls import display_url
 from dsm_tr181.packagers import imagesignature, integrity
 from dsm_tr181.packagers.bundle import CONFIG, Layout, _check_symlinks, claim, describe
@@ -178,6 +180,11 @@ class ImagePackager:
         """Delete the bundle (or a directory of bundles) and the layers nothing else uses."""
         await asyncio.to_thread(self._remove, bundle)
 
+    def shared_kib(self, bundle: Path) -> int | None:
+        """The bundle's share of its layers (:class:`~dsm_tr181.lcm.ports.SharedStorage`)."""
+        layers = self.store.layers_of(bundle) if self.store.root.is_dir() else None
+        return None if layers is None else -(-self.store.share_bytes(layers) // 1024)
+
     def _remove(self, bundle: Path) -> None:
         remove_tree(bundle)
         if self.store.root.is_dir():
@@ -232,7 +239,7 @@ class ImagePackager:
         with file:
             with open_url(source.url, auth, options.http) as reply, cancel.hook(reply.abort):
                 total = body_size(reply, self.store.root, options)
-                digest = copy_hashed(reply.response, file, total, options, lambda d, t: None, cancel, label)
+                digest = copy_hashed(reply.response, file, total, options, lambda *_: None, cancel, label)
             if expected:
                 integrity.verify(digest, expected, label)
             file.seek(0)
@@ -281,11 +288,13 @@ class ImagePackager:
                 f"{label}: {total} bytes of layers exceed the limit of {self.config.max_image_bytes} bytes",
             )
         meter = _Meter(progress, total)
-        for layer in missing:
-            if not self.store.has(layer.hex):  # another install may have stored it meanwhile
+        fetched = {layer.hex for layer in missing}
+        for index, layer in enumerate(manifest.layers, 1):
+            meter.layer = LayerProgress(index, len(manifest.layers), layer.digest, 0, layer.size)
+            if layer.hex in fetched and not self.store.has(layer.hex):  # another install may have stored it meanwhile
                 self._fetch_layer(image, layer, meter, cancel)
             else:
-                meter.add(layer.size)
+                meter.skip(layer.hex in fetched)
         log.info("%s: %d of %d layers downloaded (%d bytes)", label, len(missing), len(manifest.layers), meter.done)
         staging = make_staging(target.parent)
         try:
@@ -296,8 +305,8 @@ class ImagePackager:
             except Fault as fault:
                 log.warning("could not remove %s: %s", staging, fault)
             raise
-        share = self.store.share_bytes([layer.hex for layer in manifest.layers])
-        return dataclasses.replace(info, version=info.version or image.tag, disk_usage_kib=-(-share // 1024))
+        share = self.shared_kib(target) or 0
+        return dataclasses.replace(info, version=info.version or image.tag, disk_usage_kib=share)
 
     def _assemble(
         self,
@@ -369,17 +378,27 @@ class ImagePackager:
 
 
 class _Meter:
-    """Bytes of all layers downloaded so far, reported to the progress callback."""
+    """Bytes of all layers to download so far, and of the current layer, reported to the progress callback."""
 
     def __init__(self, progress: ProgressCallback, total: int) -> None:
         self._progress = progress
         self.total = total
         self.done = 0
+        self.layer: LayerProgress | None = None
         progress(0, total)
 
     def add(self, count: int) -> None:
         self.done += count
-        self._progress(self.done, self.total)
+        if self.layer is not None:
+            self.layer = dataclasses.replace(self.layer, done=self.layer.done + count)
+        self._progress(self.done, self.total, self.layer)
+
+    def skip(self, counted: bool) -> None:
+        """The current layer is in the store already (``counted``: it was in the total, stored meanwhile)."""
+        assert self.layer is not None
+        self.layer = dataclasses.replace(self.layer, done=self.layer.total, stored=True)
+        self.done += self.layer.total if counted else 0
+        self._progress(self.done, self.total, self.layer)
 
 
 class _Verified:
