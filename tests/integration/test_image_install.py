@@ -203,6 +203,7 @@ def test_registry_install_takes_metadata_from_annotations_reports_progress_and_r
     start(dsm, eu)
     output_of(dsm, eu, "hello-from-the-registry")
     assert len(stored_layers(dsm)) == 2
+    assert ".sig" not in registries.plain.access_log()  # no Signers, no policy: no signature looked up
 
     assert operate(dsm, du + "Uninstall()").ok
     assert top_entries(dsm.state / "bundles") == [] and stored_layers(dsm) == []
@@ -435,6 +436,13 @@ def test_disk_space_in_use_follows_later_sharing_and_dsmcli_shows_each_layer(
     assert operate(dsm, du2 + "Uninstall()").ok
 
     assert int(value(dsm, eu1 + "DiskSpaceInUse")) == alone
+    du2 = installed(install(dsm, registries.plain.ref("pair/second:1.0")))
+    assert int(value(dsm, eu1 + "DiskSpaceInUse")) == shared
+    other_base = [*busybox_layer(), file("etc/other-base", "not the same base")]
+    layout.tag(service_image(layout, "second-pair", base=other_base), "second-2")
+    registries.plain.push(layout.root, "second-2", "pair/second:2.0")
+    assert operate(dsm, du2 + "Update()", {"URL": registries.plain.ref("pair/second:2.0")}).ok
+    assert int(value(dsm, eu1 + "DiskSpaceInUse")) == alone  # the update left the shared base
 
 
 # == image archives ==========================================================================

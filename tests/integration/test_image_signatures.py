@@ -5,12 +5,16 @@ tags (through its HTTP API) or given as the ``Signature`` input."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
+import json
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dsm_tr181.bundlegen.ocilayout import Layout, file
+from dsm_tr181.bundlegen.ocilayout import Layout, file, layer_tar
 from dsm_tr181.errors import FaultCode
 from tests.integration.lcm_helpers import DU, EE, INSTALL_DU, Outcome, needs_runc, operate, row, rows, top_entries
 from tests.support.daemon import DsmDaemon
@@ -86,6 +90,10 @@ def push_image(work: Path, registry: Registry, name: str) -> str:
 def store_signature(registry: Registry, name: str, digest: str, signature: bytes) -> None:
     repository = name.rpartition(":")[0]
     registry.put_artifact(repository, digest.replace(":", "-") + ".sig", signature, CMS)
+
+
+def data_uri(signature: bytes) -> str:
+    return "data:application/pkcs7-signature;base64," + base64.b64encode(signature).decode()
 
 
 def install(dsm: DsmDaemon, url: str, ee: str = DEFAULT, signature: str = "") -> Outcome:
@@ -165,12 +173,69 @@ def test_a_signature_input_on_an_image_is_checked_against_the_manifest_digest(
     dsm: DsmDaemon, pki: Pki, registry: Registry, work: Path
 ) -> None:
     digest = push_image(work, registry, "input/app:1.0")
-    good = "data:application/pkcs7-signature;base64," + base64.b64encode(pki.sign(digest.encode())).decode()
-    other = pki.sign(("sha256:" + "1" * 64).encode())
-    wrong = "data:application/pkcs7-signature;base64," + base64.b64encode(other).decode()
+    good = data_uri(pki.sign(digest.encode()))
+    wrong = data_uri(pki.sign(("sha256:" + "1" * 64).encode()))
 
     assert_refused_leaving_nothing(dsm, install(dsm, registry.ref("input/app:1.0"), STRICT, wrong), "Signature input")
     outcome = install(dsm, registry.ref("input/app:1.0"), STRICT, good)
 
     assert outcome.ok, outcome
     assert row(dsm, str(outcome.event["DeploymentUnitRef"]) + ".")[SIGNED_BY] == SIGNER  # type: ignore[index]
+
+
+def test_an_openssl_signature_over_a_multi_arch_tag_covers_the_index_digest(
+    dsm: DsmDaemon, pki: Pki, registry: Registry, work: Path
+) -> None:
+    layout = Layout(work / "layouts" / "multi")
+    amd64 = layout.image([[file("srv/amd64.txt", "amd64")]], {"Cmd": ["/bin/true"]}, architecture="amd64")
+    arm64 = layout.image([[file("srv/arm64.txt", "arm64")]], {"Cmd": ["/bin/true"]}, architecture="arm64")
+    layout.tag(layout.index([arm64, amd64]), "1.0")
+    registry.push(layout.root, "1.0", "signed/multi:1.0", all_platforms=True)
+    digest = registry.manifest_digest("signed/multi:1.0")
+    assert digest != "sha256:" + amd64["digest"]  # the tag names the index
+    (work / "digest.txt").write_text(digest)  # printf %s "$digest" > digest.txt, as README shows
+    try:
+        signature = pki.openssl_sign(work / "digest.txt", work)
+    except FileNotFoundError:
+        pytest.skip("the openssl command is not installed")
+    store_signature(registry, "signed/multi:1.0", digest, signature)
+
+    outcome = install(dsm, registry.ref("signed/multi:1.0"), STRICT)
+
+    assert outcome.ok, outcome
+    assert row(dsm, str(outcome.event["DeploymentUnitRef"]) + ".")[SIGNED_BY] == SIGNER  # type: ignore[index]
+
+
+def docker_save(path: Path) -> Path:
+    """A docker save archive of one layer."""
+    layer = layer_tar([file("srv/app.txt", "saved")])
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest()]
+    rootfs = {"type": "layers", "diff_ids": diff_ids}
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/true"]}, "rootfs": rootfs})
+    members = {"config.sha.json": config.encode(), "layer0/layer.tar": layer}
+    members["manifest.json"] = json.dumps([{"Config": "config.sha.json", "Layers": ["layer0/layer.tar"]}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_layout_is_signed_by_its_manifest_digest_and_a_docker_save_archive_cannot_be(
+    dsm: DsmDaemon, pki: Pki, work: Path
+) -> None:
+    layout = Layout(work / "layouts" / "signed-layout")
+    manifest = layout.image([[file("srv/app.txt", "layout")]], {"Cmd": ["/bin/true"]})
+    layout.tag(manifest, "1.0")
+    signed = data_uri(pki.sign(manifest["digest"].encode()))
+
+    outcome = install(dsm, str(layout.root), STRICT, signed)
+
+    assert outcome.ok, outcome
+    assert row(dsm, str(outcome.event["DeploymentUnitRef"]) + ".")[SIGNED_BY] == SIGNER  # type: ignore[index]
+    operate(dsm, str(outcome.event["DeploymentUnitRef"]) + ".Uninstall()")  # type: ignore[index]
+    archive = docker_save(work / "saved.tar")
+    refused = install(dsm, str(archive), STRICT, data_uri(pki.sign(b"sha256:" + b"2" * 64)))
+    assert_refused_leaving_nothing(dsm, refused, "docker save archive has no manifest digest")
+    assert_refused_leaving_nothing(dsm, install(dsm, str(layout.root), STRICT), "no Signature given")
