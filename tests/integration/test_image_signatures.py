@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,7 +193,10 @@ def test_an_openssl_signature_over_a_multi_arch_tag_covers_the_index_digest(
     layout.tag(layout.index([arm64, amd64]), "1.0")
     registry.push(layout.root, "1.0", "signed/multi:1.0", all_platforms=True)
     digest = registry.manifest_digest("signed/multi:1.0")
-    assert digest != "sha256:" + amd64["digest"]  # the tag names the index
+    assert digest != amd64["digest"]  # the tag names the index
+    inspect = [str(SKOPEO), "inspect", "--tls-verify=false", "--format", "{{.Digest}}"]
+    shown = subprocess.run([*inspect, f"docker://{registry.host}/signed/multi:1.0"], capture_output=True, text=True)
+    assert shown.stdout.strip() == digest, shown  # what README has the signer sign
     (work / "digest.txt").write_text(digest)  # printf %s "$digest" > digest.txt, as README shows
     try:
         signature = pki.openssl_sign(work / "digest.txt", work)
