@@ -16,9 +16,11 @@ signatures is looked up by the common convention: the tag ``sha256-<hex>.sig`` o
 repository. That tag must name an image manifest whose single layer is the detached CMS
 signature (DER or PEM, as ``openssl cms -sign -binary -outform DER`` writes it; its media
 type is not relied on, e.g. ``application/pkcs7-signature``) over the digest text above;
-the config may be anything (e.g. the OCI empty descriptor). cosign's own payload format is
-not accepted (it fails as not a CMS signature). A 404 for the tag means unsigned; any other
-tag content that does not verify refuses the DU (7036). All of this happens after the
+the config may be anything (e.g. the OCI empty descriptor). A tag in cosign's own format
+(its layers typed ``application/vnd.dev.cosign.simplesigning.v1+json``) is a signature this
+device cannot verify: the image counts as unsigned (a warning is logged), so it installs
+unless the ExecEnv requires signatures. A 404 for the tag means unsigned; any other tag
+content that does not verify refuses the DU (7036). All of this happens after the
 manifest is read and before any layer is fetched.
 """
 
@@ -38,6 +40,8 @@ from dsm_tr181.signing.images import signature_tag, verify_prepared
 from dsm_tr181.signing.verify import prepare
 
 log = logging.getLogger(__name__)
+COSIGN_LAYER = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN = b"cosign"  # what _stored returns for a cosign-format tag (compared by identity)
 
 
 def check(source: PackageSource, image: ImageSource, top_hex: str, manifest_hex: str, options: FetchOptions) -> str:
@@ -52,9 +56,12 @@ def check(source: PackageSource, image: ImageSource, top_hex: str, manifest_hex:
         digest = "sha256:" + top_hex
         tag = signature_tag(digest)
         stored = _stored(image, tag, options.max_signature_bytes)
-        if stored is None:
+        if stored is None or stored is COSIGN:
+            why = f"{tag} holds a cosign signature, not a CMS one" if stored is COSIGN else f"no {tag} in the registry"
             if source.require_signature:
-                raise bad(f"{image.label}: signed images are required: no Signature given and no {tag} in the registry")
+                raise bad(f"{image.label}: signed images are required: no Signature given and {why}")
+            if stored is COSIGN:
+                log.warning("%s: %s: installed as unsigned", image.label, why)
             return ""
         blob = stored
         origin = f"tag {tag}"
@@ -71,12 +78,19 @@ def check(source: PackageSource, image: ImageSource, top_hex: str, manifest_hex:
 
 
 def _stored(image: RegistrySource, tag: str, limit: int) -> bytes | None:
-    """The CMS signature the ``tag`` image holds as its single layer; None when the tag does not exist."""
+    """The CMS signature the ``tag`` image holds as its single layer; None when the tag does not
+    exist; COSIGN when it holds cosign signatures."""
     found = image.registry.manifest_if_any(tag)
     if found is None:
         return None
     where = f"{image.label}: {tag}"
     layers = load_json(found[0], "signature manifest", where).get("layers")
+    if (
+        isinstance(layers, list)
+        and layers
+        and all(isinstance(layer, dict) and layer.get("mediaType") == COSIGN_LAYER for layer in layers)
+    ):
+        return COSIGN
     if not isinstance(layers, list) or len(layers) != 1:
         raise bad(f"{where}: a signature image has exactly one layer (the CMS signature)")
     blob = descriptor(layers[0], where)

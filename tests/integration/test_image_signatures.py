@@ -17,6 +17,7 @@ import pytest
 
 from dsm_tr181.bundlegen.ocilayout import Layout, file, layer_tar
 from dsm_tr181.errors import FaultCode
+from dsm_tr181.packagers.imagesignature import COSIGN_LAYER
 from tests.integration.lcm_helpers import DU, EE, INSTALL_DU, Outcome, needs_runc, operate, row, rows, top_entries
 from tests.support.daemon import DsmDaemon
 from tests.support.pki import Pki
@@ -243,3 +244,16 @@ def test_a_layout_is_signed_by_its_manifest_digest_and_a_docker_save_archive_can
     refused = install(dsm, str(archive), STRICT, data_uri(pki.sign(b"sha256:" + b"2" * 64)))
     assert_refused_leaving_nothing(dsm, refused, "docker save archive has no manifest digest")
     assert_refused_leaving_nothing(dsm, install(dsm, str(layout.root), STRICT), "no Signature given")
+
+
+def test_a_cosign_format_signature_tag_counts_as_unsigned(dsm: DsmDaemon, registry: Registry, work: Path) -> None:
+    """cosign's payload cannot be verified here: unsigned, so refused only where signatures are required."""
+    digest = push_image(work, registry, "cosigned/app:1.0")
+    payload = b'{"critical": {"image": {"docker-manifest-digest": "' + digest.encode() + b'"}}}'
+    registry.put_artifact("cosigned/app", digest.replace(":", "-") + ".sig", payload, COSIGN_LAYER)
+
+    assert_refused_leaving_nothing(dsm, install(dsm, registry.ref("cosigned/app:1.0"), STRICT), "cosign signature")
+    outcome = install(dsm, registry.ref("cosigned/app:1.0"))
+    assert outcome.ok, outcome
+    assert row(dsm, str(outcome.event["DeploymentUnitRef"]) + ".")[SIGNED_BY] == ""  # type: ignore[index]
+    assert "holds a cosign signature, not a CMS one: installed as unsigned" in dsm.log()
