@@ -287,6 +287,6 @@ def test_control_socket_request_gets_the_tr369_answer(
 
 def test_old_dsmcli_verbs_still_start_and_stop_through_the_command(bus: Bus) -> None:
     """eu.start/eu.stop use SetRequestedState(), not the CWMP-only RequestedState."""
-    code, answer = ask(bus, "eu.stop", {"uid": "eu-1"})
-    assert (code, answer) == (0, "Stopping EU"), answer
-    assert bus.restarted[-1] == f"{EU}1.:{{'RequestedState': 'Idle'}}"
+    assert ask(bus, "eu.stop", {"uid": "eu-1"}) == (0, "Stopping EU")
+    assert ask(bus, "eu.start", {"uid": "eu-2"}) == (0, "Starting EU")
+    assert bus.restarted[-2:] == [f"{EU}1.:{{'RequestedState': 'Idle'}}", f"{EU}2.:{{'RequestedState': 'Active'}}"]
