@@ -455,25 +455,32 @@ class DataModel:
     def operate(
         self, command_path: str, args: Mapping[str, Value] | None = None, command_key: str = ""
     ) -> list[OperateResult]:
-        """USP Operate; per-object failures are returned, not raised (R-OPR.1)."""
+        """USP Operate: one request per object the path matches (R-OPR.2); per-object
+        failures are returned, not raised (R-OPR.1)."""
+        targets = self._command_targets(command_path)
+        return [self._operate_one(node, name, args or {}, command_key) for node, name in targets]
+
+    def operate_one(
+        self, command_path: str, args: Mapping[str, Value] | None = None, command_key: str = ""
+    ) -> OperateResult:
+        """Operate on exactly one object (nothing runs when the path matches another number
+        of objects); its fault is raised."""
+        targets = self._command_targets(command_path)
+        if len(targets) != 1:
+            raise Fault(FaultCode.INVALID_PATH, f"{len(targets)} objects match; exactly one expected", command_path)
+        result = self._operate_one(*targets[0], args or {}, command_key)
+        if result.fault:
+            raise result.fault
+        return result
+
+    def _command_targets(self, command_path: str) -> list[tuple[Node, str]]:
         path = parse_path(command_path)
         if path.kind is not PathKind.COMMAND:
             raise Fault(FaultCode.INVALID_PATH, "not a command path (it must end with '()')", command_path)
         targets = self._resolver.leaves(path, "command")
         if not targets and not path.is_search:
             raise Fault(FaultCode.OBJECT_NOT_FOUND, "no such object", command_path)
-        return [self._operate_one(node, name, args or {}, command_key) for node, name in targets]
-
-    def operate_one(
-        self, command_path: str, args: Mapping[str, Value] | None = None, command_key: str = ""
-    ) -> OperateResult:
-        """Operate on exactly one object; its fault is raised."""
-        results = self.operate(command_path, args, command_key)
-        if len(results) != 1:
-            raise Fault(FaultCode.INVALID_PATH, f"{len(results)} objects match; exactly one expected", command_path)
-        if results[0].fault:
-            raise results[0].fault
-        return results[0]
+        return targets
 
     # == schema lookups =========================================================================
 

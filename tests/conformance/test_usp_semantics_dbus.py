@@ -141,6 +141,7 @@ CASES = [
     # TR-369 error codes: 7018 "Object is not a table" for GetInstances of a single object
     ("get-instances-not-a-table", "GetInstances", [f"['{SM}']", "false"], 7018, ""),
     ("get-instances-of-a-table", "GetInstances", [f"['{EU}']", "true"], 0, f"'{EU}3.'"),
+    ("get-instances-of-a-row", "GetInstances", [f"['{EU}1.']", "false"], 0, ""),
     # the CWMP-only parameters are not in the USP flavour: outside the supported model (7026)
     ("get-cwmp-only", "Get", [f"['{EU}1.RequestedState']"], 7026, ""),
     ("get-cwmp-only-supported", "GetSupportedDM", [f"['{EU}{{i}}.RequestedState']", "false"], 7026, ""),
@@ -178,6 +179,14 @@ def test_operate_reaches_the_one_object_named(bus: Bus) -> None:
     before = len(bus.restarted)
     assert call(bus, "Operate", f"'{EU}[EUID==\"eu-2\"].Restart()'", "@a{sv} {}")[0] == 0
     assert bus.restarted[before:] == [EU + "2."]
+
+
+def test_operate_on_several_objects_runs_nothing(bus: Bus) -> None:
+    """Operate is the one-object call: a path matching several is refused before any runs."""
+    before = len(bus.restarted)
+    code, text = call(bus, "Operate", f"'{EU}*.Restart()'", "@a{sv} {}")
+    assert code == 7026 and "3 objects match" in text, text
+    assert bus.restarted[before:] == []
 
 
 def test_operate_each_runs_one_request_per_matched_object(bus: Bus) -> None:
