@@ -28,6 +28,7 @@ from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import Schema
 from dsm_tr181.schema.flavours import CWMP_ONLY, USP_ONLY, Flavour
 from dsm_tr181.tree.datamodel import DataModel
+from dsm_tr181.tree.notifications import Kind
 from tests.conformance.bbf_reference import DataModelDocument
 from tests.conformance.test_served_model import VENDOR_PREFIX
 
@@ -116,3 +117,13 @@ def test_an_rbus_set_of_a_parameter_the_flavour_lacks_is_7026(schema: Schema, lo
         assert refused.value.code is FaultCode.INVALID_PATH, flavour
     both = RbusProvider.create(dm, {"flavour": "both"}, loop)
     both._apply_set(lacking["usp"] | lacking["cwmp"])  # both flavours: both accepted
+
+
+def test_a_view_tells_its_subscribers_no_change_of_a_parameter_its_flavour_lacks(schema: Schema) -> None:
+    dm = DataModel(schema)
+    eu = dm.add_row(EU, {"EUID": "eu-1"})
+    seen: dict[str, list[str]] = {"usp": [], "both": []}
+    for flavour, paths in seen.items():
+        dm.view(Flavour(flavour)).subscribe(lambda note, paths=paths: paths.append(note.path), {Kind.VALUE_CHANGE})
+    dm.update(eu, {"RequestedState": "Active", "Status": "Starting"})  # as the LCM records a CWMP request
+    assert seen == {"usp": [eu.path + "Status"], "both": [eu.path + "RequestedState", eu.path + "Status"]}
