@@ -138,10 +138,14 @@ def _mutated(answer: dict[str, Any], change: str) -> dict[str, Any]:
                     command["command_type"] = "CMD_SYNC"
         if change == "no-unique-keys":
             obj["unique_key_sets"] = []
+        if change == "cwmp-only-served" and obj["supported_obj_path"] == SM + "ExecutionUnit.{i}.":
+            obj["supported_params"].append(
+                {"param_name": "RequestedState", "access": "PARAM_READ_WRITE", "value_type": "PARAM_STRING"}
+            )
     return copy
 
 
-@pytest.mark.parametrize("change", ["signers-read-only", "reset-sync", "no-unique-keys"])
+@pytest.mark.parametrize("change", ["signers-read-only", "reset-sync", "no-unique-keys", "cwmp-only-served"])
 def test_the_comparison_catches_what_a_wrong_front_end_would_answer(
     answer: dict[str, Any],
     expected: facts.Items,  # noqa: F811
