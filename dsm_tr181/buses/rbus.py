@@ -43,6 +43,7 @@ from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, typed
 from dsm_tr181.buses.rbus_watchdog import QUIET_BEFORE_CLOSE, Verdict, after_probe, before_probe
 from dsm_tr181.errors import AdapterUnavailable
+from dsm_tr181.schema.flavours import Flavour
 from dsm_tr181.schema.model import Object
 from dsm_tr181.sections import build_section
 from dsm_tr181.tree.datamodel import DataModel
@@ -68,6 +69,11 @@ class RbusConfig:
     # Seconds between checks that the broker still routes to us (0: never). A restarted
     # rtrouted forgets every element, and librbus does not tell the provider.
     watchdog_interval: float = 10.0
+    # The TR-181 flavour whose parameters are registered (dsm_tr181/schema/flavours.py):
+    # "both" by default, because on RDK-B both agents read them on rbus — the TR-069 agent
+    # (CcspTr069Pa) sets the CWMP-only ones (ExecutionUnit.{i}.RequestedState ...), and the
+    # USP agent (obuspa) serves only the elements it is configured or built with.
+    flavour: str = Flavour.BOTH.value
 
     def __post_init__(self) -> None:
         if not self.library:
@@ -78,6 +84,8 @@ class RbusConfig:
             raise ValueError("rbus call_timeout must be > 0")
         if self.watchdog_interval < 0:
             raise ValueError("rbus watchdog_interval must be >= 0")
+        if self.flavour not in {f.value for f in Flavour}:
+            raise ValueError(f"rbus flavour must be one of {', '.join(f.value for f in Flavour)}")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> RbusConfig:
@@ -103,6 +111,7 @@ class RbusProvider:
     name = "rbus"
 
     def __init__(self, dm: DataModel, config: RbusConfig, loop: asyncio.AbstractEventLoop) -> None:
+        dm = dm.view(Flavour(config.flavour))
         self.dm = dm
         self.config = config
         self._loop = loop

@@ -33,8 +33,10 @@ def test_local_malformed_path_is_a_7008_fault_without_traceback(capsys: pytest.C
 def test_local_json_instances_and_supported(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--local", "--json", "get", "Device.SoftwareModules.ExecEnvNumberOfEntries"]) == 0
     assert capsys.readouterr().out == '{\n  "Device.SoftwareModules.ExecEnvNumberOfEntries": "0"\n}\n'
-    assert main(["--local", "instances", "Device.SoftwareModules."]) == 0
+    assert main(["--local", "instances", "Device.SoftwareModules.ExecEnv."]) == 0
     assert capsys.readouterr().out == ""
+    assert main(["--local", "instances", "Device.SoftwareModules."]) == 1  # TR-369: GetInstances of a non-table
+    assert "error 7018 Object is not a table" in capsys.readouterr().err
     assert main(["--local", "supported", "Device.SoftwareModules.", "--first-level-only"]) == 0
     out = capsys.readouterr().out
     assert "Device.SoftwareModules.  object, read-only" in out and "  InstallDU()  async  in: URL," in out
