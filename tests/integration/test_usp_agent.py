@@ -152,29 +152,35 @@ def test_the_agent_honours_the_rbus_timeout_of_its_environment(stack: UspStack) 
         eventually(lambda: not requests(stack), 10, "InstallDU() to complete in USP")
 
 
-def test_after_dsm_restarts_events_reach_the_controller_and_rows_once_the_agent_restarts(stack: UspStack) -> None:
+def rows_notified(stack: UspStack) -> list[tuple[str, str]]:
+    return sorted((n.kind, n.path) for n in stack.notifications() if n.kind.startswith("obj_"))
+
+
+def test_after_dsm_restarts_every_outcome_and_row_still_reaches_the_controller(stack: UspStack) -> None:
     install(stack, f"file://{build_du(stack.work, 'first')}")
     await_notify(stack, "obj_creation", f"{SM}DeploymentUnit.1.")
     await_notify(stack, "oper_complete", SM, "InstallDU()")
     stack.restart_dsm()
     install(stack, f"file://{build_du(stack.work, 'second')}")
-    # librbus restores the agent's event subscriptions: the outcome reaches the controller.
+    # librbus restores the agent's subscriptions — the events' and, since dsm registers each
+    # table by the name the agent subscribed to, the tables' row events (usp-tr069.md,
+    # "Provider restart"): the outcome and the new rows reach the controller.
     du_state_change(stack, "Install", 2, CurrentState="Installed", **{"Fault.FaultCode": "0"})
     eventually(lambda: [n.name for n in stack.notifications() if n.kind == "oper_complete"] == ["InstallDU()"] * 2,
                30, "the second InstallDU() to complete in USP")  # fmt: skip
+    await_notify(stack, "obj_creation", f"{SM}DeploymentUnit.2.")
+    await_notify(stack, "obj_creation", f"{SM}ExecutionUnit.2.")
+    got = values(stack.cli("get", f"{SM}DeploymentUnit."))
+    assert got[f"{SM}DeploymentUnit.1.Status"] == got[f"{SM}DeploymentUnit.2.Status"] == "Installed"
     assert "Started successfully" in stack.cli("operate", f"{SM}DeploymentUnit.1.Uninstall()")
     du_state_change(stack, "Uninstall", 1, CurrentState="Uninstalled")
     await_notify(stack, "oper_complete", f"{SM}DeploymentUnit.1.", "Uninstall()")
-    # What remains (integration/usp-tr069.md, "Provider restart"): the agent's row-event
-    # subscriptions did not survive, so no ObjectCreation/ObjectDeletion reaches the
-    # controller and the agent does not know the new row...
-    rows = sorted((n.kind, n.path) for n in stack.notifications() if n.kind.startswith("obj_"))
-    assert rows == [("obj_creation", f"{SM}DeploymentUnit.1."), ("obj_creation", f"{SM}ExecutionUnit.1.")], rows
-    assert f"{SM}DeploymentUnit.2.Status" not in values(stack.cli("get", f"{SM}DeploymentUnit."))
-    # ...until it restarts and reads the tables again.
-    stack.start_agent()
-    got = values(stack.cli("get", f"{SM}DeploymentUnit."))
-    assert got[f"{SM}DeploymentUnit.2.Status"] == "Installed"
+    eventually(lambda: rows_notified(stack) == [
+        ("obj_creation", f"{SM}DeploymentUnit.1."), ("obj_creation", f"{SM}DeploymentUnit.2."),
+        ("obj_creation", f"{SM}ExecutionUnit.1."), ("obj_creation", f"{SM}ExecutionUnit.2."),
+        ("obj_deletion", f"{SM}DeploymentUnit.1."), ("obj_deletion", f"{SM}ExecutionUnit.1."),
+    ], 30, "ObjectCreation/ObjectDeletion of every row")  # fmt: skip
+    assert f"{SM}DeploymentUnit.1.Status" not in values(stack.cli("get", f"{SM}DeploymentUnit."))
 
 
 @pytest.mark.parametrize("component", ["dsm-tr181", "eRT.com.cisco.spvtg.ccsp.dsm"])
