@@ -181,6 +181,7 @@ def test_after_dsm_restarts_every_outcome_and_row_still_reaches_the_controller(s
         ("obj_deletion", f"{SM}DeploymentUnit.1."), ("obj_deletion", f"{SM}ExecutionUnit.1."),
     ], 30, "ObjectCreation/ObjectDeletion of every row")  # fmt: skip
     assert f"{SM}DeploymentUnit.1.Status" not in values(stack.cli("get", f"{SM}DeploymentUnit."))
+    assert "mutex" not in stack.dsm.log().lower()  # librbus re-registered without lock errors
 
 
 @pytest.mark.parametrize("component", ["dsm-tr181", "eRT.com.cisco.spvtg.ccsp.dsm"])
