@@ -109,17 +109,22 @@ def test_a_controller_gets_every_outcome_through_the_agent(stack: UspStack) -> N
     assert "Started successfully" in update, update
     await_notify(stack, "oper_complete", f"{SM}DeploymentUnit.1.", "Update()")
     du_state_change(stack, "Update", 1, Version="2.0.0", CurrentState="Installed", **{"Fault.FaultCode": "0"})
-    # A failed Update: DUStateChange! carries the fault; no OperationComplete (defect 1), the
-    # request stays in Device.LocalAgent.Request. (Status Requested).
+    # A failed Update and a failed InstallDU(): DUStateChange! carries the fault; no
+    # OperationComplete (defect 1), the requests stay in Device.LocalAgent.Request. (Requested).
     stack.cli("operate", f"{SM}DeploymentUnit.1.Update(URL=file://{archives / 'web-2.0.0.tar'})")
     failed = du_state_change(stack, "Update", 1, Version="2.0.0", **{"Fault.FaultCode": "7226"})
     assert failed.args["Fault.FaultString"], failed.args
-    assert "Mismatch in calling arguments err_code=7022" in stack.trace()
+    install(stack, f"file://{archives / 'missing.tar'}")
+    refused = eventually(lambda: next((n for n in stack.notifications() if n.name == "DUStateChange!" and
+                                       n.args["OperationPerformed"] == "Install" and n.args["Fault.FaultCode"] != "0"),
+                                      None), 30, "the failed install's DUStateChange!")  # fmt: skip
+    assert refused.args["Fault.FaultString"] and refused.args["CurrentState"] == "Failed", refused.args
+    assert stack.trace().count("Mismatch in calling arguments err_code=7022") == 2
     assert [n.name for n in stack.notifications() if n.kind == "oper_complete"] == ["InstallDU()", "Update()"]
     pending = requests(stack)
-    request = "Device.LocalAgent.Request.1."  # the failed Update()
-    assert pending[request + "Command"] == f"{SM}DeploymentUnit.1.Update()"
-    assert pending[request + "Status"] == "Requested"
+    commands = sorted(v for k, v in pending.items() if k.endswith(".Command"))
+    assert commands == [f"{SM}DeploymentUnit.1.Update()", f"{SM}InstallDU()"], pending
+    assert {v for k, v in pending.items() if k.endswith(".Status")} == {"Requested"}, pending
     # Uninstall: OperationComplete, DUStateChange! (Uninstalled), the rows deleted.
     assert "Started successfully" in stack.cli("operate", f"{SM}DeploymentUnit.1.Uninstall()")
     await_notify(stack, "oper_complete", f"{SM}DeploymentUnit.1.", "Uninstall()")
