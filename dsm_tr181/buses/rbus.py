@@ -1,7 +1,7 @@
 """The rbus front end: the served data model as rbus data elements.
 
 Every parameter of the supported model is a property (writable ones with a set
-handler), every table a table element ``...Table.{i}.``, every command a method and
+handler), every table a table element ``...Table.`` (see _table), every command a method and
 every event an event element. librbus knows rows only when they are registered, so
 every existing row is registered at start and the tree's ObjectCreation and
 ObjectDeletion notifications register and unregister rows as they come and go;
@@ -277,9 +277,15 @@ class RbusProvider:
         return elements
 
     def _table(self, obj: Object) -> rbus_ffi.Table:
+        # By the table's own name (``…DeploymentUnit.``), not ``…DeploymentUnit.{i}.`` (librbus
+        # builds the same tree from both): consumers subscribe to row events by that name, and
+        # after a restart librbus restores a cached subscription only on an element of the
+        # equal name (rbus_subscriptions.c, _compareEventNameToElemName) — RDK's USP agent
+        # never subscribes again.
+        name = obj.path.removesuffix("{i}.")
         if not obj.creatable:
-            return rbus_ffi.Table(obj.path)
-        return rbus_ffi.Table(obj.path, add_row=self._add_row, remove_row=self._remove_row)
+            return rbus_ffi.Table(name)
+        return rbus_ffi.Table(name, add_row=self._add_row, remove_row=self._remove_row)
 
     # ---- handlers (bus threads) ----
 
