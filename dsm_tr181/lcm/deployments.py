@@ -256,7 +256,7 @@ class Deployments:
                 self._check_duplicate(du.uuid, meta["version"], du.ee, du.instance)
                 eu = self._new_eu(du, meta, eu_settings)
                 admission.check_disk(self.lcm, du, [eu], info.disk_usage_kib)
-                self.lcm.networking.check(du.ee, eu.port_mappings)
+                self.lcm.networking.check(eu)
                 self.lcm.networking.allocate(eu)
                 volumes = await self.lcm.appdata.provide(du, eu_settings.inputs.volumes)
                 crashpoint("install.volumes")
@@ -390,15 +390,17 @@ class Deployments:
                 inputs.store(record)
             admission.check_disk(self.lcm, du, updated, info.disk_usage_kib)
             for record in updated:
-                self.lcm.networking.check(du.ee, record.port_mappings, record.instance)
+                self.lcm.networking.check(record)
+                self.lcm.networking.allocate(record)
             volumes[:] = await self.lcm.appdata.provide(du, inputs.volumes)
             for record in updated:
                 await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target))
             stopped[:] = await self._stop_eus(du, op)
             crashpoint("update.stopped")
             eus = [eu.record for eu in self._units(du)]
-            for record in eus:
+            for record, checked in zip(eus, updated, strict=True):
                 inputs.store(record)
+                record.network_mode, record.address = checked.network_mode, checked.address
             _describe(du, meta)
             for described in eus:
                 _describe(described, meta)

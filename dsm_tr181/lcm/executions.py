@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROW = EU_TABLE + "{i}."
+NETWORK_MODE = "X_RDKCENTRAL-COM_NetworkMode"  # vendor parameter (datamodel/regenerate.py)
 AUTO_RESTART = ("RetryMinimumWaitInterval", "RetryMaximumWaitInterval", "RetryIntervalMultiplier",
                 "MaximumRetryCount", "ResetPeriod", "RetryCount")  # fmt: skip
 
@@ -90,8 +91,11 @@ class Executions:
         return node
 
     def input_rows(self, record: ExecutionUnitRecord) -> None:
-        """The EU's HostObject.{i} and EnvVariable.{i} rows, from its inputs (replacing any)."""
+        """The EU's HostObject.{i} and EnvVariable.{i} rows, from its inputs (replacing any),
+        and its network mode."""
         dm = self.lcm.dm
+        network = dm.node(f"{EU_TABLE}{record.instance}.NetworkConfig.")
+        dm.update(network, {NETWORK_MODE: self.lcm.networking.mode(record)})
         wanted = {
             "HostObject.": [dict(row) for row in record.host_objects],
             "EnvVariable.": [{"Key": key, "Value": value} for key, value in record.env],

@@ -131,6 +131,7 @@ class ExecutionUnitRecord(Record):
     # bridged networking: its address (allocated at install, kept) and NetworkConfig.PortMapping
     # rows {Protocol, ExternalPort, InternalPort, Interface}
     address: str = ""
+    network_mode: str = ""  # Bridged / None / ShareParent (lcm/networking.py); "" = the ExecEnv's
     port_mappings: list[dict[str, Any]] = field(default_factory=list)
 
     def key(self) -> str:
