@@ -323,7 +323,7 @@ class Executions:
         if self.lcm.availability.reason(record.ee):
             return self._wait_for_runtime(eu, self.lcm.availability.reason(record.ee))
         try:
-            await self.lcm.appdata.before_start(du)
+            await self.lcm.appdata.before_start(du, record.uid_base if record.uid_count else None)
             await self.lcm.networking.attach(record)
             status = await self.lcm.execenvs.runtime(record.ee).start(spec)
         except RuntimeUnavailable as fault:

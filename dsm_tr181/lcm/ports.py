@@ -227,6 +227,10 @@ class Volumes(Protocol):
         """Empty the volume again."""
         ...
 
+    def own(self, key: str, uid: int, gid: int) -> None:
+        """Give the mounted volume's top directory to ``uid``/``gid`` (a user-namespaced EU's root)."""
+        ...
+
     def used_kib(self, key: str) -> int: ...
 
     def sweep(self, owned: set[str]) -> list[str]:
