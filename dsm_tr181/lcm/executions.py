@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsm_tr181.containerspec.resources import execenv_resources, memory_limit_kib
+from dsm_tr181.containerspec.resources import cpu_quota_us, execenv_resources, memory_limit_kib
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm import admission, euinputs
 from dsm_tr181.lcm.confinement import execenv_limits
@@ -58,6 +58,7 @@ class Eu:
     retry: asyncio.TimerHandle | None = None  # pending AutoRestart
     memory_kib: int = -1
     memory_limit_kib: int = -1  # of the running container (-1: none of its own)
+    cpu_quota_us: int = -1  # its CFS quota per 100 ms (-1: none of its own)
     pids: tuple[int, ...] = ()  # its processes at the last sample
 
 
@@ -302,7 +303,12 @@ class Executions:
         except Fault as fault:
             self._fault(eu, EuFault.UNSTARTABLE, fault.message)
             return self._give_up(eu)
-        refusal = admission.memory_refusal(self.lcm, record, config)
+        refusal = ""
+        # A runtime that does not say it puts EUs under the ExecEnv's parent cgroup (Dobby, a
+        # plug-in) gets the ExecEnv's allocation shared out by admission (lcm/admission.py).
+        if not getattr(self.lcm.execenvs.runtime(record.ee), "parent_cgroup", False):
+            config, refusal = admission.share_out(self.lcm, record, config)
+        refusal = refusal or admission.memory_refusal(self.lcm, record, config)
         if refusal:
             log.warning("EU %s not started: %s", record.euid, refusal)
             self._fault(eu, failure, refusal)
@@ -319,7 +325,7 @@ class Executions:
             log_backups=self.lcm.settings.eu_log_backups,
             execenv_resources=execenv_resources(execenv_limits(settings), os.cpu_count() or 1),
         )
-        eu.memory_limit_kib = memory_limit_kib(config)
+        eu.memory_limit_kib, eu.cpu_quota_us = memory_limit_kib(config), cpu_quota_us(config)
         if self.lcm.availability.reason(record.ee):
             return self._wait_for_runtime(eu, self.lcm.availability.reason(record.ee))
         try:
@@ -578,7 +584,14 @@ class Executions:
         await self.lcm.execenvs.runtime(eu.record.ee).remove(eu.record.container_id)
 
     def adopt(self, eu: Eu) -> None:
-        """Its container survived a daemon restart and is running."""
+        """Its container survived a daemon restart and is running; what it holds of its
+        ExecEnv's allocation is counted from its effective spec (at least what it got)."""
+        du = self.lcm.deployments.records.get(eu.record.du)
+        try:
+            config = self.lcm.confinement.spec(eu.record, du) if du is not None and du.bundle else {}
+        except Fault:
+            config = {}
+        eu.memory_limit_kib, eu.cpu_quota_us = memory_limit_kib(config), cpu_quota_us(config)
         eu.running = True
         eu.started = time.monotonic()
         self._set_status(eu, EuStatus.ACTIVE)

@@ -128,7 +128,8 @@ class StartSpec:
     log_max_bytes: int = 1 << 20
     log_backups: int = 2
     # linux.resources of the ExecEnv's parent cgroup (the parent of config's cgroupsPath): its
-    # Allocated* limits, applied by the runtime before the container is created; {}: none.
+    # Allocated* limits, applied before the container is created by a runtime whose
+    # ``parent_cgroup`` attribute is true (others ignore it); {}: none.
     execenv_resources: Mapping[str, Any] = field(default_factory=dict)
 
 
