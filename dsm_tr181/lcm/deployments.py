@@ -150,7 +150,9 @@ class Deployments:
             ee,
         )
         given_uuid = str(args.get("UUID", "")).lower()
-        refusal = self._install_refusal(args, ee, privileged)
+        refusal = self._install_refusal(args, ee, privileged) or self.lcm.networking.mode_refusal(
+            ee, inputs.network_mode or ""
+        )
         du, op = self._journal_install(source, ee, given_uuid, str(args.get("ModuleVersion", "")))
         eu_settings = EuSettings(
             privileged=privileged,
@@ -346,6 +348,8 @@ class Deployments:
             username, password = self._unseal(du)
         source = self._signed(_source(url, username, password), str(args.get("Signature", "")), du.ee)
         inputs = euinputs.parse(call)
+        if refusal is None and inputs.network_mode:
+            refusal = self.lcm.networking.mode_refusal(du.ee, inputs.network_mode)
         op = OperationRecord(
             du=du.instance,
             kind=Operation.UPDATE.kind,

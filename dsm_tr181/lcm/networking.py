@@ -62,16 +62,9 @@ class Networking:
         """Fix the EU's mode; 7002 for a mode its ExecEnv does not allow, port mappings without
         a bridge, or ports another EU maps."""
         eu.network_mode = mode = self.mode(eu)
-        settings = self.lcm.execenvs.settings.get(eu.ee)
-        network = settings.network if settings is not None else "none"
-        allowed = network == "host" or (settings is not None and settings.confinement.allow_share_parent_network)
-        if mode == SHARE_PARENT and not allowed:
-            raise Fault(
-                FaultCode.REQUEST_DENIED,
-                f"execution environment {eu.ee!r} does not allow units to share its network (ShareParentNetwork)",
-            )
-        if mode == BRIDGED and (network != "bridged" or eu.ee not in self.networks):
-            raise Fault(FaultCode.REQUEST_DENIED, f"execution environment {eu.ee!r} has no bridged network")
+        refusal = self.mode_refusal(eu.ee, mode)
+        if refusal is not None:
+            raise refusal
         if not eu.port_mappings or mode == SHARE_PARENT:  # 2.20: PortMapping ignored when sharing
             return
         if mode != BRIDGED:
@@ -86,6 +79,20 @@ class Networking:
             key = (str(mapping["Protocol"]), int(mapping["ExternalPort"]))
             if key in taken:
                 raise Fault(FaultCode.REQUEST_DENIED, f"{key[0].upper()} port {key[1]} is already mapped to another EU")
+
+    def mode_refusal(self, ee: str, mode: str) -> Fault | None:
+        """Why ExecEnv ``ee`` gives none of its EUs ``mode`` (None if it may; "" = its default)."""
+        settings = self.lcm.execenvs.settings.get(ee)
+        network = settings.network if settings is not None else "none"
+        allowed = network == "host" or (settings is not None and settings.confinement.allow_share_parent_network)
+        if mode == SHARE_PARENT and not allowed:
+            return Fault(
+                FaultCode.REQUEST_DENIED,
+                f"execution environment {ee!r} does not allow units to share its network (ShareParentNetwork)",
+            )
+        if mode == BRIDGED and (network != "bridged" or ee not in self.networks):
+            return Fault(FaultCode.REQUEST_DENIED, f"execution environment {ee!r} has no bridged network")
+        return None
 
     def allocate(self, eu: ExecutionUnitRecord) -> None:
         """A bridged EU's address: the subnet's first one (after the bridge's) nobody holds;

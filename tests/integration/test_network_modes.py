@@ -104,12 +104,13 @@ def test_each_eu_gets_the_network_mode_it_asks_for(lab: Lab) -> None:
     assert seen == ["lo"], seen
     assert value(lab.dsm, isolated + "NetworkConfig.X_RDKCENTRAL-COM_NetworkMode") == "None"
 
-    # Sharing the parent's network: refused where the policy does not allow it, leaving nothing...
-    archive = build_du(lab.dsm.work, "sharer", args=("/bin/sh", "-c", REPORT))
+    # Sharing the parent's network: refused where the policy does not allow it, before any
+    # download (the URL does not even exist), as the DUStateChange! outcome, leaving nothing...
     for ask in ({SHARE: True}, {MODE: "ShareParent"}):
-        outcome = install(lab.dsm, archive.as_uri(), **ask)
+        outcome = install(lab.dsm, (lab.dsm.work / "absent.tar").as_uri(), **ask)
         assert outcome.fault is not None and outcome.fault["code"] == FaultCode.REQUEST_DENIED.usp, outcome
         assert "does not allow units to share its network" in outcome.fault["message"]
+        assert outcome.event is not None and outcome.event["CurrentState"] == "Failed", outcome
     assert len(rows(lab.dsm, DU)) == 2
     # ... and done where it does: the EU sees the device's own links.
     shared, seen = links_of(lab, "sharer", ExecutionEnvRef=EE2, **{SHARE: True})
@@ -120,7 +121,7 @@ def test_each_eu_gets_the_network_mode_it_asks_for(lab: Lab) -> None:
     archive = build_du(lab.dsm.work, "refused", args=("/bin/sh", "-c", REPORT))
     outcome = install(lab.dsm, archive.as_uri(), ExecutionEnvRef=EE2, **{SHARE: True, MODE: "None"})
     assert outcome.fault is not None and outcome.fault["code"] == FaultCode.INVALID_ARGUMENTS.usp, outcome
-    outcome = install(lab.dsm, archive.as_uri(), ExecutionEnvRef=EE2, **{MODE: "Bridged"})
+    outcome = install(lab.dsm, (lab.dsm.work / "absent.tar").as_uri(), ExecutionEnvRef=EE2, **{MODE: "Bridged"})
     assert outcome.fault is not None and outcome.fault["code"] == FaultCode.REQUEST_DENIED.usp, outcome
     assert "has no bridged network" in outcome.fault["message"]
 
