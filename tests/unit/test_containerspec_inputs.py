@@ -11,7 +11,7 @@ from dsm_tools.sample_bundle import oci_config
 
 from dsm_tr181.containerspec import ConfinementPolicy, EuInputs, SpecContext, effective_spec
 from dsm_tr181.containerspec.hostobjects import HostObject
-from dsm_tr181.containerspec.resources import Limits, execenv_resources, memory_limit_kib
+from dsm_tr181.containerspec.resources import Limits, cpu_quota_us, execenv_resources, lowered, memory_limit_kib
 from dsm_tr181.errors import Fault, FaultCode
 
 pytestmark = pytest.mark.unit
@@ -126,3 +126,19 @@ def test_the_daemons_network_decision_replaces_the_eus_namespace() -> None:
     assert "network" not in {ns["type"] for ns in shared["linux"]["namespaces"]}
     private = derive()
     assert {"type": "network"} in private["linux"]["namespaces"]
+
+
+def test_lowered_only_ever_lowers_and_leaves_the_input_alone() -> None:
+    """What an ExecEnv without a parent cgroup shares out (lcm/admission.py share_out)."""
+    spec = derive(resources=Limits(memory_kib=32768, cpu_percent=25))  # 32 MiB, 100 ms quota
+    before = repr(spec)
+    less = lowered(spec, 16384, 40_000)
+    assert (memory_limit_kib(less), cpu_quota_us(less)) == (16384, 40_000)
+    assert repr(spec) == before
+    more = lowered(spec, 65536, 200_000)  # never raised
+    assert (memory_limit_kib(more), cpu_quota_us(more)) == (32768, 100_000)
+    unbounded = derive()  # no limits at all: the remainder becomes them
+    assert (memory_limit_kib(unbounded), cpu_quota_us(unbounded)) == (-1, -1)
+    bounded = lowered(unbounded, 1024, 5_000)
+    assert (memory_limit_kib(bounded), cpu_quota_us(bounded)) == (1024, 5_000)
+    assert lowered(unbounded, -1, -1)["linux"]["resources"] == unbounded["linux"]["resources"]
