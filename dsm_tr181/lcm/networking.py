@@ -117,11 +117,8 @@ class Networking:
         )
 
     def context(self, eu: ExecutionUnitRecord, bundle: Path) -> tuple[str, tuple[tuple[str, str], ...]]:
-        """The spec's network ("", "host" or the namespace path) and /etc files; writes those files."""
-        mode = self.mode(eu)
-        if mode == SHARE_PARENT:
-            return "host", ()
-        if mode != BRIDGED or eu.ee not in self.networks:
+        """A Bridged EU's namespace path and /etc files (written here); ("", ()) for the others."""
+        if self.mode(eu) != BRIDGED or eu.ee not in self.networks:
             return "", ()
         directory = bundle / ".dsm-spec" / f"{eu.container_id}.etc"
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
