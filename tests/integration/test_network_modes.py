@@ -2,7 +2,8 @@
 ``NetworkConfig.ShareParentNetwork``), in network namespaces the test creates: the daemon
 runs in a "device" namespace holding a link of the test's; EUs are real runc containers.
 A ``None`` EU has only loopback; a ``ShareParent`` EU sees the device's links only in the
-ExecEnv whose policy allows it and is refused (7002) in the other; a ``Bridged`` EU has its
+ExecEnvs whose policy allows it (or whose ``network`` is ``host``) and is refused (7002) in
+the other; a ``Bridged`` EU has its
 own interface on the bridge as before. Each EU's mode is served on its row and kept in the
 store (the same after a daemon restart)."""
 
@@ -41,7 +42,7 @@ pytestmark = [
 
 MODE = "NetworkConfig.X_RDKCENTRAL-COM_NetworkMode"
 SHARE = "NetworkConfig.ShareParentNetwork"
-EE2 = "Device.SoftwareModules.ExecEnv.2"
+EE2, EE3 = "Device.SoftwareModules.ExecEnv.2", "Device.SoftwareModules.ExecEnv.3"
 # The EU prints its network interfaces (from its own /proc/net/dev) and waits.
 REPORT = "trap 'exit 0' TERM; echo links: $(tail -n +3 /proc/net/dev | cut -d: -f1) end; sleep 3600 & wait"
 
@@ -63,6 +64,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     execenvs = [
         {"name": "default", "network": "bridged", "subnet": "10.89.8.0/24"},
         {"name": "open", "network": "none", "allow_share_parent_network": True},
+        {"name": "hostnet", "network": "host"},  # the operator's decision: the host's network
     ]
     dsm = DsmDaemon(work, execenvs=execenvs)
     try:
@@ -116,6 +118,13 @@ def test_each_eu_gets_the_network_mode_it_asks_for(lab: Lab) -> None:
     shared, seen = links_of(lab, "sharer", ExecutionEnvRef=EE2, **{SHARE: True})
     assert lab.link in seen and "lo" in seen, seen
     assert value(lab.dsm, shared + "NetworkConfig.X_RDKCENTRAL-COM_NetworkMode") == "ShareParent"
+
+    # A host ExecEnv: its EUs share the device's network by default, or ask for None.
+    hosted, seen = links_of(lab, "hosted", ExecutionEnvRef=EE3)
+    assert lab.link in seen, seen
+    assert value(lab.dsm, hosted + "NetworkConfig.X_RDKCENTRAL-COM_NetworkMode") == "ShareParent"
+    _, seen = links_of(lab, "hosted-alone", ExecutionEnvRef=EE3, **{MODE: "None"})
+    assert seen == ["lo"], seen
 
     # Inputs that contradict each other, and a bridge the ExecEnv does not have, are refused.
     archive = build_du(lab.dsm.work, "refused", args=("/bin/sh", "-c", REPORT))
