@@ -3,9 +3,8 @@
 runs in a "device" namespace holding a link of the test's; EUs are real runc containers.
 A ``None`` EU has only loopback; a ``ShareParent`` EU sees the device's links only in the
 ExecEnvs whose policy allows it (or whose ``network`` is ``host``) and is refused (7002) in
-the other; a ``Bridged`` EU has its
-own interface on the bridge as before. Each EU's mode is served on its row and kept in the
-store (the same after a daemon restart)."""
+the other; a ``Bridged`` EU has its own interface on the bridge as before. Each EU's mode is
+served on its row and kept in the store (the same after a daemon restart)."""
 
 from __future__ import annotations
 
