@@ -343,6 +343,9 @@ class Executions:
             return self._give_up(eu)
         eu.running = True
         eu.started = time.monotonic()
+        if (record.held_memory_kib, record.held_quota_us) != (eu.memory_limit_kib, eu.cpu_quota_us):
+            record.held_memory_kib, record.held_quota_us = eu.memory_limit_kib, eu.cpu_quota_us
+            self.lcm.commit(put=[record])
         if eu.exited is not None:  # it died while the start was being reported
             eu.running = False
             self._fault(eu, failure, _describe_exit(eu.exited, eu.memory_limit_kib))
@@ -584,14 +587,8 @@ class Executions:
         await self.lcm.execenvs.runtime(eu.record.ee).remove(eu.record.container_id)
 
     def adopt(self, eu: Eu) -> None:
-        """Its container survived a daemon restart and is running; what it holds of its
-        ExecEnv's allocation is counted from its effective spec (at least what it got)."""
-        du = self.lcm.deployments.records.get(eu.record.du)
-        try:
-            config = self.lcm.confinement.spec(eu.record, du) if du is not None and du.bundle else {}
-        except Fault:
-            config = {}
-        eu.memory_limit_kib, eu.cpu_quota_us = memory_limit_kib(config), cpu_quota_us(config)
+        """Its container survived a daemon restart and is running, holding what it started with."""
+        eu.memory_limit_kib, eu.cpu_quota_us = eu.record.held_memory_kib, eu.record.held_quota_us
         eu.running = True
         eu.started = time.monotonic()
         self._set_status(eu, EuStatus.ACTIVE)

@@ -92,3 +92,13 @@ def test_the_allocation_is_shared_out_among_running_dobby_eus(dsm: DsmDaemon) ->
     # The first again, with its own 40 MiB: more than is left now, so it does not start.
     assert operate(dsm, first + "SetRequestedState()", {"RequestedState": "Active"}).ok
     eventually(lambda: value(dsm, first + "ExecutionFaultCode") == "FailureOnStart", 15, "the first's fault")
+
+    # A daemon restart adopts the running EUs with what they hold: still nothing left.
+    refusals = dsm.log().count("memory allocation exceeded")
+    dsm.stop()
+    dsm.start()
+    wait_status(dsm, second, "Active")
+    wait_status(dsm, third, "Active")
+    assert operate(dsm, first + "SetRequestedState()", {"RequestedState": "Active"}).ok
+    eventually(lambda: dsm.log().count("memory allocation exceeded") > refusals, 15, "the refusal")
+    assert value(dsm, first + "Status") == "Idle"
