@@ -14,9 +14,13 @@ them. This script restates those definitions, unchanged, in one BBF-format DM do
   which ``VendorLogList``/``VendorConfigList`` reference;
 * ``Device.Security.Certificate.{i}.`` (and ``Device.Security.`` reduced to its
   ``CertificateNumberOfEntries``), which ``ExecEnv.{i}.Signers`` references;
-* one vendor parameter, ``DeploymentUnit.{i}.X_RDKCENTRAL-COM_SignedBy`` (TR-106 vendor
-  prefix for the domain rdkcentral.com), defined here (:data:`VENDOR_PARAMETERS`), not by
-  the Broadband Forum;
+* two vendor parameters, ``DeploymentUnit.{i}.X_RDKCENTRAL-COM_SignedBy`` and
+  ``ExecutionUnit.{i}.NetworkConfig.X_RDKCENTRAL-COM_NetworkMode`` (TR-106 vendor prefix for
+  the domain rdkcentral.com), defined here (:data:`VENDOR_PARAMETERS`), not by the Broadband
+  Forum;
+* two input arguments of ``NetworkConfig.`` of InstallDU() and Update() (:data:`NETWORK_INPUTS`):
+  ``ShareParentNetwork`` as TR-181 Amendment 20 adds it, and the vendor
+  ``X_RDKCENTRAL-COM_NetworkMode``;
 * the data types, templates and bibliography entries those definitions use.
 
 Usage: ``python datamodel/regenerate.py [--bbf ../shared/bbf]``.
@@ -58,6 +62,55 @@ VENDOR_PARAMETERS = {
         </syntax>
       </parameter>""",
 }
+EU_NETWORK = "Device.SoftwareModules.ExecutionUnit.{i}.NetworkConfig."
+VENDOR_PARAMETERS[EU_NETWORK] = """
+      <parameter name="X_RDKCENTRAL-COM_NetworkMode" access="readOnly">
+        <description>
+          Vendor extension of dsm-tr181. The network this {{object|#}} gets: Bridged (a network
+          namespace of its own on its ExecEnv's bridge, with NAT and its port mappings), None (a
+          network namespace with loopback only) or ShareParent (its ExecEnv's network, which is
+          the host's). Chosen by the NetworkConfig.X_RDKCENTRAL-COM_NetworkMode or
+          NetworkConfig.ShareParentNetwork input of InstallDU() or Update(), else its ExecEnv's
+          default.
+        </description>
+        <syntax>
+          <string>
+            <enumeration value="Bridged"/>
+            <enumeration value="None"/>
+            <enumeration value="ShareParent"/>
+          </string>
+        </syntax>
+      </parameter>"""
+# Input arguments added to NetworkConfig. of InstallDU() and Update(): 2.20's ShareParentNetwork
+# (restated from TR-181 Amendment 20, which this 2.19.1 document otherwise predates) and the
+# vendor mode argument for what 2.20 has no input for.
+NETWORK_INPUTS = """
+            <parameter name="ShareParentNetwork" mandatory="false">
+              <description>
+                When true, the ExecutionUnit shares the network of its parent ExecEnv instead
+                of having one of its own; {{param|AccessInterfaces}} and
+                {{object|PortMapping}} are then ignored. (TR-181 Issue 2 Amendment 20.)
+              </description>
+              <syntax>
+                <boolean/>
+              </syntax>
+            </parameter>
+            <parameter name="X_RDKCENTRAL-COM_NetworkMode" mandatory="false">
+              <description>
+                Vendor extension of dsm-tr181. The ExecutionUnit's network: Bridged, None or
+                ShareParent (as {{param|ShareParentNetwork}} true). Absent: as
+                {{param|ShareParentNetwork}} says, else the ExecEnv's default (Update(): the
+                ExecutionUnit's mode so far).
+              </description>
+              <syntax>
+                <string>
+                  <enumeration value="Bridged"/>
+                  <enumeration value="None"/>
+                  <enumeration value="ShareParent"/>
+                </string>
+              </syntax>
+            </parameter>"""
+NETWORK_INPUT_COMMANDS = {"Device.SoftwareModules.": "InstallDU()", DU_ROW: "Update()"}
 CWMP_ONLY = {
     "Device.SoftwareModules.ExecEnv.{i}.": ("Reset", "RequestedRunLevel"),
     "Device.SoftwareModules.ExecutionUnit.{i}.": ("RequestedState", "SupportedDataModelList"),
@@ -147,6 +200,10 @@ def build(bbf: Path) -> etree._ElementTree:
                 _insert_cwmp_only(obj, cwmp_objects[name], CWMP_ONLY[name])
             if name in VENDOR_PARAMETERS:
                 _add_vendor_parameters(obj, VENDOR_PARAMETERS[name])
+            if name in NETWORK_INPUT_COMMANDS:
+                command = next(c for c in obj.findall("command") if c.get("name") == NETWORK_INPUT_COMMANDS[name])
+                network = next(o for o in command.find("input").findall("object") if o.get("name") == "NetworkConfig.")
+                _add_vendor_parameters(network, NETWORK_INPUTS)
             members.append(obj)
     for obj in members:
         obj.tail = "\n\n    "
@@ -182,8 +239,9 @@ def build(bbf: Path) -> etree._ElementTree:
     header = etree.Comment(
         "\n  dsm-tr181 supported data model: Device.SoftwareModules. restated from the\n"
         "  Broadband Forum's TR-181 Issue 2 Amendment 19 Corrigendum 1 (tr-181-2-19-1-usp-full.xml,\n"
-        "  plus four CWMP-only parameters from tr-181-2-19-1-cwmp-full.xml, Device.Security.Certificate\n"
-        "  and one vendor parameter, DeploymentUnit.{i}.X_RDKCENTRAL-COM_SignedBy). Generated by\n"
+        "  plus four CWMP-only parameters from tr-181-2-19-1-cwmp-full.xml, Device.Security.Certificate,\n"
+        "  vendor parameters named X_RDKCENTRAL-COM_ and 2.20's NetworkConfig.ShareParentNetwork\n"
+        "  input of InstallDU()/Update(), see datamodel/regenerate.py). Generated by\n"
         "  datamodel/regenerate.py; do not edit by hand. The definitions are the Broadband\n"
         "  Forum's, under the licence below (also in datamodel/LICENSE-BBF).\n"
     )

@@ -55,8 +55,9 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "Device.SoftwareModules.DeploymentUnit.{i}.": ("Update()", "Uninstall()"),
     "Device.SoftwareModules.ExecutionUnit.{i}.": ("SetRequestedState()", "Restart()"),
 }
-# Inputs of supported commands the product does not act on: refused with 7004 (a non-empty
-# NetworkConfig.AccessInterfaces) or without effect (RegisterTrustPaths; Update()'s ModuleVersion).
+# Inputs of supported commands the product does not act on: refused with 7225 (a non-empty
+# NetworkConfig.AccessInterfaces: no ExecEnv has AvailableAccessInterfaces) or without effect
+# (RegisterTrustPaths; Update()'s ModuleVersion).
 _NOT_YET = ("RegisterTrustPaths", "NetworkConfig.AccessInterfaces")
 NOT_ACTED_ON: dict[str, tuple[str, ...]] = {
     "Device.SoftwareModules.InstallDU()": _NOT_YET,

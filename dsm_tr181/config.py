@@ -16,7 +16,7 @@ TOML layout::
                   initial_eu_run_level, allocated_disk_kib, allocated_memory_kib, allocated_cpu_percent,
                   signers, require_signature, network, bridge, subnet, dns, and its confinement policy:
                   allow_privileged, allowed_host_paths, allowed_devices, extra_capabilities,
-                  allowed_rdk_plugins, user_namespace
+                  allowed_rdk_plugins, user_namespace, allow_share_parent_network
     [packager.tar], [packager.image], [runtime.<name>], [bus.rbus], [bus.dbus]   each adapter's own section
     [fleet]       the fleet client (dsm_tr181/fleet/settings.py), off by default
 

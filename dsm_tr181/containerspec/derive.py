@@ -48,6 +48,9 @@ class EuInputs:
     env: tuple[tuple[str, str], ...] = ()  # EnvVariable.{i} Key, Value
     host_objects: tuple[HostObject, ...] = ()  # HostObject.{i}
     volumes: tuple[tuple[str, str], ...] = ()  # (host directory, AccessPath) of its data volumes
+    # Its network mode: "None" (a namespace of its own: loopback only, or the bundle's when
+    # privileged), "Bridged" (join SpecContext.network), "ShareParent" (the host's: policy)
+    network_mode: str = "None"
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,7 @@ class SpecContext:
     uid_count: int = 0
     execenv_limits: Limits = field(default_factory=Limits)  # the ExecEnv's Allocated* (its parent cgroup's limits)
     cpus: int = 1  # CPUs of the device, for CPU percentages
-    # "" a new network namespace (loopback only), "host" the host's, else the path of the
-    # namespace to join (bridged networking: made by the daemon before the start)
+    # a Bridged EU's network namespace to join (made by the daemon before the start)
     network: str = ""
     etc_files: tuple[tuple[str, str], ...] = ()  # (host file, /etc/... path): hosts, resolv.conf, ...
 
@@ -88,6 +90,7 @@ def effective_spec(
         spec.setdefault("linux", {})["cgroupsPath"] = context.cgroup_path
         spec.setdefault("annotations", {})[MARK] = "privileged"
         _add_inputs(spec, inputs, None, context)
+        _network(spec, inputs.network_mode, policy, context)
         return spec
     found = review.offences(config, policy)
     if found:
@@ -97,6 +100,7 @@ def effective_spec(
         )
     spec = _confined(config, rootfs, policy, context)
     _add_inputs(spec, inputs, policy, context)
+    _network(spec, inputs.network_mode, policy, context)
     return spec
 
 
@@ -112,7 +116,6 @@ def _add_inputs(spec: dict[str, Any], inputs: EuInputs, policy: ConfinementPolic
         process["env"] = hostobjects.merge_env(process.get("env"), inputs.env)
     if inputs.host_objects:
         hostobjects.apply(spec, inputs.host_objects, policy, context.execenv)
-    _network(spec, context)
     for source, destination in inputs.volumes:  # the daemon's own volumes: no policy applies
         spec.setdefault("mounts", []).append(
             {"destination": destination, "type": "bind", "source": source,
@@ -162,13 +165,23 @@ def _confined(
     return spec
 
 
-def _network(spec: dict[str, Any], context: SpecContext) -> None:
-    """The daemon's network decision replaces the EU's own network namespace."""
-    if not context.network:
+def _network(spec: dict[str, Any], mode: str, policy: ConfinementPolicy, context: SpecContext) -> None:
+    """The EU's network mode replaces its own network namespace: the host's (ShareParent, where
+    the policy allows it) or the bridged one the daemon made; None keeps the namespace it has."""
+    if mode == "None":
         return
+    if mode == "ShareParent" and not policy.allow_share_parent_network:
+        raise Fault(
+            FaultCode.REQUEST_DENIED,
+            f"execution environment {context.execenv!r} does not allow units to share its network",
+        )
+    if mode == "Bridged" and not context.network:
+        raise Fault(FaultCode.REQUEST_DENIED, f"execution environment {context.execenv!r} has no bridged network")
+    if mode not in ("ShareParent", "Bridged"):
+        raise ValueError(f"unknown network mode {mode!r}")
     linux = spec.setdefault("linux", {})
     others = [ns for ns in linux.get("namespaces", []) if ns.get("type") != "network"]
-    joined = [] if context.network == "host" else [{"type": "network", "path": context.network}]
+    joined = [{"type": "network", "path": context.network}] if mode == "Bridged" else []
     linux["namespaces"] = [*others, *joined]
     for source, destination in context.etc_files:
         spec.setdefault("mounts", []).append(

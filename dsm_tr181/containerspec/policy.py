@@ -18,6 +18,7 @@ class ConfinementPolicy:
     extra_capabilities: tuple[str, ...] = ()  # capabilities allowed beyond the default set
     allowed_rdk_plugins: tuple[str, ...] = ()  # Dobby rdkPlugins a bundle may ask for (e.g. "gpu")
     user_namespace: bool = False  # run each EU in a user namespace with its own UID/GID range
+    allow_share_parent_network: bool = False  # EUs may ask for the host's network (ShareParentNetwork)
 
     def __post_init__(self) -> None:
         for path in (*self.allowed_host_paths, *self.allowed_devices):

@@ -100,6 +100,26 @@ def eu_resources(bundle: Any, ee: Limits, eu: Limits, cpus: int, execenv: str) -
     return resources
 
 
+def lowered(spec: Mapping[str, Any], memory_kib: int, quota_us: int) -> dict[str, Any]:
+    """A copy of ``spec`` whose memory limit is at most ``memory_kib`` KiB and CFS quota at
+    most ``quota_us`` per CPU_PERIOD_US (-1: that one unchanged)."""
+    lowered_spec = copy.deepcopy(dict(spec))
+    resources = lowered_spec.setdefault("linux", {}).setdefault("resources", {})
+    if memory_kib >= 0 and not 0 < memory_limit_kib(spec) <= memory_kib:
+        memory = resources.setdefault("memory", {})
+        memory["limit"] = memory_kib * 1024
+        memory.pop("swap", None)
+    if quota_us >= 0 and not 0 < cpu_quota_us(spec) <= quota_us:
+        resources["cpu"] = {**(resources.get("cpu") or {}), "quota": quota_us, "period": CPU_PERIOD_US}
+    return lowered_spec
+
+
+def cpu_quota_us(spec: Mapping[str, Any]) -> int:
+    """The CFS quota a spec sets, per CPU_PERIOD_US; -1 for none."""
+    cpu = ((spec.get("linux") or {}).get("resources") or {}).get("cpu") or {}
+    return round(cpu["quota"] * CPU_PERIOD_US / cpu["period"]) if _cfs(cpu) else -1
+
+
 def memory_limit_kib(spec: Mapping[str, Any]) -> int:
     """The memory limit a spec sets (KiB), -1 for none."""
     memory = ((spec.get("linux") or {}).get("resources") or {}).get("memory") or {}

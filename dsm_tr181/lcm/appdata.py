@@ -3,7 +3,9 @@
 InstallDU()'s ``ApplicationData.{i}`` inputs (Name, Capacity MiB, Retain, AccessPath;
 ``Encrypted`` must be false — this device has no encrypted storage, 7004 otherwise) become
 volumes of exactly that capacity (:class:`~dsm_tr181.lcm.ports.Volumes`), owned by the DU's
-UUID (ApplicationUUID), bind-mounted read-write at AccessPath into each of its EUs.
+UUID (ApplicationUUID), bind-mounted read-write at AccessPath into each of its EUs. A
+user-namespaced EU's volumes have their top directory owned by its mapped root (the first
+UID/GID of its range), given at every start.
 
 * A volume is journaled (``creating``) before it is made and becomes ``ready`` in the
   commit of the operation that made it; at start, unfinished ones and any volume without a
@@ -174,9 +176,11 @@ class AppData:
         for record in kept:
             await asyncio.to_thread(self.volumes.wipe, record.key())
 
-    async def before_start(self, du: DeploymentUnitRecord) -> None:
+    async def before_start(self, du: DeploymentUnitRecord, owner: int | None = None) -> None:
         """Every volume mounted (never an EU writing into a bare directory of the host),
-        UntilStopped ones empty; Fault otherwise."""
+        UntilStopped ones empty; Fault otherwise. ``owner``: the host UID/GID a user-namespaced
+        EU's root is mapped to, which gets each volume's top directory so the EU can write it
+        (what it writes there is owned by its mapped UIDs already)."""
         if self.volumes is None:
             return
         for record in self.of(du):
@@ -184,6 +188,8 @@ class AppData:
                 await asyncio.to_thread(self.volumes.wipe, record.key())
             else:
                 await asyncio.to_thread(self.volumes.mount, record.key())
+            if owner is not None:
+                await asyncio.to_thread(self.volumes.own, record.key(), owner, owner)
 
     def used_kib(self, du: DeploymentUnitRecord) -> int:
         if self.volumes is None:

@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import stat
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +71,12 @@ class Confinement:
             env=euinputs.env_of(eu),
             host_objects=euinputs.host_objects_of(eu),
             volumes=self.lcm.appdata.mounts(du) if (du := self.lcm.deployments.record_of(eu.du)) else (),
+            network_mode=self.lcm.networking.mode(eu),
         )
-        return effective_spec(_read_config(bundle), str(bundle), inputs, settings.confinement, context)
+        policy = settings.confinement
+        if settings.network == "host":  # the operator gave the ExecEnv's EUs the host's network
+            policy = replace(policy, allow_share_parent_network=True)
+        return effective_spec(_read_config(bundle), str(bundle), inputs, policy, context)
 
     def persist(self, eu: ExecutionUnitRecord, bundle: Path, spec: dict[str, Any]) -> None:
         directory = bundle / SPEC_DIR

@@ -152,7 +152,9 @@ class Deployments:
             ee,
         )
         given_uuid = str(args.get("UUID", "")).lower()
-        refusal = self._install_refusal(args, ee, privileged)
+        refusal = self._install_refusal(args, ee, privileged) or self.lcm.networking.mode_refusal(
+            ee, inputs.network_mode or ""
+        )
         du, op = self._journal_install(source, ee, given_uuid, str(args.get("ModuleVersion", "")))
         eu_settings = EuSettings(
             privileged=privileged,
@@ -264,7 +266,7 @@ class Deployments:
                 self._check_duplicate(du.uuid, meta["version"], du.ee, du.instance)
                 eu = self._new_eu(du, meta, eu_settings)
                 admission.check_disk(self.lcm, du, [eu], info.disk_usage_kib)
-                self.lcm.networking.check(du.ee, eu.port_mappings)
+                self.lcm.networking.check(eu)
                 self.lcm.networking.allocate(eu)
                 volumes = await self.lcm.appdata.provide(du, eu_settings.inputs.volumes)
                 crashpoint("install.volumes")
@@ -355,6 +357,8 @@ class Deployments:
             username, password = self._unseal(du)
         source = self._signed(_source(url, username, password), str(args.get("Signature", "")), du.ee)
         inputs = euinputs.parse(call)
+        if refusal is None and inputs.network_mode:
+            refusal = self.lcm.networking.mode_refusal(du.ee, inputs.network_mode)
         op = OperationRecord(
             du=du.instance,
             kind=Operation.UPDATE.kind,
@@ -399,15 +403,17 @@ class Deployments:
                 inputs.store(record)
             admission.check_disk(self.lcm, du, updated, info.disk_usage_kib)
             for record in updated:
-                self.lcm.networking.check(du.ee, record.port_mappings, record.instance)
+                self.lcm.networking.check(record)
+                self.lcm.networking.allocate(record)
             volumes[:] = await self.lcm.appdata.provide(du, inputs.volumes)
             for record in updated:
                 await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target))
             stopped[:] = await self._stop_eus(du, op)
             crashpoint("update.stopped")
             eus = [eu.record for eu in self._units(du)]
-            for record in eus:
+            for record, checked in zip(eus, updated, strict=True):
                 inputs.store(record)
+                record.network_mode, record.address = checked.network_mode, checked.address
             _describe(du, meta)
             for described in eus:
                 _describe(described, meta)

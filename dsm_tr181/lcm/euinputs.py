@@ -4,9 +4,15 @@ command before anything is journaled) and kept in the EU's record, from which it
 spec is derived (:mod:`dsm_tr181.containerspec`).
 
 ``ApplicationData.{i}.`` rows are parsed here and made volumes by :mod:`.appdata`.
-Inputs this device does not act on are refused (7004) rather than accepted with no effect:
-a non-empty ``NetworkConfig.AccessInterfaces``. ``NetworkConfig.PortMapping.{i}.`` rows need
-a bridged ExecEnv (see :mod:`.networking`).
+``NetworkConfig.ShareParentNetwork`` / ``X_RDKCENTRAL-COM_NetworkMode`` choose the EU's network
+mode and ``NetworkConfig.PortMapping.{i}.`` rows need a bridged one (see :mod:`.networking`).
+
+``NetworkConfig.AccessInterfaces``: TR-181 has the command fail when an interface named is not
+in the ExecEnv's ``AvailableAccessInterfaces`` — a list of strong references to
+``Device.IP.Interface`` rows, which this product does not serve, so it is empty on every
+ExecEnv. An empty (or absent) list is accepted; a non-empty one fails with 7225 (the DU needs
+what its ExecEnv does not make available), naming why — unless the EU shares its ExecEnv's
+network, where 2.20 says AccessInterfaces is ignored.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dsm_tr181.containerspec.hostobjects import HostObject, check_env, check_syn
 from dsm_tr181.containerspec.resources import Limits
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.appdata import VolumeInput, parse_rows
+from dsm_tr181.lcm.networking import MODES, SHARE_PARENT
 from dsm_tr181.lcm.records import ExecutionUnitRecord
 from dsm_tr181.lcm.tables import as_int
 from dsm_tr181.schema.types import Value
@@ -36,6 +43,7 @@ class EuInputSettings:
     volumes: tuple[VolumeInput, ...] = ()  # ApplicationData.{i}
     port_mappings: list[dict[str, Any]] | None = None  # NetworkConfig.PortMapping.{i}
     retain_data: bool = False  # RetainData (Update, Uninstall)
+    network_mode: str | None = None  # Bridged / None / ShareParent; "" = the ExecEnv's default
 
     def store(self, record: ExecutionUnitRecord) -> None:
         """Write the given parts into ``record``."""
@@ -47,6 +55,8 @@ class EuInputSettings:
             }
         if self.env is not None:
             record.env = [[key, value] for key, value in self.env]
+        if self.network_mode is not None:
+            record.network_mode = self.network_mode
         if self.port_mappings is not None:
             record.port_mappings = [dict(m) for m in self.port_mappings]
         if self.host_objects is not None:
@@ -55,11 +65,21 @@ class EuInputSettings:
             ]
 
 
+MODE_INPUT = "NetworkConfig.X_RDKCENTRAL-COM_NetworkMode"
+
+
 def parse(call: CommandCall) -> EuInputSettings:
     """The EU inputs of an InstallDU() or Update() call; Fault 7004 for what cannot be honoured."""
     args = call.args
-    if args.get("NetworkConfig.AccessInterfaces"):
-        raise Fault(FaultCode.INVALID_ARGUMENTS, "NetworkConfig.AccessInterfaces is not supported by this device")
+    network_mode = _network_mode(args)
+    interfaces = args.get("NetworkConfig.AccessInterfaces")
+    if interfaces and network_mode != SHARE_PARENT:
+        names = ", ".join(map(str, interfaces)) if isinstance(interfaces, (list, tuple)) else str(interfaces)
+        raise Fault(
+            FaultCode.DU_EE_MISMATCH,
+            f"NetworkConfig.AccessInterfaces {names}: not in the ExecEnv's AvailableAccessInterfaces, which is "
+            "empty (this device serves no Device.IP.Interface rows to reference)",
+        )
     resources = None
     if any(name.startswith("Resources.") for name in args):
         try:
@@ -85,7 +105,25 @@ def parse(call: CommandCall) -> EuInputSettings:
         check_syntax(objects)
     volumes = parse_rows(call.rows("ApplicationData."))
     mappings = _port_mappings(call.rows("NetworkConfig.PortMapping.")) or None
-    return EuInputSettings(resources, env, objects, volumes, mappings, bool(args.get("RetainData", False)))
+    retain = bool(args.get("RetainData", False))
+    return EuInputSettings(resources, env, objects, volumes, mappings, retain, network_mode)
+
+
+def _network_mode(args: dict[str, Value]) -> str | None:
+    """The mode the inputs ask for: None when they say nothing (Update keeps the EU's);
+    "" for ShareParentNetwork false alone (the ExecEnv's default); 7004 when they disagree."""
+    mode, share = args.get(MODE_INPUT), args.get("NetworkConfig.ShareParentNetwork")
+    if mode is not None and str(mode) not in MODES:
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"{MODE_INPUT} {mode!r}: one of {', '.join(MODES)}")
+    if share is True and mode not in (None, SHARE_PARENT):
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"ShareParentNetwork true but {MODE_INPUT} {mode!s}")
+    if share is False and mode == SHARE_PARENT:
+        raise Fault(FaultCode.INVALID_ARGUMENTS, f"ShareParentNetwork false but {MODE_INPUT} {mode!s}")
+    if mode is not None:
+        return str(mode)
+    if share is None:
+        return None
+    return SHARE_PARENT if share else ""
 
 
 def _port_mappings(rows: list[dict[str, Value]]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsm_tr181.containerspec.resources import execenv_resources, memory_limit_kib
+from dsm_tr181.containerspec.resources import cpu_quota_us, execenv_resources, memory_limit_kib
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm import admission, euinputs
 from dsm_tr181.lcm.confinement import execenv_limits
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROW = EU_TABLE + "{i}."
+NETWORK_MODE = "X_RDKCENTRAL-COM_NetworkMode"  # vendor parameter (datamodel/regenerate.py)
 AUTO_RESTART = ("RetryMinimumWaitInterval", "RetryMaximumWaitInterval", "RetryIntervalMultiplier",
                 "MaximumRetryCount", "ResetPeriod", "RetryCount")  # fmt: skip
 
@@ -57,6 +58,7 @@ class Eu:
     retry: asyncio.TimerHandle | None = None  # pending AutoRestart
     memory_kib: int = -1
     memory_limit_kib: int = -1  # of the running container (-1: none of its own)
+    cpu_quota_us: int = -1  # its CFS quota per 100 ms (-1: none of its own)
     pids: tuple[int, ...] = ()  # its processes at the last sample
 
 
@@ -90,8 +92,11 @@ class Executions:
         return node
 
     def input_rows(self, record: ExecutionUnitRecord) -> None:
-        """The EU's HostObject.{i} and EnvVariable.{i} rows, from its inputs (replacing any)."""
+        """The EU's HostObject.{i} and EnvVariable.{i} rows, from its inputs (replacing any),
+        and its network mode."""
         dm = self.lcm.dm
+        network = dm.node(f"{EU_TABLE}{record.instance}.NetworkConfig.")
+        dm.update(network, {NETWORK_MODE: self.lcm.networking.mode(record)})
         wanted = {
             "HostObject.": [dict(row) for row in record.host_objects],
             "EnvVariable.": [{"Key": key, "Value": value} for key, value in record.env],
@@ -298,7 +303,12 @@ class Executions:
         except Fault as fault:
             self._fault(eu, EuFault.UNSTARTABLE, fault.message)
             return self._give_up(eu)
-        refusal = admission.memory_refusal(self.lcm, record, config)
+        refusal = ""
+        # A runtime that does not say it puts EUs under the ExecEnv's parent cgroup (Dobby, a
+        # plug-in) gets the ExecEnv's allocation shared out by admission (lcm/admission.py).
+        if not getattr(self.lcm.execenvs.runtime(record.ee), "parent_cgroup", False):
+            config, refusal = admission.share_out(self.lcm, record, config)
+        refusal = refusal or admission.memory_refusal(self.lcm, record, config)
         if refusal:
             log.warning("EU %s not started: %s", record.euid, refusal)
             self._fault(eu, failure, refusal)
@@ -315,11 +325,11 @@ class Executions:
             log_backups=self.lcm.settings.eu_log_backups,
             execenv_resources=execenv_resources(execenv_limits(settings), os.cpu_count() or 1),
         )
-        eu.memory_limit_kib = memory_limit_kib(config)
+        eu.memory_limit_kib, eu.cpu_quota_us = memory_limit_kib(config), cpu_quota_us(config)
         if self.lcm.availability.reason(record.ee):
             return self._wait_for_runtime(eu, self.lcm.availability.reason(record.ee))
         try:
-            await self.lcm.appdata.before_start(du)
+            await self.lcm.appdata.before_start(du, record.uid_base if record.uid_count else None)
             await self.lcm.networking.attach(record)
             status = await self.lcm.execenvs.runtime(record.ee).start(spec)
         except RuntimeUnavailable as fault:
@@ -333,6 +343,9 @@ class Executions:
             return self._give_up(eu)
         eu.running = True
         eu.started = time.monotonic()
+        if (record.held_memory_kib, record.held_quota_us) != (eu.memory_limit_kib, eu.cpu_quota_us):
+            record.held_memory_kib, record.held_quota_us = eu.memory_limit_kib, eu.cpu_quota_us
+            self.lcm.commit(put=[record])
         if eu.exited is not None:  # it died while the start was being reported
             eu.running = False
             self._fault(eu, failure, _describe_exit(eu.exited, eu.memory_limit_kib))
@@ -574,7 +587,8 @@ class Executions:
         await self.lcm.execenvs.runtime(eu.record.ee).remove(eu.record.container_id)
 
     def adopt(self, eu: Eu) -> None:
-        """Its container survived a daemon restart and is running."""
+        """Its container survived a daemon restart and is running, holding what it started with."""
+        eu.memory_limit_kib, eu.cpu_quota_us = eu.record.held_memory_kib, eu.record.held_quota_us
         eu.running = True
         eu.started = time.monotonic()
         self._set_status(eu, EuStatus.ACTIVE)

@@ -190,9 +190,18 @@ class Lcm:
         return task
 
     def eu_confinement(self, eu_instance: int) -> dict[str, object]:
-        """What EU ``eu_instance`` runs with (capabilities, namespaces, seccomp, ...)."""
+        """What EU ``eu_instance`` runs with (capabilities, namespaces, seccomp, ..., and its
+        network: mode, address, port mappings — which TR-181 would show as
+        ``Device.NAT.PortMapping`` rows, not served here)."""
         eu = self.executions.units[eu_instance].record
-        return self.confinement.summary(eu, self.deployments.records[eu.du])
+        network: dict[str, object] = {"mode": self.networking.mode(eu)}
+        if eu.address:
+            network["address"] = eu.address
+        if eu.port_mappings and network["mode"] == "Bridged":
+            network["port_mappings"] = [
+                f"{m['Protocol']} {m['ExternalPort']} -> {m['InternalPort']}" for m in eu.port_mappings
+            ]
+        return {**self.confinement.summary(eu, self.deployments.records[eu.du]), "network": network}
 
     def eu_log(self, eu_instance: int) -> tuple[Path, int]:
         """EU ``eu_instance``'s log file and how many backups of it are kept."""

@@ -157,7 +157,8 @@ class StartSpec:
     log_max_bytes: int = 1 << 20
     log_backups: int = 2
     # linux.resources of the ExecEnv's parent cgroup (the parent of config's cgroupsPath): its
-    # Allocated* limits, applied by the runtime before the container is created; {}: none.
+    # Allocated* limits, applied before the container is created by a runtime whose
+    # ``parent_cgroup`` attribute is true (others ignore it); {}: none.
     execenv_resources: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -254,6 +255,10 @@ class Volumes(Protocol):
 
     def wipe(self, key: str) -> None:
         """Empty the volume again."""
+        ...
+
+    def own(self, key: str, uid: int, gid: int) -> None:
+        """Give the mounted volume's top directory to ``uid``/``gid`` (a user-namespaced EU's root)."""
         ...
 
     def used_kib(self, key: str) -> int: ...

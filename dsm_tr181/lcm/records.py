@@ -131,6 +131,11 @@ class ExecutionUnitRecord(Record):
     # bridged networking: its address (allocated at install, kept) and NetworkConfig.PortMapping
     # rows {Protocol, ExternalPort, InternalPort, Interface}
     address: str = ""
+    network_mode: str = ""  # Bridged / None / ShareParent (lcm/networking.py); "" = the ExecEnv's
+    # memory limit (KiB) and CFS quota (us) its container last started with (-1: none), what it
+    # holds of its ExecEnv's allocation when adopted after a daemon restart (lcm/admission.py)
+    held_memory_kib: int = -1
+    held_quota_us: int = -1
     port_mappings: list[dict[str, Any]] = field(default_factory=list)
 
     def key(self) -> str:

@@ -191,6 +191,9 @@ class DobbyRuntime:
     """Runs OCI bundles as Dobby containers (Runtime, PausableRuntime, MonitoredRuntime)."""
 
     name = "dobby"
+    # Dobby puts each container in a cgroup named after it (its stats and plugins look there),
+    # so no ExecEnv parent cgroup: the LCM shares the allocation out by admission instead.
+    parent_cgroup = False
 
     def __init__(
         self, config: DobbyRuntimeConfig | None = None, glib: GLibThread | None = None, work: Path | None = None

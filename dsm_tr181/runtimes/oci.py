@@ -111,6 +111,8 @@ class OciRuntime:
         """
         self.config = config
         self.name = Path(config.binary).name
+        # StartSpec.execenv_resources applied to the ExecEnv's parent cgroup (not under systemd).
+        self.parent_cgroup = not config.systemd_cgroup
         work = state_dir / f"oci-{self.name}"
         self.root = Path(config.root) / state_dir.name if config.root else work / "root"
         self._files = work / "containers"

@@ -64,6 +64,12 @@ class LoopVolumes:
         self.remove(key)
         self.create(key, capacity)
 
+    def own(self, key: str, uid: int, gid: int) -> None:
+        target = self.mountpoint(key)
+        if not _mounted(target):
+            raise Fault(FaultCode.INTERNAL_ERROR, f"volume {key} is not mounted")
+        os.chown(target, uid, gid)
+
     def used_kib(self, key: str) -> int:
         """KiB in use on the mounted volume (-1 when not mounted)."""
         target = self.mountpoint(key)

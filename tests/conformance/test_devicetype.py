@@ -116,6 +116,26 @@ def test_dt_lists_every_argument_of_a_supported_command_or_event(
     assert checked > 60
 
 
+def test_dt_states_the_network_mode_inputs_and_parameter(dt: etree._Element) -> None:
+    """What the per-EU network modes add (lcm/networking.py), stated independently: both
+    commands take 2.20's ShareParentNetwork and the vendor mode argument; the EU shows its mode.
+    AccessInterfaces stays out: a non-empty one is refused (no AvailableAccessInterfaces)."""
+    objects = {o.get("ref"): o for o in dt.find("model").findall("object")}
+    for path, name in ((SM, "InstallDU()"), (f"{SM}DeploymentUnit.{{i}}.", "Update()")):
+        (command,) = [c for c in objects[path].findall("command") if c.get("ref") == name]
+        (network,) = [o for o in command.find("input").findall("object") if o.get("ref") == "NetworkConfig."]
+        assert [p.get("ref") for p in network.findall("parameter")] == [
+            "ShareParentNetwork",
+            "X_RDKCENTRAL-COM_NetworkMode",
+        ]
+    eu_network = objects[f"{SM}ExecutionUnit.{{i}}.NetworkConfig."]
+    assert [p.get("ref") for p in eu_network.findall("parameter")] == [
+        "AccessInterfaceRefList",
+        "PortMappingRefList",
+        "X_RDKCENTRAL-COM_NetworkMode",
+    ]
+
+
 def test_dt_access_is_what_the_product_serves(dt: etree._Element, schema: Schema) -> None:
     # readWrite exactly where the served model is readWrite; writeOnceReadOnly (USP Alias) and
     # readOnly both become readOnly, as DT 1.15 has no writeOnceReadOnly

@@ -34,7 +34,12 @@ RESTATED_IN_PART: dict[str, tuple[tuple[str, ...] | None, bool]] = {
 }
 # Vendor parameters (TR-106 3.3: X_<domain>_ prefix), defined by the product, not the BBF.
 VENDOR_PREFIX = "X_RDKCENTRAL-COM_"
-VENDOR_PARAMETERS = {f"{SM}DeploymentUnit.{{i}}.X_RDKCENTRAL-COM_SignedBy": "PARAM_READ_ONLY"}
+VENDOR_PARAMETERS = {
+    f"{SM}DeploymentUnit.{{i}}.X_RDKCENTRAL-COM_SignedBy": "PARAM_READ_ONLY",
+    f"{SM}ExecutionUnit.{{i}}.NetworkConfig.X_RDKCENTRAL-COM_NetworkMode": "PARAM_READ_ONLY",
+}
+# Input arguments of TR-181 2.20 the product serves ahead of its 2.19.1 model (checked on their own).
+BACKPORTED = "NetworkConfig.ShareParentNetwork"
 # Served from the CWMP flavour: TR-069 controllers reach the product through the RDK-B stack.
 CWMP_ONLY = (
     f"{SM}ExecEnv.{{i}}.Reset",
@@ -94,7 +99,7 @@ def expected(bbf_items: facts.Items) -> facts.Items:
 
 
 def _standard(items: facts.Items) -> facts.Items:
-    return {k: v for k, v in items.items() if VENDOR_PREFIX not in k}
+    return {k: v for k, v in items.items() if VENDOR_PREFIX not in k and BACKPORTED not in k}
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +113,19 @@ def test_vendor_parameters_are_the_named_ones_with_their_access(supported: list[
     assert vendor.keys() == VENDOR_PARAMETERS.keys()
     assert all(name.rpartition(".")[2].startswith(VENDOR_PREFIX) for name in vendor)
     assert vendor == VENDOR_PARAMETERS
+
+
+def test_network_mode_inputs_are_served_on_install_and_update(schema: Schema) -> None:
+    """2.20's ShareParentNetwork (boolean) and the vendor mode argument, on both commands."""
+    install = schema.objects[SM].commands["InstallDU()"]
+    update = schema.objects[f"{SM}DeploymentUnit.{{i}}."].commands["Update()"]
+    for command in (install, update):
+        share = command.inputs[BACKPORTED]
+        assert share.type.base.value == "boolean" and not share.mandatory and share.default is None
+        mode = command.inputs["NetworkConfig.X_RDKCENTRAL-COM_NetworkMode"]
+        assert mode.type.enumerations == ("Bridged", "None", "ShareParent")
+    extra = {name for name in install.inputs if BACKPORTED in name or VENDOR_PREFIX in name}
+    assert extra == {BACKPORTED, "NetworkConfig.X_RDKCENTRAL-COM_NetworkMode"}
 
 
 @pytest.fixture(scope="module")

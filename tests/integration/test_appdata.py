@@ -6,8 +6,10 @@ ENOSPC; volumes nobody owns are removed at start."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +150,30 @@ def test_a_crash_after_the_volume_was_made_leaves_no_volume(dsm: DsmDaemon) -> N
     dsm.start()
     assert rows(dsm, DU) == [] and rows(dsm, APPDATA) == [] and volumes_on_disk(dsm) == []
     assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(dsm.state) in line]
+
+
+def test_a_user_namespaced_eu_writes_its_volume_as_its_mapped_root() -> None:
+    """With ``user_namespace`` the EU's root is a host UID of its range: the volume's top
+    directory is given to it, so it writes there; the host sees the files owned by that UID,
+    and Capacity holds as before."""
+    work = Path(tempfile.mkdtemp(prefix="dsm-appdata-userns-", dir="/tmp"))
+    work.chmod(0o711)  # a mapped root must reach its bundle (README "Confinement")
+    (work / "bundles").mkdir(mode=0o711)
+    base = 1_200_000 + (os.getpid() % 100) * 65536  # a range no other test daemon hands out
+    dsm = DsmDaemon(work, lcm={"bundle_dir": str(work / "bundles"), "uid_range_base": base},
+                    execenvs=[{"name": "default", "user_namespace": True}])  # fmt: skip
+    try:
+        dsm.start()
+        outcome = install(dsm, build_du(work, "userns", args=("/bin/sh", "-c", SCRIPT)).as_uri(), **VOLUME)
+        assert outcome.ok, outcome
+        eu = eu_of(dsm, outcome.event["DeploymentUnitRef"] + ".")  # type: ignore[index]
+        lines = run_once(dsm, eu, 1)  # wrote /data/runs, then failed to write past Capacity
+        assert any("No space left on device" in line for line in lines), lines
+        runs = dsm.state / "volumes" / "default-1" / "mnt" / "runs"
+        assert (runs.stat().st_uid, runs.stat().st_gid) == (base, base)
+        assert runs.read_text() == "run\n"
+        run_once(dsm, eu, 2)  # and again at the next start
+        assert operate(dsm, outcome.event["DeploymentUnitRef"] + ".Uninstall()").ok  # type: ignore[index]
+    finally:
+        dsm.cleanup()
+        shutil.rmtree(work, ignore_errors=True)

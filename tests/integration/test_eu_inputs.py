@@ -96,11 +96,16 @@ def test_a_host_object_outside_the_allow_list_is_refused(dsm: DsmDaemon, source:
     assert tree_files(dsm.state / "bundles") == []
 
 
-def test_unsupported_inputs_are_refused_not_ignored(dsm: DsmDaemon) -> None:
+def test_access_interfaces_and_port_mappings_without_a_bridge_are_refused_not_ignored(dsm: DsmDaemon) -> None:
     archive = build_du(dsm.work, "unsupported", args=("/bin/true",))
-    outcome = install(dsm, archive.as_uri(), **{"NetworkConfig.AccessInterfaces": "eth0"})
-    assert outcome.fault is not None and outcome.fault["code"] == FaultCode.INVALID_ARGUMENTS.usp, outcome
-    assert "not supported" in outcome.fault["message"]
+    # AccessInterfaces must be in the ExecEnv's AvailableAccessInterfaces: empty here, as no
+    # Device.IP.Interface row is served for it to reference.
+    assert value(dsm, "Device.SoftwareModules.ExecEnv.1.AvailableAccessInterfaces") == ""
+    outcome = install(dsm, archive.as_uri(), **{"NetworkConfig.AccessInterfaces": "eth0,wan0"})
+    assert outcome.fault is not None and outcome.fault["code"] == FaultCode.DU_EE_MISMATCH.usp, outcome
+    assert "AccessInterfaces eth0, wan0: not in the ExecEnv's AvailableAccessInterfaces" in outcome.fault["message"]
+    assert "Device.IP.Interface" in outcome.fault["message"]
+    assert rows(dsm, DU) == []
     # A port mapping needs an ExecEnv with bridged networking; this one has none.
     port = "NetworkConfig.PortMapping.1."
     mapping = {port + "Interface": "eth0", port + "ExternalPort": 8080, port + "InternalPort": 80,
@@ -108,4 +113,13 @@ def test_unsupported_inputs_are_refused_not_ignored(dsm: DsmDaemon) -> None:
     outcome = install(dsm, archive.as_uri(), **mapping)
     assert outcome.fault is not None and outcome.fault["code"] == FaultCode.REQUEST_DENIED.usp, outcome
     assert "no bridged network" in outcome.fault["message"]
+    # An empty AccessInterfaces ("no outgoing network access is required") is accepted; the EU
+    # serves empty reference lists (Device.IP.Interface and Device.NAT.PortMapping are not served).
+    outcome = install(dsm, archive.as_uri(), **{"NetworkConfig.AccessInterfaces": ""})
+    assert outcome.ok, outcome
+    eu = eu_of(dsm, outcome.event["DeploymentUnitRef"] + ".")  # type: ignore[index]
+    assert value(dsm, eu + "NetworkConfig.AccessInterfaceRefList") == ""
+    assert value(dsm, eu + "NetworkConfig.PortMappingRefList") == ""
+    assert value(dsm, eu + "NetworkConfig.X_RDKCENTRAL-COM_NetworkMode") == "None"  # the ExecEnv's default
+    assert operate(dsm, outcome.event["DeploymentUnitRef"] + ".Uninstall()").ok
     assert rows(dsm, DU) == [] and tree_files(dsm.state / "bundles") == []

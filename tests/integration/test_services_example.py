@@ -60,6 +60,9 @@ def test_the_readme_services_example_runs(tmp_path: Path) -> None:
         assert "Device.SoftwareModules.ExecutionUnit.1.AllocatedCPUPercent = 50" in out
         assert "Device.SoftwareModules.ExecEnv.1.ApplicationData.1.Name = db" in out
         assert "Device.SoftwareModules.ExecEnv.1.ApplicationData.1.Capacity = 16" in out
+        assert "Device.SoftwareModules.ExecutionUnit.1.NetworkConfig.X_RDKCENTRAL-COM_NetworkMode = Bridged" in out
+        assert "Device.SoftwareModules.ExecutionUnit.1.NetworkConfig.PortMappingRefList = " in out
+        assert "TCP 8080 -> 80" in out and "10.89.0.2" in out
         log = dsm.state / "logs" / "default-1.log"
         eventually(lambda: log.exists() and "mode=demo" in log.read_text(), 20, "the EU's output")
         lines = log.read_text().splitlines()

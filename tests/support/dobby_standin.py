@@ -20,6 +20,8 @@ failure value instead of a D-Bus error (``GetState`` with -1), reads
 bundles (original kept as ``config-dobby.json``, ``config.json`` rewritten as ``1.0.2``),
 writes ``container.pid`` into the bundle, sets the hostname to the container id, reaps
 containers as a child subreaper and reports exit codes 129..192 as deaths by signal.
+As with Dobby (which hands ``config.json`` to crun), ``linux.resources`` become the limits of
+the container's own cgroup, and without a ``cgroupsPath`` there is no parent of ours above it.
 A graceful ``Stop`` sends SIGTERM and SIGKILL 0.5 s later, as Dobby does. ``GetInfo``
 has Dobby's fields and types (integer pids, ``processes`` with integer ``pid``/``nsPid``,
 ``cpu.usage.total`` in ns, ``memory.user.*`` in bytes, a monotonic ``timestamp`` in ns).

@@ -11,7 +11,7 @@ from dsm_tools.sample_bundle import oci_config
 
 from dsm_tr181.containerspec import ConfinementPolicy, EuInputs, SpecContext, effective_spec
 from dsm_tr181.containerspec.hostobjects import HostObject
-from dsm_tr181.containerspec.resources import Limits, execenv_resources, memory_limit_kib
+from dsm_tr181.containerspec.resources import Limits, cpu_quota_us, execenv_resources, lowered, memory_limit_kib
 from dsm_tr181.errors import Fault, FaultCode
 
 pytestmark = pytest.mark.unit
@@ -113,16 +113,43 @@ def test_host_objects_outside_the_policy_are_refused_together() -> None:
     assert caught.value.code is FaultCode.INVALID_ARGUMENTS
 
 
-def test_the_daemons_network_decision_replaces_the_eus_namespace() -> None:
+def test_the_eus_network_mode_replaces_its_namespace() -> None:
     bridged = derive(context=replace(CONTEXT, network="/run/netns/dsm-1-default-1",
-                                     etc_files=(("/b/1/g1/.dsm-spec/default-1.etc/hosts", "/etc/hosts"),)))  # fmt: skip
+                                     etc_files=(("/b/1/g1/.dsm-spec/default-1.etc/hosts", "/etc/hosts"),)),
+                     network_mode="Bridged")  # fmt: skip
     namespaces = bridged["linux"]["namespaces"]
     assert [ns for ns in namespaces if ns["type"] == "network"] == [
         {"type": "network", "path": "/run/netns/dsm-1-default-1"}
     ]
     assert {"destination": "/etc/hosts", "type": "bind", "source": "/b/1/g1/.dsm-spec/default-1.etc/hosts",
             "options": ["bind", "ro", "nosuid", "nodev"]} in bridged["mounts"]  # fmt: skip
-    shared = derive(context=replace(CONTEXT, network="host"))
+    # The host's network: only where the policy allows it, even for a privileged EU.
+    config = oci_config(["/bin/app"])
+    for privileged in (False, True):
+        inputs = EuInputs(network_mode="ShareParent", privileged=privileged)
+        with pytest.raises(Fault) as caught:
+            effective_spec(config, "/b/1/g1", inputs, replace(POLICY, allow_privileged=True), CONTEXT)
+        assert caught.value.code is FaultCode.REQUEST_DENIED and "share its network" in caught.value.message
+    allowing = replace(POLICY, allow_share_parent_network=True)
+    shared = effective_spec(config, "/b/1/g1", EuInputs(network_mode="ShareParent"), allowing, CONTEXT)
     assert "network" not in {ns["type"] for ns in shared["linux"]["namespaces"]}
+    with pytest.raises(Fault):  # Bridged without the daemon's namespace
+        derive(network_mode="Bridged")
     private = derive()
     assert {"type": "network"} in private["linux"]["namespaces"]
+
+
+def test_lowered_only_ever_lowers_and_leaves_the_input_alone() -> None:
+    """What an ExecEnv without a parent cgroup shares out (lcm/admission.py share_out)."""
+    spec = derive(resources=Limits(memory_kib=32768, cpu_percent=25))  # 32 MiB, 100 ms quota
+    before = repr(spec)
+    less = lowered(spec, 16384, 40_000)
+    assert (memory_limit_kib(less), cpu_quota_us(less)) == (16384, 40_000)
+    assert repr(spec) == before
+    more = lowered(spec, 65536, 200_000)  # never raised
+    assert (memory_limit_kib(more), cpu_quota_us(more)) == (32768, 100_000)
+    unbounded = derive()  # no limits at all: the remainder becomes them
+    assert (memory_limit_kib(unbounded), cpu_quota_us(unbounded)) == (-1, -1)
+    bounded = lowered(unbounded, 1024, 5_000)
+    assert (memory_limit_kib(bounded), cpu_quota_us(bounded)) == (1024, 5_000)
+    assert lowered(unbounded, -1, -1)["linux"]["resources"] == unbounded["linux"]["resources"]

@@ -16,7 +16,8 @@ import pytest
 
 from dsm_tr181 import config as config_module
 from dsm_tr181.config import ConfigError, load_config
-from dsm_tr181.lcm import versions
+from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm import euinputs, versions
 from dsm_tr181.lcm.identity import annex_c_uuid
 from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecEnvRecord, ExecutionUnitRecord, OperationRecord
 from dsm_tr181.secretbox import FernetSealer
@@ -409,3 +410,32 @@ def test_sealer_replaces_an_empty_key_file_left_by_a_cut_creation(tmp_path: Path
     assert len(key.read_bytes().strip()) == 44
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.key"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("args", "mode"),
+    [
+        ({}, None),  # nothing said: Update keeps the EU's mode, InstallDU gives the ExecEnv's
+        ({euinputs.MODE_INPUT: "None"}, "None"),
+        ({euinputs.MODE_INPUT: "Bridged", "NetworkConfig.ShareParentNetwork": False}, "Bridged"),
+        ({"NetworkConfig.ShareParentNetwork": True}, "ShareParent"),
+        ({"NetworkConfig.ShareParentNetwork": True, euinputs.MODE_INPUT: "ShareParent"}, "ShareParent"),
+        ({"NetworkConfig.ShareParentNetwork": False}, ""),  # not sharing: the ExecEnv's default
+    ],
+)
+def test_network_mode_inputs(args: dict[str, Any], mode: str | None) -> None:
+    assert euinputs._network_mode(args) == mode
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {euinputs.MODE_INPUT: "Host"},
+        {"NetworkConfig.ShareParentNetwork": True, euinputs.MODE_INPUT: "None"},
+        {"NetworkConfig.ShareParentNetwork": False, euinputs.MODE_INPUT: "ShareParent"},
+    ],
+)
+def test_contradicting_or_unknown_network_modes_are_invalid_arguments(args: dict[str, Any]) -> None:
+    with pytest.raises(Fault) as caught:
+        euinputs._network_mode(args)
+    assert caught.value.code is FaultCode.INVALID_ARGUMENTS

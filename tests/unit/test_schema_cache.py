@@ -35,10 +35,10 @@ def test_a_cached_load_does_not_import_lxml(tmp_path: Path) -> None:
         "print(s.counts()['parameters'], 'lxml' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["147", "False"]
+    assert out == ["148", "False"]
 
 
 def test_a_corrupt_cache_is_replaced(tmp_path: Path) -> None:
     (tmp_path / "schema.pickle").write_bytes(b"not a pickle")
-    assert load_schema(cache_dir=tmp_path).counts()["parameters"] == 147
-    assert load_schema(cache_dir=tmp_path).counts()["parameters"] == 147
+    assert load_schema(cache_dir=tmp_path).counts()["parameters"] == 148
+    assert load_schema(cache_dir=tmp_path).counts()["parameters"] == 148
