@@ -265,6 +265,10 @@ def test_update_interrupted_before_the_swap_is_rolled_back_and_the_eu_runs_again
     du, eu, pid, generation = install_running(dsm, du_v1.as_uri())
     other = bystander(dsm, other_du.as_uri())
     crash(dsm, point, du + "Update()", {"URL": du_v2.as_uri()})
+    if point == "update.stopped":  # the new version was ready before the old one stopped
+        (new,) = set(generations(dsm, du)) - {generation}
+        bundle = dsm.state / "bundles" / du.rstrip(".").rpartition(".")[2] / new
+        assert [p.name for p in (bundle / ".dsm-spec").iterdir()] == ["default-1.json"]  # EU 1's container spec
 
     log = restart(dsm)
 

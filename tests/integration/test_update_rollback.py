@@ -15,6 +15,7 @@ import pytest
 
 from dsm_tr181.errors import FaultCode
 from tests.integration.lcm_helpers import (
+    EE1,
     build_du,
     eu_of,
     eventually,
@@ -22,6 +23,7 @@ from tests.integration.lcm_helpers import (
     needs_runc,
     operate,
     row,
+    rows,
     runc_state,
     running_rootfs,
     top_entries,
@@ -33,6 +35,7 @@ pytestmark = [pytest.mark.integration, needs_runc]
 
 DIES_AT_ONCE = ("/bin/sh", "-c", "echo broken; exit 3")
 DIES_SOON = ("/bin/sh", "-c", "sleep 0.5; exit 4")  # Active at first, gone within the settle time
+APPDATA = EE1 + ".ApplicationData."
 KEEPER = "trap 'exit 0' TERM; cat /data/mark 2>/dev/null || echo v1 > /data/mark; sleep 3600 & wait"
 VOLUME = {"ApplicationData.1.Name": "db", "ApplicationData.1.Capacity": 4, "ApplicationData.1.Retain": "Forever",
           "ApplicationData.1.AccessPath": "/data", "ApplicationData.1.Encrypted": False}  # fmt: skip
@@ -102,19 +105,33 @@ def test_settle_time_zero_only_asks_for_active(tmp_path: Path) -> None:
         daemon.cleanup()
 
 
+def test_idle_eus_stay_idle_and_need_no_proof(dsm: DsmDaemon) -> None:
+    outcome = install(dsm, build_du(dsm.work, "svc").as_uri())
+    assert outcome.ok and outcome.event is not None, outcome
+    du = str(outcome.event["DeploymentUnitRef"]) + "."
+    updated = operate(dsm, du + "Update()", {"URL": build_du(dsm.work, "svc", "2.0.0", args=DIES_AT_ONCE).as_uri()})
+    assert updated.ok and updated.event is not None and updated.event["Fault.FaultCode"] == "0", updated
+    assert row(dsm, eu_of(dsm, du))["Status"] == "Idle" and row(dsm, du)["Version"] == "2.0.0"
+
+
 @pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="needs mkfs.ext4 (Debian package e2fsprogs)")
 def test_a_rollback_restores_the_data_volumes(dsm: DsmDaemon) -> None:
     keeper = build_du(dsm.work, "keeper", args=("/bin/sh", "-c", KEEPER))
     du, eu, euid, generation = running(dsm, keeper.as_uri(), **VOLUME)
-    mark = dsm.state / "volumes" / "default-1" / "mnt" / "mark"
+    volumes = dsm.state / "volumes"
+    mark = volumes / "default-1" / "mnt" / "mark"
     eventually(lambda: mark.exists() and mark.read_text() == "v1\n", what="the old version's mark")
-    # Without RetainData the named volume is emptied for the new version, which dies.
+    # The update names a new volume only (no RetainData: "db" would go once proven); the
+    # new version overwrites the old data and dies.
     broken = build_du(dsm.work, "keeper", "2.0.0", args=("/bin/sh", "-c", "echo v2 > /data/mark; exit 5"))
+    cache = {**VOLUME, "ApplicationData.1.Name": "cache", "ApplicationData.1.AccessPath": "/cache"}
 
-    outcome = operate(dsm, du + "Update()", {"URL": broken.as_uri(), **VOLUME})
+    outcome = operate(dsm, du + "Update()", {"URL": broken.as_uri(), **cache})
 
     assert outcome.event is not None and outcome.event["Fault.FaultCode"] == str(FaultCode.COMMAND_FAILURE.usp)
     assert_old_runs(dsm, du, eu, euid, generation)
     assert mark.read_text() == "v1\n"  # the old version's data, not the new one's write
+    assert rows(dsm, APPDATA) == [APPDATA + "1."] and row(dsm, APPDATA + "1.")["Name"] == "db"
+    assert sorted(p.name for p in volumes.iterdir()) == ["default-1"]  # "cache" is gone, "db" stays
     assert [p.name for p in (dsm.state / "bundles").rglob("*.data")] == []  # the copy is gone
     assert operate(dsm, du + "Uninstall()").ok
