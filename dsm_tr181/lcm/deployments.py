@@ -384,9 +384,13 @@ class Deployments:
             if op.stage == "journaled":
                 await self.lcm.appdata.discard(volumes)
                 await self._abandon_update(du, op, stopped, started, fault)
-            else:  # the new version was the DU's: the old one comes back
-                await self.roll_back(du, op)
-                self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started, fault)
+            else:  # the new version was the DU's: the old one comes back (or, if that fails
+                # here, at the next start: the operation stays journaled)
+                await cleanup(
+                    f"rollback of the update of DU {du.instance}",
+                    lambda: self.roll_back(du, op),
+                    lambda: self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started, fault),
+                )
 
         async with ends_with("update", abandon), self.lcm.operation():
             if refusal is not None:

@@ -94,6 +94,19 @@ def test_a_new_version_that_does_not_stay_active_is_rolled_back(dsm: DsmDaemon, 
     assert wait_status(dsm, eu, "Active")["Version"] == "3.0.0"
 
 
+def test_an_unforeseen_error_while_settling_rolls_back_too(tmp_path: Path) -> None:
+    daemon = DsmDaemon(tmp_path)
+    try:
+        daemon.start(env={"DSM_RAISE_AT": "update.started"})  # tests/support/fault_injection.py
+        du, eu, euid, generation = running(daemon, build_du(tmp_path, "svc").as_uri())
+        outcome = operate(daemon, du + "Update()", {"URL": build_du(tmp_path, "svc", "2.0.0").as_uri()})
+        assert outcome.event is not None
+        assert outcome.event["Fault.FaultCode"] == str(FaultCode.INTERNAL_ERROR.usp), outcome
+        assert_old_runs(daemon, du, eu, euid, generation)
+    finally:
+        daemon.cleanup()
+
+
 def test_settle_time_zero_only_asks_for_active(tmp_path: Path) -> None:
     daemon = DsmDaemon(tmp_path, lcm={"update_settle_time": 0.0})
     try:
