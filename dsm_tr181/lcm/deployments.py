@@ -428,16 +428,17 @@ class Deployments:
             du.signed_by = info.signed_by
             du.url, du.sealed_url = served_url(source.url), self._seal_url(source.url)
             du.credentials, du.last_update = self._seal(source), stamp()
-            du.status = self._move(du, DuRequest.COMPLETE)
-            op.stage = "swapped"
+            op.stage = "swapped"  # the DU stays Updating while the new version is on trial
             self.lcm.commit(put=[du, *eus, op, *self.lcm.appdata.ready(volumes)])
             crashpoint("update.swapped")
             self._show(du, op)
             await self.lcm.appdata.wipe_for_update(du, set(op.named_volumes), op.retain_data)
             await self._prove(du, op)
+            du.status = self._move(du, DuRequest.COMPLETE)
             op.stage = "proven"
-            self.lcm.commit(put=[op])
+            self.lcm.commit(put=[du, op])
             crashpoint("update.proven")
+            self.refresh(du)
         await self.finish_update(du, op)
         self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started)
         return {}
@@ -483,7 +484,7 @@ class Deployments:
         old_du = DeploymentUnitRecord.from_json(op.old["du"])
         for name in (f.name for f in fields(DeploymentUnitRecord)):
             setattr(du, name, getattr(old_du, name))
-        du.status = DuStatus.INSTALLED
+        du.status = self._move(du, DuRequest.FAIL)  # the old record says Updating
         eus = [eu.record for eu in self._units(du)]
         olds = {data["instance"]: ExecutionUnitRecord.from_json(data) for data in op.old["eus"]}
         for record in eus:

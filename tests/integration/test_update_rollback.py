@@ -22,6 +22,7 @@ from tests.integration.lcm_helpers import (
     install,
     needs_runc,
     operate,
+    operate_async,
     row,
     rows,
     runc_state,
@@ -92,6 +93,17 @@ def test_a_new_version_that_does_not_stay_active_is_rolled_back(dsm: DsmDaemon, 
     # A good version afterwards updates as usual.
     assert operate(dsm, du + "Update()", {"URL": build_du(dsm.work, "svc", "3.0.0").as_uri()}).ok
     assert wait_status(dsm, eu, "Active")["Version"] == "3.0.0"
+
+
+def test_the_du_is_updating_while_the_new_version_settles(dsm: DsmDaemon) -> None:
+    du, eu, _, _ = running(dsm, build_du(dsm.work, "svc").as_uri())
+    operate_async(dsm, du + "Update()", {"URL": build_du(dsm.work, "svc", "2.0.0").as_uri()})
+    eventually(lambda: row(dsm, eu)["Version"] == "2.0.0" and row(dsm, eu)["Status"] == "Active", what="settling")
+    assert row(dsm, du)["Status"] == "Updating"
+    refused = operate(dsm, du + "Uninstall()")
+    assert refused.fault is not None and refused.fault["code"] == FaultCode.INVALID_DU_STATE.usp, refused
+    eventually(lambda: row(dsm, du)["Status"] == "Installed", what="the update's end")
+    assert row(dsm, du)["Version"] == "2.0.0"
 
 
 def test_an_unforeseen_error_while_settling_rolls_back_too(tmp_path: Path) -> None:
