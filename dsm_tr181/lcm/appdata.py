@@ -114,11 +114,19 @@ class AppData:
     def of(self, du: DeploymentUnitRecord) -> list[AppDataRecord]:
         return [r for r in self.records.values() if r.ee == du.ee and r.application_uuid == du.uuid]
 
-    def mounts(self, du: DeploymentUnitRecord) -> tuple[tuple[str, str], ...]:
-        """(host directory, AccessPath) of each volume the DU's EUs get."""
+    def mounts(self, du: DeploymentUnitRecord, leaving: frozenset[str] = frozenset()) -> tuple[tuple[str, str], ...]:
+        """(host directory, AccessPath) of each volume the DU's EUs get (but those named in ``leaving``)."""
         if self.volumes is None:
             return ()
-        return tuple((str(self.volumes.mountpoint(r.key())), r.access_path) for r in self.of(du))
+        return tuple(
+            (str(self.volumes.mountpoint(r.key())), r.access_path) for r in self.of(du) if r.name not in leaving
+        )
+
+    def leaving(self, du: DeploymentUnitRecord, named: set[str], retain_data: bool) -> frozenset[str]:
+        """The names of the volumes an Update without RetainData removes (the ones it does not name)."""
+        if retain_data:
+            return frozenset()
+        return frozenset(r.name for r in self.of(du) if r.name not in named)
 
     async def provide(self, du: DeploymentUnitRecord, wanted: Iterable[VolumeInput]) -> list[AppDataRecord]:
         """Create the volumes of ``wanted`` the DU does not have yet (journaled ``creating``);
@@ -193,7 +201,8 @@ class AppData:
         name are removed (kept until then: a rollback needs them)."""
         if retain_data or self.volumes is None:
             return
-        await self.discard([r for r in self.of(du) if r.name not in named])
+        gone = self.leaving(du, named, retain_data)
+        await self.discard([r for r in self.of(du) if r.name in gone])
 
     async def snapshot(self, records: list[AppDataRecord], directory: Path) -> None:
         """Copy the volumes' contents into ``directory``/<key> (Update(): what a rollback restores)."""

@@ -410,8 +410,9 @@ class Deployments:
             volumes[:] = await self.lcm.appdata.provide(du, inputs.volumes)
             # Everything of the new version is ready before the old one stops: the swap is
             # stop-old + start-new only (bench/update_bench.py measures the service's downtime).
+            leaving = self.lcm.appdata.leaving(du, set(op.named_volumes), op.retain_data)  # not for the new version
             for record in updated:
-                await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target))
+                await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target), leaving)
             stopped[:] = await self._stop_eus(du, op)
             crashpoint("update.stopped")
             fresh = {r.key() for r in volumes}

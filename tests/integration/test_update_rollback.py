@@ -15,6 +15,7 @@ import pytest
 
 from dsm_tr181.errors import FaultCode
 from tests.integration.lcm_helpers import (
+    DU,
     EE1,
     build_du,
     eu_of,
@@ -47,7 +48,9 @@ def dsm(tmp_path: Path) -> Iterator[DsmDaemon]:
     daemon = DsmDaemon(tmp_path, lcm={"update_settle_time": 2.0})
     try:
         yield daemon.start()
-    finally:
+    finally:  # uninstalled: no volume stays mounted after a failure
+        for path in rows(daemon, DU) if daemon.process and daemon.process.poll() is None else []:
+            operate(daemon, path + "Uninstall()")
         daemon.cleanup()
 
 
@@ -159,4 +162,19 @@ def test_a_rollback_restores_the_data_volumes(dsm: DsmDaemon) -> None:
     assert rows(dsm, APPDATA) == [APPDATA + "1."] and row(dsm, APPDATA + "1.")["Name"] == "db"
     assert sorted(p.name for p in volumes.iterdir()) == ["default-1"]  # "cache" is gone, "db" stays
     assert [p.name for p in (dsm.state / "bundles").rglob("*.data")] == []  # the copy is gone
-    assert operate(dsm, du + "Uninstall()").ok
+
+
+@pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="needs mkfs.ext4 (Debian package e2fsprogs)")
+def test_a_proven_update_removes_the_volumes_it_did_not_name(dsm: DsmDaemon) -> None:
+    keeper = build_du(dsm.work, "keeper", args=("/bin/sh", "-c", KEEPER))
+    du, eu, _, _ = running(dsm, keeper.as_uri(), **VOLUME)
+    cache = {**VOLUME, "ApplicationData.1.Name": "cache", "ApplicationData.1.AccessPath": "/cache"}
+    new = build_du(dsm.work, "keeper", "2.0.0", args=("/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"))
+
+    assert operate(dsm, du + "Update()", {"URL": new.as_uri(), **cache}).ok
+
+    assert [row(dsm, path)["Name"] for path in rows(dsm, APPDATA)] == ["cache"]
+    assert sorted(p.name for p in (dsm.state / "volumes").iterdir()) == ["default-2"]
+    for state in ("Idle", "Active"):  # and the new version starts again without the old volume
+        assert operate(dsm, eu + "SetRequestedState()", {"RequestedState": state}).ok
+        wait_status(dsm, eu, state)
