@@ -10,7 +10,8 @@ in the background, and always ends with a DUStateChange! event:
   not be installed in which case a DU instance MUST NOT be created in the Data Model").
 * Update: the new bundle is unpacked and its container specs prepared beside the old one;
   running EUs are stopped, their data volumes copied aside, and the DU switches to the new
-  bundle in one commit (stage "swapped"). The EUs that were Active start from it and must
+  bundle in one commit (stage "swapped"; the DU reads Updating until the update ends,
+  volumes the update will remove are not mounted). The EUs that were Active start from it and must
   stay Active for ``update_settle_time`` seconds; then the update is "proven" and the old
   bundle and copies are removed. A failure before the swap leaves the old bundle in place;
   after it (the new EUs fail to start or exit while settling) the old records, bundle and
