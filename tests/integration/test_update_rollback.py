@@ -8,6 +8,7 @@ are in test_crash_recovery.py."""
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,3 +179,26 @@ def test_a_proven_update_removes_the_volumes_it_did_not_name(dsm: DsmDaemon) -> 
     for state in ("Idle", "Active"):  # and the new version starts again without the old volume
         assert operate(dsm, eu + "SetRequestedState()", {"RequestedState": state}).ok
         wait_status(dsm, eu, state)
+
+
+@pytest.mark.skipif(shutil.which("mkfs.ext4") is None, reason="needs mkfs.ext4 (Debian package e2fsprogs)")
+def test_a_kill_9_while_settling_restores_the_data_too(tmp_path: Path) -> None:
+    daemon = DsmDaemon(tmp_path)
+    try:
+        daemon.start(env={"DSM_CRASH_AT": "update.started"})  # tests/support/fault_injection.py
+        old = build_du(tmp_path, "keeper", args=("/bin/sh", "-c", KEEPER))
+        du, eu, _, generation = running(daemon, old.as_uri(), **VOLUME)
+        mark = daemon.state / "volumes" / "default-1" / "mnt" / "mark"
+        eventually(lambda: mark.exists() and mark.read_text() == "v1\n", what="the old version's mark")
+        new = build_du(tmp_path, "keeper", "2.0.0")
+        operate_async(daemon, du + "Update()", {"URL": new.as_uri(), **VOLUME})  # no RetainData: "db" is emptied
+        assert daemon.wait_exit(30) == -signal.SIGKILL
+
+        daemon.start()
+
+        assert (row(daemon, du)["Version"], row(daemon, eu)["Version"]) == ("1.0.0", "1.0.0")
+        assert top_entries(daemon.state / "bundles" / du.rstrip(".").rpartition(".")[2]) == [generation]
+        assert mark.read_text() == "v1\n"
+        assert operate(daemon, du + "Uninstall()").ok
+    finally:
+        daemon.cleanup()
