@@ -8,8 +8,8 @@ TOML layout::
 
     [daemon]      state_dir, socket, socket_mode, socket_group, buses, log_level, datamodel_dir
     [lcm]         bundle_dir, log_dir, default_execenv, allow_downgrade, max_parallel_operations,
-                  operation_timeout, shutdown_timeout, eu_log_max_bytes, eu_log_backups, usage_interval,
-                  disk_usage_interval,
+                  operation_timeout, update_settle_time, shutdown_timeout, eu_log_max_bytes, eu_log_backups,
+                  usage_interval, disk_usage_interval,
                   stop_containers_on_exit, preinstalled, instance_name, uid_range_base, uid_range_size,
                   trust_dir
     [[execenv]]   name, runtime, enable, vendor, version, type, initial_run_level,

@@ -14,7 +14,9 @@ UID/GID of its range), given at every start.
   the DU's EUs stopped). ``Forever``: kept across stops, restarts and reboots.
 * Update(): names not there yet are created; with ``RetainData`` true the existing volumes
   are carried forward unchanged, otherwise the ones the Update names are emptied and the
-  others removed. Uninstall(): ``Forever`` volumes stay (with their rows) when RetainData
+  others removed once the new version is proven. Their contents are copied aside before the
+  new version runs and put back if it is rolled back (lcm/deployments.py).
+  Uninstall(): ``Forever`` volumes stay (with their rows) when RetainData
   is true, reused by a later install of the same UUID and Name; everything else goes.
 """
 
@@ -23,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -48,6 +52,17 @@ class VolumeInput:
     capacity_mib: int
     retain: str
     access_path: str
+
+
+async def _copy(source: Path, target: Path) -> None:
+    """``source``'s contents into ``target`` with owners, modes and times (cp -a)."""
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    process = await asyncio.create_subprocess_exec(
+        "cp", "-a", "--", f"{source}/.", str(target), stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    if process.returncode:
+        raise Fault(FaultCode.SYSTEM_RESOURCES_EXCEEDED, f"copying application data: {err.decode(errors='replace')}")
 
 
 def parse_rows(rows: list[dict[str, Value]]) -> tuple[VolumeInput, ...]:
@@ -101,11 +116,19 @@ class AppData:
     def of(self, du: DeploymentUnitRecord) -> list[AppDataRecord]:
         return [r for r in self.records.values() if r.ee == du.ee and r.application_uuid == du.uuid]
 
-    def mounts(self, du: DeploymentUnitRecord) -> tuple[tuple[str, str], ...]:
-        """(host directory, AccessPath) of each volume the DU's EUs get."""
+    def mounts(self, du: DeploymentUnitRecord, leaving: frozenset[str] = frozenset()) -> tuple[tuple[str, str], ...]:
+        """(host directory, AccessPath) of each volume the DU's EUs get (but those named in ``leaving``)."""
         if self.volumes is None:
             return ()
-        return tuple((str(self.volumes.mountpoint(r.key())), r.access_path) for r in self.of(du))
+        return tuple(
+            (str(self.volumes.mountpoint(r.key())), r.access_path) for r in self.of(du) if r.name not in leaving
+        )
+
+    def leaving(self, du: DeploymentUnitRecord, named: set[str], retain_data: bool) -> frozenset[str]:
+        """The names of the volumes an Update without RetainData removes (the ones it does not name)."""
+        if retain_data:
+            return frozenset()
+        return frozenset(r.name for r in self.of(du) if r.name not in named)
 
     async def provide(self, du: DeploymentUnitRecord, wanted: Iterable[VolumeInput]) -> list[AppDataRecord]:
         """Create the volumes of ``wanted`` the DU does not have yet (journaled ``creating``);
@@ -167,14 +190,42 @@ class AppData:
         """At Uninstall: keep Forever volumes when ``retain_data``, remove the rest."""
         await self.discard([r for r in self.of(du) if not (retain_data and r.retain == "Forever")])
 
-    async def after_update(self, du: DeploymentUnitRecord, named: set[str], retain_data: bool) -> None:
-        """Update() without RetainData: the volumes it names are emptied, the others removed."""
+    async def wipe_for_update(self, du: DeploymentUnitRecord, named: set[str], retain_data: bool) -> None:
+        """Update() without RetainData, before the new EUs start: the volumes it names are emptied."""
         if retain_data or self.volumes is None:
             return
-        kept = [r for r in self.of(du) if r.name in named]
-        await self.discard([r for r in self.of(du) if r.name not in named])
-        for record in kept:
-            await asyncio.to_thread(self.volumes.wipe, record.key())
+        for record in self.of(du):
+            if record.name in named:
+                await asyncio.to_thread(self.volumes.wipe, record.key())
+
+    async def after_update(self, du: DeploymentUnitRecord, named: set[str], retain_data: bool) -> None:
+        """Update() without RetainData, once the new version is proven: the volumes it did not
+        name are removed (kept until then: a rollback needs them)."""
+        if retain_data or self.volumes is None:
+            return
+        gone = self.leaving(du, named, retain_data)
+        await self.discard([r for r in self.of(du) if r.name in gone])
+
+    async def snapshot(self, records: list[AppDataRecord], directory: Path) -> None:
+        """Copy the volumes' contents into ``directory``/<key> (Update(): what a rollback restores)."""
+        if self.volumes is None or not records:
+            return
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for record in records:
+            await asyncio.to_thread(self.volumes.mount, record.key())
+            await _copy(self.volumes.mountpoint(record.key()), directory / record.key())
+
+    async def drop_snapshot(self, directory: Path) -> None:
+        await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
+
+    async def restore_snapshot(self, directory: Path) -> None:
+        """Put back the contents :meth:`snapshot` took of the volumes that still exist."""
+        if self.volumes is None or not directory.is_dir():
+            return
+        for saved in sorted(directory.iterdir()):
+            if saved.name in self.records:
+                await asyncio.to_thread(self.volumes.wipe, saved.name)
+                await _copy(saved, self.volumes.mountpoint(saved.name))
 
     async def before_start(self, du: DeploymentUnitRecord, owner: int | None = None) -> None:
         """Every volume mounted (never an EU writing into a bare directory of the host),

@@ -47,8 +47,9 @@ class Confinement:
 
     # -- specs ------------------------------------------------------------------------------
 
-    def derive(self, eu: ExecutionUnitRecord, bundle: Path) -> dict[str, Any]:
-        """The effective spec of ``eu`` running ``bundle``; Fault if the bundle may not run so."""
+    def derive(self, eu: ExecutionUnitRecord, bundle: Path, leaving: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The effective spec of ``eu`` running ``bundle``, without the data volumes named in
+        ``leaving`` (an Update removes them); Fault if the bundle may not run so."""
         settings = self.lcm.execenvs.settings.get(eu.ee)
         if settings is None:
             raise Fault(FaultCode.INVALID_CONFIGURATION, f"execution environment {eu.ee!r} is no longer configured")
@@ -70,7 +71,7 @@ class Confinement:
             resources=euinputs.limits_of(eu),
             env=euinputs.env_of(eu),
             host_objects=euinputs.host_objects_of(eu),
-            volumes=self.lcm.appdata.mounts(du) if (du := self.lcm.deployments.record_of(eu.du)) else (),
+            volumes=self.lcm.appdata.mounts(du, leaving) if (du := self.lcm.deployments.record_of(eu.du)) else (),
             network_mode=self.lcm.networking.mode(eu),
         )
         policy = settings.confinement
@@ -104,9 +105,10 @@ class Confinement:
         self.persist(eu, bundle, spec)
         return spec
 
-    def prepare(self, eu: ExecutionUnitRecord, bundle: Path) -> dict[str, Any]:
-        """At install/update: check and persist the spec; shift the files into the EU's UID range."""
-        spec = self.derive(eu, bundle)
+    def prepare(self, eu: ExecutionUnitRecord, bundle: Path, leaving: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """At install/update: check and persist the spec (see :meth:`derive`); shift the files
+        into the EU's UID range."""
+        spec = self.derive(eu, bundle, leaving)
         if eu.uid_count:
             _make_traversable(bundle, self.lcm.settings.bundle_dir)
             shift_ownership(Path(spec["root"]["path"]), eu.uid_base, eu.uid_count)

@@ -8,9 +8,17 @@ in the background, and always ends with a DUStateChange! event:
   rows appear Installed. On failure no row ever appeared and no file is left (CurrentState
   Failed, DeploymentUnitRef empty: TR-181 DUStateChange!.CurrentState "Failed - The DU could
   not be installed in which case a DU instance MUST NOT be created in the Data Model").
-* Update: the new bundle is unpacked beside the old one; running EUs are stopped, the
-  DU switches to the new bundle in one commit, the old one is removed and the EUs are
-  started again. On failure the old bundle stays (CurrentState Installed + fault).
+* Update: the new bundle is unpacked and its container specs prepared beside the old one;
+  running EUs are stopped, their data volumes copied aside, and the DU switches to the new
+  bundle in one commit (stage "swapped"; the DU reads Updating until the update ends,
+  volumes the update will remove are not mounted). The EUs that were Active start from it and must
+  stay Active for ``update_settle_time`` seconds; then the update is "proven" and the old
+  bundle and copies are removed. A failure before the swap leaves the old bundle in place;
+  after it (the new EUs fail to start or exit while settling) the old records, bundle and
+  data are restored and its EUs started again (stage "rollback"; the EUs show the reason as
+  FailureOnStart). Either way: CurrentState Installed with a fault (7022 Command failure when
+  the new version did not stay Active). After a crash recovery finishes a proven update
+  and rolls back any other.
 * Uninstall: EUs stopped and removed from the runtime, files removed, rows deleted.
 
 Signatures: a ``Signature`` input goes to the packager with the ExecEnv's trusted signers
@@ -35,7 +43,7 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,7 +55,7 @@ from dsm_tr181.lcm.crashpoints import crashpoint
 from dsm_tr181.lcm.endings import cleanup, ends_with
 from dsm_tr181.lcm.ports import BundleInfo, LayerProgress, PackageSource
 from dsm_tr181.lcm.records import AppDataRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
-from dsm_tr181.lcm.states import DU, DuOutcome, DuRequest, DuStatus, EeRequest, EuStatus, Operation, allow
+from dsm_tr181.lcm.states import DU, DuOutcome, DuRequest, DuStatus, EeRequest, EuFault, EuStatus, Operation, allow
 from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, as_int, from_stamp, now, stamp
 from dsm_tr181.lcm.urls import display_url, served_url
 from dsm_tr181.schema.types import Value
@@ -366,6 +374,7 @@ class Deployments:
             target=str(self.lcm.bundle_root(du.instance) / _generation()),
             previous=du.bundle,
             retain_data=inputs.retain_data,
+            named_volumes=[v.name for v in inputs.volumes],
         )
         du.status = self._move(du, DuRequest.UPDATE)
         self.lcm.commit(put=[du, op])
@@ -386,8 +395,16 @@ class Deployments:
         volumes: list[AppDataRecord] = []
 
         async def abandon(fault: Fault) -> None:
-            await self.lcm.appdata.discard(volumes)
-            await self._abandon_update(du, op, stopped, started, fault)
+            if op.stage == "journaled":
+                await self.lcm.appdata.discard(volumes)
+                await self._abandon_update(du, op, stopped, started, fault)
+            else:  # the new version was the DU's: the old one comes back (or, if that fails
+                # here, at the next start: the operation stays journaled)
+                await cleanup(
+                    f"rollback of the update of DU {du.instance}",
+                    lambda: self.roll_back(du, op),
+                    lambda: self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started, fault),
+                )
 
         async with ends_with("update", abandon), self.lcm.operation():
             if refusal is not None:
@@ -406,11 +423,18 @@ class Deployments:
                 self.lcm.networking.check(record)
                 self.lcm.networking.allocate(record)
             volumes[:] = await self.lcm.appdata.provide(du, inputs.volumes)
+            # Everything of the new version is ready before the old one stops: the swap is
+            # stop-old + start-new only (bench/update_bench.py measures the service's downtime).
+            leaving = self.lcm.appdata.leaving(du, set(op.named_volumes), op.retain_data)  # not for the new version
             for record in updated:
-                await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target))
+                await asyncio.to_thread(self.lcm.confinement.prepare, record, Path(op.target), leaving)
             stopped[:] = await self._stop_eus(du, op)
             crashpoint("update.stopped")
+            fresh = {r.key() for r in volumes}
+            kept = [r for r in self.lcm.appdata.of(du) if r.key() not in fresh]
+            await self.lcm.appdata.snapshot(kept, data_snapshot(op))
             eus = [eu.record for eu in self._units(du)]
+            op.old = {"du": du.to_json(), "eus": [record.to_json() for record in eus], "volumes": sorted(fresh)}
             for record, checked in zip(eus, updated, strict=True):
                 inputs.store(record)
                 record.network_mode, record.address = checked.network_mode, checked.address
@@ -421,20 +445,104 @@ class Deployments:
             du.signed_by = info.signed_by
             du.url, du.sealed_url = served_url(source.url), self._seal_url(source.url)
             du.credentials, du.last_update = self._seal(source), stamp()
-            du.status = self._move(du, DuRequest.COMPLETE)
-            op.stage = "swapped"
+            op.stage = "swapped"  # the DU stays Updating while the new version is on trial
             self.lcm.commit(put=[du, *eus, op, *self.lcm.appdata.ready(volumes)])
             crashpoint("update.swapped")
-        await self.lcm.appdata.after_update(du, {v.name for v in inputs.volumes}, inputs.retain_data)
+            self._show(du, op)
+            await self.lcm.appdata.wipe_for_update(du, set(op.named_volumes), op.retain_data)
+            await self._prove(du, op)
+            du.status = self._move(du, DuRequest.COMPLETE)
+            op.stage = "proven"
+            self.lcm.commit(put=[du, op])
+            crashpoint("update.proven")
+            self.refresh(du)
         await self.finish_update(du, op)
         self.lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started)
         return {}
 
+    async def _prove(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
+        """The EUs that were Active start from the new bundle and must stay Active for
+        ``update_settle_time`` seconds; Fault 7022 (Command failure) with why otherwise."""
+        units = [eu for eu in self._units(du) if eu.record.instance in op.restart_eus]
+        for eu in units:
+            self.lcm.executions.request(eu, EuStatus.ACTIVE)  # a failure reads FailureOnStart
+        for eu in units:
+            await self.lcm.executions.wait(eu)
+        starts = {eu.record.instance: eu.started for eu in units if eu.running}
+        if units and len(starts) == len(units):
+            crashpoint("update.started")
+            settle = self.lcm.settings.update_settle_time
+            deadline = time.monotonic() + settle
+            while time.monotonic() < deadline and all(eu.running for eu in units):
+                await asyncio.sleep(min(0.1, settle))
+        for eu in units:  # an exit during the settle time may already have been restarted: not proven
+            if not eu.running or eu.started != starts.get(eu.record.instance):
+                record = eu.record
+                raise Fault(
+                    FaultCode.COMMAND_FAILURE,
+                    f"execution unit {record.euid} of version {record.version} did not stay Active: "
+                    f"{record.fault_code}: {record.fault_message}",
+                )
+
+    async def roll_back(self, du: DeploymentUnitRecord, op: OperationRecord, *, start: bool = True) -> None:
+        """The new version failed (or its update was interrupted) after the swap: stop it and
+        bring back the old bundle, records, data and running EUs (also run by recovery, which
+        only marks the EUs wanted Active: ``start`` false)."""
+        why = ""
+        if op.stage != "rollback":
+            failed = [eu.record for eu in self._units(du) if eu.record.fault_code != EuFault.NO_FAULT]
+            why = "; ".join(f"{r.euid}: {r.fault_code}: {r.fault_message}" for r in failed)
+            op.stage = "rollback"
+            self.lcm.commit(put=[op])
+        log.warning("update of DU %s: rolling back to %s", du.instance, op.old["du"].get("version", "?"))
+        crashpoint("update.rollback")
+        for eu in self._units(du):
+            await self.lcm.executions.stop_and_keep(eu)
+        old_du = DeploymentUnitRecord.from_json(op.old["du"])
+        for name in (f.name for f in fields(DeploymentUnitRecord)):
+            setattr(du, name, getattr(old_du, name))
+        du.status = self._move(du, DuRequest.FAIL)  # the old record says Updating
+        eus = [eu.record for eu in self._units(du)]
+        olds = {data["instance"]: ExecutionUnitRecord.from_json(data) for data in op.old["eus"]}
+        for record in eus:
+            old = olds.get(record.instance)
+            if old is not None:
+                for name in (f.name for f in fields(ExecutionUnitRecord)):
+                    setattr(record, name, getattr(old, name))
+        fresh = set(op.old.get("volumes", []))
+        await self.lcm.appdata.discard([r for r in self.lcm.appdata.of(du) if r.key() in fresh])
+        await self.lcm.appdata.restore_snapshot(data_snapshot(op))
+        self.lcm.commit(put=[du, *eus])
+        crashpoint("update.restored")
+        self._show(du, op)
+        for eu in self._units(du):
+            if eu.record.instance in op.restart_eus:
+                if start:
+                    self.lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
+                else:
+                    self.lcm.executions.want(eu, EuStatus.ACTIVE)
+        for eu in self._units(du):
+            await self.lcm.executions.wait(eu)
+            if why and eu.record.instance in op.restart_eus:  # the operator reads why on the EU
+                self.lcm.executions.note_fault(eu, EuFault.FAILURE_ON_START, f"update rolled back: {why}")
+        await self.lcm.packager.remove(Path(op.target))
+        await self.lcm.appdata.drop_snapshot(data_snapshot(op))
+        self.lcm.commit(delete=[op])
+        await monitoring.sample_shared(self.lcm)  # the old bundle's layers again, the new one's released
+
     async def finish_update(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
-        """After the swap: drop the old bundle, show the new version, start the EUs again."""
+        """The new version is proven: drop the old bundle, snapshot and retired volumes (also
+        run by recovery, where the EUs recover() finds wanted Active start again)."""
+        await self.lcm.appdata.after_update(du, set(op.named_volumes), op.retain_data)
         if op.previous and op.previous != du.bundle:
             await self.lcm.packager.remove(Path(op.previous))
+        await self.lcm.appdata.drop_snapshot(data_snapshot(op))
         self.lcm.commit(delete=[op])
+        log.info("updated DU %s to %s", du.instance, du.version)
+        await monitoring.sample_shared(self.lcm)  # the new bundle's layers, the old one's released
+
+    def _show(self, du: DeploymentUnitRecord, op: OperationRecord) -> None:
+        """The DU's and its EUs' rows as their records now say."""
         self.refresh(du)
         for eu in self._units(du):
             record = eu.record
@@ -450,10 +558,6 @@ class Deployments:
                 },
             )
             self.lcm.executions.input_rows(record)
-            if record.instance in op.restart_eus:
-                self.lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
-        log.info("updated DU %s to %s", du.instance, du.version)
-        await monitoring.sample_shared(self.lcm)  # the new bundle's layers, the old one's released
 
     async def _abandon_update(
         self, du: DeploymentUnitRecord, op: OperationRecord, stopped: list[int], started: datetime, fault: Fault
@@ -470,6 +574,7 @@ class Deployments:
         await cleanup(
             f"update of DU {du.instance}",
             lambda: self.lcm.packager.remove(Path(op.target)),
+            lambda: self.lcm.appdata.drop_snapshot(data_snapshot(op)),
             lambda: self.lcm.commit(put=[du], delete=[op], keep_changes=True),
             lambda: self.refresh(du),
             restart,
@@ -734,6 +839,12 @@ def _describe(record: DeploymentUnitRecord | ExecutionUnitRecord, meta: dict[str
 def _generation() -> str:
     """A fresh bundle directory name: time-ordered, unique."""
     return f"g{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def data_snapshot(op: OperationRecord) -> Path:
+    """Where an Update keeps the snapshot of the DU's data volumes until it is proven."""
+    target = Path(op.target)
+    return target.with_name(target.name + ".data")
 
 
 def _remove_empty(directory: Path) -> None:

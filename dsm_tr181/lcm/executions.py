@@ -586,6 +586,20 @@ class Executions:
             return
         await self.lcm.execenvs.runtime(eu.record.ee).remove(eu.record.container_id)
 
+    async def stop_and_keep(self, eu: Eu) -> None:
+        """Stop the EU's container, also one not adopted (yet), and delete it; the row stays."""
+        self.request(eu, EuStatus.IDLE)
+        await self.wait(eu)
+        if eu.running:
+            raise Fault(FaultCode.COMMAND_FAILURE, f"execution unit {eu.record.euid} did not stop")
+        if eu.record.ee not in self.lcm.execenvs.unconfigured:
+            await self.lcm.execenvs.runtime(eu.record.ee).stop(eu.record.container_id, 0)
+        await self.lcm.networking.detach(eu.record)
+
+    def note_fault(self, eu: Eu, code: str, message: str) -> None:
+        """Show a fault on the EU's row (ExecutionFaultCode/Message) whatever its status."""
+        self._fault(eu, code, message)
+
     def adopt(self, eu: Eu) -> None:
         """Its container survived a daemon restart and is running, holding what it started with."""
         eu.memory_limit_kib, eu.cpu_quota_us = eu.record.held_memory_kib, eu.record.held_quota_us

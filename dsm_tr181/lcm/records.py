@@ -152,9 +152,15 @@ class OperationRecord(Record):
     started: str
     target: str = ""  # bundle directory being created (install, update)
     previous: str = ""  # bundle directory being replaced (update)
-    stage: str = "journaled"  # update: "swapped" once the new bundle is the DU's
+    # update: "journaled" → "swapped" (the new bundle is the DU's, on trial) → "proven", or
+    # → "rollback" (the old version is being brought back)
+    stage: str = "journaled"
     restart_eus: list[int] = field(default_factory=list)  # EUs to start again after an update
     retain_data: bool = False  # RetainData of an Uninstall/Update: Forever volumes stay
+    named_volumes: list[str] = field(default_factory=list)  # update: its ApplicationData names
+    # update: the DU and EU records before the swap ("du", "eus") and the keys of the volumes
+    # the update created ("volumes"), what a rollback restores
+    old: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> str:
         return str(self.du)

@@ -3,8 +3,9 @@
 After a crash at any point the journal says what was under way:
 
 * an interrupted Install is rolled back (files and rows removed, DUStateChange! Failed);
-* an interrupted Update is rolled back if the new bundle was not yet the DU's, finished
-  otherwise, and the EUs it had stopped are started again;
+* an interrupted Update is finished once its new version was proven (lcm/deployments.py),
+  rolled back otherwise — bundle, records and data volumes as before it — and the EUs it
+  had stopped are started again;
 * an interrupted Uninstall is finished.
 
 Then containers still running are adopted (or stopped when no EU wants them), stale
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.lcm.deployments import data_snapshot
 from dsm_tr181.lcm.ports import Runtime, RuntimeUnavailable
 from dsm_tr181.lcm.records import (
     AppDataRecord,
@@ -110,13 +112,18 @@ async def _resume(lcm: Lcm, du: DeploymentUnitRecord, op: OperationRecord, eus: 
         await lcm.packager.remove(Path(op.target))
         lcm.commit(delete=[*eus, du, op])
         lcm.du_state_change(du, Operation.INSTALL, DuOutcome.FAILED, started, interrupted)
-    elif op.kind == Operation.UPDATE.kind and op.stage == "swapped":
+    elif op.kind == Operation.UPDATE.kind and op.stage == "proven":
         log.warning("finishing the interrupted update of DU %s", du.instance)
         await lcm.deployments.finish_update(du, op)
         lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started)
+    elif op.kind == Operation.UPDATE.kind and op.stage in ("swapped", "rollback"):
+        log.warning("rolling back the interrupted update of DU %s (the new version was not proven)", du.instance)
+        await lcm.deployments.roll_back(du, op, start=False)  # recover() starts the EUs wanted Active
+        lcm.du_state_change(du, Operation.UPDATE, DuOutcome.INSTALLED, started, interrupted)
     elif op.kind == Operation.UPDATE.kind:
         log.warning("rolling back the interrupted update of DU %s", du.instance)
         await lcm.packager.remove(Path(op.target))
+        await lcm.appdata.drop_snapshot(data_snapshot(op))
         du.status = DuStatus.INSTALLED
         lcm.commit(put=[du], delete=[op])
         lcm.deployments.refresh(du)

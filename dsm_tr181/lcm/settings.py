@@ -73,6 +73,9 @@ class LcmSettings:
     allow_downgrade: bool = False
     max_parallel_operations: int = 2  # installs/updates/uninstalls running at once; others queue
     operation_timeout: float = 3600.0  # TR-369 R-SMM.1 allows at most 24 h
+    # Update(): seconds the new EUs must stay Active (when the old ones were) before the old
+    # version is dropped; 0: reaching Active is enough. A failure rolls the old version back.
+    update_settle_time: float = 1.0
     shutdown_timeout: float = 20.0  # at SIGTERM, seconds running operations get to end before they are cancelled
     eu_log_max_bytes: int = 1 << 20
     eu_log_backups: int = 2
@@ -105,6 +108,8 @@ class LcmSettings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if not 0 <= self.update_settle_time <= 3600:
+            raise ValueError("update_settle_time must be 0..3600")
         if not CGROUP_NAME.fullmatch(self.instance_name):
             raise ValueError(f"instance_name {self.instance_name!r} must match {CGROUP_NAME.pattern}")
         if not 1 <= self.uid_range_base < 1 << 31:

@@ -3,8 +3,9 @@
 ``DSM_CRASH_AT=<point>`` makes the daemon kill itself at that ``crashpoint()`` of
 dsm_tr181/lcm/deployments.py. After a restart without it the state must be consistent
 (what recovery.py promises): an interrupted Install is rolled back, an Update is rolled
-back before the swap and finished after it, an Uninstall is finished — rows, bundle
-directories, logs and runc containers all agreeing.
+back until its new version was proven (lcm/deployments.py) and finished after, an
+Uninstall is finished — rows, bundle directories, data copies, logs and runc containers
+all agreeing.
 
 What the code decides, and these tests pin down:
 
@@ -62,6 +63,10 @@ pytestmark = [pytest.mark.integration, needs_runc]
 
 INSTALL_POINTS = ["install.journaled", "install.unpacked", "install.volumes"]
 UPDATE_BEFORE_SWAP = ["update.journaled", "update.unpacked", "update.stopped"]
+# After the swap, before the new version is proven: on trial (it starts, settles) or failed
+# (being rolled back). Either way the old version comes back.
+UPDATE_ON_TRIAL = ["update.swapped", "update.started"]
+UPDATE_ROLLING_BACK = ["update.rollback", "update.restored"]
 UNINSTALL_POINTS = ["uninstall.journaled", "uninstall.stopped", "uninstall.removed"]
 INTERRUPTED = FaultCode.REQUEST_DENIED.usp  # recovery.py: "interrupted by a restart ..."
 
@@ -74,6 +79,12 @@ def du_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def du_v2(du_v1: Path) -> Path:
     return build_du(du_v1.parent, "crashy", "2.0.0", suffix=".tar.gz")
+
+
+@pytest.fixture(scope="module")
+def du_v2_broken(du_v1: Path) -> Path:
+    """A new version whose EU exits at once: its Update rolls back."""
+    return build_du(du_v1.parent, "crashy", "2.0.0", suffix=".broken.tar", args=("/bin/sh", "-c", "exit 3"))
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +183,15 @@ def generations(dsm: DsmDaemon, du: str) -> list[str]:
 def test_every_crash_point_of_the_code_is_covered() -> None:
     source = (Path(deployments.__file__)).read_text()
     in_code = set(re.findall(r'crashpoint\("([a-z.]+)"\)', source))
-    covered = {*INSTALL_POINTS, "install.committed", *UPDATE_BEFORE_SWAP, "update.swapped", *UNINSTALL_POINTS}
+    covered = {
+        *INSTALL_POINTS,
+        "install.committed",
+        *UPDATE_BEFORE_SWAP,
+        *UPDATE_ON_TRIAL,
+        *UPDATE_ROLLING_BACK,
+        "update.proven",
+        *UNINSTALL_POINTS,
+    }
     assert in_code == covered
 
 
@@ -246,6 +265,10 @@ def test_update_interrupted_before_the_swap_is_rolled_back_and_the_eu_runs_again
     du, eu, pid, generation = install_running(dsm, du_v1.as_uri())
     other = bystander(dsm, other_du.as_uri())
     crash(dsm, point, du + "Update()", {"URL": du_v2.as_uri()})
+    if point == "update.stopped":  # the new version was ready before the old one stopped
+        (new,) = set(generations(dsm, du)) - {generation}
+        bundle = dsm.state / "bundles" / du.rstrip(".").rpartition(".")[2] / new
+        assert [p.name for p in (bundle / ".dsm-spec").iterdir()] == ["default-1.json"]  # EU 1's container spec
 
     log = restart(dsm)
 
@@ -271,10 +294,39 @@ def test_update_interrupted_before_the_swap_is_rolled_back_and_the_eu_runs_again
     assert value(dsm, du + "Version") == "2.0.0"
 
 
-def test_update_interrupted_after_the_swap_is_finished(dsm: DsmDaemon, du_v1: Path, du_v2: Path) -> None:
-    dsm.start(env={"DSM_CRASH_AT": "update.swapped"})
+@pytest.mark.parametrize("point", UPDATE_ON_TRIAL + UPDATE_ROLLING_BACK)
+def test_update_interrupted_before_the_new_version_is_proven_is_rolled_back(
+    dsm: DsmDaemon, du_v1: Path, du_v2: Path, du_v2_broken: Path, other_du: Path, point: str
+) -> None:
+    dsm.start(env={"DSM_CRASH_AT": point})
+    du, eu, pid, generation = install_running(dsm, du_v1.as_uri())
+    other = bystander(dsm, other_du.as_uri())
+    new = du_v2_broken if point in UPDATE_ROLLING_BACK else du_v2
+    crash(dsm, point, du + "Update()", {"URL": new.as_uri()})
+
+    log = restart(dsm)
+
+    du_values = row(dsm, du)
+    assert (du_values["Status"], du_values["Version"], du_values["URL"]) == ("Installed", "1.0.0", du_v1.as_uri())
+    euid = wait_status(dsm, eu, "Active")["EUID"]
+    assert row(dsm, eu)["Version"] == "1.0.0"
+    assert generations(dsm, du) == [generation]  # the new bundle and the data copy are gone
+    assert staging_dirs(dsm) == []
+    state = runc_state(dsm, euid)
+    assert state is not None and state["status"] == "running" and state["pid"] != pid
+    assert running_rootfs(state).endswith(f"/{generation}/rootfs")
+    assert sorted(dsm.containers()) == sorted([euid, other.euid])
+    other.assert_untouched(dsm)
+    assert "the new version was not proven" in log
+    assert events_logged(log, "Update") == [("Installed", f"fault {INTERRUPTED}")]
+    assert operate(dsm, du + "Update()", {"URL": du_v2.as_uri()}).ok  # and it can be done again
+    assert value(dsm, du + "Version") == "2.0.0"
+
+
+def test_update_interrupted_once_proven_is_finished(dsm: DsmDaemon, du_v1: Path, du_v2: Path) -> None:
+    dsm.start(env={"DSM_CRASH_AT": "update.proven"})
     du, eu, pid, old_generation = install_running(dsm, du_v1.as_uri())
-    crash(dsm, "update.swapped", du + "Update()", {"URL": du_v2.as_uri()})
+    crash(dsm, "update.proven", du + "Update()", {"URL": du_v2.as_uri()})
 
     log = restart(dsm)
 

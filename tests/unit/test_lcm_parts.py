@@ -120,6 +120,7 @@ def test_config_defaults_without_a_file() -> None:
     assert [(ee.name, ee.runtime, ee.enable) for ee in config.lcm.execenvs] == [("default", "runc", True)]
     assert config.runtimes == {"runc": {"binary": "runc"}}
     assert (config.lcm.allow_downgrade, config.lcm.max_parallel_operations, config.lcm.preinstalled) == (False, 2, ())
+    assert config.lcm.update_settle_time == 1.0  # README "Update, settle and rollback"
     assert dict(config.packager) == {}
 
 
