@@ -656,21 +656,14 @@ class ControlMethods:
             await stream.progress({"kind": "stage", "path": note.path, **{k: _plain(v) for k, v in note.args.items()}})
         elif note.kind is Kind.VALUE_CHANGE and tracker.du_path and note.path == tracker.du_path + "Status":
             await stream.progress({"kind": "status", "path": tracker.du_path, "status": _plain(note.value)})
-        elif note.kind is Kind.EVENT and note.path == DU_STATE_CHANGE and tracker.reports(note.args):
+        elif note.kind is Kind.EVENT and note.path == DU_STATE_CHANGE and tracker.reports(note):
             tracker.event = note
         elif note.kind is Kind.OPERATION_COMPLETE and note.request_id == tracker.request_id:
             tracker.completion = note
             if tracker.event is None:  # an event seen before the outputs named the UUID
-                tracker.event = next((e for e in reversed(tracker.unmatched) if tracker.reports(e.args)), None)
-            if tracker.event is None and tracker.unmatched and tracker.unmatched[-1] is tracker.last:
-                # A failed install names no DU (no instance exists); the LCM publishes its
-                # DUStateChange! right before the command completes, with nothing in between.
-                candidate = tracker.unmatched[-1]
-                if candidate.args.get("OperationPerformed") == tracker.operation:
-                    tracker.event = candidate
+                tracker.event = next((e for e in reversed(tracker.unmatched) if tracker.reports(e)), None)
         elif note.kind is Kind.EVENT and note.path == DU_STATE_CHANGE:
             tracker.unmatched.append(note)
-        tracker.last = note
 
     # == rows ========================================================================================
 
@@ -818,12 +811,15 @@ class _Tracker:
         self.completion: Notification | None = None
         self.event: Notification | None = None
         self.unmatched: list[Notification] = []
-        self.last: Notification | None = None  # the notification seen before the current one
 
-    def reports(self, args: Mapping[str, Value]) -> bool:
-        """Is this DUStateChange! about our request's DU?"""
+    def reports(self, event: Notification) -> bool:
+        """Is this DUStateChange! about our request's DU? (A failed install names no DU: the LCM
+        tags its event with the request's id.)"""
+        args = event.args
         if args.get("OperationPerformed") != self.operation:
             return False
+        if event.request_id:
+            return event.request_id == self.request_id
         uuid = self.uuid or (self.completion.args.get("UUID", "") if self.completion else "")
         ref = self.du_path.rstrip(".") if self.du_path else ""
         return bool(ref and args.get("DeploymentUnitRef") == ref) or bool(uuid and args.get("UUID") == uuid)

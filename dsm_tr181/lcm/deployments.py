@@ -256,7 +256,7 @@ class Deployments:
             self._transfers.pop(du.instance, None)  # cancelled while queued for a slot
             why = self._cancelled.pop(du.instance, None)  # its ExecEnv was disabled meanwhile
             await self.lcm.appdata.discard(volumes)
-            await self._abandon_install(du, op, started, why or fault)
+            await self._abandon_install(du, op, started, why or fault, request_id)
 
         self._transfers[du.instance] = asyncio.current_task()  # type: ignore[assignment]  # always a task
         try:
@@ -304,7 +304,7 @@ class Deployments:
         return {"UUID": du.uuid, "Version": du.version, "ExecEnvRef": self.lcm.execenvs.ref(du.ee)}
 
     async def _abandon_install(
-        self, du: DeploymentUnitRecord, op: OperationRecord, started: datetime, fault: Fault
+        self, du: DeploymentUnitRecord, op: OperationRecord, started: datetime, fault: Fault, request_id: str
     ) -> None:
         log.warning("installation of %s failed: %s", display_url(du.url), fault)
         await cleanup(
@@ -313,7 +313,8 @@ class Deployments:
             lambda: _remove_empty(self.lcm.bundle_root(du.instance)),
             lambda: self.lcm.commit(delete=[du, op], keep_changes=True),
             lambda: self.installing.pop(du.instance, None),
-            lambda: self.lcm.du_state_change(du, Operation.INSTALL, DuOutcome.FAILED, started, fault),
+            # a failed install names no DU: the request id tells a waiting client the event is its own
+            lambda: self.lcm.du_state_change(du, Operation.INSTALL, DuOutcome.FAILED, started, fault, request_id),
         )
 
     def _new_eu(self, du: DeploymentUnitRecord, meta: dict[str, str], settings: EuSettings) -> ExecutionUnitRecord:

@@ -247,10 +247,12 @@ class Lcm:
         state: DuOutcome,
         started: datetime,
         fault: Fault | None = None,
+        request_id: str = "",
     ) -> None:
         """Publish DUStateChange! — for every Install, Update and Uninstall, success or failure
-        (kept in the store until someone listens: lcm.outcomes)."""
-        self.outcomes.deliver(self.outcome(du, operation, state, started, fault))
+        (kept in the store until someone listens: lcm.outcomes); ``request_id``: the command it
+        concludes, for local clients waiting on it (not an argument of the event)."""
+        self.outcomes.deliver(self.outcome(du, operation, state, started, fault), request_id=request_id)
 
     def outcome(
         self,

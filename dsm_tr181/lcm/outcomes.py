@@ -53,10 +53,10 @@ class Outcomes:
         text = {name: event.arguments[name].type.format(value) for name, value in args.items()}
         return PendingEventRecord(seq=next(self._seq), path=DU_STATE_CHANGE, args=text)
 
-    def deliver(self, record: PendingEventRecord, committed: bool = False) -> None:
+    def deliver(self, record: PendingEventRecord, committed: bool = False, request_id: str = "") -> None:
         """Publish ``record`` if someone listens (then forget it), else keep it in the store."""
         if self.lcm.dm.notifications.listening(Kind.EVENT, record.path):
-            self._publish(record)
+            self._publish(record, request_id)
             if committed:
                 self.lcm.commit(delete=[record])
             return
@@ -78,8 +78,8 @@ class Outcomes:
         self.lcm.commit(delete=list(records))
         log.info("delivered %d kept DUStateChange! events", len(records))
 
-    def _publish(self, record: PendingEventRecord) -> None:
+    def _publish(self, record: PendingEventRecord, request_id: str = "") -> None:
         event = self.lcm.dm.schema.event(record.path)
         assert event is not None
         args = {name: event.arguments[name].type.parse(text) for name, text in record.args.items()}
-        self.lcm.dm.emit_event(record.path, args)
+        self.lcm.dm.emit_event(record.path, args, request_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,22 @@ def test_failed_install_names_no_du_and_no_row_appears_meanwhile(
     assert missing.fault is not None and missing.event is not None, missing
     assert (missing.event["CurrentState"], missing.event["DeploymentUnitRef"]) == ("Failed", "")
     assert missing.event["UUID"] == "00000000-0000-0000-0000-000000000000"  # the package never named the DU
+
+
+def test_concurrent_failed_installs_each_get_their_own_event(dsm: DsmDaemon, http: FileServer) -> None:
+    """Failed installs name no DU, so a waiting client knows its DUStateChange! by its request."""
+    (Path(http.root) / "corrupt.tar").write_bytes(b"not a tar archive" * 64)
+    http.chunk_delay = 0.02
+    urls = {"missing": http.url("no-such-du.tar"), "corrupt": http.url("corrupt.tar")} | {
+        f"missing-{n}": http.url(f"no-such-du-{n}.tar") for n in range(3)
+    }
+    with ThreadPoolExecutor(len(urls)) as pool:
+        outcomes = dict(zip(urls, pool.map(lambda url: install(dsm, url), urls.values()), strict=True))
+    http.chunk_delay = 0.0
+    for name, outcome in outcomes.items():
+        assert outcome.fault is not None and outcome.event is not None, (name, outcome)
+        assert outcome.event["Fault.FaultCode"] == str(outcome.fault["code"]), (name, outcome)
+    assert outcomes["corrupt"].fault["code"] != outcomes["missing"].fault["code"]  # type: ignore[index]
 
 
 # == A1: Update() keeps the DU's identity ======================================================
