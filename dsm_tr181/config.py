@@ -36,12 +36,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dsm_tr181 import adapters
 from dsm_tr181.containerspec import ConfinementPolicy
 from dsm_tr181.lcm.settings import ExecEnvSettings, LcmSettings
 from dsm_tr181.sections import build_section, check_known, check_value
 
 DEFAULT_FILE = Path("/etc/dsm/dsm.toml")
-BUS_CHOICES = ("auto", "rbus", "dbus", "none")
+BUS_KEYWORDS = ("auto", "none")  # besides the names of the dsm_tr181.buses entry points
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SECTIONS = ("daemon", "lcm", "execenv", "packager", "runtime", "bus", "fleet")
 
@@ -162,12 +163,15 @@ def _socket_mode(value: Any) -> int:
 
 
 def _buses(value: Any) -> tuple[str, ...]:
+    """Bus names: ``auto``, ``none`` or any adapter of the ``dsm_tr181.buses`` entry point
+    group (this package's rbus and dbus, or another distribution's)."""
     chosen = (value,) if isinstance(value, str) else value
     if not isinstance(chosen, list | tuple) or not chosen or not all(isinstance(bus, str) for bus in chosen):
         raise ConfigError(f"daemon.buses must be a bus name or a list of them, not {value!r}")
+    known = (*BUS_KEYWORDS, *adapters.names("bus"))
     for bus in chosen:
-        if bus not in BUS_CHOICES:
-            raise ConfigError(f"daemon.buses: {bus!r} is not one of {', '.join(BUS_CHOICES)}")
+        if bus not in known:
+            raise ConfigError(f"daemon.buses: {bus!r} is not one of {', '.join(known)}")
     return tuple(chosen)
 
 
@@ -287,6 +291,8 @@ def overrides_from_args(args: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", help="configuration file (TOML or JSON); default: $DSM_CONFIG_FILE")
     parser.add_argument("--state-dir", dest="state_dir", help="where the store, bundles and logs live")
     parser.add_argument("--socket", help="control socket path for dsmcli")
-    parser.add_argument("--bus", dest="buses", action="append", choices=BUS_CHOICES, help="bus front end (repeatable)")
+    parser.add_argument(
+        "--bus", dest="buses", action="append", help="bus front end: auto, none or a bus adapter's name (repeatable)"
+    )
     parser.add_argument("--log-level", dest="log_level", choices=LOG_LEVELS)
     return vars(parser.parse_args(args))
