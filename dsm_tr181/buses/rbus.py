@@ -44,7 +44,7 @@ from dsm_tr181.buses.rbus_values import carried_type, typed
 from dsm_tr181.buses.rbus_watchdog import QUIET_BEFORE_CLOSE, Verdict, after_probe, before_probe
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.schema.model import Object
-from dsm_tr181.sections import build_section
+from dsm_tr181.sections import Invalid, build_section
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.nodes import Node
 from dsm_tr181.tree.notifications import Kind, Notification, Subscription
@@ -71,13 +71,13 @@ class RbusConfig:
 
     def __post_init__(self) -> None:
         if not self.library:
-            raise ValueError("rbus library must not be empty")
+            raise Invalid("library", "must not be empty")
         if not self.component:
-            raise ValueError("rbus component must not be empty")
+            raise Invalid("component", "must not be empty")
         if self.call_timeout <= 0:
-            raise ValueError("rbus call_timeout must be > 0")
+            raise Invalid("call_timeout", "must be > 0")
         if self.watchdog_interval < 0:
-            raise ValueError("rbus watchdog_interval must be >= 0")
+            raise Invalid("watchdog_interval", "must be >= 0")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> RbusConfig:
@@ -120,9 +120,10 @@ class RbusProvider:
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> RbusProvider:
-        """The adapter factory (dsm_tr181/adapters.py)."""
+        """The adapter factory (dsm_tr181/adapters.py): the section is checked first."""
+        config = RbusConfig.from_config(section)
         datamodel, loop = context.serving()
-        return cls.create(datamodel, section, loop)
+        return cls(datamodel, config, loop)
 
     async def start(self) -> None:
         """Open the handle, register every element and row, follow the tree.

@@ -77,7 +77,7 @@ def run_now(action: Callable[[], None]) -> None:
 
 def test_config_defaults_and_validation() -> None:
     assert RbusConfig.from_config({}) == RbusConfig("librbus.so.0", "dsm-tr181", 10.0, (), 10.0)
-    with pytest.raises(ValueError, match="watchdog_interval must be >= 0"):
+    with pytest.raises(ValueError, match=r"^bus\.rbus\.watchdog_interval: must be >= 0"):
         RbusConfig.from_config({"watchdog_interval": -1})
     assert RbusConfig.from_config({"skip": ["Device.DeviceInfo."]}).skip == ("Device.DeviceInfo.",)
     with pytest.raises(ValueError, match=r"bus\.rbus\.skip: must be a list of strings"):
@@ -89,7 +89,7 @@ def test_config_defaults_and_validation() -> None:
         RbusConfig.from_config({"component": 3})
     with pytest.raises(ValueError, match=r"bus\.rbus\.call_timeout: must be a number"):
         RbusConfig.from_config({"call_timeout": True})
-    with pytest.raises(ValueError, match="call_timeout must be > 0"):
+    with pytest.raises(ValueError, match=r"^bus\.rbus\.call_timeout: must be > 0"):
         RbusConfig.from_config({"call_timeout": 0})
 
 
