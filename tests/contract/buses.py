@@ -42,6 +42,7 @@ class Capabilities:
 
     fault: Callable[[FaultCode], int] = lambda code: code.usp  # the code the bus carries a fault as
     search_paths: bool = True  # [Key=="v"] unique-key and expression paths
+    reference_following: bool = True  # Ref+ paths
     path_syntax: bool = True  # a malformed path is 7008, not merely a name nobody has
     partial_set: bool = True  # allow_partial: what can be applied is
     supported_dm: bool = True  # GetSupportedDM
@@ -59,6 +60,7 @@ FULL = Capabilities()
 RBUS = Capabilities(
     fault=lambda code: int(FAULT_TO_RBUS[code]),
     search_paths=False,
+    reference_following=False,
     path_syntax=False,
     partial_set=False,
     supported_dm=False,

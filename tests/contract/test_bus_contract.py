@@ -51,6 +51,22 @@ def test_get_parameters_objects_and_wildcards(served: Served) -> None:
     assert client.get([ITEM + "*.Name"]) == {first + "Name": "one", second + "Name": "two"}
 
 
+def test_row_aliases(served: Served) -> None:
+    served.loop.call(lambda: served.dm.add_row(ITEM, {"Name": "one", "Alias": "first"}))
+    served.synced()
+    assert list(served.client.get([ITEM + "[first].Name"]).values()) == ["one"]
+
+
+def test_reference_following(served: Served) -> None:
+    served.loop.call(lambda: served.dm.add_row(T + "Group.", {"Title": "fixed"}))
+    served.loop.call(lambda: served.dm.set({T + "Owner": T + "Group.1"}))
+    served.synced()
+    if served.caps.reference_following:
+        assert served.client.get([T + "Owner+.Title"]) == {T + "Group.1.Title": "fixed"}
+    else:  # the bus parses names itself: "Owner+" is a name nobody has
+        assert fault_of(lambda: served.client.get([T + "Owner+.Title"])) == served.fault(FaultCode.INVALID_PATH)
+
+
 def test_search_paths(served: Served) -> None:
     _first, second = add_items(served, "one", "two")
     search = ITEM + '[Name=="two"].Name'
