@@ -10,7 +10,6 @@ notifications as :class:`Seen` records, so that one suite can state the contract
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import re
 import shutil
@@ -19,12 +18,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
-from dsm_tr181.buses.rbus_ffi import FAULT_TO_RBUS
+from dsm_tr181.buses.rbus_ffi import FAULT_TO_RBUS, RbusError
 from dsm_tr181.errors import FaultCode
 from dsm_tr181.schema.loader import load_documents
 from dsm_tr181.tree.datamodel import DataModel
@@ -41,6 +41,7 @@ class Capabilities:
     and tests what the bus does instead where it cannot (README's front-end table cites it)."""
 
     fault: Callable[[FaultCode], int] = lambda code: code.usp  # the code the bus carries a fault as
+    no_route: int | None = None  # the code for a name nobody registered, when not the provider's fault
     search_paths: bool = True  # [Key=="v"] unique-key and expression paths
     reference_following: bool = True  # Ref+ paths
     path_syntax: bool = True  # a malformed path is 7008, not merely a name nobody has
@@ -59,6 +60,7 @@ FULL = Capabilities()
 # alias; a method's answer is its completion, however late.
 RBUS = Capabilities(
     fault=lambda code: int(FAULT_TO_RBUS[code]),
+    no_route=int(RbusError.DESTINATION_NOT_FOUND),
     search_paths=False,
     reference_following=False,
     path_syntax=False,
@@ -377,8 +379,9 @@ class RbusClient:
 
     name = "rbus"
 
-    def __init__(self, consumer: Any) -> None:
+    def __init__(self, consumer: Any, dm: DataModel) -> None:
         self._consumer = consumer
+        self._schema = dm.schema
         self._ids = 0
 
     def close(self) -> None:
@@ -458,7 +461,7 @@ class RbusClient:
     def watch(self) -> Iterator[Watch]:
         """Subscribed to every event element, every table (row events) and, by wildcard,
         every property (value changes): what a controller following everything asks for."""
-        from dsm_tr181.buses.rbus_ffi import ElementType, EventType
+        from dsm_tr181.buses.rbus_ffi import EventType
 
         watch = Watch()
         kinds = {EventType.VALUE_CHANGED: "ValueChange", EventType.OBJECT_CREATED: "ObjectCreation",
@@ -474,18 +477,14 @@ class RbusClient:
             else:
                 watch.arrived.put(Seen(kind, event.name, data))
 
-        names = []
-        for name, kind in self._consumer.bus.registered():
-            if kind is ElementType.EVENT:
-                names.append(name)
-            elif kind is ElementType.TABLE:
-                names += [table for table in self._consumer.bus.rows if table.startswith(name.split("{i}")[0])]
-                names.append(name.removesuffix("{i}."))
-            elif kind is ElementType.PROPERTY:
-                names.append(name.replace("{i}", "*"))
-        for name in dict.fromkeys(names):
-            if "{i}" not in name:
-                self._check(self._consumer.subscribe(name, received))
+        names = []  # from the served model: tables without a row in their path, events, every parameter
+        for obj in self._schema.objects.values():
+            if obj.multi_instance and obj.path.count("{i}") == 1:
+                names.append(obj.path.removesuffix("{i}."))
+            names += [obj.path + event for event in obj.events]
+            names += [(obj.path + parameter).replace("{i}", "*") for parameter in obj.parameters]
+        for name in names:
+            self._check(self._consumer.subscribe(name, received))
         try:
             yield watch
         finally:
@@ -515,6 +514,8 @@ def _rbus_text(vtype: int, value: Any) -> str:
 
     if isinstance(value, ffi.CData):
         return format_datetime(_from_datetime(value))
+    if isinstance(value, datetime):
+        return format_datetime(value)
     return text(value)
 
 
@@ -532,6 +533,11 @@ class Served:
     def fault(self, code: FaultCode) -> int:
         """The code this bus carries ``code`` as."""
         return self.caps.fault(code)
+
+    def unknown(self, code: FaultCode) -> int:
+        """The code for a name no provider registered: the bus's own (rbus: the broker's
+        DESTINATION_NOT_FOUND), else ``code`` as the provider answers it."""
+        return self.caps.no_route if self.caps.no_route is not None else self.fault(code)
 
 
 @pytest.fixture(scope="module")
@@ -584,8 +590,30 @@ def _serve_rbus_standin(dm: DataModel, loop: LoopThread) -> Iterator[Any]:
         provider = RbusProvider.create(dm, {"watchdog_interval": 0}, loop.loop)
         loop.wait(provider.start())
         try:
-            yield RbusClient(Consumer(bus)), lambda: loop.wait(provider.synced())
+            yield RbusClient(Consumer(bus), dm), lambda: loop.wait(provider.synced())
         finally:
+            loop.wait(provider.close())
+
+
+@contextmanager
+def _serve_rbus(dm: DataModel, loop: LoopThread) -> Iterator[Any]:
+    """The real librbus and rtrouted (DSM_RBUS_LIBRARY, DSM_RTROUTED): run inside a private
+    mount namespace with a private /tmp, rtrouted's socket being /tmp/rtrouted."""
+    from dsm_tr181.buses.rbus import RbusProvider
+    from tests.support.rbus_consumer import RealConsumer
+    from tests.support.rtrouted import find_tools, running_broker
+
+    tools = find_tools()
+    if isinstance(tools, str):
+        pytest.skip(tools)
+    with running_broker(tools):
+        provider = RbusProvider.create(dm, {"library": str(tools.library), "watchdog_interval": 0}, loop.loop)
+        loop.wait(provider.start())
+        consumer = RealConsumer(tools.library)
+        try:
+            yield RbusClient(consumer, dm), lambda: loop.wait(provider.synced())
+        finally:
+            consumer.close()
             loop.wait(provider.close())
 
 
@@ -594,16 +622,12 @@ def served(
     request: pytest.FixtureRequest, contract_loop: LoopThread, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     """A fresh test model (tests/unit/data/test-model.xml) served on one bus."""
-    if request.param == "rbus":
-        if not (os.environ.get("DSM_RBUS_LIBRARY") and os.environ.get("DSM_RTROUTED")):
-            pytest.skip("the real librbus: DSM_RBUS_LIBRARY and DSM_RTROUTED are not set")
-        pytest.skip("no contract client for a real librbus consumer yet: tests/integration/test_rbus_provider.py "
-                    "runs the provider on it with rbuscli")  # fmt: skip
     dm = contract_loop.call(lambda: DataModel(load_documents([MODEL])))
     serve = {
         "dbus": lambda: _serve_dbus(dm, contract_loop),
         "control-socket": lambda: _serve_control_socket(dm, contract_loop, tmp_path_factory.mktemp("ctl")),
         "rbus-standin": lambda: _serve_rbus_standin(dm, contract_loop),
+        "rbus": lambda: _serve_rbus(dm, contract_loop),
     }[request.param]()
     with serve as (client, synced):
         yield Served(dm, contract_loop, client, RBUS if request.param.startswith("rbus") else FULL, synced)

@@ -64,7 +64,7 @@ def test_reference_following(served: Served) -> None:
     if served.caps.reference_following:
         assert served.client.get([T + "Owner+.Title"]) == {T + "Group.1.Title": "fixed"}
     else:  # the bus parses names itself: "Owner+" is a name nobody has
-        assert fault_of(lambda: served.client.get([T + "Owner+.Title"])) == served.fault(FaultCode.INVALID_PATH)
+        assert fault_of(lambda: served.client.get([T + "Owner+.Title"])) == served.unknown(FaultCode.INVALID_PATH)
 
 
 def test_search_paths(served: Served) -> None:
@@ -72,22 +72,23 @@ def test_search_paths(served: Served) -> None:
     search = ITEM + '[Name=="two"].Name'
     if served.caps.search_paths:
         assert served.client.get([search]) == {second + "Name": "two"}
-    else:  # the bus parses names itself: an expression is a name nobody has
+    else:  # the bus parses names itself: an expression in a row's place is an alias of no row
         assert fault_of(lambda: served.client.get([search])) == served.fault(FaultCode.INVALID_PATH)
 
 
 @pytest.mark.parametrize(
-    ("path", "code"),
+    ("path", "code", "registered"),
     [
-        (T + "Nope", FaultCode.INVALID_PATH),
-        ("Device.Test..Level", FaultCode.INVALID_PATH_SYNTAX),
-        (ITEM + "99.Name", FaultCode.INVALID_PATH),
+        (T + "Nope", FaultCode.INVALID_PATH, False),
+        ("Device.Test..Level", FaultCode.INVALID_PATH_SYNTAX, False),
+        (ITEM + "99.Name", FaultCode.INVALID_PATH, True),  # a name of the model, of no row
     ],
 )
-def test_get_faults(served: Served, path: str, code: FaultCode) -> None:
+def test_get_faults(served: Served, path: str, code: FaultCode, registered: bool) -> None:
     if code is FaultCode.INVALID_PATH_SYNTAX and not served.caps.path_syntax:
         code = FaultCode.INVALID_PATH  # the bus knows no syntax: merely a name nobody has
-    assert fault_of(lambda: served.client.get([path])) == served.fault(code)
+    expected = served.fault(code) if registered else served.unknown(code)
+    assert fault_of(lambda: served.client.get([path])) == expected
 
 
 def test_set_applies_all_or_nothing(served: Served) -> None:
@@ -115,7 +116,7 @@ def test_add_instances_and_delete_rows(served: Served) -> None:
     first, second = add_items(served, "one", "two")
     assert first == ITEM + "1." and second == ITEM + "2."
     assert client.instances(ITEM) == [first, second]
-    assert fault_of(lambda: client.add(ITEM, {"Nope": "x"})) == served.fault(FaultCode.UNSUPPORTED_PARAMETER)
+    assert fault_of(lambda: client.add(ITEM, {"Nope": "x"})) == served.unknown(FaultCode.UNSUPPORTED_PARAMETER)
     enabled = client.add(ITEM, {"Name": "on", "Enable": "true"})
     code = fault_of(lambda: client.add(ITEM, {"Name": "on", "Enable": "true"}))  # keys unique among enabled rows
     assert code == served.fault(FaultCode.DUPLICATE_KEY)
@@ -169,7 +170,7 @@ def test_synchronous_command(served: Served) -> None:
     assert served.client.operate(T + "Add()", {"A": "2"}) == ("", {"Sum": "7"})  # B's default
     code = fault_of(lambda: served.client.operate(T + "Add()", {"B": "3"}))  # A is mandatory
     assert code == served.fault(FaultCode.INVALID_COMMAND_ARGUMENTS)
-    assert fault_of(lambda: served.client.operate(T + "Nope()", {})) == served.fault(FaultCode.INVALID_PATH)
+    assert fault_of(lambda: served.client.operate(T + "Nope()", {})) == served.unknown(FaultCode.INVALID_PATH)
 
 
 def test_asynchronous_command_completes_with_outputs_or_fault(served: Served) -> None:

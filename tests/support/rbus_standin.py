@@ -11,7 +11,10 @@ provider (``RbusProvider``) run on it; plus :class:`Consumer`, what another proc
 It is selected by monkeypatching ``rbus_ffi.load``; the real library runs the same contract
 when ``DSM_RBUS_LIBRARY`` and ``DSM_RTROUTED`` are set.
 
-Checked against rdkcentral/rbus v2.6.0 ``src/rbus/rbus.c`` (function names given):
+Checked against rdkcentral/rbus v2.6.0 ``src/rbus/rbus.c`` (function names given), and run:
+the bus contract (tests/contract/test_bus_contract.py) passes unchanged, with the same
+capability declarations, on this stand-in and on librbus 2.6.0 with rtrouted built from
+that tag (its ``rbus`` parameter, through tests/support/rbus_consumer.py):
 
 - requests to a component run one at a time on that component's own callback thread
   (rtConnection's dispatch thread); a consumer waits for the answer;
@@ -24,8 +27,11 @@ Checked against rdkcentral/rbus v2.6.0 ``src/rbus/rbus.c`` (function names given
   (table + number, no trailing dot), ``instNum``, ``alias``; unregisterRow publishes
   ``RBUS_EVENT_OBJECT_DELETED`` with ``rowName`` (``registerTableRow``,
   ``unregisterTableRow``);
-- a get of one name calls that element's get handler and returns its error as is; an
-  unknown name is ``RBUS_ERROR_ELEMENT_DOES_NOT_EXIST`` (``_get_single_dml_handler``);
+- a name no component registered (a row's ``{i}`` standing for any number) is answered by
+  the broker: ``RBUS_ERROR_DESTINATION_NOT_FOUND``, for gets, sets and method calls alike
+  (measured with librbus 2.6.0 and rtrouted, see below);
+- a get of one name calls that element's get handler and returns its error as is; a name
+  of a row not registered is ``RBUS_ERROR_ELEMENT_DOES_NOT_EXIST`` (``_get_single_dml_handler``);
 - a name ending in ``.`` is a partial path: every property below it, rows expanded, in
   registration order; a property whose handler fails is left out, not an error; an unknown
   partial path is ``ELEMENT_DOES_NOT_EXIST``; ``Table.*.Name`` expands ``*`` over the
@@ -212,6 +218,20 @@ class StandInBus:
     def _all_elements(self) -> Iterator[tuple[str, _Element]]:
         for component in list(self.components.values()):
             yield from list(component.elements.items())
+
+    def routed(self, name: str) -> bool:
+        """Whether the broker knows a component for ``name``: a registered element's name, a
+        row ("{i}") standing for any instance, or a partial path above one. Else the
+        consumer gets ``RBUS_ERROR_DESTINATION_NOT_FOUND`` from the broker itself (measured
+        with librbus 2.6.0 and rtrouted: gets, sets and method calls alike)."""
+        with self.lock:
+            for registered, _element in self._all_elements():
+                pattern = re.escape(registered).replace(r"\{i\}", r"[^.]+")
+                if re.fullmatch(pattern, name) or (name.endswith(".") and re.match(pattern, name)):
+                    return True
+                if name.endswith(".") and registered.startswith(name):
+                    return True
+            return False
 
     def registered(self) -> list[tuple[str, ElementType]]:
         """Every registered element (name, type): what a discovery of the bus lists."""
@@ -684,6 +704,8 @@ class Consumer:
             template: str | None = re.sub(r"(?<=\.)(\*|\d+)(?=\.)", "{i}", name)
         else:
             template = self.bus.resolve(name)
+        if not self.bus.routed(name):
+            return RbusError.DESTINATION_NOT_FOUND
         if template is None:
             return RbusError.ELEMENT_DOES_NOT_EXIST
         element = self.bus.element(template) or (self.bus.element(template + "{i}.") if name.endswith(".") else None)
@@ -754,6 +776,8 @@ class Consumer:
             )
             names = [n for n in self.bus.expand(head) if pattern.match(n)]
         else:
+            if not self.bus.routed(name):
+                return RbusError.DESTINATION_NOT_FOUND, []
             if self.bus.resolve(name) is None:
                 return RbusError.ELEMENT_DOES_NOT_EXIST, []
             names = self.bus.expand(name)
