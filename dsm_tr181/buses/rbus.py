@@ -188,7 +188,7 @@ class RbusProvider:
             handle = await self._loop.run_in_executor(None, rbus_ffi.Handle, rbus, self.config.component)
         except RbusCallFailed as exc:
             raise AdapterUnavailable(f"rbus broker unreachable (is rtrouted running?): {exc}") from exc
-        outbox = Outbox(handle, self.config.component)
+        outbox = Outbox(handle, self._trigger())
         connection = _Connection(
             handle,
             handle.activity,
@@ -197,8 +197,8 @@ class RbusProvider:
             ValueChanges(self.dm, self._loop, partial(self._publish, outbox, kind=EventType.VALUE_CHANGED)),
         )
         try:
-            elements = [*self._elements(connection), rbus_ffi.Method(outbox.method, outbox.flush)]
-            self._probe = next(e.name for e in elements if isinstance(e, rbus_ffi.Property))
+            elements = self._elements(connection)
+            self._probe = outbox.trigger
             await self._loop.run_in_executor(None, handle.register, elements)
         except BaseException as exc:
             await self._loop.run_in_executor(None, handle.close)
@@ -247,6 +247,14 @@ class RbusProvider:
     def _served(self, path: str) -> bool:
         return not path.startswith(self.config.skip)
 
+    def _trigger(self) -> str:
+        """The outbox's trigger and the watchdog's probe: the first served parameter outside
+        any table (its element is never freed under a get)."""
+        for obj in self.dm.schema.objects.values():
+            if self._served(obj.path) and "{i}" not in obj.path and obj.parameters:
+                return obj.path + next(iter(obj.parameters))
+        raise AdapterUnavailable("rbus: no parameter outside a table is served (see bus.rbus.skip)")
+
     def _elements(self, connection: _Connection) -> list[rbus_ffi.Element]:
         elements: list[rbus_ffi.Element] = []
         for obj in self.dm.schema.objects.values():
@@ -262,6 +270,7 @@ class RbusProvider:
                         self._reads.get,
                         set=self._sets.on_set if parameter.writable else None,
                         subscribe=connection.changes.on_subscribe,
+                        own_get=connection.outbox.flush if obj.path + name == connection.outbox.trigger else None,
                     )
                 )
             elements += [rbus_ffi.Method(obj.path + name, connection.methods.call) for name in obj.commands]

@@ -50,6 +50,7 @@ class Capabilities:
     atomic_add: bool = True  # an add with parameters creates the row with them, or nothing
     creation_keys: bool = True  # ObjectCreation carries the row's unique keys
     request_ids: bool = True  # an asynchronous command answers a request id, completes by event
+    discovery: bool = False  # the bus lists what a component registered (rbus_discoverComponentDataElements)
 
 
 FULL = Capabilities()
@@ -69,6 +70,7 @@ RBUS = Capabilities(
     atomic_add=False,
     creation_keys=False,
     request_ids=False,
+    discovery=True,
 )
 
 
@@ -456,6 +458,10 @@ class RbusClient:
 
     def supported(self, path: str) -> dict[str, list[str]]:
         raise AssertionError("rbus has no GetSupportedDM (Capabilities.supported_dm)")
+
+    def published(self) -> list[str]:
+        """What the provider's component registered, as a discovery of it lists."""
+        return list(self._consumer.published("dsm-tr181"))
 
     @contextmanager
     def watch(self) -> Iterator[Watch]:

@@ -161,6 +161,21 @@ def test_supported_data_model(served: Served) -> None:
     assert {"Add()", "Slow()"} <= set(whole[T])
 
 
+def test_only_the_model_is_published(served: Served) -> None:
+    """A discovery lists the served model's names and nothing of the provider's own (no
+    private helper: the rbus outbox rides on a served parameter, rbus_outbox.py)."""
+    if not served.caps.discovery:
+        pytest.skip("declared: this bus lists no registered names (Capabilities.discovery); GetSupportedDM says it")
+    schema = served.dm.schema
+    model = {"dsm-tr181"}  # the component's own route, then its elements; tables lose their dot
+    model |= {obj.path.removesuffix(".") for obj in schema.objects.values() if obj.multi_instance}
+    for obj in schema.objects.values():
+        model |= {obj.path + name for name in [*obj.parameters, *obj.commands, *obj.events]}
+    published = set(served.client.published())
+    assert published <= model, published - model
+    assert {T + "Level", T + "Add()", T + "Happened!", ITEM + "{i}.Name"} <= published
+
+
 def test_synchronous_command(served: Served) -> None:
     def add(call: CommandCall) -> dict[str, int]:
         return {"Sum": call.args["A"] + call.args["B"]}

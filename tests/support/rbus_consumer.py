@@ -41,6 +41,9 @@ rbusError_t rbusMethod_InvokeAsync(rbusHandle_t handle, char const* methodName, 
 rbusError_t rbusEvent_Subscribe(rbusHandle_t handle, char const* eventName, rbusEventHandler_t handler,
                                 void* userData, int timeout);
 rbusError_t rbusEvent_Unsubscribe(rbusHandle_t handle, char const* eventName);
+rbusError_t rbus_discoverComponentDataElements(rbusHandle_t handle, char const* name, bool nextLevel,
+                                               int* numElements, char*** elementNames);
+void free(void* p);
 """
 
 _ffi = cffi.FFI()
@@ -209,6 +212,19 @@ class RealConsumer:
             self.lib.rbusObject_Release(in_params)
         if code != RbusError.SUCCESS:
             threading.Thread(target=done, args=(int(code), {}), daemon=True).start()
+
+    def published(self, component: str) -> list[str]:
+        """rbus_discoverComponentDataElements: every element name ``component`` registered."""
+        count, names = _ffi.new("int *"), _ffi.new("char ***")
+        code = self.lib.rbus_discoverComponentDataElements(self.handle, component.encode(), False, count, names)
+        if code != RbusError.SUCCESS:
+            raise RuntimeError(f"rbus_discoverComponentDataElements: {RbusError(code).name}")
+        found = [_ffi.string(names[0][i]).decode() for i in range(count[0])]
+        libc = _ffi.dlopen(None)
+        for i in range(count[0]):
+            libc.free(names[0][i])
+        libc.free(names[0])
+        return found
 
     def subscribe(self, name: str, handler: Callable[[Received], None]) -> int:
         self._handlers[name] = handler

@@ -53,6 +53,9 @@ that tag (its ``rbus`` parameter, through tests/support/rbus_consumer.py):
   out); rbusEvent_Publish delivers to the subscribers of that name and answers
   ``RBUS_ERROR_NOSUBSCRIBERS`` when there are none.
 
+A discovery (rbus_discoverComponentDataElements) lists the component's own name, then its
+elements, tables without their trailing dot (measured with librbus 2.6.0).
+
 Not modelled: sessions, filters, interval and duration subscriptions (autoPublish polling),
 direct connections, rbus's timeouts (a consumer waits up to ``CALL_TIMEOUT``), discovery.
 """
@@ -867,6 +870,12 @@ class Consumer:
 
         result: int = element.component.call(work)
         return result
+
+    def published(self, component: str) -> list[str]:
+        """rbus_discoverComponentDataElements (all levels): the component's own name (its
+        route), then the names it registered, tables without their trailing dot."""
+        with self.bus.lock:
+            return [component, *(name.removesuffix(".") for name in self.bus.components[component].elements)]
 
     def row_names(self, table: str) -> tuple[int, list[tuple[int, str]]]:
         """rbusTable_getRowNames: (code, [(instance, alias)])."""
