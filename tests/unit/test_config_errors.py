@@ -199,3 +199,19 @@ def test_a_bad_value_is_refused_as_section_key_reason(
     with pytest.raises(ConfigError) as refused:
         _check_everything(raw, tmp_path)
     assert re.match(rf"{re.escape(section)}\.{key}: \S", str(refused.value)), str(refused.value)
+
+
+def test_a_socket_group_that_does_not_exist_is_a_config_error(tmp_path: Path) -> None:
+    """daemon.socket_group is checked when the control socket is made (the group may be
+    created after the configuration is written): the same style."""
+    import asyncio
+
+    from dsm_tr181.buses.control_socket import ControlServer
+    from dsm_tr181.schema.loader import load_documents
+    from dsm_tr181.tree.datamodel import DataModel
+
+    model = Path(__file__).resolve().parent / "data" / "test-model.xml"
+    server = ControlServer(DataModel(load_documents([model])), tmp_path / "dsm.sock", group="no-such-group-16")
+    with pytest.raises(ConfigError, match=r"^daemon\.socket_group: group 'no-such-group-16' does not exist"):
+        asyncio.run(server.start())
+    assert not (tmp_path / "dsm.sock").exists()
