@@ -58,6 +58,17 @@ class ExecEnvSettings:
             raise Invalid("subnet", "must be an IPv4 network of at least 4 addresses")
         if len(self.bridge_name) > 15:
             raise Invalid("bridge", "must be at most 15 characters")
+        for server in self.dns:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise Invalid("dns", f"{server!r} is not an IP address") from None
+        # TR-181 ExecEnv.{i}.AllocatedDiskSpace/AllocatedMemory int[-1:], AllocatedCPUPercent int[-1:100].
+        for key in ("allocated_disk_kib", "allocated_memory_kib", "allocated_cpu_percent"):
+            if getattr(self, key) < -1:
+                raise Invalid(key, "must be -1 (no limit) or more")
+        if self.allocated_cpu_percent > 100:
+            raise Invalid("allocated_cpu_percent", "must be at most 100")
 
     @property
     def bridge_name(self) -> str:
