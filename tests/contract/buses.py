@@ -623,7 +623,7 @@ def _serve_rbus(dm: DataModel, loop: LoopThread) -> Iterator[Any]:
             loop.wait(provider.close())
 
 
-@pytest.fixture(params=BUSES)
+@pytest.fixture(params=[pytest.param(bus, marks=pytest.mark.rbus) if bus == "rbus" else bus for bus in BUSES])
 def served(
     request: pytest.FixtureRequest, contract_loop: LoopThread, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
