@@ -114,9 +114,10 @@ def bench_polls(devices: int = 1000, rounds: int = 3) -> None:
         for s in specs[:200]:
             repo.put_spec(s)
         tokens = []
+        fleet_labels = [device(rng) for _ in range(devices)]
         for i in range(devices):
             token = new_token()
-            repo.add_token(token_hash(token), TokenRecord(f"dev{i}", Role.DEVICE))
+            repo.add_token(token_hash(token), TokenRecord(f"dev{i}", Role.DEVICE, labels(fleet_labels[i])))
             tokens.append(token)
         repo.close()
         server = subprocess.Popen(
@@ -126,7 +127,6 @@ def bench_polls(devices: int = 1000, rounds: int = 3) -> None:
         try:
             assert server.stdout is not None
             url = server.stdout.readline().split()[-1]
-            fleet_labels = [device(rng) for _ in range(devices)]
 
             def poll(i: int, etag: str) -> str:
                 headers = {"If-None-Match": etag} if etag else {}

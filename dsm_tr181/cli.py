@@ -137,18 +137,21 @@ def size(count: int) -> str:
 
 
 class ProgressPrinter:
-    """Progress of a --wait request on stderr: one live line on a terminal, one line per stage otherwise."""
+    """Progress of a --wait request on stderr: one live line on a terminal, one line per stage otherwise;
+    for an image, one more line per layer once it is in (its bytes of its size, or already stored)."""
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.live = out.isatty()
         self._stage = ""
         self._line_open = False
+        self._layers_shown: set[str] = set()
 
     def __call__(self, info: Message) -> None:
         kind = info.get("kind")
         if kind == "stage":
-            self._stage_progress(str(info.get("stage", "")), _int(info.get("done")), _int(info.get("total")))
+            layer = self._layer(info)
+            self._stage_progress(str(info.get("stage", "")), _int(info.get("done")), _int(info.get("total")), layer)
         elif kind == "status":
             self._line(f"{str(info.get('path', '')).rstrip('.')}: {info.get('status', '')}")
         elif kind == "accepted":
@@ -166,11 +169,28 @@ class ProgressPrinter:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def _stage_progress(self, stage: str, done: int, total: int) -> None:
+    def _layer(self, info: Message) -> str:
+        """Print a layer that is in; the live text of one under way ("" for none)."""
+        layer = str(info.get("layer") or "")
+        if not layer:
+            return ""
+        number, _, digest = layer.partition(" ")
+        name = f"layer {number} {digest[:19]}"  # sha256: and 12 hex digits
+        done, total = _int(info.get("layer_done")), _int(info.get("layer_total"))
+        if done < total:
+            return f"{name}: {size(done)} of {size(total)}"
+        if layer not in self._layers_shown:
+            self._layers_shown.add(layer)
+            stored = f"already stored ({size(total)})" if info.get("layer_stored") else f"{size(done)} of {size(total)}"
+            self._line(f"{name}: {stored}", replace=True)
+        return ""
+
+    def _stage_progress(self, stage: str, done: int, total: int, layer: str = "") -> None:
         if total > 0:
             text = f"{stage}: {size(done)} of {size(total)} ({100 * done // total}%)"
         else:
             text = f"{stage}: {size(done)}" if done else stage
+        text += f", {layer}" if layer else ""
         if self.live:
             self.out.write(f"\r{text}\033[K")
             self.out.flush()
@@ -179,7 +199,11 @@ class ProgressPrinter:
             self._line(f"{stage}..." + (f" ({size(total)})" if total > 0 else ""))
         self._stage = stage
 
-    def _line(self, text: str) -> None:
+    def _line(self, text: str, *, replace: bool = False) -> None:
+        if replace and self._line_open:  # the line takes the live line's place
+            self.out.write("\r")
+            text += "\033[K"
+            self._line_open = False
         self.close()
         self.out.write(text + "\n")
         self.out.flush()

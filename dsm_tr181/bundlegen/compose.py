@@ -312,7 +312,7 @@ def _unpack_base(base: str, bundle: Path, work: Path) -> dict[str, Any]:
 
     packager = ImagePackager(ImagePackagerConfig(), work / "layers", make_config=keep)
     try:
-        asyncio.run(packager.unpack(PackageSource(base), bundle, lambda d, t: None))
+        asyncio.run(packager.unpack(PackageSource(base), bundle, lambda *_: None))
     except Fault as fault:
         raise BundleError(f"base image {base}: {fault.message}") from None
     (bundle / "config.json").unlink()

@@ -79,7 +79,7 @@ def generate(
         bundle = Path(work) / "bundle"
         try:
             info = asyncio.run(
-                packager.unpack(PackageSource(source.url, source.username, source.password), bundle, lambda d, t: None)
+                packager.unpack(PackageSource(source.url, source.username, source.password), bundle, lambda *_: None)
             )
         except Fault as fault:
             raise BundleError(f"{source.url}: {fault.message}") from None

@@ -37,12 +37,13 @@ from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
 from dsm_tr181.runtimes.logread import read_chunk
+from dsm_tr181.schema.flavours import Flavour
 from dsm_tr181.schema.model import Parameter
 from dsm_tr181.schema.types import Value, format_datetime
 from dsm_tr181.sections import SectionError
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
-from dsm_tr181.tree.paths import schema_path
+from dsm_tr181.tree.paths import parse_path, schema_path
 from dsm_tr181.tree.results import OperateResult
 from dsm_tr181.tree.supported import SupportedObject, SupportedParam
 
@@ -333,7 +334,7 @@ class ControlMethods:
         eu_log: Callable[[int], tuple[Path, int]] | None = None,
         eu_processes: Callable[[int], list[dict[str, Any]]] | None = None,
     ) -> None:
-        self.dm = dm
+        self.dm = dm.view(Flavour.USP)  # its generic operations are USP's: no CWMP-only parameters
         self._eu_confinement = eu_confinement
         self._eu_log = eu_log
         self._eu_processes = eu_processes
@@ -526,8 +527,22 @@ class ControlMethods:
         return {"deleted": [path for r in self.dm.delete(_texts(params, "paths")) for path in r.deleted]}
 
     async def _operate(self, params: Params, stream: Stream | None) -> Any:
+        """One command; on a search or wildcard path, one request per matched object (TR-369
+        R-OPR.1, R-OPR.2): ``{"results": [{command, and outputs, request_id or fault}]}``."""
         args = _text_map(params, "args", required=False)
-        return await self._long_command(params, stream, _text(params, "command"), args, "")
+        command = _text(params, "command")
+        if not parse_path(command).is_search:
+            return await self._long_command(params, stream, command, args, "")
+        if _flag(params, "wait"):
+            raise Fault(FaultCode.INVALID_ARGUMENTS, "wait follows one command: give a path without a search")
+        return {"results": [self._operated_json(result) for result in self.dm.operate(command, args)]}
+
+    def _operated_json(self, result: OperateResult) -> dict[str, Any]:
+        if result.fault is not None:
+            return {"command": result.command, "fault": _fault_json(result.fault)}
+        if result.request is not None:
+            return {"command": result.command, "request_id": result.request.id}
+        return {"command": result.command, "outputs": self._outputs_text(result)}
 
     async def _supported(self, params: Params, stream: Stream | None) -> Any:
         found = self.dm.get_supported_dm(_texts(params, "paths"), _flag(params, "first_level_only"))

@@ -41,6 +41,7 @@ from dsm_tr181.buses.dbus_variants import from_arguments
 from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.errors import Fault
 from dsm_tr181.glib_thread import GLibThread
+from dsm_tr181.schema.flavours import Flavour
 from dsm_tr181.sections import Invalid, build_section
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Notification, Subscription
@@ -87,6 +88,7 @@ class DbusProvider:
 
     def __init__(self, dm: DataModel, config: DbusConfig, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
+        dm = dm.view(Flavour.USP)  # a USP front end: no CWMP-only parameters
         self._dm = dm
         self._bridge = LoopBridge(loop, config.call_timeout)
         self._service = DsmService(dm)

@@ -70,6 +70,14 @@ INTROSPECTION = """\
       <arg name="request_id" type="s" direction="out"/>
       <arg name="output" type="a{sv}" direction="out"/>
     </method>
+    <!-- Operate on every object a search or wildcard path matches (TR-369 R-OPR.1, R-OPR.2):
+         one result per object, in path order: (command executed, request id or "", output
+         arguments, fault_code or 0, fault_string or ""). A failure is a result, not an error. -->
+    <method name="OperateEach">
+      <arg name="command" type="s" direction="in"/>
+      <arg name="args" type="a{sv}" direction="in"/>
+      <arg name="results" type="a(ssa{sv}is)" direction="out"/>
+    </method>
     <signal name="ValueChange">
       <arg name="path" type="s"/>
       <arg name="value" type="v"/>

@@ -40,6 +40,7 @@ from dsm_tr181.tree.results import ResolvedObject, combined_fault
 _EMPTY = dictionary_variant(())
 _FEW = 8  # objects in a Get answered on the loop
 _INSTANCE = GLib.VariantType.new("(sa{sv})")
+_OPERATED = GLib.VariantType.new("(ssa{sv}is)")
 
 # A method's reply tuple, or a function that builds it off the loop.
 Reply: TypeAlias = "GLib.Variant | Callable[[], GLib.Variant]"  # a reply, or one made off the loop
@@ -64,6 +65,7 @@ class DsmService:
             "Add": self.add,
             "Delete": self.delete,
             "Operate": self.operate,
+            "OperateEach": self.operate_each,
         }
         self._signals: dict[Kind, Callable[[Notification], tuple[str, GLib.Variant]]] = {
             Kind.VALUE_CHANGE: self._value_change,
@@ -169,6 +171,19 @@ class DsmService:
             return GLib.Variant.new_tuple(GLib.Variant.new_string(result.request.id), _EMPTY)
         output = self._outputs(result.command, result.outputs or {})
         return GLib.Variant.new_tuple(GLib.Variant.new_string(""), output)
+
+    def operate_each(self, command: str, args: dict[str, Value]) -> GLib.Variant:
+        results = [
+            GLib.Variant.new_tuple(
+                GLib.Variant.new_string(result.command),
+                GLib.Variant.new_string(result.request.id if result.request else ""),
+                self._outputs(result.command, result.outputs) if result.outputs is not None else _EMPTY,
+                GLib.Variant.new_int32(result.fault.code.usp if result.fault else 0),
+                GLib.Variant.new_string(fault_text(result.fault) if result.fault else ""),
+            )
+            for result in self._dm.operate(command, args)
+        ]
+        return GLib.Variant.new_tuple(GLib.Variant.new_array(_OPERATED, results))
 
     # == signals ==============================================================================
 

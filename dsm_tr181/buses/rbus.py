@@ -1,7 +1,7 @@
 """The rbus front end: the served data model as rbus data elements.
 
 Every parameter of the supported model is a property (writable ones with a set
-handler), every table a table element ``...Table.{i}.``, every command a method and
+handler), every table a table element ``...Table.`` (see _table), every command a method and
 every event an event element. librbus knows rows only when they are registered, so
 every existing row is registered at start and the tree's ObjectCreation and
 ObjectDeletion notifications register and unregister rows as they come and go;
@@ -43,6 +43,7 @@ from dsm_tr181.buses.rbus_valuechange import ValueChanges
 from dsm_tr181.buses.rbus_values import carried_type, typed
 from dsm_tr181.buses.rbus_watchdog import QUIET_BEFORE_CLOSE, Verdict, after_probe, before_probe
 from dsm_tr181.errors import AdapterUnavailable
+from dsm_tr181.schema.flavours import Flavour
 from dsm_tr181.schema.model import Object
 from dsm_tr181.sections import Invalid, build_section
 from dsm_tr181.tree.datamodel import DataModel
@@ -68,6 +69,11 @@ class RbusConfig:
     # Seconds between checks that the broker still routes to us (0: never). A restarted
     # rtrouted forgets every element, and librbus does not tell the provider.
     watchdog_interval: float = 10.0
+    # The TR-181 flavour whose parameters are registered (dsm_tr181/schema/flavours.py):
+    # "both" by default, because on RDK-B both agents read them on rbus — the TR-069 agent
+    # (CcspTr069Pa) sets the CWMP-only ones (ExecutionUnit.{i}.RequestedState ...), and the
+    # USP agent (obuspa) serves only the elements it is configured or built with.
+    flavour: str = Flavour.BOTH.value
 
     def __post_init__(self) -> None:
         if not self.library:
@@ -78,6 +84,8 @@ class RbusConfig:
             raise Invalid("call_timeout", "must be > 0")
         if self.watchdog_interval < 0:
             raise Invalid("watchdog_interval", "must be >= 0")
+        if self.flavour not in {f.value for f in Flavour}:
+            raise Invalid("flavour", f"{self.flavour!r} is not one of {', '.join(f.value for f in Flavour)}")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> RbusConfig:
@@ -103,6 +111,7 @@ class RbusProvider:
     name = "rbus"
 
     def __init__(self, dm: DataModel, config: RbusConfig, loop: asyncio.AbstractEventLoop) -> None:
+        dm = dm.view(Flavour(config.flavour))
         self.dm = dm
         self.config = config
         self._loop = loop
@@ -278,9 +287,15 @@ class RbusProvider:
         return elements
 
     def _table(self, obj: Object) -> rbus_ffi.Table:
+        # By the table's own name (``…DeploymentUnit.``), not ``…DeploymentUnit.{i}.`` (librbus
+        # builds the same tree from both): consumers subscribe to row events by that name, and
+        # after a restart librbus restores a cached subscription only on an element of the
+        # equal name (rbus_subscriptions.c, _compareEventNameToElemName) — RDK's USP agent
+        # never subscribes again.
+        name = obj.path.removesuffix("{i}.")
         if not obj.creatable:
-            return rbus_ffi.Table(obj.path)
-        return rbus_ffi.Table(obj.path, add_row=self._add_row, remove_row=self._remove_row)
+            return rbus_ffi.Table(name)
+        return rbus_ffi.Table(name, add_row=self._add_row, remove_row=self._remove_row)
 
     # ---- handlers (bus threads) ----
 

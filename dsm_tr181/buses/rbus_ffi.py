@@ -562,7 +562,7 @@ class Property:
 
 @dataclass(frozen=True, slots=True)
 class Table:
-    """A multi-instance object, named ``...Table.{i}.``."""
+    """A multi-instance object, named ``...Table.{i}.`` or ``...Table.`` (librbus takes both)."""
 
     name: str
     add_row: AddRowHandler | None = None

@@ -38,6 +38,7 @@ from dsm_tr181.tree.nodes import Node
 log = logging.getLogger("dsm.fleet")
 FLEET = SM + "X_RDK_Fleet."
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
+MOVING = ("Starting", "Stopping", "Restarting")  # EU states on the way to Active or Idle
 
 
 class FleetAgent:
@@ -53,6 +54,7 @@ class FleetAgent:
         self._answer: dict[str, Any] | None = None
         self._settled = False  # the last convergence of the current answer had no failure
         self._failures_in_row = 0
+        self._asked: set[str] = set()  # EUs this sync asked to start (see _moving)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._tree = dm.find_node(FLEET) is not None
@@ -100,12 +102,16 @@ class FleetAgent:
             self._answer, self._etag, self._settled = reply.json(), reply.headers.get("etag", ""), False
         assert self._answer is not None
         problems = [p["message"] for p in self._answer.get("problems", [])]
-        if self._settled:  # nothing changed since a convergence without failures
+        if self._settled and not (drifted := self.intent_failures(self._answer)):
             self._failures_in_row = 0
             self._show(LastSync=stamp(), Status="Error" if problems else "Converged", LastError="; ".join(problems))
             return self._jittered(self.settings.interval)
+        if self._settled:  # an EU left its run intent since (it died, or was stopped): converge again
+            log.warning("fleet: %s", "; ".join(f["message"] for f in drifted))
         self._show(Status="Syncing")
         failures = await self.converge(self._answer)
+        if not failures:  # Converged means running as the spec says, not only asked to
+            failures = await self.await_intents(self._answer)
         report = {"installed": self.installed(), "failures": failures}
         try:
             await asyncio.to_thread(client.request, "POST", "/v1/devices/self/state", report)
@@ -202,8 +208,50 @@ class FleetAgent:
             status = eu.values.get("Status")
             if start and status not in ("Active", "Starting"):
                 await self._operate(eu.path + "SetRequestedState()", {"RequestedState": "Active"})
+                self._asked.add(eu.path)
             elif not start and status in ("Active", "Starting"):
                 await self._operate(eu.path + "SetRequestedState()", {"RequestedState": "Idle"})
+
+    async def await_intents(self, answer: Mapping[str, Any]) -> list[dict[str, str]]:
+        """Wait (up to ``start_timeout``) until no EU of a wanted app is still on its way, then
+        report those not in their run intent (with the EU's fault)."""
+        deadline = asyncio.get_running_loop().time() + self.settings.start_timeout
+        while any(self._moving(eu) for _, eu, _ in self._intents(answer)):
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        self._asked.clear()
+        return self.intent_failures(answer)
+
+    def _moving(self, eu: Node) -> bool:
+        """On its way: starting or stopping, or asked to start and not yet acted on (still Idle
+        with no fault: the LCM's start task has not run yet)."""
+        status = eu.values.get("Status")
+        if status in MOVING:
+            return True
+        return eu.path in self._asked and status == "Idle" and eu.values.get("ExecutionFaultCode") == "NoFault"
+
+    def intent_failures(self, answer: Mapping[str, Any]) -> list[dict[str, str]]:
+        failures = []
+        for app, eu, start in self._intents(answer):
+            status = eu.values.get("Status")
+            if (status == "Active") != start:
+                fault = f" ({eu.values.get('ExecutionFaultCode')!s}: {eu.values.get('ExecutionFaultMessage')!s})"
+                failures.append({"app": app, "message": f"{app}: {eu.path.rstrip('.')} is {status!s}, "
+                                 f"wanted {'Active' if start else 'Idle'}{fault if start else ''}"})  # fmt: skip
+        return failures
+
+    def _intents(self, answer: Mapping[str, Any]) -> list[tuple[str, Node, bool]]:
+        """(app, EU row, whether it should run) for every EU of the wanted apps installed here."""
+        out = []
+        for want in answer.get("apps", []):
+            entry = self.ownership.entries.get(want["name"])
+            du = self._du(entry.uuid) if entry is not None and entry.phase == "installed" else None
+            eu_paths = du.values.get("ExecutionUnitList", ()) if du is not None else ()
+            for eu_path in eu_paths if isinstance(eu_paths, tuple) else ():
+                if (eu := self.dm.find_node(str(eu_path) + ".")) is not None:
+                    out.append((str(want["name"]), eu, bool(want.get("start", True))))
+        return out
 
     async def _uninstall(self, entry: Owned) -> None:
         self.ownership.put(Owned(entry.app, entry.uuid, entry.package, entry.sha256, entry.url, "uninstalling"))

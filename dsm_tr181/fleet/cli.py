@@ -3,7 +3,8 @@
 Server side (on the repository's own database)::
 
     dsm-fleet serve --db fleet.db --listen 0.0.0.0:8443 --cert server.pem --key server.key
-    dsm-fleet token add NAME --role operator|device [--labels k=v,..] --db fleet.db   (prints it once)
+    dsm-fleet token add NAME [--role device] --labels k=v,.. --db fleet.db   (prints it once)
+    dsm-fleet token add NAME --role operator --db fleet.db
     dsm-fleet token list|rm NAME --db fleet.db
 
 Operator commands (``--url``/$DSM_FLEET_URL, ``--token``/$DSM_FLEET_TOKEN, ``--ca``/$DSM_FLEET_CA)::
@@ -195,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("action", choices=("add", "list", "rm"))
     token.add_argument("name", nargs="?", default="")
     token.add_argument("--role", choices=[r.value for r in Role], default=Role.DEVICE.value)
-    token.add_argument("--labels", default="", help="device token: labels bound to it (the device cannot claim others)")
+    token.add_argument("--labels", default="", help="device token (required): labels bound to it, not claimable")
     package = sub.add_parser("package", help="push, list, remove packages")
     remote(package)
     package.add_argument("action", choices=("push", "list", "rm"))

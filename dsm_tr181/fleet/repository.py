@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dsm_tr181.fleet.model import Labels, Package, Spec
+from dsm_tr181.fleet.model import FleetError, Labels, Package, Spec
 
 
 class Role(enum.Enum):
@@ -29,6 +29,13 @@ class TokenRecord:
     name: str  # for a device token: the device id
     role: Role
     labels: Labels = ()  # device token: labels the device cannot claim otherwise (bound by the operator)
+
+    def check(self) -> None:
+        """A device token is bound to labels: unbound, a device could claim any labelset and read
+        the answer meant for devices of another fleet."""
+        if self.role is Role.DEVICE and not self.labels:
+            raise FleetError(f"device token {self.name}: bind it to its labels (--labels fleet=...), "
+                             "which the device cannot claim otherwise")  # fmt: skip
 
 
 @dataclass(frozen=True)

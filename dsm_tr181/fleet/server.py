@@ -19,12 +19,12 @@ Routes (``operator`` / ``device``: the token role allowed)::
     POST   /v1/devices/self/state            device: what it installed and what failed
     GET    /v1/devices                       operator
 
-A device token may be bound to labels (``token add --labels fleet=eu``): the device is then
-refused any other value for them and always resolved with them, so it cannot read the answer
-meant for another fleet. Tokens come as ``Authorization: Bearer <token>`` (or Basic with the token as password, which
-is what the daemon's packager sends when downloading a blob). Resolve is rate-limited per
-token (429 with Retry-After). Answers are cached by catalog revision and labelset, so an
-unchanged poll costs a dictionary lookup and a 304.
+A device token is bound to labels (``token add --labels fleet=eu``; an unbound one is refused):
+the device is refused any other value for them and always resolved with them, so it cannot
+read the answer meant for another fleet. Tokens come as ``Authorization: Bearer <token>`` (or
+Basic with the token as password, which is what the daemon's packager sends when downloading
+a blob). Resolve is rate-limited per token (429 with Retry-After). Answers are cached by
+catalog revision and labelset, so an unchanged poll costs a dictionary lookup and a 304.
 """
 
 from __future__ import annotations
@@ -255,7 +255,9 @@ class FleetServer:
         if not isinstance(body, dict) or not isinstance(body.get("labels", {}), dict):
             raise FleetError('resolve takes {"labels": {name: value}}')
         device_labels = labels(body.get("labels", {}))
-        if token.role is Role.DEVICE and token.labels:
+        if token.role is Role.DEVICE:
+            if not token.labels:  # made before binding was required (TokenRecord.check)
+                return _error(403, "this device token is bound to no labels: re-issue it with --labels")
             claimed = dict(device_labels)
             if any(claimed.get(name, value) != value for name, value in token.labels):
                 return _error(403, f"this device's token is bound to {dict(token.labels)}")

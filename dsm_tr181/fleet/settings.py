@@ -24,6 +24,7 @@ class FleetSettings:
     retry_min: float = 5.0  # backoff after a failed step: retry_min, doubling up to retry_max
     retry_max: float = 300.0
     timeout: float = 30.0  # per HTTP request to the repository
+    start_timeout: float = 120.0  # how long EUs may take to reach their run intent before it is an error
 
     def __post_init__(self) -> None:
         if self.enable and not self.url.startswith(("https://", "http://")):
@@ -32,7 +33,7 @@ class FleetSettings:
             raise Invalid("token_file", "is needed when enable = true")
         if not 0 <= self.jitter < 1:
             raise Invalid("jitter", "must be in [0, 1)")
-        for key in ("interval", "retry_min", "timeout"):
+        for key in ("interval", "retry_min", "timeout", "start_timeout"):
             if getattr(self, key) <= 0:
                 raise Invalid(key, "must be > 0")
         if self.retry_max < self.retry_min:

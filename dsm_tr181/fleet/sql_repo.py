@@ -151,6 +151,7 @@ class SqlRepository:
     # -- tokens ------------------------------------------------------------------------------------------
 
     def add_token(self, token_hash: str, record: TokenRecord) -> None:
+        record.check()
         with self._transaction() as run:
             if run("SELECT 1 FROM fleet_tokens WHERE name = ?", (record.name,)):
                 raise Exists(f"a token named {record.name} exists")

@@ -17,7 +17,9 @@ Signatures: a ``Signature`` input goes to the packager with the ExecEnv's truste
 (its ``Signers`` rows), which verifies it before unpacking; the DU records the signer
 (``X_RDKCENTRAL-COM_SignedBy``). An ExecEnv with ``require_signature`` fails an Install or
 Update without a Signature with 7036 (Bad Signature: "a required signature is absent"),
-after its one DUStateChange!. DUs installed unsigned before the policy was turned on stay
+after its one DUStateChange!; an ``oci://`` reference without one goes to the image
+packager with the signers and the policy, which looks for a signature the registry stores
+beside the image and refuses the DU only when there is none. DUs installed unsigned before the policy was turned on stay
 installed and keep running; they can be uninstalled, and updated only with a signature.
 Preinstalled DUs that ExecEnv Reset() restores come from the device's own configuration
 and are exempt.
@@ -40,10 +42,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm import admission, euinputs, identity, versions
+from dsm_tr181.lcm import admission, euinputs, identity, monitoring, versions
 from dsm_tr181.lcm.crashpoints import crashpoint
 from dsm_tr181.lcm.endings import cleanup, ends_with
-from dsm_tr181.lcm.ports import BundleInfo, PackageSource
+from dsm_tr181.lcm.ports import BundleInfo, LayerProgress, PackageSource
 from dsm_tr181.lcm.records import AppDataRecord, DeploymentUnitRecord, ExecutionUnitRecord, OperationRecord
 from dsm_tr181.lcm.states import DU, DuOutcome, DuRequest, DuStatus, EeRequest, EuStatus, Operation, allow
 from dsm_tr181.lcm.tables import DU_TABLE, EU_TABLE, INSTALL_DU, LOG_TABLE, as_int, from_stamp, now, stamp
@@ -175,8 +177,11 @@ class Deployments:
         return None
 
     def _signed(self, source: PackageSource, signature: str, ee: str) -> PackageSource:
-        """``source`` with its Signature and the ExecEnv's trusted signers (syntax checked here)."""
+        """``source`` with its Signature and the ExecEnv's trusted signers (syntax checked here);
+        an image reference gets the signers without a Signature too (a registry-stored one)."""
         if not signature:
+            if _is_registry_ref(source.url):
+                return replace(source, signers=self.lcm.execenvs.trusted_signers(ee))
             return source
         try:
             parts = urlsplit(signature)
@@ -187,12 +192,15 @@ class Deployments:
             raise Fault(FaultCode.INVALID_ARGUMENTS, "the Signature URL must not carry credentials (userinfo)")
         return replace(source, signature=signature, signers=self.lcm.execenvs.trusted_signers(ee))
 
-    def _check_policy(self, du: DeploymentUnitRecord, source: PackageSource) -> None:
-        if not source.signature and self.lcm.execenvs.requires_signature(du.ee):
-            raise Fault(
-                FaultCode.BAD_SIGNATURE,
-                f"execution environment {du.ee!r} requires signed deployment units: no Signature given",
-            )
+    def _check_policy(self, du: DeploymentUnitRecord, source: PackageSource) -> PackageSource:
+        if not self.lcm.execenvs.requires_signature(du.ee):
+            return source
+        if source.signature or _is_registry_ref(source.url):  # the packager checks, or looks for one
+            return replace(source, require_signature=True)
+        raise Fault(
+            FaultCode.BAD_SIGNATURE,
+            f"execution environment {du.ee!r} requires signed deployment units: no Signature given",
+        )
 
     def _journal_install(
         self, source: PackageSource, ee: str, given_uuid: str, module_version: str
@@ -281,6 +289,7 @@ class Deployments:
         self.lcm.executions.add(eu, du.disk_kib)
         self.add_row(du)
         log.info("installed DU %s %s %s in %s", du.instance, du.name, du.version, du.ee)
+        await monitoring.sample_shared(self.lcm)  # the new DU may share layers with others
         self.lcm.outcomes.deliver(event, committed=True)
         return {"UUID": du.uuid, "Version": du.version, "ExecEnvRef": self.lcm.execenvs.ref(du.ee)}
 
@@ -438,6 +447,7 @@ class Deployments:
             if record.instance in op.restart_eus:
                 self.lcm.executions.request(eu, EuStatus.ACTIVE, cause="auto")
         log.info("updated DU %s to %s", du.instance, du.version)
+        await monitoring.sample_shared(self.lcm)  # the new bundle's layers, the old one's released
 
     async def _abandon_update(
         self, du: DeploymentUnitRecord, op: OperationRecord, stopped: list[int], started: datetime, fault: Fault
@@ -539,6 +549,7 @@ class Deployments:
                 raise refusal
             crashpoint("uninstall.journaled")
             await self.finish_uninstall(du, op)
+        await monitoring.sample_shared(self.lcm)  # its layers now fall to fewer DUs
         self.lcm.du_state_change(du, Operation.UNINSTALL, DuOutcome.UNINSTALLED, started)
         return {}
 
@@ -633,17 +644,20 @@ class Deployments:
         lock = threading.Lock()
         last = [-PROGRESS_STEP, 0.0]
 
-        def progress(done: int, total: int | None) -> None:  # called from the packager's thread
+        def progress(done: int, total: int | None, layer: LayerProgress | None = None, /) -> None:
+            # called from the packager's thread; a layer's start and end are always reported
+            edge = layer is not None and layer.done in (0, layer.total)
             with lock:
-                if done - last[0] < PROGRESS_STEP and done != total and time.monotonic() - last[1] < PROGRESS_INTERVAL:
+                soon = done - last[0] < PROGRESS_STEP and time.monotonic() - last[1] < PROGRESS_INTERVAL
+                if soon and done != total and not edge:
                     return
                 last[0], last[1] = done, time.monotonic()
             known = -1 if total is None else total
-            loop.call_soon_threadsafe(self.lcm.progress, du, request_id, "download", done, known)
+            loop.call_soon_threadsafe(self.lcm.progress, du, request_id, "download", done, known, layer)
 
         self.lcm.progress(du, request_id, "download")
         if not exempt:
-            self._check_policy(du, source)
+            source = self._check_policy(du, source)
         try:
             info = await asyncio.wait_for(
                 self.lcm.packager.unpack(source, target, progress), self.lcm.settings.operation_timeout
@@ -680,6 +694,11 @@ class Deployments:
         if not source.username and not source.password:
             return ""
         return self.lcm.sealer.seal(f"{source.username}\0{source.password}")
+
+
+def _is_registry_ref(url: str) -> bool:
+    """An ``oci://`` image reference, whose registry may hold the image's signature."""
+    return url[:6].lower() == "oci://"
 
 
 def _source(url: str, username: str, password: str) -> PackageSource:

@@ -29,7 +29,7 @@ from dsm_tr181.lcm.execenvs import ExecEnvs
 from dsm_tr181.lcm.executions import Executions
 from dsm_tr181.lcm.networking import Networking
 from dsm_tr181.lcm.outcomes import Outcomes
-from dsm_tr181.lcm.ports import Network, Packager, Runtime, Sealer, TrustedCertificate, Volumes
+from dsm_tr181.lcm.ports import LayerProgress, Network, Packager, Runtime, Sealer, TrustedCertificate, Volumes
 from dsm_tr181.lcm.records import DeploymentUnitRecord, PendingEventRecord, Record, Store
 from dsm_tr181.lcm.recovery import adopt_containers, recover
 from dsm_tr181.lcm.settings import LcmSettings
@@ -208,8 +208,25 @@ class Lcm:
     def du_path(self, du: DeploymentUnitRecord) -> str:
         return f"{DU_TABLE}{du.instance}"
 
-    def progress(self, du: DeploymentUnitRecord, request_id: str, stage: str, done: int = 0, total: int = -1) -> None:
+    def progress(
+        self,
+        du: DeploymentUnitRecord,
+        request_id: str,
+        stage: str,
+        done: int = 0,
+        total: int = -1,
+        layer: LayerProgress | None = None,
+    ) -> None:
+        """A Progress notification; for an image, with the layer under way (``layer`` "i/n sha256:…",
+        ``layer_done``/``layer_total`` bytes, ``layer_stored`` when it was in the layer store)."""
         args: dict[str, Value] = {"stage": stage, "done": done, "total": total}
+        if layer is not None:
+            args |= {
+                "layer": f"{layer.index}/{layer.count} {layer.digest}",
+                "layer_done": layer.done,
+                "layer_total": layer.total,
+                "layer_stored": layer.stored,
+            }
         self.dm.notifications.publish(
             Notification(Kind.PROGRESS, self.du_path(du) + ".", args=args, request_id=request_id)
         )

@@ -3,7 +3,13 @@
 * ``DiskSpaceInUse``: the blocks its root filesystem holds — the unpacked files plus what
   the EU has written into it (a writable root filesystem is the DU's own directory) —
   counted once per inode, plus what its data volumes hold, every ``disk_usage_interval``
-  seconds in a thread.
+  seconds in a thread. A DU made from an image shares its layers' files with other DUs
+  (hard links into the layer store): those files count as the DU's share of its layers
+  (each layer's unpacked size divided by the number of DUs using it, see
+  :class:`~dsm_tr181.lcm.ports.SharedStorage`), and only the root filesystem's other files
+  (its directories, what the EU wrote) are counted by their blocks. As a share moves when
+  another DU starts or stops using a layer, the EUs of image DUs are sampled again after
+  every install, update and uninstall (:func:`sample_shared`).
 * Its processes: ``AssociatedProcessList`` refers to ``Device.DeviceInfo.ProcessStatus.
   Process.{i}`` rows, which this product does not serve, so the parameter stays empty as
   the standard requires for references to rows that do not exist; the processes (PID and
@@ -16,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsm_tr181.errors import Fault
+from dsm_tr181.lcm.ports import SharedStorage
 from dsm_tr181.schema.types import Value
 
 if TYPE_CHECKING:
@@ -28,8 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def tree_kib(root: Path) -> int:
-    """KiB of disk the files below ``root`` occupy (hard links counted once)."""
+def tree_kib(root: Path, *, unshared: bool = False) -> int:
+    """KiB of disk the files below ``root`` occupy (hard links counted once); ``unshared``:
+    leaving out regular files with more than one link (those of an image's layer store)."""
     seen: set[tuple[int, int]] = set()
     blocks = 0
     for directory, dirs, files in os.walk(root):
@@ -39,6 +48,8 @@ def tree_kib(root: Path) -> int:
             except OSError:
                 continue
             key = (info.st_dev, info.st_ino)
+            if unshared and info.st_nlink > 1 and stat.S_ISREG(info.st_mode):
+                continue
             if key not in seen:
                 seen.add(key)
                 blocks += info.st_blocks
@@ -67,18 +78,27 @@ async def sample_disk_forever(lcm: Lcm) -> None:
         await asyncio.sleep(lcm.settings.disk_usage_interval)
 
 
-async def sample_disk(lcm: Lcm) -> None:
+async def sample_shared(lcm: Lcm) -> None:
+    """DiskSpaceInUse of every EU whose DU shares stored parts (after an install, update or uninstall)."""
+    await sample_disk(lcm, shared_only=True)
+
+
+async def sample_disk(lcm: Lcm, *, shared_only: bool = False) -> None:
     """DiskSpaceInUse of every EU whose DU is installed."""
+    packager = lcm.packager if isinstance(lcm.packager, SharedStorage) else None
     for eu in list(lcm.executions.units.values()):
         du = lcm.deployments.records.get(eu.record.du)
         if du is None or du.status != "Installed" or not du.bundle:
             continue
         try:
+            shared = None if packager is None else await asyncio.to_thread(packager.shared_kib, Path(du.bundle))
+            if shared is None and shared_only:
+                continue
             spec = lcm.confinement.spec(eu.record, du)
-        except (Fault, OSError) as exc:  # a spec that cannot be read leaves the figure as it was
+        except (Fault, OSError) as exc:  # what cannot be read leaves the figure as it was
             log.debug("disk usage of %s: %s", eu.record.euid, exc)
             continue
-        kib = await asyncio.to_thread(tree_kib, rootfs_of(spec))
-        kib += await asyncio.to_thread(lcm.appdata.used_kib, du)
+        kib = await asyncio.to_thread(tree_kib, rootfs_of(spec), unshared=shared is not None)
+        kib += (shared or 0) + await asyncio.to_thread(lcm.appdata.used_kib, du)
         if eu.record.instance in lcm.executions.units:
             lcm.dm.update(lcm.executions.node(eu), {"DiskSpaceInUse": kib}, quiet=True)

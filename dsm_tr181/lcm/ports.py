@@ -21,9 +21,24 @@ from typing import Any, Protocol, runtime_checkable
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema.types import Value
 
-# Called with (bytes done, total bytes or None when unknown). May be called from any
-# thread; the LCM marshals it onto its loop.
-ProgressCallback = Callable[[int, int | None], None]
+
+@dataclass(frozen=True)
+class LayerProgress:
+    """Where the download of one layer of an image is (its bytes of its size)."""
+
+    index: int  # 1-based, in the manifest's order
+    count: int  # layers of the image
+    digest: str  # "sha256:<hex>"
+    done: int
+    total: int
+    stored: bool = False  # already in the layer store: nothing to download
+
+
+class ProgressCallback(Protocol):
+    """Called with (bytes done, total bytes or None when unknown) and, for an image, the
+    layer those bytes belong to. May be called from any thread; the LCM marshals it onto its loop."""
+
+    def __call__(self, done: int, total: int | None, layer: LayerProgress | None = None, /) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,10 @@ class PackageSource:
     # certificates of the ExecEnv's Signers, before anything is unpacked.
     signature: str = ""
     signers: tuple[bytes, ...] = field(default=(), repr=False)
+    # The ExecEnv refuses unsigned DUs. The LCM refuses a source with no ``signature`` itself,
+    # except an ``oci://`` reference: the image packager looks for a registry-stored
+    # signature first and refuses only when there is none.
+    require_signature: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,16 @@ class Packager(Protocol):
 
     async def remove(self, bundle: Path) -> None:
         """Delete an unpacked bundle directory (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class SharedStorage(Protocol):
+    """A packager whose bundles share stored parts (the image packager's layers)."""
+
+    def shared_kib(self, bundle: Path) -> int | None:
+        """KiB of shared storage that falls to ``bundle`` now (each shared part's size divided
+        among the bundles using it); None for a bundle that shares nothing."""
         ...
 
 

@@ -85,6 +85,9 @@ class AutoPackager:
     async def remove(self, bundle: Path) -> None:
         await self.image.remove(bundle)
 
+    def shared_kib(self, bundle: Path) -> int | None:
+        return self.image.shared_kib(bundle)
+
 
 def is_image_source(source: PackageSource, http: HttpOptions) -> bool:
     """Whether ``source`` names an image (see the module docstring)."""

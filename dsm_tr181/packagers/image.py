@@ -12,9 +12,14 @@ hashing it; a layer joins the store only once its size and digest match its
 descriptor. The root filesystem is then assembled from the stored layers
 (:mod:`~dsm_tr181.packagers.layers`), config.json generated from the image config
 (:mod:`~dsm_tr181.packagers.imageconfig`), and the bundle renamed to ``target``.
+Before any layer is fetched, the image's signature is checked
+(:mod:`~dsm_tr181.packagers.imagesignature`): a ``Signature`` input, or for an ``oci://``
+reference a ``sha256-<hex>.sig`` tag in its repository.
 Any failure removes the staging directory, the bundle's layer references and every
-layer no other bundle uses. DiskSpaceInUse is the bundle's share of its layers
-(each layer's size divided by the number of bundles using it).
+layer no other bundle uses. A bundle's share of its layers (:meth:`ImagePackager.shared_kib`)
+is each layer's unpacked size divided by the number of live bundles using it, so it changes
+whenever another bundle starts or stops using one of its layers; the LCM asks again after
+every install, update and uninstall (:mod:`dsm_tr181.lcm.monitoring`).
 
 Configuration (section ``[packager.image]``), every key optional:
 
@@ -33,6 +38,7 @@ verify_tls             true       verify https certificates and host names
 connect_timeout        15         seconds for TCP connect + TLS handshake
 read_timeout           60         seconds any later wait for data may take
 max_redirects          5          HTTP redirects followed
+max_signature_bytes    65536      largest image signature (Signature input or registry-stored)
 platform_name          ""         this device's RDK platform name (``dsm-bundle generate`` templates)
 compatibility_key      ""         this firmware's compatibility key; with platform_name, DUs made for
                                   another platform or key are refused (see ``packagers/dispatch.py``)
@@ -58,9 +64,9 @@ from urllib.parse import urlsplit
 
 from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.lcm.ports import BundleInfo, PackageSource, ProgressCallback
+from dsm_tr181.lcm.ports import BundleInfo, LayerProgress, PackageSource, ProgressCallback
 from dsm_tr181.lcm.urls import display_url
-from dsm_tr181.packagers import integrity
+from dsm_tr181.packagers import imagesignature, integrity
 from dsm_tr181.packagers.bundle import CONFIG, Layout, _check_symlinks, claim, describe
 from dsm_tr181.packagers.extract import ArchiveStream, ExtractLimits, extract_archive
 from dsm_tr181.packagers.fetch import FetchOptions, body_size, copy_hashed, local_path
@@ -105,11 +111,13 @@ class ImagePackagerConfig:
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
     max_redirects: int = 5
+    max_signature_bytes: int = 65536
     platform_name: str = ""
     compatibility_key: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("max_image_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout"):
+        positive = ("max_image_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout")
+        for name in (*positive, "max_signature_bytes"):
             if getattr(self, name) <= 0:
                 raise Invalid(name, "must be positive")
         if self.max_redirects < 0:
@@ -175,6 +183,11 @@ class ImagePackager:
         """Delete the bundle (or a directory of bundles) and the layers nothing else uses."""
         await asyncio.to_thread(self._remove, bundle)
 
+    def shared_kib(self, bundle: Path) -> int | None:
+        """The bundle's share of its layers (:class:`~dsm_tr181.lcm.ports.SharedStorage`)."""
+        layers = self.store.layers_of(bundle) if self.store.root.is_dir() else None
+        return None if layers is None else -(-self.store.share_bytes(layers) // 1024)
+
     def _remove(self, bundle: Path) -> None:
         remove_tree(bundle)
         if self.store.root.is_dir():
@@ -185,11 +198,13 @@ class ImagePackager:
             raise Fault(FaultCode.INTERNAL_ERROR, f"cannot unpack into {target}: it exists or has no parent")
         self.store.prepare()
         with self._open(source, cancel) as image:
-            manifest, manifest_hex = self._resolve(image)
+            manifest, manifest_hex, top_hex = self._resolve(image)
+            signed_by = imagesignature.check(source, image, top_hex, manifest_hex, self._fetch_options())
             layers = [layer.hex for layer in manifest.layers]
             self.store.begin(target, layers)
             try:
                 info = self._install(image, manifest, manifest_hex, target, progress, cancel)
+                info = dataclasses.replace(info, signed_by=signed_by)
             except BaseException:
                 self.store.release(target)
                 raise
@@ -219,7 +234,7 @@ class ImagePackager:
         """An image archive over http(s), whole in an unnamed temporary file (it is read in any order)."""
         expected = integrity.parse_expected(source.digest)
         auth = BasicAuth(source.username, source.password) if source.username or source.password else None
-        options = FetchOptions(self.config.http(), self.config.max_image_bytes, sibling_digest=False)
+        options = self._fetch_options()
         try:
             file = tempfile.TemporaryFile(dir=self.store.root)  # noqa: SIM115 - closed by the with below
         except OSError as exc:
@@ -227,23 +242,28 @@ class ImagePackager:
         with file:
             with open_url(source.url, auth, options.http) as reply, cancel.hook(reply.abort):
                 total = body_size(reply, self.store.root, options)
-                digest = copy_hashed(reply.response, file, total, options, lambda d, t: None, cancel, label)
+                digest = copy_hashed(reply.response, file, total, options, lambda *_: None, cancel, label)
             if expected:
                 integrity.verify(digest, expected, label)
             file.seek(0)
             yield file
 
-    def _resolve(self, image: ImageSource) -> tuple[Manifest, str]:
-        """The image manifest for this device, and its hex digest."""
+    def _fetch_options(self) -> FetchOptions:
+        return FetchOptions(
+            self.config.http(), self.config.max_image_bytes, False, max_signature_bytes=self.config.max_signature_bytes
+        )
+
+    def _resolve(self, image: ImageSource) -> tuple[Manifest, str, str]:
+        """The image manifest for this device, its hex digest and that of the document the source names."""
         data, announced = image.top()
-        hexdigest = hashlib.sha256(data).hexdigest()
+        hexdigest = top = hashlib.sha256(data).hexdigest()
         if isinstance(image, RegistrySource) and image.ref.digest:
             _verify(hexdigest, image.ref.digest.removeprefix("sha256:"), f"{image.label}: manifest")
         for _ in range(_MAX_NESTING):
             document = load_json(data, "manifest", image.label)
             kind = media_type(document, announced)
             if kind in MANIFEST_TYPES:
-                return parse_manifest(document, image.label), hexdigest
+                return parse_manifest(document, image.label), hexdigest, top
             if kind not in INDEX_TYPES:
                 raise Fault(FaultCode.CORRUPT_DATA, f"{image.label}: unsupported manifest type {kind!r}")
             entry = select(document, self.config.device_platform(), image.label)
@@ -271,11 +291,13 @@ class ImagePackager:
                 f"{label}: {total} bytes of layers exceed the limit of {self.config.max_image_bytes} bytes",
             )
         meter = _Meter(progress, total)
-        for layer in missing:
-            if not self.store.has(layer.hex):  # another install may have stored it meanwhile
+        fetched = {layer.hex for layer in missing}
+        for index, layer in enumerate(manifest.layers, 1):
+            meter.layer = LayerProgress(index, len(manifest.layers), layer.digest, 0, layer.size)
+            if layer.hex in fetched and not self.store.has(layer.hex):  # another install may have stored it meanwhile
                 self._fetch_layer(image, layer, meter, cancel)
             else:
-                meter.add(layer.size)
+                meter.skip(layer.hex in fetched)
         log.info("%s: %d of %d layers downloaded (%d bytes)", label, len(missing), len(manifest.layers), meter.done)
         staging = make_staging(target.parent)
         try:
@@ -286,8 +308,8 @@ class ImagePackager:
             except Fault as fault:
                 log.warning("could not remove %s: %s", staging, fault)
             raise
-        share = self.store.share_bytes([layer.hex for layer in manifest.layers])
-        return dataclasses.replace(info, version=info.version or image.tag, disk_usage_kib=-(-share // 1024))
+        share = self.shared_kib(target) or 0
+        return dataclasses.replace(info, version=info.version or image.tag, disk_usage_kib=share)
 
     def _assemble(
         self,
@@ -359,17 +381,27 @@ class ImagePackager:
 
 
 class _Meter:
-    """Bytes of all layers downloaded so far, reported to the progress callback."""
+    """Bytes of all layers to download so far, and of the current layer, reported to the progress callback."""
 
     def __init__(self, progress: ProgressCallback, total: int) -> None:
         self._progress = progress
         self.total = total
         self.done = 0
+        self.layer: LayerProgress | None = None
         progress(0, total)
 
     def add(self, count: int) -> None:
         self.done += count
-        self._progress(self.done, self.total)
+        if self.layer is not None:
+            self.layer = dataclasses.replace(self.layer, done=self.layer.done + count)
+        self._progress(self.done, self.total, self.layer)
+
+    def skip(self, counted: bool) -> None:
+        """The current layer is in the store already (``counted``: it was in the total, stored meanwhile)."""
+        assert self.layer is not None
+        self.layer = dataclasses.replace(self.layer, done=self.layer.total, stored=True)
+        self.done += self.layer.total if counted else 0
+        self._progress(self.done, self.total, self.layer)
 
 
 class _Verified:

@@ -62,17 +62,17 @@ class RegistrySource:
         self.label = str(ref)
         self.name = ref.repository.rpartition("/")[2]
         self.tag = "" if ref.tag == "latest" else ref.tag
-        self._registry = Registry(ref, username, password, options, plain_http, cancel)
+        self.registry = Registry(ref, username, password, options, plain_http, cancel)
 
     def top(self) -> tuple[bytes, str]:
-        return self._registry.manifest(self.ref.reference)
+        return self.registry.manifest(self.ref.reference)
 
     def manifest(self, hexdigest: str) -> tuple[bytes, str]:
-        return self._registry.manifest("sha256:" + hexdigest)
+        return self.registry.manifest("sha256:" + hexdigest)
 
     @contextmanager
     def blob(self, hexdigest: str) -> Iterator[BinaryIO]:
-        with self._registry.blob("sha256:" + hexdigest) as reply:
+        with self.registry.blob("sha256:" + hexdigest) as reply:
             yield reply.response
 
 

@@ -97,13 +97,18 @@ class LayerStore:
             self._installing.discard(str(bundle))
 
     def share_bytes(self, layers: list[str]) -> int:
-        """What ``layers`` take on disk divided among the bundles that use each."""
+        """What ``layers`` take on disk (their unpacked size) divided among the live bundles that use each."""
         users = self._users()
         total = 0
         for hexdigest in set(layers):
             size = cast(_LayerFile, _read_json(self._layers / f"{hexdigest}.json")).get("bytes", 0)
             total += int(size) // max(1, users.get(hexdigest, 1))
         return total
+
+    def layers_of(self, bundle: Path) -> list[str] | None:
+        """The layers ``bundle`` references; None when it has no references (not made from an image)."""
+        data = cast(_RefFile, _read_json(self._ref_file(bundle)))
+        return None if "layers" not in data else list(data["layers"])
 
     def release(self, removed: Path) -> None:
         """Drop the references of ``removed`` and of every bundle below it, then collect."""

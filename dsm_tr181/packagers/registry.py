@@ -55,7 +55,15 @@ class Registry:
 
     def manifest(self, reference: str) -> tuple[bytes, str]:
         """The manifest or index ``reference`` names (bytes as served, Content-Type)."""
-        with self.open(f"manifests/{reference}", {"Accept": ACCEPT}) as reply:
+        found = self.manifest_if_any(reference, missing_ok=False)
+        assert found is not None
+        return found
+
+    def manifest_if_any(self, reference: str, *, missing_ok: bool = True) -> tuple[bytes, str] | None:
+        """As :meth:`manifest`; None when the registry answers 404 and ``missing_ok``."""
+        with self.open(f"manifests/{reference}", {"Accept": ACCEPT}, missing_ok=missing_ok) as reply:
+            if reply is None:
+                return None
             announced = (reply.response.getheader("Content-Type") or "").split(";")[0].strip()
             length = reply.response.length
             if length is not None and length > MAX_MANIFEST_BYTES:
@@ -73,11 +81,13 @@ class Registry:
     @contextmanager
     def blob(self, digest: str) -> Iterator[Reply]:
         with self.open(f"blobs/{digest}", {}) as reply:
+            assert reply is not None
             yield reply
 
     @contextmanager
-    def open(self, path: str, headers: dict[str, str]) -> Iterator[Reply]:
-        """GET ``path`` of the repository with 200 expected, authenticating once when challenged."""
+    def open(self, path: str, headers: dict[str, str], *, missing_ok: bool = False) -> Iterator[Reply | None]:
+        """GET ``path`` of the repository with 200 expected, authenticating once when challenged;
+        None for a 404 when ``missing_ok``."""
         url = self._base + path
         for attempt in (1, 2):
             self._cancel.check(str(self.ref))
@@ -85,6 +95,9 @@ class Registry:
                 status = reply.response.status
                 if status == 401 and attempt == 1:
                     challenge = reply.response.getheader("WWW-Authenticate") or ""
+                elif status == 404 and missing_ok:
+                    yield None
+                    return
                 else:
                     if status != 200:
                         raise status_fault(status, reply.response.reason, reply.url)

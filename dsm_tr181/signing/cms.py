@@ -73,7 +73,7 @@ class DetachedSignature:
             if by_type["content_type"][0].native != "data":
                 raise bad("the signature is not over plain data")
             if not hmac.compare_digest(by_type["message_digest"][0].native, content_digest):
-                raise bad("the archive does not match the signature (message digest differs)")
+                raise bad("the signed content does not match the signature (message digest differs)")
             # The signature covers the attributes DER-encoded as a SET OF, not with their [0] tag.
             data = b"\x31" + attributes.dump()[1:]
             _verify(signer.public_key(), info, signature, data, algorithm, prehashed=False)

@@ -14,15 +14,18 @@ need that loop to be running.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.schema.flavours import Flavour, flavoured, lacking_parameters
 from dsm_tr181.schema.model import Access, Command, Object, Parameter, Schema
 from dsm_tr181.schema.types import Value
 from dsm_tr181.tree.nodes import Node, Table
@@ -93,6 +96,31 @@ class DataModel:
         self.root = self._new_node(schema.root, schema.root.path, None)
         for node in self.root.walk():
             self._index[node.path] = node
+        # The parameters a view() of one flavour does not serve: schema paths, and names per
+        # schema object path (both empty for the whole model).
+        self.unserved: frozenset[str] = frozenset()
+        self._unserved_params: dict[str, frozenset[str]] = {}
+
+    def view(self, flavour: Flavour) -> DataModel:
+        """This tree as a front end serving ``flavour`` sees it (see schema/flavours.py): the
+        same instances, hooks, requests and notifications, with ``schema`` reduced to what the
+        flavour defines. Controller operations treat the other parameters as outside the
+        supported data model (7026), Gets leave them out, and the view's subscribers get no
+        ValueChange of them."""
+        if flavour is Flavour.BOTH:
+            return self
+        view = copy.copy(self)  # shares every table and hook of this tree
+        view.schema = flavoured(self.schema, flavour)
+        view.unserved = lacking_parameters(flavour) & {
+            path + name for path, obj in self.schema.objects.items() for name in obj.parameters
+        }
+        view._unserved_params = {
+            path: frozenset(set(obj.parameters) - set(view.schema.objects[path].parameters))
+            for path, obj in self.schema.objects.items()
+            if len(obj.parameters) != len(view.schema.objects[path].parameters)
+        }
+        view._resolver = Resolver(view)
+        return view
 
     # == hooks ============================================================================
 
@@ -264,6 +292,8 @@ class DataModel:
         prefix: str = "",
         durable: bool = False,
     ) -> Subscription:
+        if self.unserved:
+            callback = partial(_served_only, self.unserved, callback)
         return self.notifications.subscribe(callback, kinds, prefix, durable)
 
     # == controller operations ================================================================
@@ -299,6 +329,8 @@ class DataModel:
             path = parse_path(requested)
             if path.kind is not PathKind.OBJECT:
                 raise Fault(FaultCode.INVALID_PATH, "GetInstances takes object paths", requested)
+            if not self.schema_object(path).multi_instance:  # TR-369: 7018 "Object is not a table"
+                raise Fault(FaultCode.NOT_A_TABLE, "GetInstances takes paths to multi-instance objects", requested)
             nodes, tables = self._resolver.objects(path, expand_table=False)
             starts = [row for t in tables for row in t.rows.values()] if tables else nodes
             if tables and first_level_only:
@@ -423,25 +455,32 @@ class DataModel:
     def operate(
         self, command_path: str, args: Mapping[str, Value] | None = None, command_key: str = ""
     ) -> list[OperateResult]:
-        """USP Operate; per-object failures are returned, not raised (R-OPR.1)."""
+        """USP Operate: one request per object the path matches (R-OPR.2); per-object
+        failures are returned, not raised (R-OPR.1)."""
+        targets = self._command_targets(command_path)
+        return [self._operate_one(node, name, args or {}, command_key) for node, name in targets]
+
+    def operate_one(
+        self, command_path: str, args: Mapping[str, Value] | None = None, command_key: str = ""
+    ) -> OperateResult:
+        """Operate on exactly one object (nothing runs when the path matches another number
+        of objects); its fault is raised."""
+        targets = self._command_targets(command_path)
+        if len(targets) != 1:
+            raise Fault(FaultCode.INVALID_PATH, f"{len(targets)} objects match; exactly one expected", command_path)
+        result = self._operate_one(*targets[0], args or {}, command_key)
+        if result.fault:
+            raise result.fault
+        return result
+
+    def _command_targets(self, command_path: str) -> list[tuple[Node, str]]:
         path = parse_path(command_path)
         if path.kind is not PathKind.COMMAND:
             raise Fault(FaultCode.INVALID_PATH, "not a command path (it must end with '()')", command_path)
         targets = self._resolver.leaves(path, "command")
         if not targets and not path.is_search:
             raise Fault(FaultCode.OBJECT_NOT_FOUND, "no such object", command_path)
-        return [self._operate_one(node, name, args or {}, command_key) for node, name in targets]
-
-    def operate_one(
-        self, command_path: str, args: Mapping[str, Value] | None = None, command_key: str = ""
-    ) -> OperateResult:
-        """Operate on exactly one object; its fault is raised."""
-        results = self.operate(command_path, args, command_key)
-        if len(results) != 1:
-            raise Fault(FaultCode.INVALID_PATH, f"{len(results)} objects match; exactly one expected", command_path)
-        if results[0].fault:
-            raise results[0].fault
-        return results[0]
+        return targets
 
     # == schema lookups =========================================================================
 
@@ -531,7 +570,8 @@ class DataModel:
                     if sub not in node.singles:
                         raise Fault(FaultCode.UNSUPPORTED_PARAMETER, f"no sub-object {sub!r}", rel)
                     node = node.singles[sub]
-                parameter = self._parameter(node.schema, name, row.path + rel, FaultCode.UNSUPPORTED_PARAMETER)
+                served = self.schema.objects[node.schema.path]
+                parameter = self._parameter(served, name, row.path + rel, FaultCode.UNSUPPORTED_PARAMETER)
                 if parameter.access is Access.READ_ONLY:
                     raise Fault(FaultCode.NOT_WRITABLE, "read-only parameter", row.path + rel)
                 value = self.references.validate(node, parameter, _parse(parameter, raw))
@@ -672,15 +712,19 @@ class DataModel:
         of a partial get: locals and a closure instead of attribute and method lookups.)
         """
         cache, compute, append, view = self._special, self._special_params, out.append, MappingProxyType
+        unserved = self._unserved_params
 
         def visit(node: Node, level: int) -> None:
             special = cache.get(node.schema.path)
             if special is None:
                 special = compute(node.schema)
-            if special:
+            gone = unserved.get(node.schema.path) if unserved else None
+            if special or gone:
                 values = dict(node.values)
                 for name, getter in special:
                     values[name] = getter(node)
+                for name in gone or ():
+                    del values[name]
                 append(ResolvedObject(node.path, node.schema, view(values)))
             else:
                 append(ResolvedObject(node.path, node.schema, view(node.values)))
@@ -777,6 +821,12 @@ class DataModel:
                 fault=fault,
             )
         )
+
+
+def _served_only(unserved: frozenset[str], callback: Callable[[Notification], None], note: Notification) -> None:
+    """Pass ``note`` on unless it is a value change of a parameter in ``unserved``."""
+    if note.kind is not Kind.VALUE_CHANGE or schema_path(note.path) not in unserved:
+        callback(note)
 
 
 def _changes(plan: list[tuple[Node, Parameter, Value, str]]) -> dict[Node, dict[str, Value]]:

@@ -55,7 +55,8 @@ class Resolver:
         nodes, _ = self.objects(path, expand_table=False)
         leaf = path.leaf
         # No instances: the path must still be valid in the supported model.
-        schema = nodes[0].schema if nodes else self.dm.schema_object(path)
+        # The objects as the DataModel serves them (a flavour's view lacks some leaves).
+        schema = self.dm.schema.objects[nodes[0].schema.path] if nodes else self.dm.schema_object(path)
         kinds: dict[str, Mapping[str, object]] = {
             "parameter": schema.parameters, "command": schema.commands, "event": schema.events
         }  # fmt: skip

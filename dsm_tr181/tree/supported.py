@@ -80,11 +80,10 @@ def supported_dm(
     start = schema.objects.get(generic) or schema.objects.get(generic + "{i}.")  # a table named without {i}
     if start is None:
         raise Fault(FaultCode.INVALID_PATH, "not in the supported data model", path)
-    found = [start]
-    if first_level_only:
-        found += list(start.children.values())
-    else:
-        found += [o for p, o in schema.objects.items() if p.startswith(start.path) and p != start.path]
+    if first_level_only:  # TR-369: the child objects, without their parameters, commands or events
+        children = [_describe(child, False, False, False, unannounced) for child in start.children.values()]
+        return [_describe(start, commands, events, params, unannounced), *children]
+    found = [start] + [o for p, o in schema.objects.items() if p.startswith(start.path) and p != start.path]
     return [_describe(obj, commands, events, params, unannounced) for obj in found]
 
 

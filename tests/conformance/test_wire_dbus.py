@@ -23,7 +23,7 @@ from dsm_tr181.buses.dbus_interface import INTERFACE
 from dsm_tr181.schema import load_schema
 from dsm_tr181.tree.datamodel import DataModel
 from tests.conformance import facts
-from tests.conformance.test_served_model import VENDOR_PREFIX, bbf_items, expected  # noqa: F401 (fixtures)
+from tests.conformance.test_served_model import CWMP_ONLY, VENDOR_PREFIX, bbf_items, expected  # noqa: F401 (fixtures)
 from tests.support.dbusdaemon import gdbus_call, private_bus
 from tests.support.loopthread import LoopThread
 
@@ -87,9 +87,13 @@ def wire_items(answer: dict[str, Any]) -> facts.Items:
 
 
 def expected_on_the_wire(expected: facts.Items) -> facts.Items:  # noqa: F811
-    """The BBF facts a GetSupportedDM answer carries; argument items folded into their command/event."""
+    """The BBF USP facts a GetSupportedDM answer carries (D-Bus serves the USP flavour: not the
+    CWMP-only parameters the product's document adds); argument items folded into their
+    command/event."""
     items: facts.Items = {}
     for key, value in expected.items():
+        if key.partition(" ")[0] in CWMP_ONLY:
+            continue
         head, _, rest = key.partition(" ")
         if rest:
             tag, _, name = rest.partition(" ")
@@ -134,10 +138,14 @@ def _mutated(answer: dict[str, Any], change: str) -> dict[str, Any]:
                     command["command_type"] = "CMD_SYNC"
         if change == "no-unique-keys":
             obj["unique_key_sets"] = []
+        if change == "cwmp-only-served" and obj["supported_obj_path"] == SM + "ExecutionUnit.{i}.":
+            obj["supported_params"].append(
+                {"param_name": "RequestedState", "access": "PARAM_READ_WRITE", "value_type": "PARAM_STRING"}
+            )
     return copy
 
 
-@pytest.mark.parametrize("change", ["signers-read-only", "reset-sync", "no-unique-keys"])
+@pytest.mark.parametrize("change", ["signers-read-only", "reset-sync", "no-unique-keys", "cwmp-only-served"])
 def test_the_comparison_catches_what_a_wrong_front_end_would_answer(
     answer: dict[str, Any],
     expected: facts.Items,  # noqa: F811

@@ -147,7 +147,7 @@ def test_cancelling_removes_everything(case: Case) -> None:
         loop = asyncio.get_running_loop()
         started = asyncio.Event()
 
-        def progress(done: int, total: int | None) -> None:
+        def progress(done: int, total: int | None, layer: object = None) -> None:
             if done:
                 loop.call_soon_threadsafe(started.set)
 

@@ -552,7 +552,7 @@ def test_old_clients_get_exactly_one_reply_for_every_method(daemon: Daemon) -> N
         ("delete", {"paths": [f"{EE}2."]}),
         ("operate", {"command": f'{EU}[EUID=="{euid}"].SetRequestedState()', "args": {"RequestedState": "Idle"}}),
         ("supported", {"paths": [SM], "first_level_only": True}),
-        ("instances", {"paths": [SM]}),
+        ("instances", {"paths": [EE]}),
         ("du.install", {"ee_name": "default", "uri": "http://repo.example/old.tar"}),
         ("du.update", {"uuid": du_uuid}),
         ("du.uninstall", {"uuid": new_uuid()}),

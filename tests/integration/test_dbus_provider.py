@@ -43,6 +43,7 @@ from dsm_tr181.buses.dbus_interface import INTERFACE, INTROSPECTION
 from dsm_tr181.buses.dbus_variants import dictionary, from_variant, typed_entries
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import load_schema
+from dsm_tr181.schema.flavours import Flavour
 from dsm_tr181.schema.loader import load_documents
 from dsm_tr181.schema.types import BaseType, DataType, ListFacet, Value, format_datetime
 from dsm_tr181.tree.datamodel import CommandCall, DataModel
@@ -357,7 +358,7 @@ def test_get_one_parameter_is_typed(served: Served) -> None:
 
 def test_get_partial_path_returns_every_value_typed(served: Served) -> None:
     def snapshot() -> dict[str, tuple[DataType, Value]]:
-        [result] = served.dm.get([SM])
+        [result] = served.dm.view(Flavour.USP).get([SM])  # D-Bus serves USP: no CWMP-only parameter
         return {o.path + n: (o.schema.parameters[n].type, v) for o in result.resolved for n, v in o.params.items()}
 
     want = served.loop.call(snapshot)
@@ -530,7 +531,7 @@ def test_get_bulk_of_1000_dus_decodes(bus_address: str, loop: LoopThread) -> Non
     with serving(dm, loop, {"bus": bus_address, "name": NAME + ".Large"}):
         text = call(bus_address, NAME + ".Large", "GetBulk", f"['{SM}']", "0")[0]
     document = json.loads(text)
-    assert document == loop.call(lambda: {o.path: o.text() for o in dm.get([SM])[0].resolved})
+    assert document == loop.call(lambda: {o.path: o.text() for o in dm.view(Flavour.USP).get([SM])[0].resolved})
     assert len(document) > 13_000 and sum(map(len, document.values())) > 150_000
 
 
@@ -695,7 +696,7 @@ def test_unexpected_error_is_internal_error_without_details(
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(served.dm, "get_supported_dm", broken)
+    monkeypatch.setattr(DataModel, "get_supported_dm", broken)  # the provider serves a view of served.dm
     name, message = served.error("GetSupportedDM", f"['{SM}']", "false")
     assert (name, message) == ("com.rdkcentral.DSM.Error.InternalError", "7003 Internal error")
     assert any(r.exc_info and "secret detail" in str(r.exc_info[1]) for r in caplog.records)
@@ -827,7 +828,7 @@ def test_policy_file_rules() -> None:
     assert default[:2] == [("deny", {"own": NAME}), ("deny", {"send_destination": NAME})]
     readers = {a.get("send_member") for tag, a in default if tag == "allow" and a.get("send_interface") == INTERFACE}
     read_methods = {m.name for m in Gio.DBusNodeInfo.new_for_xml(INTROSPECTION).lookup_interface(INTERFACE).methods}
-    write_methods = {"Set", "Add", "Delete", "Operate"}
+    write_methods = {"Set", "Add", "Delete", "Operate", "OperateEach"}
     assert readers == read_methods - write_methods == {"Get", "GetBulk", "GetNames", "GetInstances", "GetSupportedDM"}
     writes = {("allow", NAME, INTERFACE, member) for member in write_methods}
     for who, rules in (("group=dsm", policies["group=dsm"]), ("user=root", policies["user=root"][1:])):

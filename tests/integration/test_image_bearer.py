@@ -92,7 +92,7 @@ def pull(registry: TokenRegistry, tmp_path: Path, password: str) -> BundleInfo:
     (tmp_path / "bundles").mkdir(exist_ok=True)
     packager = ImagePackager(ImagePackagerConfig(plain_http=(registry.host,)), tmp_path / "layers")
     source = PackageSource(f"oci://{registry.host}/app:1.0", USER, password)
-    return asyncio.run(packager.unpack(source, tmp_path / "bundles" / "g", lambda done, total: None))
+    return asyncio.run(packager.unpack(source, tmp_path / "bundles" / "g", lambda *_: None))
 
 
 def test_bearer_token_is_fetched_with_the_credentials_and_sent_to_the_registry(

@@ -203,6 +203,7 @@ def test_registry_install_takes_metadata_from_annotations_reports_progress_and_r
     start(dsm, eu)
     output_of(dsm, eu, "hello-from-the-registry")
     assert len(stored_layers(dsm)) == 2
+    assert ".sig" not in registries.plain.access_log()  # no Signers, no policy: no signature looked up
 
     assert operate(dsm, du + "Uninstall()").ok
     assert top_entries(dsm.state / "bundles") == [] and stored_layers(dsm) == []
@@ -228,7 +229,7 @@ def test_https_registry_with_basic_auth_needs_the_credentials(
     untrusting = ImagePackager(ImagePackagerConfig(), images / "layers")  # the system CAs only
     (images / "bundles").mkdir()
     with pytest.raises(Fault) as raised:
-        asyncio.run(untrusting.unpack(PackageSource(url, USER, PASSWORD), images / "bundles" / "g", lambda d, t: None))
+        asyncio.run(untrusting.unpack(PackageSource(url, USER, PASSWORD), images / "bundles" / "g", lambda *_: None))
     assert raised.value.code is FaultCode.SERVER_INSECURE and "certificate not trusted" in raised.value.message
 
     du = installed(install(dsm, url, Username=USER, Password=PASSWORD))
@@ -399,6 +400,49 @@ def test_layers_are_shared_between_dus_and_freed_with_the_last(
     output_of(dsm, eu2, "second-app")
     assert operate(dsm, du2 + "Uninstall()").ok
     assert stored_layers(dsm) == []
+
+
+def test_disk_space_in_use_follows_later_sharing_and_dsmcli_shows_each_layer(
+    dsm: DsmDaemon, registries: Registries, images: Path
+) -> None:
+    layout = Layout(images / "pair")
+    base = layout.layer(busybox_layer())
+    first, second = (service_image(layout, name, base=base) for name in ("first-pair", "second-pair"))
+    layout.tag(first, "first")
+    layout.tag(second, "second")
+    registries.plain.push(layout.root, "first", "pair/first:1.0")
+    registries.plain.push(layout.root, "second", "pair/second:1.0")
+    du1 = installed(install(dsm, registries.plain.ref("pair/first:1.0")))
+    eu1 = eu_of(dsm, du1)
+    alone = int(value(dsm, eu1 + "DiskSpaceInUse"))
+
+    env = {**os.environ, "DSM_SOCKET": str(dsm.socket)}
+    argv = [sys.executable, "-m", "dsm_tr181.cli", "du.install", "default", registries.plain.ref("pair/second:1.0")]
+    waited = subprocess.run([*argv, "--wait"], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    assert waited.returncode == 0, waited.stderr
+    base_layer, own_layer = json.loads(blob(layout, second))["layers"]
+    shown = waited.stderr.splitlines()
+    assert f"layer 1/2 {base_layer['digest'][:19]}: already stored ({size(base_layer['size'])})" in shown, shown
+    own = size(own_layer["size"])
+    assert f"layer 2/2 {own_layer['digest'][:19]}: {own} of {own}" in shown, shown
+    (du2,) = (du for du in rows(dsm, DU) if du != du1)
+    base_file = dsm.state / "layers/layers" / (base_layer["digest"].removeprefix("sha256:") + ".json")
+    half_base_kib = json.loads(base_file.read_text())["bytes"] / 2 / 1024
+    shared = int(value(dsm, eu1 + "DiskSpaceInUse"))
+    assert abs(alone - shared - half_base_kib) <= 2, (alone, shared, half_base_kib)  # the other half is DU 2's
+    assert abs(int(value(dsm, eu_of(dsm, du2) + "DiskSpaceInUse")) - shared) <= 8  # same base, tiny own layers
+
+    assert operate(dsm, du2 + "Uninstall()").ok
+
+    assert int(value(dsm, eu1 + "DiskSpaceInUse")) == alone
+    du2 = installed(install(dsm, registries.plain.ref("pair/second:1.0")))
+    assert int(value(dsm, eu1 + "DiskSpaceInUse")) == shared
+    other_base = [*busybox_layer(), file("etc/other-base", "not the same base")]
+    layout.tag(service_image(layout, "second-pair", base=other_base), "second-2")
+    registries.plain.push(layout.root, "second-2", "pair/second:2.0")
+    assert operate(dsm, du2 + "Update()", {"URL": registries.plain.ref("pair/second:2.0")}).ok
+    assert int(value(dsm, eu1 + "DiskSpaceInUse")) == alone  # the update left the shared base
 
 
 # == image archives ==========================================================================

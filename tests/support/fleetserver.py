@@ -24,6 +24,7 @@ import yaml
 
 from dsm_tr181.fleet.cli import open_repository
 from dsm_tr181.fleet.client import FleetClient
+from dsm_tr181.fleet.model import parse_labels
 from dsm_tr181.fleet.repository import Role, TokenRecord
 from dsm_tr181.fleet.tokens import new_token, token_hash
 from tests.support.httpserver import TlsFiles
@@ -56,6 +57,17 @@ class FleetServer:
                 return list(connection.execute(sql).fetchall())
         with sqlite3.connect(self.db) as connection:
             return list(connection.execute(sql).fetchall())
+
+    def execute(self, sql: str, *params: str) -> None:
+        """A write on the server's store (``?`` placeholders), bypassing the API and its checks."""
+        if self.postgres:
+            import psycopg
+
+            with psycopg.connect(self.postgres) as connection:
+                connection.execute(sql.replace("?", "%s"), params)
+            return
+        with sqlite3.connect(self.db) as connection:
+            connection.execute(sql, params)
 
     def _store(self) -> list[str]:
         return ["--postgres", self.postgres] if self.postgres else ["--db", str(self.db)]
@@ -99,12 +111,14 @@ class FleetServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def token(self, name: str, role: str) -> str:
-        """A new token, made on the server's database as ``dsm-fleet token add`` does."""
+    def token(self, name: str, role: str, bound: str = "") -> str:
+        """A new token, made on the server's database as ``dsm-fleet token add`` does; a device
+        token must be bound to labels (``bound``, "fleet=eu")."""
         token = new_token()
         repo = open_repository(argparse.Namespace(postgres=self.postgres, db=str(self.db)))
+        labels = parse_labels(bound)
         try:
-            repo.add_token(token_hash(token), TokenRecord(name, Role(role)))
+            repo.add_token(token_hash(token), TokenRecord(name, Role(role), labels))
         finally:
             repo.close()
         return token

@@ -18,7 +18,7 @@ that tag (its ``rbus`` parameter, through tests/support/rbus_consumer.py):
 
 - requests to a component run one at a time on that component's own callback thread
   (rtConnection's dispatch thread); a consumer waits for the answer;
-- element names: a table registers as ``A.{i}.``; rows exist only once
+- element names: a table registers as ``A.{i}.`` or ``A.`` (the same tree); rows exist only once
   ``rbusTable_registerRow(table "A.", n, alias)`` made them (``registerTableRow``); a name
   reaches a row by number or ``[alias]`` (``retrieveInstanceElementEx``); a second
   registerRow of a row, or one of an unknown table, is ``RBUS_ERROR_INVALID_INPUT``, as is
@@ -54,7 +54,7 @@ that tag (its ``rbus`` parameter, through tests/support/rbus_consumer.py):
   ``RBUS_ERROR_NOSUBSCRIBERS`` when there are none.
 
 A discovery (rbus_discoverComponentDataElements) lists the component's own name, then its
-elements, tables without their trailing dot (measured with librbus 2.6.0).
+elements as registered, tables without their trailing dot (measured with librbus 2.6.0).
 
 Not modelled: sessions, filters, interval and duration subscriptions (autoPublish polling),
 direct connections, rbus's timeouts (a consumer waits up to ``CALL_TIMEOUT``), discovery.
@@ -604,11 +604,14 @@ class LibrbusStandIn:
         component = self._component(handle)
         with self._bus.lock:
             names = [_text(elements[i].name) or "" for i in range(count)]
-            if any(self._bus.element(name) is not None for name in names):
+            if any(self._bus.element(name) or self._bus.element(name + "{i}.") for name in names):
                 return RbusError.ELEMENT_NAME_DUPLICATE
             for i, name in enumerate(names):
                 callbacks = ffi.new("rbusCallbackTable_t *", elements[i].cbTable)
-                component.elements[name] = _Element(name, ElementType(elements[i].type), callbacks, component)
+                kind = ElementType(elements[i].type)
+                # A table registered by its own name ("A.") makes the same tree as "A.{i}.".
+                key = name + "{i}." if kind is ElementType.TABLE and not name.endswith("{i}.") else name
+                component.elements[key] = _Element(name, kind, callbacks, component)
         return RbusError.SUCCESS
 
     def rbus_unregDataElements(self, handle: Any, count: int, elements: Any) -> int:
@@ -875,7 +878,8 @@ class Consumer:
         """rbus_discoverComponentDataElements (all levels): the component's own name (its
         route), then the names it registered, tables without their trailing dot."""
         with self.bus.lock:
-            return [component, *(name.removesuffix(".") for name in self.bus.components[component].elements)]
+            elements = self.bus.components[component].elements.values()
+            return [component, *(element.name.removesuffix(".") for element in elements)]
 
     def row_names(self, table: str) -> tuple[int, list[tuple[int, str]]]:
         """rbusTable_getRowNames: (code, [(instance, alias)])."""

@@ -7,12 +7,18 @@ Usage::
         url = registry.ref("app:1.0")                         # oci://127.0.0.1:PORT/app:1.0
     Registry(work, tls=tls, auth=("user", "pw"))             # https with the test CA, htpasswd auth
 
+``put_artifact(repo, tag, data, media_type)`` stores an image of one layer through the
+registry's HTTP API (signatures under ``sha256-<hex>.sig`` tags), ``manifest_digest(name)``
+is the digest the registry serves for ``repo:tag``.
 ``access_log()`` is the registry's log (one line per request), ``blob_data(hex)`` the
 file the registry stores a blob in (tests corrupt it to serve a wrong digest).
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import json
 import shutil
 import socket
 import subprocess
@@ -20,10 +26,12 @@ import time
 import warnings
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tests.support.httpserver import TlsFiles, free_port
 
 REGISTRY = shutil.which("docker-registry")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SKOPEO = shutil.which("skopeo")
 
 
@@ -100,3 +108,41 @@ class Registry:
 
     def blob_data(self, hexdigest: str) -> Path:
         return self.storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+    def _request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
+        assert self.tls is None and self.auth is None, "plain registries only"
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            response.read()
+            assert response.status < 300, (method, path, response.status, response.reason)
+            return response
+        finally:
+            connection.close()
+
+    def _put_blob(self, repository: str, data: bytes) -> dict[str, Any]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        location = self._request("POST", f"/v2/{repository}/blobs/uploads/").getheader("Location")
+        location = location.split("127.0.0.1:" + str(self.port), 1)[-1]
+        joiner = "&" if "?" in location else "?"
+        self._request("PUT", f"{location}{joiner}digest={digest}", data, {"Content-Type": "application/octet-stream"})
+        return {"digest": digest, "size": len(data)}
+
+    def put_artifact(self, repository: str, tag: str, data: bytes, media_type: str) -> None:
+        """An OCI image manifest under ``tag`` whose one layer is ``data`` (config: the OCI empty JSON)."""
+        config = {"mediaType": "application/vnd.oci.empty.v1+json", **self._put_blob(repository, b"{}")}
+        layer = {"mediaType": media_type, **self._put_blob(repository, data)}
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]}
+        headers = {"Content-Type": OCI_MANIFEST}
+        self._request("PUT", f"/v2/{repository}/manifests/{tag}", json.dumps(manifest).encode(), headers)
+
+    def manifest_digest(self, name: str) -> str:
+        """``sha256:<hex>`` of what ``repo:tag`` names, as the registry serves it."""
+        repository, _, tag = name.rpartition(":")
+        accept = {"Accept": f"{OCI_MANIFEST}, application/vnd.oci.image.index.v1+json"}
+        return str(
+            self._request("HEAD", f"/v2/{repository}/manifests/{tag}", headers=accept).getheader(
+                "Docker-Content-Digest"
+            )
+        )

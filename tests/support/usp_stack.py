@@ -11,13 +11,22 @@ bound at the same path: the namespace is a ``sleep`` started by ``unshare``, and
 process of the stack joins it with ``nsenter``. The test itself stays outside and talks
 to dsm through its control socket and to the agent with ``obuspa -s <socket> -c …`` (run in
 the namespace: the CLI client opens rbus too). The agent runs with its protocol trace (``-p``) in ``obuspa.log``.
+
+A controller is what makes the agent send Notify messages: its factory-reset file names one
+(``proto::dsm-test-controller``) reached over MQTT through a real broker (Debian's
+``mosquitto``, or ``DSM_MOSQUITTO``) on a free 127.0.0.1 port, with subscriptions to
+``DUStateChange!``, OperationComplete and the tables' ObjectCreation/ObjectDeletion. Nobody
+reads the controller's topic: the test reads each Notify the agent sent from the trace
+(``notifications()``), decoded by obuspa itself.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,21 +37,35 @@ from pathlib import Path
 
 from tests.support.daemon import DsmDaemon
 from tests.support.dbusdaemon import read_ready_line
+from tests.support.httpserver import free_port
 from tests.support.processes import stop_process
 from tests.support.rtrouted import RbusTools, find_tools
 
 ENV = "DSM_OBUSPA"
+MOSQUITTO_ENV = "DSM_MOSQUITTO"
+CONTROLLER = "proto::dsm-test-controller"
 REBOOT_REASON = "Device.DeviceInfo.X_RDKCENTRAL-COM_LastRebootReason"
 REPO = Path(__file__).resolve().parents[2]
+SM = "Device.SoftwareModules."
 
 
-def find_agent() -> tuple[Path, RbusTools] | str:
-    """The agent and rbus tools, or why the USP agent tests cannot run."""
+@dataclass(frozen=True)
+class AgentTools:
+    agent: Path
+    mosquitto: Path
+    rbus: RbusTools
+
+
+def find_agent() -> AgentTools | str:
+    """The agent, the MQTT broker and the rbus tools, or why the USP agent tests cannot run."""
     agent = os.environ.get(ENV, "")
     if not agent:
         return f"{ENV} is not set (obuspa built with usp-pa-vendor-rdk, INCLUDE_LCM_DATAMODEL)"
     if not os.access(agent, os.X_OK):
         return f"{ENV}={agent} is not an executable"
+    mosquitto = os.environ.get(MOSQUITTO_ENV) or shutil.which("mosquitto")
+    if not mosquitto:
+        return f"no MQTT broker for the agent's Notify messages: install mosquitto or set {MOSQUITTO_ENV}"
     tools = find_tools()
     if isinstance(tools, str):
         return tools
@@ -51,7 +74,7 @@ def find_agent() -> tuple[Path, RbusTools] | str:
             return f"{tool} is missing"
     if os.geteuid() != 0:
         return "the private mount namespace needs root"
-    return Path(agent), tools
+    return AgentTools(Path(agent), Path(mosquitto), tools)
 
 
 class Namespace:
@@ -128,6 +151,10 @@ class UspStack:
     def trace(self) -> str:
         return (self.work / "obuspa.log").read_text(errors="replace")
 
+    def notifications(self) -> list[Notify]:
+        """Every Notify the agent sent to the controller so far, from its protocol trace."""
+        return parse_notifications(self.trace())
+
     def start_agent(self, env: Mapping[str, str] | None = None, dm_files: bool = True) -> None:
         """(Re)start the agent; it is up when its CLI answers. ``dm_files``: give it
         integration/usp-pa/*.conf (else it discovers the model itself, then aborts or runs)."""
@@ -154,6 +181,53 @@ class UspStack:
         self.dsm.start(prefix=self.namespace.prefix())
 
 
+@dataclass(frozen=True)
+class Notify:
+    """One Notify message as obuspa's protocol trace prints it."""
+
+    kind: str  # event, oper_complete, obj_creation, obj_deletion
+    subscription: str
+    path: str  # obj_path: the object (``Device.SoftwareModules.``, ``…DeploymentUnit.1.``)
+    name: str  # event_name / command_name ("" for the object notifications)
+    args: dict[str, str]  # event params / OperationComplete output args
+    failure: tuple[int, str] | None = None  # OperationComplete's cmd_failure (err_code, err_msg)
+
+
+_NOTIFY = re.compile(r'^header \{\n  msg_id: "[^"]*"\n  msg_type: NOTIFY\n\}\nbody \{\n(?P<body>.*?)^\}$', re.M | re.S)
+_KIND = re.compile(r"^      (?P<kind>event|oper_complete|obj_creation|obj_deletion) \{$", re.M)
+_FIELD = re.compile(
+    r'^ +(?P<field>subscription_id|obj_path|event_name|command_name|err_msg): "(?P<value>(?:[^"\\]|\\.)*)"$', re.M
+)
+_ERR_CODE = re.compile(r"^ +err_code: (\d+)$", re.M)
+# params/output_args: key then value; obuspa prints no value line for an empty string
+_ARG = re.compile(r'^ +key: "(?P<key>(?:[^"\\]|\\.)*)"\n(?: +value: "(?P<value>(?:[^"\\]|\\.)*)"\n)?', re.M)
+
+
+def parse_notifications(trace: str) -> list[Notify]:
+    """The Notify messages in an obuspa protocol trace (``-p``), in the order they were sent."""
+    found = []
+    for message in _NOTIFY.finditer(trace):
+        body = message["body"]
+        kind = _KIND.search(body)
+        if kind is None:  # a notification type the tests do not subscribe to
+            continue
+        fields = {m["field"]: _unescape(m["value"]) for m in _FIELD.finditer(body)}
+        code = _ERR_CODE.search(body)
+        found.append(Notify(
+            kind=kind["kind"],
+            subscription=fields.get("subscription_id", ""),
+            path=fields.get("obj_path", ""),
+            name=fields.get("event_name") or fields.get("command_name", ""),
+            args={_unescape(m["key"]): _unescape(m["value"] or "") for m in _ARG.finditer(body)},
+            failure=(int(code[1]), fields.get("err_msg", "")) if code else None,
+        ))  # fmt: skip
+    return found
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
 def _until(check: object, timeout: float, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.1
@@ -169,11 +243,14 @@ def _until(check: object, timeout: float, what: str, process: subprocess.Popen[b
 
 @contextmanager
 def usp_stack(
-    work: Path, agent: Path, tools: RbusTools, component: str = "dsm-tr181", start_agent: bool = True
+    work: Path, found: AgentTools, component: str = "dsm-tr181", start_agent: bool = True
 ) -> Iterator[UspStack]:
-    """rtrouted, a PandM stand-in, dsm (runc ExecEnv, rbus) and the agent, in a namespace."""
+    """rtrouted, an MQTT broker, a PandM stand-in, dsm (runc ExecEnv, rbus) and the agent, in a namespace."""
     work.mkdir(parents=True, exist_ok=True)
-    (work / "factory_reset.txt").write_text('Device.LocalAgent.EndpointID "proto::dsm-test-agent"\n')
+    tools = found.rbus
+    mqtt_port = free_port()
+    (work / "factory_reset.txt").write_text(_factory_reset(mqtt_port))
+    (work / "mosquitto.conf").write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     with ExitStack() as stack:
         namespace = Namespace(work)
         stack.callback(namespace.close)
@@ -187,6 +264,9 @@ def usp_stack(
         processes["rtrouted"] = namespace.popen([str(tools.rtrouted), "-f", "-l", "WARN"], work / "rtrouted.log",
                                                 tools.env())  # fmt: skip
         _until(namespace.path("/tmp/rtrouted").exists, 10, "rtrouted's socket", processes["rtrouted"])
+        processes["mosquitto"] = namespace.popen([str(found.mosquitto), "-c", str(work / "mosquitto.conf")],
+                                                 work / "mosquitto.log", tools.env())  # fmt: skip
+        _until(lambda: _listening(mqtt_port), 10, "mosquitto's port", processes["mosquitto"])
         pandm = subprocess.Popen(
             [*namespace.prefix(), sys.executable, "-m", "tests.support.deviceinfo_provider", str(tools.library)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=tools.env(), cwd=REPO,
@@ -202,10 +282,62 @@ def usp_stack(
         dsm.config = _with_rbus(dsm.config)
         stack.callback(dsm.cleanup)
         dsm.start(env=tools.env(), prefix=namespace.prefix())
-        stack_ = UspStack(work, agent, tools, namespace, dsm, processes)
+        stack_ = UspStack(work, found.agent, tools, namespace, dsm, processes)
         if start_agent:
             stack_.start_agent()
         yield stack_
+
+
+def _factory_reset(mqtt_port: int) -> str:
+    """The agent's factory-reset database: its endpoint, an MQTT controller and what it subscribes to."""
+    controller = "Device.LocalAgent.Controller.1."
+    subscriptions = [
+        ("Event", f"{SM}DUStateChange!"),
+        ("OperationComplete", SM),
+        ("ObjectCreation", f"{SM}DeploymentUnit.,{SM}ExecutionUnit."),
+        ("ObjectDeletion", f"{SM}DeploymentUnit.,{SM}ExecutionUnit."),
+    ]
+    lines = [
+        'Device.LocalAgent.EndpointID "proto::dsm-test-agent"',
+        'Device.MQTT.Client.1.Alias "cpe-1"',
+        "Device.MQTT.Client.1.Enable true",
+        'Device.MQTT.Client.1.BrokerAddress "127.0.0.1"',
+        f'Device.MQTT.Client.1.BrokerPort "{mqtt_port}"',
+        'Device.MQTT.Client.1.ProtocolVersion "5.0"',
+        'Device.MQTT.Client.1.TransportProtocol "TCP/IP"',
+        'Device.MQTT.Client.1.ConnectRetryTime "1"',
+        'Device.LocalAgent.MTP.1.Alias "cpe-1"',
+        "Device.LocalAgent.MTP.1.Enable true",
+        'Device.LocalAgent.MTP.1.Protocol "MQTT"',
+        'Device.LocalAgent.MTP.1.MQTT.Reference "Device.MQTT.Client.1"',
+        'Device.LocalAgent.MTP.1.MQTT.ResponseTopicConfigured "/usp/agent"',
+        f'{controller}Alias "cpe-1"',
+        f"{controller}Enable true",
+        f'{controller}EndpointID "{CONTROLLER}"',
+        f'{controller}AssignedRole "Device.LocalAgent.ControllerTrust.Role.1"',
+        f'{controller}MTP.1.Alias "cpe-1"',
+        f"{controller}MTP.1.Enable true",
+        f'{controller}MTP.1.Protocol "MQTT"',
+        f'{controller}MTP.1.MQTT.Reference "Device.MQTT.Client.1"',
+        f'{controller}MTP.1.MQTT.Topic "/usp/controller"',
+    ]
+    for number, (kind, paths) in enumerate(subscriptions, 1):
+        subscription = f"Device.LocalAgent.Subscription.{number}."
+        lines += [
+            f'{subscription}Alias "cpe-{number}"',
+            f"{subscription}Enable true",
+            f"{subscription}Persistent true",  # else deleted when the agent starts
+            f'{subscription}ID "dsm-{number}"',
+            f'{subscription}Recipient "{controller[:-1]}"',
+            f'{subscription}NotifType "{kind}"',
+            f'{subscription}ReferenceList "{paths}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _with_rbus(config: Path) -> Path:

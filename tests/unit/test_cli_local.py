@@ -33,8 +33,10 @@ def test_local_malformed_path_is_a_7008_fault_without_traceback(capsys: pytest.C
 def test_local_json_instances_and_supported(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--local", "--json", "get", "Device.SoftwareModules.ExecEnvNumberOfEntries"]) == 0
     assert capsys.readouterr().out == '{\n  "Device.SoftwareModules.ExecEnvNumberOfEntries": "0"\n}\n'
-    assert main(["--local", "instances", "Device.SoftwareModules."]) == 0
+    assert main(["--local", "instances", "Device.SoftwareModules.ExecEnv."]) == 0
     assert capsys.readouterr().out == ""
+    assert main(["--local", "instances", "Device.SoftwareModules."]) == 1  # TR-369: GetInstances of a non-table
+    assert "error 7018 Object is not a table" in capsys.readouterr().err
     assert main(["--local", "supported", "Device.SoftwareModules.", "--first-level-only"]) == 0
     out = capsys.readouterr().out
     assert "Device.SoftwareModules.  object, read-only" in out and "  InstallDU()  async  in: URL," in out
@@ -89,3 +91,35 @@ def test_a_known_verb_gets_its_parser_alone_and_the_same_answer(capsys: pytest.C
     with pytest.raises(SystemExit):
         build_parser("nonsense").parse_args(["nonsense"])
     assert "ee.list" in capsys.readouterr().err  # the full parser lists the verbs there are
+
+
+def layer_step(number: str, layer_done: int, layer_total: int, stored: bool = False) -> dict[str, object]:
+    """A download step of an image whose second layer (2 MiB) is the only one to fetch."""
+    digest = "sha256:" + number[0] * 64
+    done = 0 if number == "1/2" else layer_done
+    return {"kind": "stage", "stage": "download", "done": done, "total": 2 << 20, "layer": f"{number} {digest}",
+            "layer_done": layer_done, "layer_total": layer_total, "layer_stored": stored}  # fmt: skip
+
+
+def test_image_progress_shows_each_layer_bytes_of_bytes_live_and_once_it_is_in() -> None:
+    out = Terminal()
+    with ProgressPrinter(out) as progress:
+        progress(layer_step("1/2", 1 << 20, 1 << 20, stored=True))
+        progress(layer_step("2/2", 1 << 19, 2 << 20))
+        progress(layer_step("2/2", 2 << 20, 2 << 20))
+    assert out.getvalue() == (
+        "layer 1/2 sha256:111111111111: already stored (1.0 MiB)\n"
+        "\rdownload: 0 B of 2.0 MiB (0%)\033[K"
+        "\rdownload: 512.0 KiB of 2.0 MiB (25%), layer 2/2 sha256:222222222222: 512.0 KiB of 2.0 MiB\033[K"
+        "\rlayer 2/2 sha256:222222222222: 2.0 MiB of 2.0 MiB\033[K\n"
+        "\rdownload: 2.0 MiB of 2.0 MiB (100%)\033[K\n"
+    )
+    elsewhere = io.StringIO()
+    with ProgressPrinter(elsewhere) as progress:
+        progress(layer_step("2/2", 1 << 19, 2 << 20))
+        progress(layer_step("2/2", 2 << 20, 2 << 20))
+        progress(layer_step("2/2", 2 << 20, 2 << 20))  # shown once
+    assert elsewhere.getvalue().splitlines() == [
+        "download... (2.0 MiB)",
+        "layer 2/2 sha256:222222222222: 2.0 MiB of 2.0 MiB",
+    ]

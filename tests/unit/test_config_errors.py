@@ -54,7 +54,8 @@ SECTIONS = _sections()
 
 POSITIVE_TAR = ("max_archive_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout",
                 "rate_window", "max_signature_bytes")  # fmt: skip
-POSITIVE_IMAGE = ("max_image_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout")
+POSITIVE_IMAGE = ("max_image_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout",
+                  "max_signature_bytes")  # fmt: skip
 
 # Values of the right type that the key's range or form refuses; (value, other keys of the
 # section that make it matter).
@@ -118,6 +119,8 @@ OUT_OF_RANGE: dict[str, list[tuple[Any, dict[str, Any]]]] = {
     "bus.rbus.call_timeout": [(0.0, {})],
     "bus.rbus.skip": [([7], {})],
     "bus.rbus.watchdog_interval": [(-1.0, {})],
+    "bus.rbus.flavour": [("tr069", {})],
+    "fleet.start_timeout": [(0.0, {})],
     "fleet.url": [("ftp://fleet", {"enable": True, "token_file": "/t"})],
     "fleet.token_file": [("", {})],
     "fleet.ca_file": [("", {})],

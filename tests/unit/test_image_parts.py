@@ -179,7 +179,7 @@ def test_a_layer_escaping_the_root_is_refused_and_not_stored(tmp_path: Path) -> 
     (tmp_path / "bundles").mkdir()
     packager = ImagePackager(ImagePackagerConfig(), tmp_path / "layers")
     with pytest.raises(Fault) as raised:
-        asyncio.run(packager.unpack(PackageSource(str(layout.root)), tmp_path / "bundles" / "g", lambda d, t: None))
+        asyncio.run(packager.unpack(PackageSource(str(layout.root)), tmp_path / "bundles" / "g", lambda *_: None))
     assert raised.value.code is FaultCode.CORRUPT_DATA and "leaves the bundle" in raised.value.message
     assert os.listdir(tmp_path / "bundles") == [] and os.listdir(tmp_path / "layers/layers") == []
 
@@ -296,10 +296,10 @@ def test_zstd_layers_are_unpacked_and_corrupt_ones_refused(tmp_path: Path) -> No
     (tmp_path / "bundles").mkdir()
     packager = ImagePackager(ImagePackagerConfig(), tmp_path / "layers")
 
-    info = asyncio.run(packager.unpack(PackageSource(str(layout.root)), tmp_path / "bundles" / "g", lambda d, t: None))
+    info = asyncio.run(packager.unpack(PackageSource(str(layout.root)), tmp_path / "bundles" / "g", lambda *_: None))
 
     assert (info.path / "rootfs" / "hello.txt").read_text() == "zstd says hi"
     with pytest.raises(Fault) as raised:
-        asyncio.run(packager.unpack(PackageSource(str(bad_layout.root)), tmp_path / "bundles" / "h", lambda d, t: None))
+        asyncio.run(packager.unpack(PackageSource(str(bad_layout.root)), tmp_path / "bundles" / "h", lambda *_: None))
     assert raised.value.code is FaultCode.CORRUPT_DATA, raised.value
     assert os.listdir(tmp_path / "bundles") == ["g"]

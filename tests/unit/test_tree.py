@@ -374,8 +374,10 @@ def test_async_command_completes_later_with_notification() -> None:
 def test_get_instances(dm: DataModel) -> None:
     items(dm, "a", "b")
     dm.add_row(f"{T}Group.")
-    found = dm.get_instances(["Device."])
+    found = dm.get_instances([f"{T}Item.", f"{T}Group."])
     assert [f.path for f in found] == [f"{T}Item.1.", f"{T}Item.2.", f"{T}Group.1."]
+    # TR-369 error codes: 7018 "Object is not a table" (Add, GetInstances)
+    assert code(lambda: dm.get_instances(["Device."])) is FaultCode.NOT_A_TABLE
     assert found[0].unique_keys == {"Alias": "cpe-1", "Name": "a"}
     assert [f.path for f in dm.get_instances([f"{T}Item."], first_level_only=True)] == [f"{T}Item.1.", f"{T}Item.2."]
 
@@ -385,6 +387,8 @@ def test_supported_dm(dm: DataModel) -> None:
     assert [o.path for o in answer] == [T, f"{T}Item.{{i}}.", f"{T}Group.{{i}}."]
     test, item, group = answer
     assert item.access == "OBJ_ADD_DELETE" and group.access == "OBJ_READ_ONLY" and item.is_multi_instance
+    # TR-369 GetSupportedDM first_level_only: child objects without their parameters, commands, events
+    assert (item.params, item.commands, item.events) == ([], [], [])
     assert {c.name: c.command_type for c in test.commands} == {"Add()": "CMD_SYNC", "Slow()": "CMD_ASYNC"}
     add = next(c for c in test.commands if c.name == "Add()")
     assert [a.name for a in add.input_args][:3] == ["A", "B", "Token"]

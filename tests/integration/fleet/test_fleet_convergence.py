@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from dsm_tr181.control_client import DaemonError
-from tests.integration.lcm_helpers import DU, EU, build_du, install, needs_runc, rows, set_values
+from tests.integration.lcm_helpers import DU, EU, build_du, install, needs_runc, operate, rows, set_values
 from tests.support.daemon import DsmDaemon
 from tests.support.fleetserver import FleetServer
 from tests.support.httpserver import FileServer, TlsFiles
@@ -43,7 +43,7 @@ def eventually(check: Callable[[], T], timeout: float = 60.0, what: str = "") ->
 def device(tmp_path: Path, fleet: FleetServer, tls: TlsFiles, name: str, labels: str) -> DsmDaemon:
     work = tmp_path / name
     work.mkdir()
-    (work / "token").write_text(fleet.token(name, "device") + "\n")
+    (work / "token").write_text(fleet.token(name, "device", labels) + "\n")
     section = {"enable": True, "url": fleet.url, "token_file": str(work / "token"), "ca_file": str(tls.ca_cert),
                "labels": labels, "firmware_key": "fw-7", "interval": 0.5, "jitter": 0.1, "retry_min": 0.3,
                "retry_max": 1.0}  # fmt: skip
@@ -95,8 +95,7 @@ def test_two_devices_converge_by_labels(
 
     eventually(lambda: fleet_state(eu)["Status"] == "Converged", what="eu converged")
     eventually(lambda: fleet_state(us)["Status"] == "Converged", what="us converged")
-    eventually(lambda: apps(eu)["hello"]["EUStatus"] == apps(us)["hello"]["EUStatus"] == "Active", what="started")
-    on_eu, on_us = apps(eu), apps(us)
+    on_eu, on_us = apps(eu), apps(us)  # Converged: the EUs are in their run intent, not only asked to be
     assert {n: (a["Version"], a["EUStatus"]) for n, a in on_eu.items()} == {
         "hello": ("1.0.0", "Active"), "worker": ("1.0.0", "Idle"), "mine": ("1.0.0", "Idle"),
     }  # fmt: skip
@@ -161,11 +160,9 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
         assert journal["owned"]["hello"]["phase"] == "installing"
     dsm.start()
     eventually(lambda: fleet_state(dsm)["Status"] == "Converged", what="converged after the crashes")
-    eventually(lambda: all(a["EUStatus"] == "Active" for a in apps(dsm).values()), what="both started")
     on = apps(dsm)
     assert sorted(on) == ["hello", "worker"] and len(rows(dsm, DU)) == 2 and len(rows(dsm, EU)) == 2
-    # Converged means every EU was asked to run; their starts may still be under way.
-    eventually(lambda: all(a["EUStatus"] == "Active" for a in apps(dsm).values()), what="both EUs active")
+    assert all(a["EUStatus"] == "Active" for a in on.values())
     assert len(dsm.containers()) == 2
     journal = json.loads((dsm.state / "fleet.json").read_text())
     assert {app: e["phase"] for app, e in journal["owned"].items()} == {"hello": "installed", "worker": "installed"}
@@ -213,12 +210,38 @@ def test_kill9_mid_convergence_resumes_without_duplicates(
     assert fleet.client().request("GET", "/v1/devices").json()[0]["converged"] is True
 
     # Labels and Enable set through the tree (as a controller would): acted on and kept
-    set_values(dsm, {FLEET + "Labels": "fleet=us"})
-    eventually(lambda: fleet.client().request("GET", "/v1/devices").json()[0]["labels"]["fleet"] == "us",
+    set_values(dsm, {FLEET + "Labels": "fleet=eu,tier=gold"})
+    eventually(lambda: fleet.client().request("GET", "/v1/devices").json()[0]["labels"].get("tier") == "gold",
                what="the new labels reach the repository")  # fmt: skip
+    # the token is bound to fleet=eu: claiming another fleet is refused, and shown
+    set_values(dsm, {FLEET + "Labels": "fleet=us"})
+    eventually(lambda: "bound to {'fleet': 'eu'}" in fleet_state(dsm)["LastError"], what="another fleet refused")
     set_values(dsm, {FLEET + "Enable": False})
     eventually(lambda: fleet_state(dsm)["Status"] == "Disabled", what="disabled")
     assert json.loads((dsm.state / "fleet.json").read_text())["overrides"]["Labels"] == "fleet=us"
     dsm.stop()
     dsm.start()
     assert fleet_state(dsm)["Enable"] == "false" and fleet_state(dsm)["Labels"] == "fleet=us"
+
+
+def test_an_eu_that_does_not_start_is_not_converged(
+    tmp_path: Path, fleet: FleetServer, fleet_tls: TlsFiles, daemons: list[DsmDaemon]
+) -> None:
+    fleet.push(build_du(tmp_path, "app", "1.0.0", args=["/bin/no-such-program"]), "app")
+    fleet.apply("id: base\napps: [{name: app}]\n")
+    dsm = device(tmp_path, fleet, fleet_tls, "d1", "fleet=eu")
+    daemons.append(dsm)
+    dsm.start()
+    error = eventually(lambda: "wanted Active" in (e := fleet_state(dsm)["LastError"]) and e, what="start failure")
+    assert "app: Device.SoftwareModules.ExecutionUnit.1 is Idle" in error and "FailureOnStart" in error
+    assert fleet_state(dsm)["Status"] == "Error" and apps(dsm)["app"]["EUStatus"] == "Idle"
+    eventually(lambda: fleet.client().request("GET", "/v1/devices").json()[0]["last_error"], what="reported")
+    assert fleet.client().request("GET", "/v1/devices").json()[0]["converged"] is False
+    # a fixed package: updated, started, and only then Converged
+    fleet.push(build_du(tmp_path, "app", "1.0.1"), "app", replace=True)
+    eventually(lambda: fleet_state(dsm)["Status"] == "Converged", what="converged on the fixed package")
+    assert apps(dsm)["app"]["EUStatus"] == "Active" and apps(dsm)["app"]["Version"] == "1.0.1"
+    # stopped behind the fleet's back (a controller, or a crash): started again at the next poll
+    assert operate(dsm, EU + "1.SetRequestedState()", {"RequestedState": "Idle"}).ok
+    eventually(lambda: fleet_state(dsm)["Status"] == "Converged" and apps(dsm)["app"]["EUStatus"] == "Active"
+               and "is Idle, wanted Active" in fleet.log() + dsm.log(), what="started again")  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dsm_tr181.fleet.model import App, Package, Spec, labels
+from dsm_tr181.fleet.model import App, FleetError, Package, Spec, labels
 from dsm_tr181.fleet.repository import Exists, Repository, Role, TokenRecord
 from tests.support.fleetserver import FleetServer
 from tests.support.httpserver import TlsFiles
@@ -51,6 +51,8 @@ def test_specs_tokens_devices(repository: Repository) -> None:
     before = repository.revision()
     assert repository.delete_spec("eu") and repository.revision() == before + 1 and repository.spec("eu") is None
 
+    with pytest.raises(FleetError, match="bind it to its labels"):  # unbound, it could claim any fleet
+        repository.add_token("h0", TokenRecord("dev-0", Role.DEVICE))
     repository.add_token("h1", TokenRecord("dev-1", Role.DEVICE, labels({"fleet": "eu"})))
     with pytest.raises(Exists):
         repository.add_token("h2", TokenRecord("dev-1", Role.OPERATOR))
@@ -79,7 +81,7 @@ def test_two_api_processes_share_one_postgres(tmp_path: Path, fleet_tls: TlsFile
         first.cli("package", "push", str(archive), "--name", "web")
         (tmp_path / "spec.yaml").write_text("id: all\napps: [{name: web}]\n")
         first.cli("spec", "apply", "-f", str(tmp_path / "spec.yaml"))
-        device = second.client(first.token("dev-1", "device"))
+        device = second.client(first.token("dev-1", "device", "fleet=eu"))
         deadline = time.monotonic() + 10
         while not (answer := device.request("POST", "/v1/resolve", {"labels": {}}).json())["apps"]:
             assert time.monotonic() < deadline, "the second process never saw the first one's change"

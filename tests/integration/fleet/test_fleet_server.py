@@ -46,7 +46,7 @@ def test_operator_pushes_and_device_resolves_with_etag(fleet: FleetServer, tmp_p
     dry = json.loads(fleet.cli("resolve", "--labels", "fleet=eu,arch=x86_64").stdout)
     assert [(a["name"], a["package"]) for a in dry["apps"]] == [("web", generic["id"])]
 
-    device = fleet.client(fleet.token("dev-1", "device"))
+    device = fleet.client(fleet.token("dev-1", "device", "fleet=eu"))
     reply = device.request("POST", "/v1/resolve", {"labels": {"fleet": "eu", "arch": "arm64"}})
     answer, etag = reply.json(), reply.headers["etag"]
     assert answer["apps"][0]["package"] == arm["id"] and answer["apps"][0]["version"] == "2"
@@ -78,7 +78,7 @@ def test_operator_pushes_and_device_resolves_with_etag(fleet: FleetServer, tmp_p
 
 
 def test_roles_and_tokens(fleet: FleetServer, tmp_path: Path) -> None:
-    device_token = fleet.token("dev-1", "device")
+    device_token = fleet.token("dev-1", "device", "fleet=eu")
     device = fleet.client(device_token)
     with pytest.raises(FleetApiError) as anonymous:
         FleetClient(fleet.url, "dsmf_wrong", fleet.ca).request("GET", "/v1/packages")
@@ -93,8 +93,17 @@ def test_roles_and_tokens(fleet: FleetServer, tmp_path: Path) -> None:
         fleet.client().request("POST", "/v1/devices/self/state", {"installed": []})
     assert operator_report.value.status == 403
     # tokens are made on the database by the CLI, shown once and stored hashed only
-    made = fleet.cli("token", "add", "dev-9", "--role", "device", *fleet.store_args()).stdout.strip()
+    unbound = fleet.cli("token", "add", "dev-9", "--role", "device", *fleet.store_args(), check=False)
+    assert unbound.returncode == 1 and "bind it to its labels" in unbound.stderr  # could read any fleet's answer
+    made = fleet.cli("token", "add", "dev-9", "--labels", "fleet=eu", *fleet.store_args()).stdout.strip()
     assert fleet.client(made).request("POST", "/v1/resolve", {"labels": {}}).status == 200
+    # an unbound device token written before binding was required is refused, whatever it claims
+    legacy = "dsmf_legacy-unbound-token"
+    fleet.execute("INSERT INTO fleet_tokens (hash, name, role, labels) VALUES (?, 'old', 'device', '{}')",
+                  hashlib.sha256(legacy.encode()).hexdigest())  # fmt: skip
+    with pytest.raises(FleetApiError) as unbound_resolve:
+        fleet.client(legacy).request("POST", "/v1/resolve", {"labels": {"fleet": "us"}})
+    assert unbound_resolve.value.status == 403 and "bound to no labels" in str(unbound_resolve.value)
     assert "dev-9\tdevice" in fleet.cli("token", "list", *fleet.store_args()).stdout
     # a token bound to labels: the device cannot claim another fleet, and is resolved with its own
     bound = fleet.cli("token", "add", "dev-eu", "--labels", "fleet=eu", *fleet.store_args()).stdout.strip()
@@ -120,8 +129,8 @@ def test_roles_and_tokens(fleet: FleetServer, tmp_path: Path) -> None:
 def test_resolve_is_rate_limited(tmp_path: Path, fleet_tls: TlsFiles) -> None:
     server = FleetServer(tmp_path / "rl", fleet_tls, extra=("--resolve-rate", "0.5", "--resolve-burst", "3")).start()
     try:
-        device = server.client(server.token("dev-1", "device"))
-        other = server.client(server.token("dev-2", "device"))
+        device = server.client(server.token("dev-1", "device", "fleet=eu"))
+        other = server.client(server.token("dev-2", "device", "fleet=eu"))
         for _ in range(3):
             device.request("POST", "/v1/resolve", {"labels": {}})
         with pytest.raises(FleetApiError) as limited:
@@ -141,12 +150,12 @@ def test_devices_show_problems_and_reports_and_survive_restart(fleet: FleetServe
         "id: gold\ntarget: {tier: gold}\napps: [{name: db, start: false}]\n"
     )
     fleet.apply((tmp_path / "s.yaml").read_text())
-    tied_token = fleet.token("tied", "device")
+    tied_token = fleet.token("tied", "device", "fleet=eu")
     tied = fleet.client(tied_token)
     answer = tied.request("POST", "/v1/resolve", {"labels": {"arch": "arm64", "fleet": "eu"}}).json()
     assert [a["name"] for a in answer["apps"]] == ["db"]
     assert [p["kind"] for p in answer["problems"]] == ["tie"]
-    gold = fleet.client(fleet.token("gold", "device"))
+    gold = fleet.client(fleet.token("gold", "device", "tier=gold"))
     conflict = gold.request("POST", "/v1/resolve", {"labels": {"tier": "gold"}}).json()["problems"]
     assert conflict[0]["kind"] == "conflict" and "spec base" in conflict[0]["message"]
     assert "spec gold" in conflict[0]["message"]
