@@ -30,6 +30,8 @@ that tag (its ``rbus`` parameter, through tests/support/rbus_consumer.py):
 - a name no component registered (a row's ``{i}`` standing for any number) is answered by
   the broker: ``RBUS_ERROR_DESTINATION_NOT_FOUND``, for gets, sets and method calls alike
   (measured with librbus 2.6.0 and rtrouted, see below);
+- a handler's options name the requesting component (``requestingComponent``), a consumer's
+  own get of its own element included (``_get_callback_handler``, ``_set_callback_handler``);
 - a get of one name calls that element's get handler and returns its error as is; a name
   of a row not registered is ``RBUS_ERROR_ELEMENT_DOES_NOT_EXIST`` (``_get_single_dml_handler``);
 - a name ending in ``.`` is a partial path: every property below it, rows expanded, in
