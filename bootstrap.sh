@@ -17,5 +17,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]' -e tools
-# A runtime from another distribution, for tests/integration/test_plugin_runtime.py.
-.venv/bin/pip install -q -e tests/plugins/dsm-chroot-runtime
+# A runtime and a bus from other distributions, for tests/integration/test_plugin_{runtime,bus}.py.
+.venv/bin/pip install -q -e tests/plugins/dsm-chroot-runtime -e tests/plugins/dsm-lines-bus

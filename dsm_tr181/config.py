@@ -36,18 +36,17 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dsm_tr181 import adapters
 from dsm_tr181.containerspec import ConfinementPolicy
 from dsm_tr181.lcm.settings import ExecEnvSettings, LcmSettings
-from dsm_tr181.sections import build_section, check_known, check_value
+from dsm_tr181.sections import ConfigError, SectionError, build_section, check_known, check_value, construct
+
+__all__ = ["ConfigError", "DaemonConfig", "SectionError", "load_config"]
 
 DEFAULT_FILE = Path("/etc/dsm/dsm.toml")
-BUS_CHOICES = ("auto", "rbus", "dbus", "none")
+BUS_KEYWORDS = ("auto", "none")  # besides the names of the dsm_tr181.buses entry points
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SECTIONS = ("daemon", "lcm", "execenv", "packager", "runtime", "bus", "fleet")
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message says which key and why."""
 
 
 @dataclass(frozen=True)
@@ -126,23 +125,23 @@ def _check_layout(raw: Mapping[str, Any]) -> None:
     _no_unknown("configuration", raw, set(SECTIONS))
     for name in ("daemon", "lcm", "fleet"):
         if not isinstance(raw.get(name, {}), Mapping):
-            raise ConfigError(f"{name} must be a table, not {raw[name]!r}")
+            raise SectionError(name, "", f"must be a table, not {raw[name]!r}")
     execenvs = raw.get("execenv", [])
     if not isinstance(execenvs, list) or not all(isinstance(ee, Mapping) for ee in execenvs):
-        raise ConfigError(f"execenv must be an array of tables ([[execenv]]), not {execenvs!r}")
+        raise SectionError("execenv", "", f"must be an array of tables ([[execenv]]), not {execenvs!r}")
     for name in ("packager", "runtime", "bus"):
         section = raw.get(name, {})
         if not isinstance(section, Mapping):
-            raise ConfigError(f"{name} must be a table of tables ([{name}.<name>]), not {section!r}")
+            raise SectionError(name, "", f"must be a table of tables ([{name}.<name>]), not {section!r}")
         for key, sub in section.items():
             if not isinstance(sub, Mapping):
-                raise ConfigError(f"{name}.{key} must be a table, not {sub!r}")
+                raise SectionError(name, key, f"must be a table, not {sub!r}")
 
 
 def _daemon_text(daemon: Mapping[str, Any], key: str, default: str) -> str:
     value = daemon.get(key, default)
     if not isinstance(value, str | Path):
-        raise ConfigError(f"daemon.{key} must be a string, not {value!r}")
+        raise SectionError("daemon", key, f"must be a string, not {value!r}")
     return str(value)
 
 
@@ -157,17 +156,20 @@ def _socket_mode(value: Any) -> int:
         except ValueError:
             mode = -1
     if not 0 <= mode <= 0o7777:
-        raise ConfigError(f'daemon.socket_mode must be an octal file mode such as "0660", not {value!r}')
+        raise SectionError("daemon", "socket_mode", f'must be an octal file mode such as "0660", not {value!r}')
     return mode
 
 
 def _buses(value: Any) -> tuple[str, ...]:
+    """Bus names: ``auto``, ``none`` or any adapter of the ``dsm_tr181.buses`` entry point
+    group (this package's rbus and dbus, or another distribution's)."""
     chosen = (value,) if isinstance(value, str) else value
     if not isinstance(chosen, list | tuple) or not chosen or not all(isinstance(bus, str) for bus in chosen):
-        raise ConfigError(f"daemon.buses must be a bus name or a list of them, not {value!r}")
+        raise SectionError("daemon", "buses", f"must be a bus name or a list of them, not {value!r}")
+    known = (*BUS_KEYWORDS, *adapters.names("bus"))
     for bus in chosen:
-        if bus not in BUS_CHOICES:
-            raise ConfigError(f"daemon.buses: {bus!r} is not one of {', '.join(BUS_CHOICES)}")
+        if bus not in known:
+            raise SectionError("daemon", "buses", f"{bus!r} is not one of {', '.join(known)}")
     return tuple(chosen)
 
 
@@ -185,9 +187,12 @@ def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str
     chosen = _buses(daemon.get("buses", ("auto",)))
     log_level = _daemon_text(daemon, "log_level", "info").lower()
     if log_level not in LOG_LEVELS:
-        raise ConfigError(f"daemon.log_level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        raise SectionError("daemon", "log_level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     lcm_raw = dict(raw.get("lcm", {}))
     execenvs = tuple(_execenv(i, section) for i, section in enumerate(raw.get("execenv", [{}])))
+    for index, ee in enumerate(execenvs):
+        if ee.name in [other.name for other in execenvs[:index]]:
+            raise SectionError(f"execenv[{index}]", "name", f"{ee.name!r} names an earlier execution environment too")
     runtimes = {ee.runtime: _runtime_section(ee.runtime, raw.get("runtime", {})) for ee in execenvs}
     return DaemonConfig(
         state_dir=state_dir,
@@ -212,21 +217,18 @@ def _lcm(section: Mapping[str, Any], state_dir: Path, execenvs: tuple[ExecEnvSet
     values = dict(section)
     for key in ("bundle_dir", "log_dir", "trust_dir"):
         if not isinstance(values.get(key, ""), str):
-            raise ConfigError(f"lcm.{key} must be a string, not {values[key]!r}")
+            raise SectionError("lcm", key, f"must be a string, not {values[key]!r}")
     values["bundle_dir"] = Path(values.get("bundle_dir") or state_dir / "bundles")
     values["log_dir"] = Path(values.get("log_dir") or state_dir / "logs")
     values["trust_dir"] = Path(values.get("trust_dir") or state_dir / "signers")
     preinstalled = values.get("preinstalled", [])
     if not isinstance(preinstalled, list | tuple) or not all(isinstance(url, str) for url in preinstalled):
-        raise ConfigError(f"lcm.preinstalled must be a list of URLs, not {preinstalled!r}")
+        raise SectionError("lcm", "preinstalled", f"must be a list of URLs, not {preinstalled!r}")
     values["preinstalled"] = tuple(preinstalled)
     if not values.get("instance_name"):
         values["instance_name"] = default_instance_name(state_dir)
     _check_types("lcm", values, LcmSettings)
-    try:
-        return LcmSettings(execenvs=execenvs, **values)
-    except ValueError as exc:
-        raise ConfigError(f"lcm: {exc}") from None
+    return construct(LcmSettings, "lcm", {**values, "execenvs": execenvs})
 
 
 def default_instance_name(state_dir: Path) -> str:
@@ -242,15 +244,17 @@ def _execenv(index: int, section: Mapping[str, Any]) -> ExecEnvSettings:
     _check_types(where, plain, ExecEnvSettings)
     signers = plain.get("signers", [])
     if not isinstance(signers, list | tuple) or not all(isinstance(name, str) for name in signers):
-        raise ConfigError(f"{where}.signers must be a list of trust-store names, not {signers!r}")
+        raise SectionError(where, "signers", f"must be a list of trust-store names, not {signers!r}")
     dns = plain.get("dns", [])
     if not isinstance(dns, list | tuple) or not all(isinstance(server, str) for server in dns):
-        raise ConfigError(f"{where}.dns must be a list of nameserver addresses, not {dns!r}")
-    try:
-        policy = build_section(ConfinementPolicy, {k: v for k, v in section.items() if k in policy_keys}, where)
-        return ExecEnvSettings(**{**plain, "signers": tuple(signers), "dns": tuple(dns)}, confinement=policy)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise SectionError(where, "dns", f"must be a list of nameserver addresses, not {dns!r}")
+    runtimes = adapters.names("runtime")
+    if plain.get("runtime", "runc") not in runtimes:
+        raise SectionError(where, "runtime", f"{plain['runtime']!r} is not one of {', '.join(runtimes)}")
+    policy = build_section(ConfinementPolicy, {k: v for k, v in section.items() if k in policy_keys}, where)
+    return construct(
+        ExecEnvSettings, where, {**plain, "signers": tuple(signers), "dns": tuple(dns), "confinement": policy}
+    )
 
 
 def _runtime_section(name: str, sections: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,10 +265,7 @@ def _runtime_section(name: str, sections: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _no_unknown(where: str, section: Mapping[str, Any], known: set[str]) -> None:
-    try:
-        check_known(where, section, sorted(known))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    check_known(where, section, sorted(known))
 
 
 def _check_types(where: str, section: Mapping[str, Any], cls: type) -> None:
@@ -273,10 +274,7 @@ def _check_types(where: str, section: Mapping[str, Any], cls: type) -> None:
     hints = typing.get_type_hints(cls)
     for key, value in section.items():
         if hints.get(key) in (bool, int, float, str):
-            try:
-                check_value(where, key, hints[key], value)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            check_value(where, key, hints[key], value)
 
 
 def overrides_from_args(args: Sequence[str] | None = None) -> dict[str, Any]:
@@ -287,6 +285,8 @@ def overrides_from_args(args: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", help="configuration file (TOML or JSON); default: $DSM_CONFIG_FILE")
     parser.add_argument("--state-dir", dest="state_dir", help="where the store, bundles and logs live")
     parser.add_argument("--socket", help="control socket path for dsmcli")
-    parser.add_argument("--bus", dest="buses", action="append", choices=BUS_CHOICES, help="bus front end (repeatable)")
+    parser.add_argument(
+        "--bus", dest="buses", action="append", help="bus front end: auto, none or a bus adapter's name (repeatable)"
+    )
     parser.add_argument("--log-level", dest="log_level", choices=LOG_LEVELS)
     return vars(parser.parse_args(args))

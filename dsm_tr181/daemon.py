@@ -24,7 +24,7 @@ from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.buses.control_socket import ControlServer
 from dsm_tr181.buses.memory import release_free_memory
 from dsm_tr181.buses.provider import BusProvider
-from dsm_tr181.config import ConfigError, DaemonConfig, load_config, overrides_from_args
+from dsm_tr181.config import ConfigError, DaemonConfig, SectionError, load_config, overrides_from_args
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.lcm.manager import Lcm
 from dsm_tr181.lcm.ports import Runtime
@@ -83,11 +83,10 @@ def build_runtimes(config: DaemonConfig) -> dict[str, Runtime]:
         create = functools.partial(adapters.create, "runtime", ee.runtime, config.runtimes[ee.runtime], context)
         try:
             runtimes[ee.name] = create()
-        except ValueError as exc:
-            message = str(exc)
-            raise ConfigError(
-                message if message.startswith(f"runtime.{ee.runtime}") else f"runtime.{ee.runtime}: {message}"
-            ) from None
+        except ConfigError:
+            raise
+        except ValueError as exc:  # a plug-in that checks its section without dsm_tr181.sections
+            raise SectionError(f"runtime.{ee.runtime}", "", str(exc)) from None
         except AdapterUnavailable as exc:
             log.error("runtime %s is unavailable: %s (execution environment %s)", ee.runtime, exc, ee.name)
             runtimes[ee.name] = DeferredRuntime(ee.runtime, create, str(exc))
@@ -108,8 +107,8 @@ async def start_buses(config: DaemonConfig, dm: DataModel) -> list[BusProvider]:
                 context = AdapterContext(name, config.state_dir / "buses" / name, dm, loop)
                 provider = adapters.create("bus", name, config.bus_sections.get(name, {}), context)
                 await provider.start()
-            except Exception as exc:  # in auto mode any bus failure means "try the next one"
-                if choice != "auto":
+            except Exception as exc:  # in auto mode any bus failure but a bad section means "try the next one"
+                if choice != "auto" or isinstance(exc, ConfigError):
                     raise
                 log.info("bus %s unavailable (%s)", name, exc)
                 continue

@@ -40,6 +40,7 @@ from dsm_tr181.runtimes.logread import read_chunk
 from dsm_tr181.schema.flavours import Flavour
 from dsm_tr181.schema.model import Parameter
 from dsm_tr181.schema.types import Value, format_datetime
+from dsm_tr181.sections import SectionError
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Kind, Notification
 from dsm_tr181.tree.paths import parse_path, schema_path
@@ -1009,7 +1010,7 @@ def _group_id(name: str) -> int:
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
-        raise ValueError(f"control socket group {name!r} does not exist") from None
+        raise SectionError("daemon", "socket_group", f"group {name!r} does not exist") from None
 
 
 def _remove_stale(path: Path) -> None:

@@ -42,7 +42,7 @@ from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.errors import Fault
 from dsm_tr181.glib_thread import GLibThread
 from dsm_tr181.schema.flavours import Flavour
-from dsm_tr181.sections import build_section
+from dsm_tr181.sections import Invalid, build_section
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.notifications import Notification, Subscription
 
@@ -67,13 +67,13 @@ class DbusConfig:
 
     def __post_init__(self) -> None:
         if self.call_timeout <= 0:
-            raise ValueError(f"bus.dbus: call_timeout must be a positive number of seconds, not {self.call_timeout!r}")
+            raise Invalid("call_timeout", f"must be a positive number of seconds, not {self.call_timeout!r}")
         if self.bus not in _BUS_TYPES and not Gio.dbus_is_address(self.bus):
-            raise ValueError(f"bus.dbus: bus must be 'system', 'session' or a D-Bus address, not {self.bus!r}")
+            raise Invalid("bus", f"must be 'system', 'session' or a D-Bus address, not {self.bus!r}")
         if not Gio.dbus_is_name(self.name) or Gio.dbus_is_unique_name(self.name):
-            raise ValueError(f"bus.dbus: name {self.name!r} is not a well-known D-Bus name")
+            raise Invalid("name", f"{self.name!r} is not a well-known D-Bus name")
         if not GLib.Variant.is_object_path(self.object_path):
-            raise ValueError(f"bus.dbus: object_path {self.object_path!r} is not a D-Bus object path")
+            raise Invalid("object_path", f"{self.object_path!r} is not a D-Bus object path")
 
     def address(self) -> str:
         """The bus address to connect to (may read the environment and block briefly)."""
@@ -106,9 +106,10 @@ class DbusProvider:
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> DbusProvider:
-        """The adapter factory (dsm_tr181/adapters.py)."""
+        """The adapter factory (dsm_tr181/adapters.py): the section is checked first."""
+        config = DbusConfig.from_config(section)
         datamodel, loop = context.serving()
-        return cls.create(datamodel, section, loop)
+        return cls(datamodel, config, loop)
 
     async def start(self) -> None:
         """Connect, register the object, own the name and start sending signals."""

@@ -45,7 +45,7 @@ from dsm_tr181.buses.rbus_watchdog import QUIET_BEFORE_CLOSE, Verdict, after_pro
 from dsm_tr181.errors import AdapterUnavailable
 from dsm_tr181.schema.flavours import Flavour
 from dsm_tr181.schema.model import Object
-from dsm_tr181.sections import build_section
+from dsm_tr181.sections import Invalid, build_section
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.tree.nodes import Node
 from dsm_tr181.tree.notifications import Kind, Notification, Subscription
@@ -77,15 +77,15 @@ class RbusConfig:
 
     def __post_init__(self) -> None:
         if not self.library:
-            raise ValueError("rbus library must not be empty")
+            raise Invalid("library", "must not be empty")
         if not self.component:
-            raise ValueError("rbus component must not be empty")
+            raise Invalid("component", "must not be empty")
         if self.call_timeout <= 0:
-            raise ValueError("rbus call_timeout must be > 0")
+            raise Invalid("call_timeout", "must be > 0")
         if self.watchdog_interval < 0:
-            raise ValueError("rbus watchdog_interval must be >= 0")
+            raise Invalid("watchdog_interval", "must be >= 0")
         if self.flavour not in {f.value for f in Flavour}:
-            raise ValueError(f"rbus flavour must be one of {', '.join(f.value for f in Flavour)}")
+            raise Invalid("flavour", f"{self.flavour!r} is not one of {', '.join(f.value for f in Flavour)}")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> RbusConfig:
@@ -129,9 +129,10 @@ class RbusProvider:
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], context: AdapterContext) -> RbusProvider:
-        """The adapter factory (dsm_tr181/adapters.py)."""
+        """The adapter factory (dsm_tr181/adapters.py): the section is checked first."""
+        config = RbusConfig.from_config(section)
         datamodel, loop = context.serving()
-        return cls.create(datamodel, section, loop)
+        return cls(datamodel, config, loop)
 
     async def start(self) -> None:
         """Open the handle, register every element and row, follow the tree.
@@ -196,7 +197,7 @@ class RbusProvider:
             handle = await self._loop.run_in_executor(None, rbus_ffi.Handle, rbus, self.config.component)
         except RbusCallFailed as exc:
             raise AdapterUnavailable(f"rbus broker unreachable (is rtrouted running?): {exc}") from exc
-        outbox = Outbox(handle, self.config.component)
+        outbox = Outbox(handle, self._trigger())
         connection = _Connection(
             handle,
             handle.activity,
@@ -205,8 +206,8 @@ class RbusProvider:
             ValueChanges(self.dm, self._loop, partial(self._publish, outbox, kind=EventType.VALUE_CHANGED)),
         )
         try:
-            elements = [*self._elements(connection), rbus_ffi.Method(outbox.method, outbox.flush)]
-            self._probe = next(e.name for e in elements if isinstance(e, rbus_ffi.Property))
+            elements = self._elements(connection)
+            self._probe = outbox.trigger
             await self._loop.run_in_executor(None, handle.register, elements)
         except BaseException as exc:
             await self._loop.run_in_executor(None, handle.close)
@@ -255,6 +256,14 @@ class RbusProvider:
     def _served(self, path: str) -> bool:
         return not path.startswith(self.config.skip)
 
+    def _trigger(self) -> str:
+        """The outbox's trigger and the watchdog's probe: the first served parameter outside
+        any table (its element is never freed under a get)."""
+        for obj in self.dm.schema.objects.values():
+            if self._served(obj.path) and "{i}" not in obj.path and obj.parameters:
+                return obj.path + next(iter(obj.parameters))
+        raise AdapterUnavailable("rbus: no parameter outside a table is served (see bus.rbus.skip)")
+
     def _elements(self, connection: _Connection) -> list[rbus_ffi.Element]:
         elements: list[rbus_ffi.Element] = []
         for obj in self.dm.schema.objects.values():
@@ -270,6 +279,7 @@ class RbusProvider:
                         self._reads.get,
                         set=self._sets.on_set if parameter.writable else None,
                         subscribe=connection.changes.on_subscribe,
+                        own_get=connection.outbox.flush if obj.path + name == connection.outbox.trigger else None,
                     )
                 )
             elements += [rbus_ffi.Method(obj.path + name, connection.methods.call) for name in obj.commands]

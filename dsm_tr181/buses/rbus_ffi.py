@@ -554,6 +554,10 @@ class Property:
     set: SetHandler | None = None
     subscribe: SubscribeHandler | None = None
     is_list: bool = False
+    # Run before answering a get this component makes of the property itself (on rbus's
+    # callback thread, between two requests): how the provider's outbox gets that thread
+    # without publishing a method of its own.
+    own_get: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,6 +712,7 @@ class Handle:
 
     def __init__(self, rbus: Rbus, component: str) -> None:
         self._rbus = rbus
+        self.component = component
         self._lib = rbus.lib
         self._keep: list[Any] = []  # callbacks, names, element arrays: rbus holds raw pointers
         self.activity = HandlerActivity()
@@ -863,13 +868,17 @@ class Handle:
         return callback
 
     def _get_callback(self, element: Property) -> Any:
-        lib, string, get = self._lib, ffi.string, element.get
+        lib, string, get, own_get = self._lib, ffi.string, element.get, element.own_get
         store = self._rbus.property_setter(rbus_type(element.type, is_list=element.is_list))
+        myself = self.component.encode()
 
         def on_get(handle: Any, prop: Any, options: Any) -> int:
             name = ""
             try:
                 name = string(lib.rbusProperty_GetName(prop)).decode()
+                who = options.requestingComponent
+                if own_get is not None and who != ffi.NULL and string(who) == myself:
+                    own_get()
                 store(prop, get(name))
             except Exception as exc:
                 return _failed("get", name, exc)

@@ -4,10 +4,13 @@ callback thread.
 librbus expands partial and wildcard gets on its callback thread by walking its element
 tree without a lock. A row unregistered from another thread meanwhile is freed under
 the walker: reproduced with rows deleted on the loop during partial gets (garbage
-names reach the get handler, mutex errors, then a hang). rbus serves a method call on
-that same thread, strictly between two requests, so the loop only posts its actions
-here; a thread of ours invokes the private method :func:`flush_method` of this
-component whenever actions wait, and its handler runs them.
+names reach the get handler, mutex errors, then a hang). rbus serves a single-name get
+on that same thread, strictly between two requests, so the loop only posts its actions
+here; a thread of ours gets one of this component's own properties (the ``trigger``, a
+property outside any row) whenever actions wait, and that property's get handler runs
+them first when the requester is this component (rbus_ffi.Property.own_get). Nothing is
+published for it: no private method appears on the bus. A consumer's partial get never
+runs them: its requester is another component.
 
 Row registrations, events, value changes and asynchronous method answers all go this
 way, so a subscriber sees them in the order the tree made them: the row-created event
@@ -22,10 +25,10 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from dsm_tr181.buses import rbus_ffi
-from dsm_tr181.buses.rbus_ffi import MethodReply, RbusCallFailed
+from dsm_tr181.buses.rbus_ffi import RbusCallFailed
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +38,12 @@ RETRY: Final = 0.5  # seconds before invoking again after a failed call
 Action = Callable[[], None]
 
 
-def flush_method(component: str) -> str:
-    """The private method that runs this component's posted actions."""
-    return f"Device.X_RDKCENTRAL-COM_DSM.{component}.Flush()"
-
-
 class Outbox:
-    def __init__(self, handle: rbus_ffi.Handle, component: str) -> None:
+    def __init__(self, handle: rbus_ffi.Handle, trigger: str) -> None:
+        """``trigger``: a property of this component, outside any row, whose get handler
+        calls :meth:`flush` when this component itself asks."""
         self.handle = handle
-        self.method = flush_method(component)
+        self.trigger = trigger
         self._actions: deque[Action] = deque()
         self._posted = 0  # actions ever posted
         self._done = 0  # actions ever run
@@ -84,8 +84,8 @@ class Outbox:
         for _, future in waiters:
             future.set_result(None)
 
-    def flush(self, name: str, inputs: dict[str, Any], reply: MethodReply) -> None:
-        """The method handler, on rbus's callback thread: run up to BATCH actions."""
+    def flush(self) -> None:
+        """On rbus's callback thread, from the trigger's get handler: run up to BATCH actions."""
         with self._wake:
             batch = [self._actions.popleft() for _ in range(min(BATCH, len(self._actions)))]
         for action in batch:
@@ -101,7 +101,6 @@ class Outbox:
             self._waiters = [(count, future) for count, future in self._waiters if count > self._done]
         for future in ready:
             future.set_result(None)
-        reply.succeed()
 
     def _run(self) -> None:
         while True:
@@ -110,7 +109,7 @@ class Outbox:
                 if self._stopping:
                     return
             try:
-                self.handle.invoke(self.method)
+                self.handle.get(self.trigger)
             except RbusCallFailed as exc:
                 log.warning("rbus: posted actions wait: %s", exc)
                 with self._wake:

@@ -6,6 +6,7 @@ import posixpath
 from dataclasses import dataclass
 
 from dsm_tr181.containerspec.defaults import ALL_CAPABILITIES
+from dsm_tr181.sections import Invalid
 
 
 @dataclass(frozen=True)
@@ -21,15 +22,16 @@ class ConfinementPolicy:
     allow_share_parent_network: bool = False  # EUs may ask for the host's network (ShareParentNetwork)
 
     def __post_init__(self) -> None:
-        for path in (*self.allowed_host_paths, *self.allowed_devices):
-            if not posixpath.isabs(path) or posixpath.normpath(path) != path.rstrip("/") or path == "/":
-                raise ValueError(f"{path!r} must be a normalised absolute path other than /")
+        for key, paths in (("allowed_host_paths", self.allowed_host_paths), ("allowed_devices", self.allowed_devices)):
+            for path in paths:
+                if not posixpath.isabs(path) or posixpath.normpath(path) != path.rstrip("/") or path == "/":
+                    raise Invalid(key, f"{path!r} must be a normalised absolute path other than /")
         for device in self.allowed_devices:
             if not device.startswith("/dev/"):
-                raise ValueError(f"device {device!r} must be under /dev/")
+                raise Invalid("allowed_devices", f"{device!r} must be under /dev/")
         unknown = sorted(set(self.extra_capabilities) - ALL_CAPABILITIES)
         if unknown:
-            raise ValueError(f"unknown capabilities {', '.join(unknown)}")
+            raise Invalid("extra_capabilities", f"unknown capabilities {', '.join(unknown)}")
 
     def allows_host_path(self, source: str) -> bool:
         if not posixpath.isabs(source):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsm_tr181.fleet.settings import FleetSettings
-from dsm_tr181.sections import build_section
+from dsm_tr181.sections import SectionError, build_section
 
 if TYPE_CHECKING:
     from dsm_tr181.fleet.agent import FleetAgent
@@ -25,12 +25,7 @@ EXTENSION = Path("vendor") / "dsm-rdk-fleet.xml"
 
 def settings(section: Mapping[str, Any]) -> FleetSettings:
     """The daemon's ``[fleet]`` section, checked (ConfigError names the key)."""
-    from dsm_tr181.config import ConfigError
-
-    try:
-        return build_section(FleetSettings, section, "fleet")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    return build_section(FleetSettings, section, "fleet")
 
 
 def extensions(datamodel_dir: Path | None) -> list[Path]:
@@ -44,12 +39,11 @@ def start(config: FleetSettings, dm: DataModel, state_dir: Path) -> FleetAgent |
     """The running fleet client, or None when it is off (the default)."""
     if not config.enable:
         return None
-    from dsm_tr181.config import ConfigError
     from dsm_tr181.fleet.agent import FleetAgent
 
     try:
         agent = FleetAgent(config, dm, state_dir)
     except OSError as exc:
-        raise ConfigError(f"fleet: token_file: {exc}") from None
+        raise SectionError("fleet", "token_file", str(exc)) from None
     agent.start()
     return agent

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsm_tr181.fleet.model import FleetError, parse_labels
+from dsm_tr181.sections import Invalid
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,17 @@ class FleetSettings:
 
     def __post_init__(self) -> None:
         if self.enable and not self.url.startswith(("https://", "http://")):
-            raise ValueError("fleet: url must be the repository's https:// URL when enable = true")
+            raise Invalid("url", "must be the repository's https:// URL when enable = true")
         if self.enable and self.token_file is None:
-            raise ValueError("fleet: token_file is needed when enable = true")
+            raise Invalid("token_file", "is needed when enable = true")
         if not 0 <= self.jitter < 1:
-            raise ValueError("fleet: jitter must be in [0, 1)")
-        if min(self.interval, self.retry_min, self.timeout, self.start_timeout) <= 0 or self.retry_max < self.retry_min:
-            raise ValueError("fleet: interval, retry_min, timeout, start_timeout must be > 0, retry_max >= retry_min")
+            raise Invalid("jitter", "must be in [0, 1)")
+        for key in ("interval", "retry_min", "timeout", "start_timeout"):
+            if getattr(self, key) <= 0:
+                raise Invalid(key, "must be > 0")
+        if self.retry_max < self.retry_min:
+            raise Invalid("retry_max", "must be >= retry_min")
         try:
             parse_labels(self.labels)
         except FleetError as exc:
-            raise ValueError(f"fleet: labels: {exc}") from None
+            raise Invalid("labels", str(exc)) from None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsm_tr181.containerspec import ConfinementPolicy
+from dsm_tr181.sections import Invalid
 
 EE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 CGROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -42,18 +43,32 @@ class ExecEnvSettings:
 
     def __post_init__(self) -> None:
         if not EE_NAME.fullmatch(self.name):
-            raise ValueError(f"execution environment name {self.name!r} must match {EE_NAME.pattern}")
+            raise Invalid("name", f"{self.name!r} must match {EE_NAME.pattern}")
         if not 0 <= self.initial_run_level <= 65535:
-            raise ValueError("initial_run_level must be 0..65535")
+            raise Invalid("initial_run_level", "must be 0..65535")
         if not -1 <= self.initial_eu_run_level <= 65535:
-            raise ValueError("initial_eu_run_level must be -1..65535")
+            raise Invalid("initial_eu_run_level", "must be -1..65535")
         if self.network not in ("none", "bridged", "host"):
-            raise ValueError("network must be none, bridged or host")
-        subnet = ipaddress.ip_network(self.subnet)  # ValueError when malformed
+            raise Invalid("network", f"{self.network!r} is not one of none, bridged, host")
+        try:
+            subnet = ipaddress.ip_network(self.subnet)
+        except ValueError as exc:
+            raise Invalid("subnet", str(exc)) from None
         if subnet.version != 4 or subnet.num_addresses < 4:
-            raise ValueError("subnet must be an IPv4 network of at least 4 addresses")
+            raise Invalid("subnet", "must be an IPv4 network of at least 4 addresses")
         if len(self.bridge_name) > 15:
-            raise ValueError("bridge must be at most 15 characters")
+            raise Invalid("bridge", "must be at most 15 characters")
+        for server in self.dns:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise Invalid("dns", f"{server!r} is not an IP address") from None
+        # TR-181 ExecEnv.{i}.AllocatedDiskSpace/AllocatedMemory int[-1:], AllocatedCPUPercent int[-1:100].
+        for key in ("allocated_disk_kib", "allocated_memory_kib", "allocated_cpu_percent"):
+            if getattr(self, key) < -1:
+                raise Invalid(key, "must be -1 (no limit) or more")
+        if self.allocated_cpu_percent > 100:
+            raise Invalid("allocated_cpu_percent", "must be at most 100")
 
     @property
     def bridge_name(self) -> str:
@@ -91,13 +106,13 @@ class LcmSettings:
     def __post_init__(self) -> None:
         names = [ee.name for ee in self.execenvs]
         if not names:
-            raise ValueError("at least one execution environment is needed")
+            raise Invalid("execenvs", "at least one execution environment is needed")
         if len(set(names)) != len(names):
-            raise ValueError("execution environment names must be unique")
+            raise Invalid("execenvs", "execution environment names must be unique")
         if self.default_execenv and self.default_execenv not in names:
-            raise ValueError(f"default_execenv {self.default_execenv!r} is not a configured execution environment")
+            raise Invalid("default_execenv", f"{self.default_execenv!r} is not a configured execution environment")
         if self.max_parallel_operations < 1:
-            raise ValueError("max_parallel_operations must be >= 1")
+            raise Invalid("max_parallel_operations", "must be >= 1")
         # A zero or negative interval would make the usage sampler spin the daemon's loop.
         for name in (
             "usage_interval",
@@ -107,14 +122,14 @@ class LcmSettings:
             "eu_log_max_bytes",
         ):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
+                raise Invalid(name, "must be > 0")
         if not 0 <= self.update_settle_time <= 3600:
-            raise ValueError("update_settle_time must be 0..3600")
+            raise Invalid("update_settle_time", "must be 0..3600")
         if not CGROUP_NAME.fullmatch(self.instance_name):
-            raise ValueError(f"instance_name {self.instance_name!r} must match {CGROUP_NAME.pattern}")
+            raise Invalid("instance_name", f"{self.instance_name!r} must match {CGROUP_NAME.pattern}")
         if not 1 <= self.uid_range_base < 1 << 31:
-            raise ValueError("uid_range_base must be 1..2147483647")
+            raise Invalid("uid_range_base", "must be 1..2147483647")
         if not 1 <= self.uid_range_size <= 1 << 24:
-            raise ValueError("uid_range_size must be 1..16777216")
+            raise Invalid("uid_range_size", "must be 1..16777216")
         if self.eu_log_backups < 0:
-            raise ValueError("eu_log_backups must be >= 0")
+            raise Invalid("eu_log_backups", "must be >= 0")

@@ -87,7 +87,7 @@ from dsm_tr181.packagers.imagesources import ImageSource, RegistrySource, archiv
 from dsm_tr181.packagers.layers import apply_layer
 from dsm_tr181.packagers.layerstore import LayerStore
 from dsm_tr181.packagers.worker import Cancel, disk_fault, make_staging, remove_tree, unpack_in_thread
-from dsm_tr181.sections import build_section
+from dsm_tr181.sections import Invalid, SectionError, build_section
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,14 @@ class ImagePackagerConfig:
         positive = ("max_image_bytes", "max_unpacked_bytes", "max_entries", "connect_timeout", "read_timeout")
         for name in (*positive, "max_signature_bytes"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"packager image: {name} must be positive")
+                raise Invalid(name, "must be positive")
         if self.max_redirects < 0:
-            raise ValueError("packager image: max_redirects must not be negative")
+            raise Invalid("max_redirects", "must not be negative")
         if self.platform:
-            Platform.parse(self.platform)
+            try:
+                Platform.parse(self.platform)
+            except ValueError as exc:
+                raise Invalid("platform", str(exc)) from None
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> ImagePackagerConfig:
@@ -157,7 +160,7 @@ class ImagePackager:
         self._make_config = make_config
         layer_dir = self.config.layer_dir or default_layer_dir
         if layer_dir is None:
-            raise ValueError("packager image: layer_dir must be set")
+            raise SectionError("packager.image", "layer_dir", "must be set")
         self.store = LayerStore(layer_dir)
 
     @classmethod

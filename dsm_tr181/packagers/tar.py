@@ -56,7 +56,7 @@ from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
 from dsm_tr181.packagers.fetch import Fetched, FetchOptions, fetch
 from dsm_tr181.packagers.httpget import HttpOptions
 from dsm_tr181.packagers.worker import Cancel, disk_fault, make_staging, remove_tree, unpack_in_thread
-from dsm_tr181.sections import build_section
+from dsm_tr181.sections import Invalid, build_section
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,10 @@ class TarPackagerConfig:
         )
         for name in (*positive, "rate_window"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"packager tar: {name} must be positive")
+                raise Invalid(name, "must be positive")
         for name in ("max_redirects", "min_rate"):
             if getattr(self, name) < 0:
-                raise ValueError(f"packager tar: {name} must not be negative")
+                raise Invalid(name, "must not be negative")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> TarPackagerConfig:

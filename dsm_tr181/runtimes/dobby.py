@@ -59,7 +59,7 @@ from dsm_tr181.lcm.ports import (
 from dsm_tr181.runtimes.container_ids import check_container_id
 from dsm_tr181.runtimes.dobby_bundle import make_safe_for_dobby
 from dsm_tr181.runtimes.logrotate import backup_path, shift_backups
-from dsm_tr181.sections import build_section
+from dsm_tr181.sections import Invalid, build_section
 
 _log = logging.getLogger(__name__)
 
@@ -114,19 +114,15 @@ class DobbyRuntimeConfig:
     def __post_init__(self) -> None:
         for name in ("call_timeout", "start_timeout"):
             if getattr(self, name) <= 0:
-                raise _bad_config(f"{name} must be a positive number of seconds, not {getattr(self, name)!r}")
+                raise Invalid(name, f"must be a positive number of seconds, not {getattr(self, name)!r}")
         if self.bus_address and not Gio.dbus_is_address(self.bus_address):
-            raise _bad_config(f"bus_address {self.bus_address!r} is not a D-Bus address")
+            raise Invalid("bus_address", f"{self.bus_address!r} is not a D-Bus address")
         if not Gio.dbus_is_name(self.service):
-            raise _bad_config(f"service {self.service!r} is not a D-Bus name")
+            raise Invalid("service", f"{self.service!r} is not a D-Bus name")
         if not GLib.Variant.is_object_path(self.object_path):
-            raise _bad_config(f"object_path {self.object_path!r} is not a D-Bus object path")
+            raise Invalid("object_path", f"{self.object_path!r} is not a D-Bus object path")
         if not _ID_CHARS.fullmatch(self.id_prefix) or ".." in self.id_prefix:
-            raise _bad_config(f"id_prefix {self.id_prefix!r} may hold only [A-Za-z0-9._-], without '..'")
-
-
-def _bad_config(message: str) -> ValueError:
-    return ValueError(f"runtime.dobby: {message}")
+            raise Invalid("id_prefix", f"{self.id_prefix!r} may hold only [A-Za-z0-9._-], without '..'")
 
 
 def exit_from_wait_status(container_id: str, wait_status: int) -> ContainerExit:

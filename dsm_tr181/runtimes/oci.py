@@ -45,7 +45,7 @@ from dsm_tr181.runtimes.container_ids import check_container_id
 from dsm_tr181.runtimes.logrotate import LogPolicy, rotate_if_needed
 from dsm_tr181.runtimes.ocicli import OciCli, OciState
 from dsm_tr181.runtimes.reaper import ExitStatus, ExitWatcher, become_subreaper
-from dsm_tr181.sections import build_section
+from dsm_tr181.sections import Invalid, build_section
 
 _log = logging.getLogger(__name__)
 
@@ -72,11 +72,11 @@ class OciRuntimeConfig:
 
     def __post_init__(self) -> None:
         if not self.binary:
-            raise ValueError("binary must not be empty")
+            raise Invalid("binary", "must not be empty")
         if self.kill_timeout < 0:
-            raise ValueError("kill_timeout must be >= 0")
+            raise Invalid("kill_timeout", "must be >= 0")
         if self.log_check_interval <= 0:
-            raise ValueError("log_check_interval must be > 0")
+            raise Invalid("log_check_interval", "must be > 0")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], where: str = "runtime.oci") -> OciRuntimeConfig:

@@ -750,7 +750,7 @@ def test_a_taken_name_fails_start(served: Served) -> None:
     [
         ({"buss": "system"}, "unknown key"),
         ({"bus": 1}, "bus.dbus.bus: must be a string"),
-        ({"bus": "tcp"}, "bus must be"),
+        ({"bus": "tcp"}, r"^bus\.dbus\.bus: must be"),
         ({"name": ":1.4"}, "well-known"),
         ({"object_path": "com/x"}, "object path"),
         ({"call_timeout": 0}, "positive"),

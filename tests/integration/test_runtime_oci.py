@@ -364,7 +364,7 @@ def test_config_from_section() -> None:
         OciRuntimeConfig.from_config({"systemd_cgroup": "yes"})
     with pytest.raises(ValueError, match=r"runtime\.oci\.kill_timeout: must be a number, not True"):
         OciRuntimeConfig.from_config({"kill_timeout": True})
-    with pytest.raises(ValueError, match="kill_timeout must be >= 0"):
+    with pytest.raises(ValueError, match=r"^runtime\.oci\.kill_timeout: must be >= 0"):
         OciRuntimeConfig.from_config({"kill_timeout": -1})
 
 

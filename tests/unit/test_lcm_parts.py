@@ -248,16 +248,16 @@ WRONG_TYPES = {
     "lcm range": ("[lcm]\nusage_interval = 0\n", "usage_interval"),
     "execenv number": ("[[execenv]]\nname = 'x'\ninitial_run_level = '5'\n", r"execenv\[0\].initial_run_level"),
     "execenv name": ("[[execenv]]\nname = '1x'\n", r"execenv\[0\]"),
-    "execenv not an array": ("[execenv]\nname = 'x'\n", "execenv must be an array"),
+    "execenv not an array": ("[execenv]\nname = 'x'\n", "^execenv: must be an array"),
     "daemon path": ("[daemon]\nstate_dir = 5\n", "daemon.state_dir"),
     "daemon buses": ("[daemon]\nbuses = 5\n", "daemon.buses"),
     "daemon bus name": ("[daemon]\nbuses = ['carrier-pigeon']\n", "daemon.buses"),
     "daemon socket_mode": ("[daemon]\nsocket_mode = 'rw'\n", "daemon.socket_mode"),
     "daemon socket_mode bool": ("[daemon]\nsocket_mode = true\n", "daemon.socket_mode"),
     "daemon log_level": ("[daemon]\nlog_level = 'verbose'\n", "daemon.log_level"),
-    "section not a table": ("lcm = 5\n", "lcm must be a table"),
-    "packager not a table": ("packager = 5\n", "packager must be a table"),
-    "runtime section": ("[runtime]\nrunc = 5\n", "runtime.runc must be a table"),
+    "section not a table": ("lcm = 5\n", "^lcm: must be a table"),
+    "packager not a table": ("packager = 5\n", "^packager: must be a table"),
+    "runtime section": ("[runtime]\nrunc = 5\n", r"^runtime\.runc: must be a table"),
 }
 
 

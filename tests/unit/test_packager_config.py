@@ -38,8 +38,8 @@ def test_from_config_converts_paths_and_numbers() -> None:
         ({"verify_tls": 1}, "packager.tar.verify_tls: must be true or false"),
         ({"connect_timeout": "fast"}, "packager.tar.connect_timeout: must be a number"),
         ({"ca_file": ""}, "packager.tar.ca_file: must be a path"),
-        ({"max_archive_bytes": 0}, "max_archive_bytes must be positive"),
-        ({"max_redirects": -1}, "max_redirects must not be negative"),
+        ({"max_archive_bytes": 0}, "packager.tar.max_archive_bytes: must be positive"),
+        ({"max_redirects": -1}, "packager.tar.max_redirects: must not be negative"),
     ],
 )
 def test_from_config_rejects_bad_sections(section: dict[str, object], complaint: str) -> None:

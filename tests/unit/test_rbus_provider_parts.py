@@ -31,6 +31,7 @@ from dsm_tr181.schema.model import Access, Schema
 from dsm_tr181.tree.datamodel import CommandCall, DataModel
 from dsm_tr181.tree.notifications import Kind
 from dsm_tr181.tree.paths import schema_path
+from tests.support.rbus_standin import Consumer, StandInBus
 
 pytestmark = pytest.mark.unit
 
@@ -77,7 +78,7 @@ def run_now(action: Callable[[], None]) -> None:
 
 def test_config_defaults_and_validation() -> None:
     assert RbusConfig.from_config({}) == RbusConfig("librbus.so.0", "dsm-tr181", 10.0, (), 10.0)
-    with pytest.raises(ValueError, match="watchdog_interval must be >= 0"):
+    with pytest.raises(ValueError, match=r"^bus\.rbus\.watchdog_interval: must be >= 0"):
         RbusConfig.from_config({"watchdog_interval": -1})
     assert RbusConfig.from_config({"skip": ["Device.DeviceInfo."]}).skip == ("Device.DeviceInfo.",)
     with pytest.raises(ValueError, match=r"bus\.rbus\.skip: must be a list of strings"):
@@ -89,16 +90,18 @@ def test_config_defaults_and_validation() -> None:
         RbusConfig.from_config({"component": 3})
     with pytest.raises(ValueError, match=r"bus\.rbus\.call_timeout: must be a number"):
         RbusConfig.from_config({"call_timeout": True})
-    with pytest.raises(ValueError, match="call_timeout must be > 0"):
+    with pytest.raises(ValueError, match=r"^bus\.rbus\.call_timeout: must be > 0"):
         RbusConfig.from_config({"call_timeout": 0})
 
 
 def test_every_served_name_becomes_an_element(schema: Schema, loop: asyncio.AbstractEventLoop) -> None:
     provider = RbusProvider.create(DataModel(schema), {}, loop)
+    handle = rbus_ffi.Handle(rbus_ffi.Rbus(StandInBus().lib), "dsm-tr181")
+    outbox = Outbox(handle, provider._trigger())
     connection = rbus_provider._Connection(
-        FakeHandle(),  # type: ignore[arg-type]
+        handle,
         Activity(),
-        Outbox(FakeHandle(), "dsm-tr181"),  # type: ignore[arg-type]
+        outbox,
         Methods(provider.dm, LoopBridge(loop, 5), run_now),
         ValueChanges(provider.dm, loop, lambda name, data: None),
     )
@@ -125,44 +128,47 @@ def test_every_served_name_becomes_an_element(schema: Schema, loop: asyncio.Abst
     }
     assert SM + "DUStateChange!" in elements
     assert not any(e.add_row or e.remove_row for e in elements.values() if isinstance(e, rbus_ffi.Table))
+    # Nothing of the provider's own: the outbox rides on a served parameter outside any table.
+    tables = {n for n, e in elements.items() if isinstance(e, rbus_ffi.Table)}
+    assert set(elements) == set(parameters) | tables | {o.path + n for o in objects for n in [*o.commands, *o.events]}
+    (trigger,) = [e for e in properties.values() if e.own_get is not None]
+    assert trigger.name == outbox.trigger and "{i}" not in trigger.name
+    handle.close()
 
 
 # ---- the outbox ----
 
 
-class FakeHandle:
-    """Invoking the flush method runs its handler at once, as rbus's callback thread would."""
-
-    def __init__(self) -> None:
-        self.outbox: Outbox | None = None
-        self.threads: set[int] = set()
-
-    def invoke(self, method: str) -> dict[str, Any]:
-        assert self.outbox is not None and method == self.outbox.method
-        self.threads.add(threading.get_ident())
-        self.outbox.flush(method, {}, FakeReply())  # type: ignore[arg-type]
-        return {}
-
-
-def test_outbox_runs_actions_in_order_off_the_posting_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_outbox_runs_actions_in_order_on_the_callback_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the librbus stand-in: the outbox gets its own trigger property; the get handler,
+    on the component's callback thread, runs the actions; another component's get does not."""
     monkeypatch.setattr(rbus_outbox, "BATCH", 3)
-    handle = FakeHandle()
-    outbox = handle.outbox = Outbox(handle, "dsm-test")  # type: ignore[arg-type]
-    assert outbox.method == "Device.X_RDKCENTRAL-COM_DSM.dsm-test.Flush()"
+    bus = StandInBus()
+    handle = rbus_ffi.Handle(rbus_ffi.Rbus(bus.lib), "dsm-test")
+    outbox = Outbox(handle, "Device.Test.Trigger")
+    handle.register([rbus_ffi.Property("Device.Test.Trigger", "string", lambda name: "x", own_get=outbox.flush)])
     ran: list[int] = []
+    threads: set[int] = set()
+
+    def action(i: int) -> None:
+        ran.append(i)
+        threads.add(threading.get_ident())
+
     for i in range(7):
-        outbox.post(lambda i=i: ran.append(i))
+        outbox.post(lambda i=i: action(i))
     outbox.post(lambda: (_ for _ in ()).throw(RuntimeError("logged, not fatal")))
-    outbox.post(lambda: ran.append(7))
+    outbox.post(lambda: action(7))
+    assert Consumer(bus).get(["Device.Test.Trigger"])[0] == 0 and ran == []  # another component asked
     synced = outbox.synced()
     outbox.start()
     synced.result(5)
     assert ran == list(range(8))
-    assert threading.get_ident() not in handle.threads
+    assert threads == {bus.components["dsm-test"].thread.ident}
     outbox.stop()
     outbox.post(lambda: ran.append(99))
     assert outbox.synced().done()
     assert ran == list(range(8))
+    handle.close()
 
 
 # ---- values ----
