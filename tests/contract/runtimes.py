@@ -27,7 +27,13 @@ from tests.support.dbusdaemon import PrivateBus, gdbus_call, private_bus
 from tests.support.dobby_standin import running_standin
 from tests.support.specs import spec_of
 
-BACKENDS = ("runc", "crun", "dobby-standin", "dobby-daemon")
+BACKENDS = (
+    "runc",
+    "crun",
+    "dobby-standin",
+    # `-m dobby_real` selects every test of the real DobbyDaemon, this one's too
+    pytest.param("dobby-daemon", marks=pytest.mark.dobby_real),
+)
 
 
 class Backend(Protocol):
