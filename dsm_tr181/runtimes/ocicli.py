@@ -1,9 +1,9 @@
 """The runc / crun command line: argument lists, exit codes and JSON, in one place.
 
-Both runtimes share the OCI runtime CLI (create, start, state, kill, pause, resume,
-delete, list) and the global flags used here (``--root``, ``--log``,
-``--log-format=json``, ``--systemd-cgroup``); with ``--log-format=json`` their error
-messages arrive as JSON lines on stderr, which :func:`runtime_messages` reads.
+Both runtimes share the OCI runtime CLI (run, state, kill, pause, resume, delete, list)
+and the global flags used here (``--root``, ``--log``, ``--log-format=json``,
+``--systemd-cgroup``); with ``--log-format=json`` their error messages arrive as JSON
+lines on stderr, which :func:`runtime_messages` reads.
 """
 
 from __future__ import annotations
@@ -136,20 +136,24 @@ class OciCli:
             raise self._failure(args, err.decode(errors="replace"))
         return out
 
-    async def create(self, container_id: str, bundle: Path, *, pid_file: Path, output: int, error_log: Path) -> None:
-        """``create`` with the container's stdout/stderr on ``output`` (an fd it inherits).
+    async def run_detached(
+        self, container_id: str, bundle: Path, *, pid_file: Path, output: int, error_log: Path
+    ) -> None:
+        """``run --detach``: create and start in one runtime process (a ``create`` then a
+        ``start`` cost a second one), with the container's stdout/stderr on ``output`` (an
+        fd it inherits). Returns once the container's process runs.
 
         The runtime's own stderr is the container's too, so its error message is read
         from ``--log=error_log`` instead. The CLI runs in a new session so that signals
         meant for the daemon's terminal or process group never reach the container.
         """
         error_log.unlink(missing_ok=True)
-        args = ("create", "--bundle", str(bundle.absolute()), "--pid-file", str(pid_file), container_id)
+        args = ("run", "--detach", "--bundle", str(bundle.absolute()), "--pid-file", str(pid_file), container_id)
         code, _, _ = await self._spawn(args, output=output, flags=(f"--log={error_log}",), new_session=True)
         try:
             if code != 0:
                 text = error_log.read_text(errors="replace") if error_log.exists() else ""
-                raise self._failure(("create", container_id), text)
+                raise self._failure(("run", container_id), text)
         finally:
             error_log.unlink(missing_ok=True)
 
