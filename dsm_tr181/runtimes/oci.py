@@ -298,7 +298,8 @@ class OciRuntime:
         self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
         bundle = self._write_bundle(container_id, spec.config)
         if not self.config.systemd_cgroup:
-            apply_parent(str(spec.config.get("linux", {}).get("cgroupsPath", "")), spec.execenv_resources)
+            cgroup = str(spec.config.get("linux", {}).get("cgroupsPath", ""))
+            apply_parent(cgroup, spec.execenv_resources, unified=self.config.cgroup2_mount_namespace)
         output, shim = logwriter.spawn(policy)
         return bundle, output, shim
 
@@ -437,7 +438,7 @@ class OciRuntime:
         except (OSError, ValueError):
             return False
         cgroup = str(config.get("linux", {}).get("cgroupsPath", ""))
-        return bool(cgroup) and oom_kills(cgroup) > 0
+        return bool(cgroup) and oom_kills(cgroup, unified=self.config.cgroup2_mount_namespace) > 0
 
     def _policy_file(self, container_id: str) -> Path:
         return self._files / f"{container_id}.json"
