@@ -150,9 +150,13 @@ class OciRuntime:
             await self._clear_leftover(container_id)
             policy = LogPolicy(spec.log_path, spec.log_max_bytes, spec.log_backups)
             try:
-                bundle, output, shim = await asyncio.to_thread(self._prepare, spec, policy)
-                self._reap(shim)
-                pid = await self._run(container_id, bundle, output)
+                bundle, read_end, write_end = self._prepare(spec, policy)
+                # The log writer starts while the runtime runs (a fork each: neither waits on the other).
+                writer = asyncio.ensure_future(asyncio.to_thread(logwriter.spawn, policy, read_end))
+                try:
+                    pid = await self._run(container_id, bundle, write_end)
+                finally:
+                    self._reap(await writer)
                 # Its init is this process's child from here on (a child subreaper), a
                 # zombie until reaped if it already ended: the pidfd cannot miss its exit.
                 tracked = self._track(container_id, pid, policy)
@@ -291,17 +295,18 @@ class OciRuntime:
         await self._cli.run("delete", "--force", container_id)
 
     def _prepare(self, spec: StartSpec, policy: LogPolicy) -> tuple[Path, int, int]:
-        """Everything before the runtime runs, in one thread: the log policy file, the
-        bundle, the ExecEnv's parent cgroup and the log writer; (bundle, the writer's
-        pipe for the container's output, the writer's pid)."""
+        """Everything before the runtime runs: the log policy file, the bundle, the ExecEnv's
+        parent cgroup and the log file; (bundle, the read and write ends of the pipe from the
+        container's output to its log writer). A few small writes without fsync (under a
+        millisecond): on the loop, as a hop to a thread and back costs more than that."""
         container_id = spec.container_id
         self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
         bundle = self._write_bundle(container_id, spec.config)
         if not self.config.systemd_cgroup:
             cgroup = str(spec.config.get("linux", {}).get("cgroupsPath", ""))
             apply_parent(cgroup, spec.execenv_resources, unified=self.config.cgroup2_mount_namespace)
-        output, shim = logwriter.spawn(policy)
-        return bundle, output, shim
+        read_end, write_end = logwriter.pipe(policy)
+        return bundle, read_end, write_end
 
     async def _run(self, container_id: str, bundle: Path, output: int) -> int:
         """Run the container detached with ``output`` (closed here) as its stdout/stderr; its init pid."""
