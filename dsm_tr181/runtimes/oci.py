@@ -151,12 +151,14 @@ class OciRuntime:
             policy = LogPolicy(spec.log_path, spec.log_max_bytes, spec.log_backups)
             try:
                 bundle, read_end, write_end = self._prepare(spec, policy)
-                # The log writer starts while the runtime runs (a fork each: neither waits on the other).
-                writer = asyncio.ensure_future(asyncio.to_thread(logwriter.spawn, policy, read_end))
                 try:
                     pid = await self._run(container_id, bundle, write_end)
-                finally:
-                    self._reap(await writer)
+                except BaseException:
+                    os.close(read_end)
+                    raise
+                # The log writer starts once the runtime is done, its interpreter's start-up not
+                # competing with the runtime for the CPU; the pipe holds the first output till then.
+                self._reap(logwriter.spawn(policy, read_end))
                 # Its init is this process's child from here on (a child subreaper), a
                 # zombie until reaped if it already ended: the pidfd cannot miss its exit.
                 tracked = self._track(container_id, pid, policy)
