@@ -31,7 +31,8 @@ class UsageSample:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text()
+        with open(path, "rb") as file:  # no text layer: these files are small and ASCII
+            return file.read().decode()
     except (OSError, ValueError):
         return None
 
@@ -89,11 +90,18 @@ def _container_dirs(pid: int) -> dict[str, Path]:
 
 
 def _stat_value(text: str | None, key: str) -> int | None:
-    for line in (text or "").splitlines():
-        name, _, value = line.partition(" ")
-        if name == key and value.strip().isdigit():
-            return int(value)
-    return None
+    """The value of ``key`` in a ``name value`` per line file (memory.stat, cpu.stat)."""
+    if not text:
+        return None
+    if text.startswith(key + " "):
+        start = 0
+    else:
+        found = text.find("\n" + key + " ")
+        if found < 0:
+            return None
+        start = found + 1
+    value = text[start + len(key) + 1 :].split("\n", 1)[0].strip()
+    return int(value) if value.isdigit() else None
 
 
 def _memory_bytes(dirs: dict[str, Path]) -> int | None:

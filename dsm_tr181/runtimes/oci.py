@@ -51,6 +51,7 @@ _log = logging.getLogger(__name__)
 
 KILL_WAIT = 5.0  # seconds to wait for the exit after SIGKILL before giving up
 _LIVE = (ContainerState.RUNNING, ContainerState.PAUSED)
+_CPUS = os.cpu_count() or 1  # read once: glibc reads /sys for it at every call
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class OciRuntime:
         self._locks: dict[str, asyncio.Lock] = {}
         self._watcher: ExitWatcher | None = None
         self._rotation: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Future[int]] = set()  # log writers being started
 
     @classmethod
     def create(cls, section: Mapping[str, Any], state_dir: Path) -> OciRuntime:
@@ -156,9 +158,12 @@ class OciRuntime:
                 except BaseException:
                     os.close(read_end)
                     raise
-                # The log writer starts once the runtime is done, its interpreter's start-up not
-                # competing with the runtime for the CPU; the pipe holds the first output till then.
-                self._reap(logwriter.spawn(policy, read_end))
+                # The log writer starts once the runtime is done and in a thread, so that neither
+                # the runtime nor the report of the start waits for its fork or competes with its
+                # interpreter's start-up; the pipe holds the container's first output till then.
+                writer = asyncio.ensure_future(asyncio.to_thread(logwriter.spawn, policy, read_end))
+                self._writers.add(writer)
+                writer.add_done_callback(functools.partial(self._writer_started, container_id))
                 # Its init is this process's child from here on (a child subreaper), a
                 # zombie until reaped if it already ended: the pidfd cannot miss its exit.
                 tracked = self._track(container_id, pid, policy)
@@ -229,6 +234,7 @@ class OciRuntime:
 
     async def close(self) -> None:
         """Stop watching; containers keep running (a new instance can adopt them)."""
+        await asyncio.gather(*self._writers, return_exceptions=True)
         if self._rotation is not None:
             self._rotation.cancel()
             await asyncio.gather(self._rotation, return_exceptions=True)
@@ -389,6 +395,16 @@ class OciRuntime:
             self._rotation = loop.create_task(self._rotate_logs(), name=f"{self.name}-log-rotation")
         return tracked
 
+    def _writer_started(self, container_id: str, writer: asyncio.Future[int]) -> None:
+        self._writers.discard(writer)
+        if writer.cancelled():
+            return
+        failure = writer.exception()
+        if failure is not None:  # its output now fails with EPIPE: the container may end on it
+            _log.error("container %s runs without its log writer: %s", container_id, failure)
+            return
+        self._reap(writer.result())
+
     def _reap(self, pid: int) -> None:
         """Collect the log writer's exit (it ends with its container)."""
         if self._watcher is None:
@@ -433,7 +449,7 @@ class OciRuntime:
             used, elapsed = sample.cpu_usec, sample.age_s
         else:
             return -1
-        return max(0, min(100, round(used / (elapsed * 1e6 * (os.cpu_count() or 1)) * 100)))
+        return max(0, min(100, round(used / (elapsed * 1e6 * _CPUS) * 100)))
 
     def _oom_killed(self, container_id: str) -> bool:
         """Whether the OOM killer killed a process of the container (its cgroup is still there:
