@@ -7,8 +7,8 @@ ratio to a baseline measured in the same run.
    interleaved rounds; target <= 1.2 x.
 2. Monitoring: with 50 containers running, one sweep of the daemon's per-EU usage read
    (``OciRuntime.usage()``: memory, CPU and processes) against reading each container's
-   cgroup files directly (memory.usage_in_bytes, memory.stat, cpuacct.usage, cgroup.procs).
-   Prints the per-EU cost; target <= 2 x.
+   cgroup files directly, their directories known beforehand (memory.usage_in_bytes,
+   memory.stat, cpuacct.usage, cgroup.procs). Prints the per-EU cost; target <= 2 x.
 3. The log writer's private memory (one per running container).
 
 4. Bridged networking, in a network (and mount) namespace of its own (``unshare``): an EU
@@ -16,8 +16,8 @@ ratio to a baseline measured in the same run.
    namespace) against the same made with the ``ip`` command + ``runc run -d``; target
    <= 1.2 x. Then the network setup and teardown of 50 EUs, per EU, checking nothing is left.
 5. Idle cost: a real daemon with 50 DUs installed and their EUs Active, nobody reading;
-   the daemon's CPU time (utime + stime of /proc/<pid>/stat) over a window, as a share of
-   one core; target < 0.5 %.
+   the daemon's CPU time (utime + stime of /proc/<pid>/stat) over a window (65 s by default:
+   one DiskSpaceInUse sweep included), as a share of one core; target < 0.5 %.
 
 Each figure is printed with its target and "met" or "NOT met"; the exit status is 1 when
 any target is missed.
