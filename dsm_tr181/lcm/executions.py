@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROW = EU_TABLE + "{i}."
+NO_USAGE = ContainerUsage()  # of an EU not running (shared: whole-tree reads ask every row)
 AUTO_RESTART = ("RetryMinimumWaitInterval", "RetryMaximumWaitInterval", "RetryIntervalMultiplier",
                 "MaximumRetryCount", "ResetPeriod", "RetryCount")  # fmt: skip
 
@@ -56,7 +57,7 @@ class Eu:
     exited: ContainerExit | None = None  # an exit seen while a start was in progress
     retry: asyncio.TimerHandle | None = None  # pending AutoRestart
     memory_limit_kib: int = -1  # of the running container (-1: none of its own)
-    usage: ContainerUsage = field(default_factory=ContainerUsage)  # the last sample (taken when read)
+    usage: ContainerUsage = NO_USAGE  # the last sample (taken when read)
     sampled: float = -1.0  # monotonic time of that sample (-1: none since the start)
 
 
@@ -413,7 +414,7 @@ class Executions:
             values["ExecutionFaultCode"], values["ExecutionFaultMessage"] = fault
             self._remember_fault(eu, *fault)
         if status != EuStatus.ACTIVE:
-            eu.usage, eu.sampled = ContainerUsage(), -1.0
+            eu.usage, eu.sampled = NO_USAGE, -1.0
         self.lcm.dm.update(self.node(eu), values)
         self._publish_active(eu.record.ee)
 
@@ -583,7 +584,7 @@ class Executions:
         ``usage_interval`` s. Nothing samples an EU nobody asks about (MemoryInUse and
         CPUPercentInUse are never announced, so no subscription needs them either)."""
         if not eu.running:
-            return ContainerUsage()
+            return NO_USAGE
         if eu.sampled < 0 or time.monotonic() - eu.sampled >= self.lcm.settings.usage_interval:
             eu.sampled = time.monotonic()
             try:
