@@ -4,6 +4,7 @@ run levels, Restart()/Reset() and resource figures."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ class ExecEnvs:
         # Error so that their DUs can be seen and uninstalled, never started or updated.
         self.unconfigured: set[str] = set()
         self._cpu = sysinfo.CpuIdle()
+        self._idle_at, self._idle = -1.0, -1
 
     # -- rows --------------------------------------------------------------------------------
 
@@ -173,7 +175,7 @@ class ExecEnvs:
         dm.on_set(ROW + "Reset", apply=self._reset_requested)
         dm.on_set(ROW + "Signers", apply=self._signers_changed)
         dm.on_get(ROW + "AvailableDiskSpace", self._available_disk)
-        dm.never_announced(ROW + "AvailableCPUPercent")  # sampled quietly
+        dm.on_get(ROW + "AvailableCPUPercent", lambda node: self._idle_cpu())
         dm.on_get(ROW + "AvailableMemory", self._available_memory)
         dm.on_command(ROW + "SetRunLevel()", self._set_run_level_command)
         dm.on_command(ROW + "Restart()", self._restart_command)
@@ -336,10 +338,13 @@ class ExecEnvs:
             return free
         return max(0, min(free, allocated - self.lcm.executions.memory_in_use(self.name_of(node))))
 
-    def sample_cpu(self) -> None:
-        idle = self._cpu.percent()
-        for name in self.records:
-            self.lcm.dm.update(self.node(name), {"AvailableCPUPercent": idle}, quiet=True)
+    def _idle_cpu(self) -> int:
+        """The share of CPU time left idle since the previous sample, sampled when read
+        (reused for usage_interval s)."""
+        now = time.monotonic()
+        if self._idle_at < 0 or now - self._idle_at >= self.lcm.settings.usage_interval:
+            self._idle_at, self._idle = now, self._cpu.percent()
+        return self._idle
 
     def set_active(self, name: str, refs: tuple[str, ...]) -> None:
         self.lcm.dm.update(self.node(name), {"ActiveExecutionUnits": refs})

@@ -23,7 +23,7 @@ from dsm_tr181.containerspec.resources import cpu_quota_us, execenv_resources, m
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm import admission, euinputs
 from dsm_tr181.lcm.confinement import execenv_limits
-from dsm_tr181.lcm.ports import ContainerExit, RuntimeUnavailable, StartSpec
+from dsm_tr181.lcm.ports import ContainerExit, ContainerUsage, Runtime, RuntimeUnavailable, SampledRuntime, StartSpec
 from dsm_tr181.lcm.records import ExecutionUnitRecord
 from dsm_tr181.lcm.states import EE, EU, DuStatus, EeRequest, EuFault, EuRequest, EuStatus, Next, allow
 from dsm_tr181.lcm.tables import EU_TABLE, INFINITE_TIME, LOG_TABLE, as_int, from_stamp, now, stamp
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ROW = EU_TABLE + "{i}."
 NETWORK_MODE = "X_RDKCENTRAL-COM_NetworkMode"  # vendor parameter (datamodel/regenerate.py)
+NO_USAGE = ContainerUsage()  # of an EU not running (shared: whole-tree reads ask every row)
 AUTO_RESTART = ("RetryMinimumWaitInterval", "RetryMaximumWaitInterval", "RetryIntervalMultiplier",
                 "MaximumRetryCount", "ResetPeriod", "RetryCount")  # fmt: skip
 
@@ -56,10 +57,10 @@ class Eu:
     started: float = 0.0  # monotonic time the container started
     exited: ContainerExit | None = None  # an exit seen while a start was in progress
     retry: asyncio.TimerHandle | None = None  # pending AutoRestart
-    memory_kib: int = -1
     memory_limit_kib: int = -1  # of the running container (-1: none of its own)
     cpu_quota_us: int = -1  # its CFS quota per 100 ms (-1: none of its own)
-    pids: tuple[int, ...] = ()  # its processes at the last sample
+    usage: ContainerUsage = NO_USAGE  # the last sample (taken when read)
+    sampled: float = -1.0  # monotonic time of that sample (-1: none since the start)
 
 
 class Executions:
@@ -67,7 +68,6 @@ class Executions:
         self.lcm = lcm
         self.units: dict[int, Eu] = {}
         self._by_container: dict[str, Eu] = {}
-        self._sampler: asyncio.Task[None] | None = None
 
     # -- rows ---------------------------------------------------------------------------------
 
@@ -184,8 +184,8 @@ class Executions:
         for name in ("Enable", *AUTO_RESTART):
             dm.on_set(ROW + "AutoRestart." + name, apply=self._persist_auto_restart)
         dm.on_get(ROW + "Uptime", self._uptime)
-        for name in ("MemoryInUse", "CPUPercentInUse"):  # sampled quietly (usage sampler)
-            dm.never_announced(ROW + name)
+        dm.on_get(ROW + "MemoryInUse", lambda node: self.usage(self._eu(node)).memory_kib)
+        dm.on_get(ROW + "CPUPercentInUse", lambda node: min(100, self.usage(self._eu(node)).cpu_percent))
 
     def _eu(self, node: Node) -> Eu:
         return self.units[node.number]
@@ -427,9 +427,7 @@ class Executions:
             values["ExecutionFaultCode"], values["ExecutionFaultMessage"] = fault
             self._remember_fault(eu, *fault)
         if status != EuStatus.ACTIVE:
-            values["MemoryInUse"] = -1
-            values["CPUPercentInUse"] = -1
-            eu.pids = ()
+            eu.usage, eu.sampled = NO_USAGE, -1.0
         self.lcm.dm.update(self.node(eu), values)
         self._publish_active(eu.record.ee)
 
@@ -607,38 +605,42 @@ class Executions:
         eu.started = time.monotonic()
         self._set_status(eu, EuStatus.ACTIVE)
 
-    # -- usage sampling -------------------------------------------------------------------------------
+    # -- usage: sampled when read -------------------------------------------------------------------
 
-    def start_sampler(self) -> None:
-        self._sampler = self.lcm.spawn(self._sample_forever(), "usage-sampler")
+    def usage(self, eu: Eu) -> ContainerUsage:
+        """The EU's memory, CPU share and processes: sampled when read, the sample reused for
+        ``usage_interval`` s. Nothing samples an EU nobody asks about (MemoryInUse and
+        CPUPercentInUse are never announced, so no subscription needs them either)."""
+        if not eu.running:
+            return NO_USAGE
+        if eu.sampled < 0 or time.monotonic() - eu.sampled >= self.lcm.settings.usage_interval:
+            eu.sampled = time.monotonic()
+            try:
+                runtime = self.lcm.execenvs.runtime(eu.record.ee)
+            except Fault:
+                return eu.usage
+            if isinstance(runtime, SampledRuntime):  # a few file reads: at once
+                eu.usage = runtime.usage_now(eu.record.container_id)
+            else:  # a round trip (Dobby's GetInfo): this read gets the previous sample
+                self.lcm.spawn(self._sample(eu, runtime), f"eu-{eu.record.instance}-usage")
+        return eu.usage
 
-    async def _sample_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.lcm.settings.usage_interval)
-            self.lcm.execenvs.sample_cpu()
-            for eu in list(self.units.values()):
-                if not eu.running:
-                    continue
-                try:
-                    usage = await self.lcm.execenvs.runtime(eu.record.ee).usage(eu.record.container_id)
-                except RuntimeUnavailable as fault:
-                    self.lcm.availability.runtime_failed(eu.record.ee, fault)
-                    continue
-                except Fault as fault:
-                    log.debug("usage of %s: %s", eu.record.euid, fault)
-                    continue
-                if eu.running and eu.record.instance in self.units:
-                    eu.memory_kib = usage.memory_kib
-                    eu.pids = usage.pids
-                    values = {"MemoryInUse": usage.memory_kib, "CPUPercentInUse": min(100, usage.cpu_percent)}
-                    self.lcm.dm.update(self.node(eu), values, quiet=True)
+    async def _sample(self, eu: Eu, runtime: Runtime) -> None:
+        try:
+            usage = await runtime.usage(eu.record.container_id)
+        except RuntimeUnavailable as fault:
+            self.lcm.availability.runtime_failed(eu.record.ee, fault)
+            return
+        except Fault as fault:
+            log.debug("usage of %s: %s", eu.record.euid, fault)
+            return
+        if eu.running:
+            eu.usage = usage
 
     def memory_in_use(self, ee: str) -> int:
-        return sum(max(0, eu.memory_kib) for eu in self.of_ee(ee) if eu.running)
+        return sum(max(0, self.usage(eu).memory_kib) for eu in self.of_ee(ee) if eu.running)
 
     async def close(self) -> None:
-        if self._sampler:
-            self._sampler.cancel()
         for eu in self.units.values():
             if eu.retry:
                 eu.retry.cancel()

@@ -98,7 +98,6 @@ class Lcm:
         snapshot = self.store.load()
         self.outcomes.restore(snapshot.of(PendingEventRecord))
         await recover(self, snapshot)
-        self.executions.start_sampler()
         self.spawn(monitoring.sample_disk_forever(self), "disk-sampler")
 
     def check_open(self) -> None:
@@ -208,8 +207,8 @@ class Lcm:
         return Path(self.executions.units[eu_instance].record.log_file), self.settings.eu_log_backups
 
     def eu_processes(self, eu_instance: int) -> list[dict[str, Value]]:
-        """PID and command line of EU ``eu_instance``'s processes at the last sample."""
-        return monitoring.processes(self.executions.units[eu_instance].pids)
+        """PID and command line of EU ``eu_instance``'s processes (sampled now, or within usage_interval)."""
+        return monitoring.processes(self.executions.usage(self.executions.units[eu_instance]).pids)
 
     def bundle_root(self, du_instance: int) -> Path:
         return self.settings.bundle_dir / str(du_instance)

@@ -235,6 +235,16 @@ class MonitoredRuntime(Runtime, Protocol):
         """Call ``callback`` on the daemon's loop when availability may have changed."""
 
 
+@runtime_checkable
+class SampledRuntime(Runtime, Protocol):
+    """Optional ability: usage read at once, without blocking (a few cgroup and /proc file
+    reads), so that a read of MemoryInUse can sample it on the spot."""
+
+    def usage_now(self, container_id: str) -> ContainerUsage:
+        """What usage() returns, computed synchronously."""
+        ...
+
+
 class Volumes(Protocol):
     """Application data volumes of a fixed capacity on the host, each mounted on a directory
     that is bind-mounted into containers. Blocking calls (run them in a thread)."""

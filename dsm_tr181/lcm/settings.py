@@ -94,7 +94,7 @@ class LcmSettings:
     shutdown_timeout: float = 20.0  # at SIGTERM, seconds running operations get to end before they are cancelled
     eu_log_max_bytes: int = 1 << 20
     eu_log_backups: int = 2
-    usage_interval: float = 5.0  # seconds between memory/CPU samples of running EUs
+    usage_interval: float = 2.0  # seconds a memory/CPU sample (taken when read) is reused by later reads
     disk_usage_interval: float = 60.0  # seconds between DiskSpaceInUse samples (a walk of each EU's rootfs)
     stop_containers_on_exit: bool = False  # default: containers outlive a daemon restart
     preinstalled: tuple[str, ...] = field(default=())  # DU URLs Reset() restores (factory state)

@@ -10,6 +10,7 @@ accounting, CPU time is unknown.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ class UsageSample:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text()
+        with open(path, "rb") as file:  # no text layer: these files are small and ASCII
+            return file.read().decode()
     except (OSError, ValueError):
         return None
 
@@ -40,8 +42,12 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
+@functools.cache
 def _cgroup_mounts() -> dict[str, tuple[str, Path]]:
-    """Controller (or _V2) -> (root of the hierarchy visible there, mount point)."""
+    """Controller (or _V2) -> (root of the hierarchy visible there, mount point).
+
+    Read once: the daemon's own mount table does not change under it (runtimes that
+    need another one run in a mount namespace of their own)."""
     mounts: dict[str, tuple[str, Path]] = {}
     for line in (_read(Path("/proc/self/mountinfo")) or "").splitlines():
         fields = line.split()
@@ -84,11 +90,18 @@ def _container_dirs(pid: int) -> dict[str, Path]:
 
 
 def _stat_value(text: str | None, key: str) -> int | None:
-    for line in (text or "").splitlines():
-        name, _, value = line.partition(" ")
-        if name == key and value.strip().isdigit():
-            return int(value)
-    return None
+    """The value of ``key`` in a ``name value`` per line file (memory.stat, cpu.stat)."""
+    if not text:
+        return None
+    if text.startswith(key + " "):
+        start = 0
+    else:
+        found = text.find("\n" + key + " ")
+        if found < 0:
+            return None
+        start = found + 1
+    value = text[start + len(key) + 1 :].split("\n", 1)[0].strip()
+    return int(value) if value.isdigit() else None
 
 
 def _memory_bytes(dirs: dict[str, Path]) -> int | None:
@@ -121,7 +134,9 @@ def _pids(dirs: dict[str, Path], init: int) -> tuple[int, ...]:
             text = _read(dirs[controller] / "cgroup.procs")
             if text is not None:
                 return tuple(sorted(int(pid) for pid in text.split()))
-    return (init,)
+    if any(controller in dirs for controller in _PROCS_SOURCES):
+        return ()  # its cgroups are gone: so is the container
+    return (init,) if Path(f"/proc/{init}").exists() else ()
 
 
 def _rss_kib(pids: tuple[int, ...]) -> int:
@@ -142,16 +157,25 @@ def _age_s(pid: int) -> float | None:
     return max(0.0, float(uptime.split()[0]) - start_ticks / _CLOCK_TICKS)
 
 
-def sample_usage(init: int) -> UsageSample:
-    """Memory, CPU time and pids of the container whose init process is ``init`` (blocking)."""
-    if not Path(f"/proc/{init}").exists():
-        return UsageSample(-1, None, None, ())
-    dirs = _container_dirs(init)
+def container_dirs(init: int) -> dict[str, Path]:
+    """The cgroup directories of the container whose init process is ``init``, by controller
+    (they stay the same while it runs: find them once, sample them often)."""
+    return _container_dirs(init)
+
+
+def sample_usage(init: int, dirs: dict[str, Path] | None = None, with_age: bool = True) -> UsageSample:
+    """Memory, CPU time and pids of the container whose init process is ``init`` (a few file
+    reads, no process). ``dirs``: its :func:`container_dirs` if known; ``with_age``: also
+    read how long the init has run (needed for a first CPU share only)."""
+    if dirs is None:
+        dirs = _container_dirs(init)
     pids = _pids(dirs, init)
+    if not pids:
+        return UsageSample(-1, None, None, ())
     memory = _memory_bytes(dirs)
     return UsageSample(
         memory_kib=memory // 1024 if memory is not None else _rss_kib(pids),
         cpu_usec=_cpu_usec(dirs),
-        age_s=_age_s(init),
+        age_s=_age_s(init) if with_age else None,
         pids=pids,
     )

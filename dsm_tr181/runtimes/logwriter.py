@@ -13,10 +13,17 @@ from dsm_tr181.runtimes.logrotate import LogPolicy, open_log
 SHIM = Path(logshim.__file__)
 
 
-def spawn(policy: LogPolicy) -> tuple[int, int]:
-    """Start the writer of ``policy.path``; (the pipe's write end to give the container, its pid)."""
-    os.close(open_log(policy))  # rotated if due and there at once, before the writer runs
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+def pipe(policy: LogPolicy) -> tuple[int, int]:
+    """The log file rotated if due and there at once, and the pipe to its writer: (read
+    end for :func:`spawn`, write end for the container)."""
+    os.close(open_log(policy))
+    return os.pipe2(os.O_CLOEXEC)
+
+
+def spawn(policy: LogPolicy, read_end: int) -> int:
+    """Start the writer of ``policy.path`` reading ``read_end`` (closed here); its pid.
+
+    The container may already write: the pipe holds its output until the writer runs."""
     try:
         process = subprocess.Popen(
             [sys.executable, "-S", "-I", str(SHIM), str(policy.path), str(policy.max_bytes), str(policy.backups)],
@@ -25,9 +32,6 @@ def spawn(policy: LogPolicy) -> tuple[int, int]:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-    except BaseException:
-        os.close(write_end)
-        raise
     finally:
         os.close(read_end)
-    return write_end, process.pid
+    return process.pid

@@ -9,7 +9,7 @@ watches the containers of the state root again.
 
 Per container, besides the runtime's own state under ``--root``, the adapter keeps
 ``<work>/containers/<id>.json`` (the log rotation policy, so rotation survives a
-restart), the pid file written by ``create``, and ``<work>/bundles/<id>/config.json``:
+restart), the pid file written by ``run --detach``, and ``<work>/bundles/<id>/config.json``:
 the effective spec it was given, the bundle runc/crun run (its ``root.path`` is the DU's
 root filesystem). The DU's own config.json is never read or written here.
 """
@@ -40,7 +40,7 @@ from dsm_tr181.lcm.ports import (
 )
 from dsm_tr181.runtimes import logwriter
 from dsm_tr181.runtimes.cgroup_limits import apply_parent, oom_kills
-from dsm_tr181.runtimes.cgroups import UsageSample, sample_usage
+from dsm_tr181.runtimes.cgroups import UsageSample, container_dirs, sample_usage
 from dsm_tr181.runtimes.container_ids import check_container_id
 from dsm_tr181.runtimes.logrotate import LogPolicy, rotate_if_needed
 from dsm_tr181.runtimes.ocicli import OciCli, OciState
@@ -51,6 +51,7 @@ _log = logging.getLogger(__name__)
 
 KILL_WAIT = 5.0  # seconds to wait for the exit after SIGKILL before giving up
 _LIVE = (ContainerState.RUNNING, ContainerState.PAUSED)
+_CPUS = os.cpu_count() or 1  # read once: glibc reads /sys for it at every call
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class _Tracked:
     log: LogPolicy | None
     exited: asyncio.Future[ContainerExit]
     report: bool = True  # False while a failed start is cleaned up: not an exit to announce
+    cgroups: dict[str, Path] | None = None  # its cgroup directories, found at the first sample
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class OciRuntime:
         self._locks: dict[str, asyncio.Lock] = {}
         self._watcher: ExitWatcher | None = None
         self._rotation: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Future[int]] = set()  # log writers being started
 
     @classmethod
     def create(cls, section: Mapping[str, Any], state_dir: Path) -> OciRuntime:
@@ -151,14 +154,21 @@ class OciRuntime:
             await self._clear_leftover(container_id)
             policy = LogPolicy(spec.log_path, spec.log_max_bytes, spec.log_backups)
             try:
-                self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
-                bundle = await asyncio.to_thread(self._write_bundle, container_id, spec.config)
-                if not self.config.systemd_cgroup:
-                    cgroup = str(spec.config.get("linux", {}).get("cgroupsPath", ""))
-                    await asyncio.to_thread(apply_parent, cgroup, spec.execenv_resources)
-                pid = await self._create(container_id, bundle, policy)
+                bundle, read_end, write_end = self._prepare(spec, policy)
+                try:
+                    pid = await self._run(container_id, bundle, write_end)
+                except BaseException:
+                    os.close(read_end)
+                    raise
+                # The log writer starts once the runtime is done and in a thread, so that neither
+                # the runtime nor the report of the start waits for its fork or competes with its
+                # interpreter's start-up; the pipe holds the container's first output till then.
+                writer = asyncio.ensure_future(asyncio.to_thread(logwriter.spawn, policy, read_end))
+                self._writers.add(writer)
+                writer.add_done_callback(functools.partial(self._writer_started, container_id))
+                # Its init is this process's child from here on (a child subreaper), a
+                # zombie until reaped if it already ended: the pidfd cannot miss its exit.
                 tracked = self._track(container_id, pid, policy)
-                await self._cli.run("start", container_id)
             except OSError as exc:  # log file, pid file, or the init vanished before its pidfd
                 await self._discard(container_id)
                 raise Fault(FaultCode.INTERNAL_ERROR, f"cannot start container {container_id}: {exc}") from exc
@@ -189,13 +199,24 @@ class OciRuntime:
         return ContainerStatus(current.state, current.pid)
 
     async def usage(self, container_id: str) -> ContainerUsage:
-        current = await self._cli.state(check_container_id(container_id))
-        if current is None or current.state not in _LIVE or current.pid <= 0:
+        return self.usage_now(container_id)
+
+    def usage_now(self, container_id: str) -> ContainerUsage:
+        """Usage of a watched container from its cgroup files and /proc: a few reads, no
+        runtime command (the exit watcher knows whether it runs; its init pid is known)."""
+        tracked = self._tracked.get(check_container_id(container_id))
+        if tracked is None or tracked.exited.done():
             return ContainerUsage()
-        sample = await asyncio.to_thread(sample_usage, current.pid)
+        if tracked.cgroups is None:
+            tracked.cgroups = container_dirs(tracked.pid)
+        previous = self._cpu_marks.get(container_id)
+        first = previous is None or previous.pid != tracked.pid
+        sample = sample_usage(tracked.pid, tracked.cgroups, with_age=first)
+        if not sample.pids:
+            return ContainerUsage()
         return ContainerUsage(
             memory_kib=sample.memory_kib,
-            cpu_percent=self._cpu_percent(container_id, current.pid, sample),
+            cpu_percent=self._cpu_percent(container_id, tracked.pid, sample),
             pids=sample.pids,
         )
 
@@ -215,6 +236,7 @@ class OciRuntime:
 
     async def close(self) -> None:
         """Stop watching; containers keep running (a new instance can adopt them)."""
+        await asyncio.gather(*self._writers, return_exceptions=True)
         if self._rotation is not None:
             self._rotation.cancel()
             await asyncio.gather(self._rotation, return_exceptions=True)
@@ -282,25 +304,37 @@ class OciRuntime:
             raise Fault(FaultCode.COMMAND_FAILURE, f"container {container_id} is already {current.state.value}")
         await self._cli.run("delete", "--force", container_id)
 
-    async def _create(self, container_id: str, bundle: Path, policy: LogPolicy) -> int:
-        """``create`` the container with its output on the log file; its init pid."""
+    def _prepare(self, spec: StartSpec, policy: LogPolicy) -> tuple[Path, int, int]:
+        """Everything before the runtime runs: the log policy file, the bundle, the ExecEnv's
+        parent cgroup and the log file; (bundle, the read and write ends of the pipe from the
+        container's output to its log writer). A few small writes without fsync (under a
+        millisecond): on the loop, as a hop to a thread and back costs more than that."""
+        container_id = spec.container_id
+        self._policy_file(container_id).write_text(json.dumps(policy.as_dict()))
+        bundle = self._write_bundle(container_id, spec.config)
+        if not self.config.systemd_cgroup:
+            cgroup = str(spec.config.get("linux", {}).get("cgroupsPath", ""))
+            apply_parent(cgroup, spec.execenv_resources, unified=self.config.cgroup2_mount_namespace)
+        read_end, write_end = logwriter.pipe(policy)
+        return bundle, read_end, write_end
+
+    async def _run(self, container_id: str, bundle: Path, output: int) -> int:
+        """Run the container detached with ``output`` (closed here) as its stdout/stderr; its init pid."""
         pid_file = self._files / f"{container_id}.pid"
-        output, shim = await asyncio.to_thread(logwriter.spawn, policy)
-        self._reap(shim)
         try:
-            await self._cli.create(
+            await self._cli.run_detached(
                 container_id,
                 bundle,
                 pid_file=pid_file,
                 output=output,
-                error_log=self._files / f"{container_id}.create-error",
+                error_log=self._files / f"{container_id}.run-error",
             )
         finally:
             os.close(output)
         try:
             return int(pid_file.read_text())
         except ValueError as exc:
-            raise Fault(FaultCode.INTERNAL_ERROR, f"{self.name} create {container_id}: bad pid file: {exc}") from None
+            raise Fault(FaultCode.INTERNAL_ERROR, f"{self.name} run {container_id}: bad pid file: {exc}") from None
 
     async def _discard(self, container_id: str) -> None:
         """Undo a failed start: delete the container, reap its init, announce nothing."""
@@ -363,6 +397,16 @@ class OciRuntime:
             self._rotation = loop.create_task(self._rotate_logs(), name=f"{self.name}-log-rotation")
         return tracked
 
+    def _writer_started(self, container_id: str, writer: asyncio.Future[int]) -> None:
+        self._writers.discard(writer)
+        if writer.cancelled():
+            return
+        failure = writer.exception()
+        if failure is not None:  # its output now fails with EPIPE: the container may end on it
+            _log.error("container %s runs without its log writer: %s", container_id, failure)
+            return
+        self._reap(writer.result())
+
     def _reap(self, pid: int) -> None:
         """Collect the log writer's exit (it ends with its container)."""
         if self._watcher is None:
@@ -407,7 +451,7 @@ class OciRuntime:
             used, elapsed = sample.cpu_usec, sample.age_s
         else:
             return -1
-        return max(0, min(100, round(used / (elapsed * 1e6 * (os.cpu_count() or 1)) * 100)))
+        return max(0, min(100, round(used / (elapsed * 1e6 * _CPUS) * 100)))
 
     def _oom_killed(self, container_id: str) -> bool:
         """Whether the OOM killer killed a process of the container (its cgroup is still there:
@@ -419,7 +463,7 @@ class OciRuntime:
         except (OSError, ValueError):
             return False
         cgroup = str(config.get("linux", {}).get("cgroupsPath", ""))
-        return bool(cgroup) and oom_kills(cgroup) > 0
+        return bool(cgroup) and oom_kills(cgroup, unified=self.config.cgroup2_mount_namespace) > 0
 
     def _policy_file(self, container_id: str) -> Path:
         return self._files / f"{container_id}.json"

@@ -1,16 +1,18 @@
 """The runc / crun command line: argument lists, exit codes and JSON, in one place.
 
-Both runtimes share the OCI runtime CLI (create, start, state, kill, pause, resume,
-delete, list) and the global flags used here (``--root``, ``--log``,
-``--log-format=json``, ``--systemd-cgroup``); with ``--log-format=json`` their error
-messages arrive as JSON lines on stderr, which :func:`runtime_messages` reads.
+Both runtimes share the OCI runtime CLI (run, state, kill, pause, resume, delete, list)
+and the global flags used here (``--root``, ``--log``, ``--log-format=json``,
+``--systemd-cgroup``); with ``--log-format=json`` their error messages arrive as JSON
+lines on stderr, which :func:`runtime_messages` reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,11 @@ def _parse_state(entry: Any, what: str) -> OciState:
     return OciState(container_id, pid, _STATES[status])
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class OciCli:
     """Runs one OCI runtime binary against one state root."""
 
@@ -101,18 +108,15 @@ class OciCli:
         if systemd_cgroup:
             self._base.append("--systemd-cgroup")
 
-    async def _spawn(
-        self, args: tuple[str, ...], *, output: int, flags: tuple[str, ...] = (), new_session: bool = False
-    ) -> tuple[int, bytes, bytes]:
-        """Run ``<runtime> <flags> <args>``; its exit code, stdout and stderr (``output``: PIPE or an fd)."""
-        argv = [*self._base, *flags, *args]
+    async def _spawn(self, args: tuple[str, ...]) -> tuple[int, bytes, bytes]:
+        """Run ``<runtime> <args>``; its exit code, stdout and stderr."""
+        argv = [*self._base, *args]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                start_new_session=new_session,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:  # the runtime binary is gone: its ExecEnvs are Error until it is back
             raise RuntimeUnavailable(f"cannot run {argv[0]}: {exc}") from None
@@ -131,25 +135,58 @@ class OciCli:
 
     async def run(self, *args: str) -> bytes:
         """Run a runtime command; its stdout, or Fault carrying the runtime's error message."""
-        code, out, err = await self._spawn(args, output=asyncio.subprocess.PIPE)
+        code, out, err = await self._spawn(args)
         if code != 0:
             raise self._failure(args, err.decode(errors="replace"))
         return out
 
-    async def create(self, container_id: str, bundle: Path, *, pid_file: Path, output: int, error_log: Path) -> None:
-        """``create`` with the container's stdout/stderr on ``output`` (an fd it inherits).
+    async def _run_to_end(self, args: tuple[str, ...], flags: tuple[str, ...], output: int) -> int:
+        """Run ``<runtime> <flags> <args>`` in a new session with stdout/stderr on ``output``;
+        its exit code.
+
+        Its end is seen through a pidfd on the loop: no pipe to drain and no child-watcher
+        thread between the runtime's exit and the caller (a start waits on nothing else)."""
+        argv = [*self._base, *flags, *args]
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True
+            )
+        except OSError as exc:  # the runtime binary is gone: its ExecEnvs are Error until it is back
+            raise RuntimeUnavailable(f"cannot run {argv[0]}: {exc}") from None
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        pidfd = os.pidfd_open(proc.pid)  # our unreaped child: it exists until waited for
+        loop.add_reader(pidfd, _settle, ended)
+        try:
+            await asyncio.wait_for(ended, CLI_TIMEOUT)
+        except TimeoutError:
+            raise Fault(FaultCode.INTERNAL_ERROR, f"{self.name} {args[0]} timed out after {CLI_TIMEOUT:g} s") from None
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            if proc.poll() is None:  # timed out or cancelled
+                proc.kill()
+                proc.wait()
+        return proc.wait()
+
+    async def run_detached(
+        self, container_id: str, bundle: Path, *, pid_file: Path, output: int, error_log: Path
+    ) -> None:
+        """``run --detach``: create and start in one runtime process (a ``create`` then a
+        ``start`` cost a second one), with the container's stdout/stderr on ``output`` (an
+        fd it inherits). Returns once the container's process runs.
 
         The runtime's own stderr is the container's too, so its error message is read
         from ``--log=error_log`` instead. The CLI runs in a new session so that signals
         meant for the daemon's terminal or process group never reach the container.
         """
         error_log.unlink(missing_ok=True)
-        args = ("create", "--bundle", str(bundle.absolute()), "--pid-file", str(pid_file), container_id)
-        code, _, _ = await self._spawn(args, output=output, flags=(f"--log={error_log}",), new_session=True)
+        args = ("run", "--detach", "--bundle", str(bundle.absolute()), "--pid-file", str(pid_file), container_id)
+        code = await self._run_to_end(args, (f"--log={error_log}",), output)
         try:
             if code != 0:
                 text = error_log.read_text(errors="replace") if error_log.exists() else ""
-                raise self._failure(("create", container_id), text)
+                raise self._failure(("run", container_id), text)
         finally:
             error_log.unlink(missing_ok=True)
 

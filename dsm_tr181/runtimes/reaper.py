@@ -1,6 +1,6 @@
 """Exit detection for container init processes: child subreaper plus one pidfd each.
 
-``runc create`` / ``crun create`` exit once the container is set up, which orphans the
+``runc run --detach`` / ``crun run --detach`` exit once the container runs, which orphans the
 container's init. As a child subreaper the daemon adopts it, so its exit status can be
 collected. A pidfd per init wakes the loop when it exits (no polling, no SIGCHLD), and
 ``waitid(P_PIDFD)`` reaps exactly that process.

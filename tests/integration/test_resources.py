@@ -214,3 +214,19 @@ def test_disk_space_in_use_counts_rootfs_writes_and_eu_detail_lists_the_processe
     assert any(command.startswith("/bin/sh -c trap") for command in commands), commands
     assert "sleep 3600" in commands, commands
     assert value(dsm, eu + "AssociatedProcessList") == ""  # ProcessStatus.Process rows are not served
+
+
+@needs_v1_memory
+def test_memory_in_use_is_sampled_when_read(tmp_path: Path) -> None:
+    # An hour between samples: a periodic sampler would show nothing yet; a read samples at once.
+    daemon = DsmDaemon(tmp_path, lcm={"usage_interval": 3600.0}).start()
+    try:
+        held = 40
+        eu = installed(daemon, "held", ("/bin/sh", "-c", HOLD.format(size=held * MiB)), execenv="default")
+        start(daemon, eu)
+        log = daemon.state / "logs" / f"{value(daemon, eu + 'EUID')}.log"
+        eventually(lambda: log.exists() and "held" in log.read_text(), 20, "the container to fill its memory")
+        kib = int(value(daemon, eu + "MemoryInUse"))
+        assert abs(kib - held * 1024) <= held * 1024 * 0.1, kib
+    finally:
+        daemon.cleanup()
