@@ -18,7 +18,7 @@ import copy
 import inspect
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
@@ -84,6 +84,9 @@ class DataModel:
         self.references = References(self)
         self._resolver = Resolver(self)
         self._index: dict[str, Node] = {}  # instantiated object path (with dot) -> node
+        # Moves with every change a get could see (values, rows): a read made in slices is
+        # consistent when it is the same at its end as at its start.
+        self.generation = 0
         self._defaults: dict[str, dict[str, Value]] = {}
         self._getters: dict[str, Getter] = {}  # schema parameter path -> getter
         self._special: dict[str, list[tuple[str, Getter]]] = {}
@@ -246,6 +249,7 @@ class DataModel:
                 node.parent.tables[node.schema.name].unindex(node)  # type: ignore[union-attr]
         table.unindex(row)
         del table.rows[row.number]
+        self.generation += 1
         for node in reversed(gone):
             if node.schema.multi_instance:
                 self.notifications.publish(Notification(Kind.OBJECT_DELETION, node.path))
@@ -311,6 +315,24 @@ class DataModel:
                 result.fault = fault.at(requested)
             results.append(result)
         return results
+
+    def iter_get(self, paths: Sequence[str], max_depth: int = 0) -> Iterator[ResolvedObject]:
+        """Get's objects one at a time, path after path; a failing path raises its fault
+        (as :meth:`get` reports it) when the walk reaches it. The walk reads the live tree:
+        resume it only while ``generation`` has not moved."""
+        for requested in paths:
+            try:
+                path = parse_path(requested)
+                if path.kind is PathKind.OBJECT:
+                    nodes, _ = self._resolver.objects(path)
+                    walks: Iterable[ResolvedObject] = (o for start in nodes for o in self._walk(start, max_depth))
+                else:
+                    walks = self._get_one(path, max_depth)
+            except Fault as fault:
+                if fault.code is FaultCode.OBJECT_NOT_FOUND:  # R-GET.0
+                    fault = Fault(FaultCode.INVALID_PATH, fault.message, fault.path or requested)
+                raise fault.at(requested) from None
+            yield from walks
 
     def get_values(self, paths: Sequence[str], max_depth: int = 0) -> dict[str, Value]:
         """Get flattened to full parameter path -> value; the first failing path raises."""
@@ -537,6 +559,7 @@ class DataModel:
             shown = ", ".join(f"{n}={row.values[n]!r}" for n in key.parameters)
             raise Fault(FaultCode.DUPLICATE_KEY, f"a row with {shown} exists", row.path)
         table.rows[row.number] = row
+        self.generation += 1
         table.index(row)
         for node in row.walk():
             self._index[node.path] = node
@@ -599,6 +622,8 @@ class DataModel:
                 changed.append(name)
         if table is not None and attached:
             table.index(node)
+        if changed and attached:
+            self.generation += 1
         if notify and changed and attached:
             for name in changed:
                 self._announce_change(node, name)
@@ -738,6 +763,31 @@ class DataModel:
                     visit(row, below)
 
         visit(start, depth)
+
+    def _walk(self, start: Node, depth: int) -> Iterator[ResolvedObject]:
+        """What :meth:`_collect` makes, one object at a time."""
+        cache, compute, view = self._special, self._special_params, MappingProxyType
+        stack = [(start, depth)]
+        pop, extend = stack.pop, stack.extend
+        while stack:
+            node, level = pop()
+            special = cache.get(node.schema.path)
+            if special is None:
+                special = compute(node.schema)
+            if special:
+                values = dict(node.values)
+                for name, getter in special:
+                    values[name] = getter(node)
+                yield ResolvedObject(node.path, node.schema, view(values))
+            else:
+                yield ResolvedObject(node.path, node.schema, view(node.values))
+            if level == 1:
+                continue
+            below = level - 1 if level else 0
+            children = [*node.singles.values()]
+            for table in node.tables.values():
+                children += table.rows.values()
+            extend((child, below) for child in reversed(children))
 
     def _special_params(self, schema: Object) -> list[tuple[str, Getter]]:
         """Parameters of ``schema`` whose shown value is not the stored one (cached)."""
