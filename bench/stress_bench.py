@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import shutil
 import socket
 import sys
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_bench import memory_kib, populate  # the same store the restart bench uses
 from dsm_tools.sample_bundle import oci_config
 
-from dsm_tr181.control_client import HEADER
+from dsm_tr181.control_client import HEADER, ControlClient
 from tests.support.daemon import DsmDaemon
 
 SMALL = {"paths": ["Device.SoftwareModules.ExecEnv.1.Name"]}
@@ -119,14 +121,46 @@ def phase_install(dsm: DsmDaemon, archive: Path) -> float:
     return latency
 
 
-def phase_whole_tree(dsm: DsmDaemon) -> float:
-    def read(stop: threading.Event) -> None:
-        client = dsm.client()
-        while not stop.is_set():
-            client.call("get", {"paths": ["Device."]})
+@contextmanager
+def in_processes(work: Callable[..., None], args: tuple[object, ...], count: int = 1) -> Iterator[None]:
+    """``work(*args, started, stop)`` in ``count`` processes of their own: a client's decoding
+    in this process would hold the GIL the measuring client needs, and count as the daemon's."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    started = [context.Event() for _ in range(count)]
+    workers = [context.Process(target=work, args=(*args, event, stop), daemon=True) for event in started]
+    for worker in workers:
+        worker.start()
+    try:
+        for event in started:
+            event.wait(60)
+        yield
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(600)
 
-    with background(read, threads=2):
+
+def read_whole_tree(socket_path: str, started: Any, stop: Any) -> None:
+    client = ControlClient(socket_path)
+    while not stop.is_set():
+        client.call("get", {"paths": ["Device."]})
+        started.set()
+
+
+def phase_whole_tree(dsm: DsmDaemon) -> float:
+    with in_processes(read_whole_tree, (str(dsm.socket),), count=2):
         return p99(dsm)
+
+
+def set_values(socket_path: str, started: Any, stop: Any) -> None:
+    client = ControlClient(socket_path)
+    eu = "Device.SoftwareModules.ExecutionUnit.1.AutoStart"
+    for n in range(SETS):
+        if stop.is_set():
+            return
+        client.call("set", {"values": {eu: "true" if n % 2 else "false"}})
+        started.set()
 
 
 def phase_subscribers(dsm: DsmDaemon) -> float:
@@ -137,17 +171,8 @@ def phase_subscribers(dsm: DsmDaemon) -> float:
         sock.connect(str(dsm.socket))
         sock.sendall(HEADER.pack(len(request)) + request)
         sleepers.append(sock)  # never read
-    eu = "Device.SoftwareModules.ExecutionUnit.1.AutoStart"
-
-    def setter(stop: threading.Event) -> None:
-        client = dsm.client()
-        for n in range(SETS):
-            if stop.is_set():
-                return
-            client.call("set", {"values": {eu: "true" if n % 2 else "false"}})
-
     try:
-        with background(setter):
+        with in_processes(set_values, (str(dsm.socket),)):
             return p99(dsm)
     finally:
         for sock in sleepers:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from dsm_tr181.buses.bulk_json import BulkEncoder
 from dsm_tr181.buses.log_limit import RateLimitedLog
-from dsm_tr181.buses.memory import LARGE, release_free_memory
+from dsm_tr181.buses.memory import LARGE, LateTrim
 from dsm_tr181.buses.sliced_read import read_json
 from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
@@ -167,6 +167,7 @@ class ControlServer:
         self._acceptor: asyncio.Task[None] | None = None
         self._inode = 0
         self._connections: set[asyncio.Task[Any]] = set()
+        self._trim = LateTrim()
 
     async def start(self) -> None:
         gid = _group_id(self.group) if self.group else -1
@@ -203,6 +204,7 @@ class ControlServer:
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
+        self._trim.cancel()
         self._unlink()
 
     async def _accept(self, listener: socket.socket) -> None:
@@ -279,7 +281,7 @@ class ControlServer:
                 writer.write(frames.pop(0))
                 await writer.drain()
             if large:
-                release_free_memory()
+                self._trim.after_large_reply()
         except (ClientGone, ConnectionError):
             log.debug("control client left before the reply")
         except asyncio.CancelledError:
