@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import statistics
 import subprocess
@@ -74,6 +75,7 @@ class Section:
     methods: tuple[str, ...] = ("Get",)
     # What the provider does for one read of a method, called on the loop; it may return
     # a function, the rest of the work, which the provider runs off the loop.
+    # The work is a coroutine (a read in slices, giving the loop turns) or a plain call.
     loop_work: Callable[[DataModel], dict[str, Callable[[list[str]], object]]] | None = None
 
 
@@ -232,6 +234,8 @@ def provider_work(loop: LoopThread, work: Callable[[list[str]], object]) -> tupl
     for _ in range(PARTIAL_READS["Get"]):
         started = time.perf_counter()
         rest = loop.call(work, [SM], timeout=600)
+        if inspect.iscoroutine(rest):
+            rest = loop.wait(rest, timeout=600)
         on_loop.append(time.perf_counter() - started)
         if callable(rest):
             off_loop += timed(rest, 1)

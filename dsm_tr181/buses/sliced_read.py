@@ -26,17 +26,11 @@ ATTEMPTS = 3  # copies tried in slices before one in a single piece
 
 
 async def read_json(
-    dm: DataModel, paths: Sequence[str], max_depth: int, encoder: BulkEncoder, limit: int
+    dm: DataModel, paths: Sequence[str], max_depth: int, encoder: BulkEncoder, limit: int | None = None
 ) -> list[bytes]:
     """The JSON document of a get of ``paths`` (see :class:`BulkEncoder`), in pieces; a
     failing path raises its fault, a result over ``limit`` values RESOURCES_EXCEEDED."""
-    copy = None
-    for attempt in range(1, ATTEMPTS + 1):
-        copy = await _copy(dm, paths, max_depth, limit, sliced=attempt < ATTEMPTS)
-        if copy is not None:
-            break
-    assert copy is not None  # the attempt in one piece always ends with a copy
-    copy = unique(copy)
+    copy = unique(await read_copy(dm, paths, max_depth, limit))
     members: list[bytes] = []
     for part in _parts(copy):
         if members and part.paths:
@@ -49,7 +43,20 @@ async def read_json(
     return [b"{", *members, b"}"] if members else [b"{}"]
 
 
-async def _copy(dm: DataModel, paths: Sequence[str], max_depth: int, limit: int, sliced: bool) -> Snapshot | None:
+async def read_copy(dm: DataModel, paths: Sequence[str], max_depth: int, limit: int | None = None) -> Snapshot:
+    """A copy of the values of a get of ``paths``, taken in slices from one state of the tree."""
+    for _ in range(ATTEMPTS - 1):
+        copy = await _copy(dm, paths, max_depth, limit, sliced=True)
+        if copy is not None:
+            return copy
+    copy = await _copy(dm, paths, max_depth, limit, sliced=False)
+    assert copy is not None  # taken in one piece, it cannot have seen the tree change
+    return copy
+
+
+async def _copy(
+    dm: DataModel, paths: Sequence[str], max_depth: int, limit: int | None, sliced: bool
+) -> Snapshot | None:
     """A copy of the values, or None if the tree changed while it was taken in slices."""
     generation = dm.generation
     walk = dm.iter_get(paths, max_depth)
@@ -62,7 +69,7 @@ async def _copy(dm: DataModel, paths: Sequence[str], max_depth: int, limit: int,
         total.sizes.extend(copy.sizes)
         total.names.extend(copy.names)
         total.values.extend(copy.values)
-        if len(total.values) > limit:
+        if limit is not None and len(total.values) > limit:
             raise Fault(FaultCode.RESOURCES_EXCEEDED, f"the result exceeds {limit} values: ask for less")
         if not sliced or len(copy.paths) < SLICE:
             return total

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 
 from dsm_tr181.buses.bulk_json import BulkEncoder
-from dsm_tr181.buses.sliced_read import SLICE, read_json
+from dsm_tr181.buses.loop_bridge import LoopBridge
+from dsm_tr181.buses.sliced_read import SLICE, read_copy, read_json
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import load_schema
 from dsm_tr181.tree.datamodel import DataModel
@@ -110,3 +112,33 @@ def test_a_read_sees_one_state_of_a_tree_changing_meanwhile(dm: DataModel) -> No
 
     answer, turns = alongside(dm, write)
     assert turns > 1 and answer[first]["Version"] == answer[last]["Version"] != ""
+
+
+def test_a_bus_thread_runs_a_read_in_slices_through_the_bridge(dm: DataModel) -> None:
+    """D-Bus's Get and GetBulk reach the loop as coroutines (LoopBridge.call_async): the loop
+    keeps its turns while the bus thread waits for the copy, and a fault comes back raised."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        bridge = LoopBridge(loop, timeout=60)
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
+
+        ticker = asyncio.run_coroutine_threadsafe(other(), loop)
+        copy = bridge.call_async(read_copy, dm, ["Device."], 0)
+        ticker.cancel()
+        assert len(copy.paths) == len(dm.get(["Device."])[0].resolved)
+        assert turns >= len(copy.paths) // SLICE
+        with pytest.raises(Fault) as failed:
+            bridge.call_async(read_copy, dm, [f"{SM}Nothing."], 0)
+        assert failed.value.code is FaultCode.INVALID_PATH
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
