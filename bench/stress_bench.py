@@ -5,6 +5,8 @@ them), then measures the p99 latency of a one-parameter get from another process
   * idle (the baseline, same run),
   (a) while a DU archive of E entries installs (100k by default),
   (b) while two clients read the whole tree in a loop,
+  (a+b) the install of (a) again, with the two readers of (b), whose time is also compared
+      to the install's alone (issue 11 item 7: neither starves the other; target <= 2x),
   (c) while 50 ``events`` clients that never read exist and 2000 sets publish notifications,
 each as a ratio to the idle p99 (target <= 3x), and the daemon's RSS before and after each
 phase, the phase's clients gone (target: back within 5 MiB). Then (d) C install/uninstall
@@ -27,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ SMALL = {"paths": ["Device.SoftwareModules.ExecEnv.1.Name"]}
 SAMPLES = 400
 SUBSCRIBERS = 50
 SETS = 2000
+INSTALL_SECONDS: dict[int, float] = {}  # readers running -> seconds the many-entry install took
 
 
 def many_entries(path: Path, entries: int) -> Path:
@@ -100,7 +103,9 @@ def background(work: Callable[[threading.Event], None], threads: int = 1) -> Ite
             thread.join(600)
 
 
-def phase_install(dsm: DsmDaemon, archive: Path) -> float:
+def phase_install(dsm: DsmDaemon, archive: Path, readers: int = 0) -> float:
+    """p99 during an install of ``archive`` (``readers`` whole-tree readers running too);
+    the install's seconds go to INSTALL_SECONDS."""
     done = threading.Event()
     outcome: list[str] = []
 
@@ -114,8 +119,11 @@ def phase_install(dsm: DsmDaemon, archive: Path) -> float:
         finally:
             done.set()
 
-    with background(install):
-        latency = p99(dsm, until=done.is_set)
+    with in_processes(read_whole_tree, (str(dsm.socket),), count=readers) if readers else nullcontext():
+        started = time.perf_counter()
+        with background(install):
+            latency = p99(dsm, until=done.is_set)
+        INSTALL_SECONDS[readers] = time.perf_counter() - started
     (du,) = outcome
     dsm.client(timeout=None).follow("operate", {"command": du + ".Uninstall()", "args": {}}, lambda progress: None)
     return latency
@@ -216,6 +224,7 @@ def main() -> None:
             for name, phase in (
                 (f"(a) install of {options.entries} entries", lambda: phase_install(dsm, archive)),
                 ("(b) 2 whole-tree readers", lambda: phase_whole_tree(dsm)),
+                ("(a+b) the install with 2 readers", lambda: phase_install(dsm, archive, readers=2)),
                 (f"(c) {SUBSCRIBERS} non-reading subscribers", lambda: phase_subscribers(dsm)),
             ):
                 before = rss_mib(dsm)
@@ -234,6 +243,9 @@ def main() -> None:
               f"{after - before:>+6.1f}M")  # fmt: skip
     met = all(latency / idle <= 3 for _, latency, _, _ in rows)
     back = all(after - before <= 5 for _, _, before, after in rows)
+    alone, loaded = INSTALL_SECONDS[0], INSTALL_SECONDS[2]
+    print(f"install of {options.entries} entries: {alone:.1f} s alone, {loaded:.1f} s with 2 whole-tree readers: "
+          f"{loaded / alone:.2f}x (target <= 2x: {'met' if loaded <= 2 * alone else 'MISSED'})")  # fmt: skip
     if options.cycles:
         creep = (end - warm) * 1024 / max(1, options.cycles - options.cycles // 10)
         print(f"(d) {options.cycles} install/uninstall cycles: RSS {warm:.1f}M after the first tenth, "
