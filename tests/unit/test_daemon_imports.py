@@ -15,9 +15,11 @@ pytestmark = pytest.mark.unit
 
 def test_the_daemon_starts_without_pyroute2_or_cryptography() -> None:
     """pyroute2 (~20 MiB of RSS) loads with the first bridged network, cryptography's x509
-    (~14 MiB) with the first certificate of the trust store."""
-    heavy = ["pyroute2", "cryptography"]
-    probe = f"import sys, dsm_tr181.daemon; print([m for m in {heavy!r} if m in sys.modules])"
+    (~14 MiB) with the first certificate of the trust store, and with asn1crypto the first
+    signed install: not with the daemon or its packagers."""
+    heavy = ["pyroute2", "cryptography", "asn1crypto"]
+    modules = "dsm_tr181.daemon, dsm_tr181.packagers.tar, dsm_tr181.packagers.image"
+    probe = f"import sys, {modules}; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
 
