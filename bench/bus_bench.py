@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import inspect
 import json
 import statistics
@@ -247,6 +248,8 @@ def bench(bus: str, n: int) -> None:
     loop = LoopThread()
     try:
         dm = loop.call(build, n, timeout=600)
+        gc.collect()  # and the tree out of the collector's sight, as the daemon does once started
+        gc.freeze()
         one: dict[str, Timings] = {}
         partial: dict[str, Timings] = {}
         stalled: dict[str, list[float]] = {}
