@@ -16,6 +16,7 @@ from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.buses.sliced_read import SLICE, read_copy, read_json
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import load_schema
+from dsm_tr181.schema.flavours import Flavour
 from dsm_tr181.tree.datamodel import DataModel
 
 pytestmark = pytest.mark.unit
@@ -142,3 +143,15 @@ def test_a_bus_thread_runs_a_read_in_slices_through_the_bridge(dm: DataModel) ->
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def test_a_flavoured_view_reads_what_it_serves_and_sees_the_trees_changes(dm: DataModel) -> None:
+    """A front end serving one flavour reads through dm.view(): the sliced read leaves out what
+    the flavour lacks, and a change made through the tree itself still restarts the read."""
+    view = dm.view(Flavour.CWMP)
+    values = view.get_values(["Device."])
+    assert len(values) < len(dm.get_values(["Device."]))
+    assert read(view, ["Device."], flat=True) == {path: view.text(path, value) for path, value in values.items()}
+    generation = view.generation
+    dm.update(f"{SM}DeploymentUnit.1.", {"Version": "changed through the tree"})
+    assert view.generation != generation
