@@ -5,6 +5,8 @@ them), then measures the p99 latency of a one-parameter get from another process
   * idle (the baseline, same run),
   (a) while a DU archive of E entries installs (100k by default),
   (b) while two clients read the whole tree in a loop,
+  (a+b) the install of (a) again, with the two readers of (b), whose time is also compared
+      to the install's alone (issue 11 item 7: neither starves the other; target <= 2x),
   (c) while 50 ``events`` clients that never read exist and 2000 sets publish notifications,
 each as a ratio to the idle p99 (target <= 3x), and the daemon's RSS before and after each
 phase, the phase's clients gone (target: back within 5 MiB). Then (d) C install/uninstall
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import shutil
 import socket
 import sys
@@ -26,8 +29,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,13 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_bench import memory_kib, populate  # the same store the restart bench uses
 from dsm_tools.sample_bundle import oci_config
 
-from dsm_tr181.control_client import HEADER
+from dsm_tr181.control_client import HEADER, ControlClient
 from tests.support.daemon import DsmDaemon
 
 SMALL = {"paths": ["Device.SoftwareModules.ExecEnv.1.Name"]}
 SAMPLES = 400
 SUBSCRIBERS = 50
 SETS = 2000
+INSTALL_SECONDS: dict[int, float] = {}  # readers running -> seconds the many-entry install took
 
 
 def many_entries(path: Path, entries: int) -> Path:
@@ -98,7 +103,9 @@ def background(work: Callable[[threading.Event], None], threads: int = 1) -> Ite
             thread.join(600)
 
 
-def phase_install(dsm: DsmDaemon, archive: Path) -> float:
+def phase_install(dsm: DsmDaemon, archive: Path, readers: int = 0) -> float:
+    """p99 during an install of ``archive`` (``readers`` whole-tree readers running too);
+    the install's seconds go to INSTALL_SECONDS."""
     done = threading.Event()
     outcome: list[str] = []
 
@@ -112,21 +119,56 @@ def phase_install(dsm: DsmDaemon, archive: Path) -> float:
         finally:
             done.set()
 
-    with background(install):
-        latency = p99(dsm, until=done.is_set)
+    with in_processes(read_whole_tree, (str(dsm.socket),), count=readers) if readers else nullcontext():
+        started = time.perf_counter()
+        with background(install):
+            latency = p99(dsm, until=done.is_set)
+        INSTALL_SECONDS[readers] = time.perf_counter() - started
     (du,) = outcome
     dsm.client(timeout=None).follow("operate", {"command": du + ".Uninstall()", "args": {}}, lambda progress: None)
     return latency
 
 
-def phase_whole_tree(dsm: DsmDaemon) -> float:
-    def read(stop: threading.Event) -> None:
-        client = dsm.client()
-        while not stop.is_set():
-            client.call("get", {"paths": ["Device."]})
+@contextmanager
+def in_processes(work: Callable[..., None], args: tuple[object, ...], count: int = 1) -> Iterator[None]:
+    """``work(*args, started, stop)`` in ``count`` processes of their own: a client's decoding
+    in this process would hold the GIL the measuring client needs, and count as the daemon's."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    started = [context.Event() for _ in range(count)]
+    workers = [context.Process(target=work, args=(*args, event, stop), daemon=True) for event in started]
+    for worker in workers:
+        worker.start()
+    try:
+        for event in started:
+            event.wait(60)
+        yield
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(600)
 
-    with background(read, threads=2):
+
+def read_whole_tree(socket_path: str, started: Any, stop: Any) -> None:
+    client = ControlClient(socket_path)
+    while not stop.is_set():
+        client.call("get", {"paths": ["Device."]})
+        started.set()
+
+
+def phase_whole_tree(dsm: DsmDaemon) -> float:
+    with in_processes(read_whole_tree, (str(dsm.socket),), count=2):
         return p99(dsm)
+
+
+def set_values(socket_path: str, started: Any, stop: Any) -> None:
+    client = ControlClient(socket_path)
+    eu = "Device.SoftwareModules.ExecutionUnit.1.AutoStart"
+    for n in range(SETS):
+        if stop.is_set():
+            return
+        client.call("set", {"values": {eu: "true" if n % 2 else "false"}})
+        started.set()
 
 
 def phase_subscribers(dsm: DsmDaemon) -> float:
@@ -137,17 +179,8 @@ def phase_subscribers(dsm: DsmDaemon) -> float:
         sock.connect(str(dsm.socket))
         sock.sendall(HEADER.pack(len(request)) + request)
         sleepers.append(sock)  # never read
-    eu = "Device.SoftwareModules.ExecutionUnit.1.AutoStart"
-
-    def setter(stop: threading.Event) -> None:
-        client = dsm.client()
-        for n in range(SETS):
-            if stop.is_set():
-                return
-            client.call("set", {"values": {eu: "true" if n % 2 else "false"}})
-
     try:
-        with background(setter):
+        with in_processes(set_values, (str(dsm.socket),)):
             return p99(dsm)
     finally:
         for sock in sleepers:
@@ -191,6 +224,7 @@ def main() -> None:
             for name, phase in (
                 (f"(a) install of {options.entries} entries", lambda: phase_install(dsm, archive)),
                 ("(b) 2 whole-tree readers", lambda: phase_whole_tree(dsm)),
+                ("(a+b) the install with 2 readers", lambda: phase_install(dsm, archive, readers=2)),
                 (f"(c) {SUBSCRIBERS} non-reading subscribers", lambda: phase_subscribers(dsm)),
             ):
                 before = rss_mib(dsm)
@@ -209,6 +243,9 @@ def main() -> None:
               f"{after - before:>+6.1f}M")  # fmt: skip
     met = all(latency / idle <= 3 for _, latency, _, _ in rows)
     back = all(after - before <= 5 for _, _, before, after in rows)
+    alone, loaded = INSTALL_SECONDS[0], INSTALL_SECONDS[2]
+    print(f"install of {options.entries} entries: {alone:.1f} s alone, {loaded:.1f} s with 2 whole-tree readers: "
+          f"{loaded / alone:.2f}x (target <= 2x: {'met' if loaded <= 2 * alone else 'MISSED'})")  # fmt: skip
     if options.cycles:
         creep = (end - warm) * 1024 / max(1, options.cycles - options.cycles // 10)
         print(f"(d) {options.cycles} install/uninstall cycles: RSS {warm:.1f}M after the first tenth, "

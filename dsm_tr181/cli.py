@@ -321,7 +321,7 @@ def run_save_state(client: Caller, args: argparse.Namespace) -> int:
 
 def run_get(client: Caller, args: argparse.Namespace) -> int:
     # Asked for by object ({object path: {name: text}}): half the bytes of {path: text}, and
-    # the daemon serialises it off its loop. A daemon that predates "objects" answers flat.
+    # the daemon makes it in slices between its other work. A daemon that predates "objects" answers flat.
     values = client.call("get", {"paths": args.paths, "max_depth": args.max_depth, "objects": True})
     if args.json:
         print_json(dict(_flat(values)))

@@ -101,10 +101,12 @@ def snapshot(objects: Sequence[ResolvedObject]) -> Snapshot:
 class BulkEncoder:
     """Encodes snapshots; keeps one template per schema object (the schema never changes).
 
-    Use it from one thread at a time.
+    ``flat``: the document is ``{"<parameter path>": "<text>", ...}`` instead (the control
+    socket's plain ``get``), made the same way. Use it from one thread at a time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, flat: bool = False) -> None:
+        self.flat = flat
         self._templates: dict[str, _Template] = {}
 
     def encode(self, objects: Snapshot) -> bytes:
@@ -114,8 +116,21 @@ class BulkEncoder:
     def pieces(self, objects: Snapshot) -> list[bytes]:
         """The JSON document as UTF-8, in pieces of a few hundred objects: the text of the
         objects is freed as it is encoded, so memory holds about one copy of the document."""
-        if len(set(objects.paths)) < len(objects.paths):
-            objects = _merged(objects)
+        bodies = self._bodies(unique(objects))
+        if not bodies:
+            return [b"{}"]
+        # Braces added to the end bodies, not around the joined text: no copy of megabytes.
+        bodies[0] = "{" + bodies[0]
+        bodies[-1] += "}"
+        return _utf8_pieces(bodies)
+
+    def members(self, objects: Snapshot) -> list[bytes]:
+        """The document's members for ``objects``, comma-separated, without braces: one part
+        of a document made in parts. Each object path must appear once in all the parts."""
+        return _utf8_pieces(self._bodies(objects))
+
+    def _bodies(self, objects: Snapshot) -> list[str]:
+        """The text of each object (flat: of its parameters), none for a flat object without any."""
         names, values = objects.names, objects.values
         bodies = [""] * len(objects.paths)
         # schema path -> its template, and the objects it fits: places, paths, values
@@ -131,59 +146,67 @@ class BulkEncoder:
                 group[2].append(path)
                 group[3].extend(values[start:end])
             else:
-                bodies[index] = _other_object(path, schema, names[start:end], values[start:end])
+                bodies[index] = _other_object(path, schema, names[start:end], values[start:end], self.flat)
         for template, indexes, paths, rows in groups.values():
             for index, body in zip(indexes, template.bodies(paths, rows), strict=True):
                 bodies[index] = body
-        del groups
-        if not bodies:
-            return [b"{}"]
-        # Braces added to the end bodies, not around the joined text: no copy of megabytes.
-        bodies[0] = "{" + bodies[0]
-        bodies[-1] += "}"
-        pieces = []
-        while bodies:
-            text = ",".join(bodies[:_PIECE])
-            del bodies[:_PIECE]
-            data = (text + "," if bodies else text).encode(errors="replace")
-            # b"\\" is a memchr: the search for the escape runs only if anything was escaped.
-            if b"\\" in data and b"\\u0000" in data:
-                data = _NUL_ESCAPE.sub(_NUL_REPLACEMENT, data)
-            pieces.append(data)
-        return pieces
+        return [body for body in bodies if body] if self.flat else bodies
 
     def _template(self, schema: Object) -> _Template:
         template = self._templates.get(schema.path)
         if template is None:
-            template = self._templates[schema.path] = _Template.of(schema)
+            template = self._templates[schema.path] = _Template.of(schema, self.flat)
         return template
+
+
+def _utf8_pieces(bodies: list[str]) -> list[bytes]:
+    """``bodies`` joined by commas, as UTF-8 in pieces (ending in a comma but the last)."""
+    pieces = []
+    while bodies:
+        text = ",".join(bodies[:_PIECE])
+        del bodies[:_PIECE]
+        data = (text + "," if bodies else text).encode(errors="replace")
+        # b"\\" is a memchr: the search for the escape runs only if anything was escaped.
+        if b"\\" in data and b"\\u0000" in data:
+            data = _NUL_ESCAPE.sub(_NUL_REPLACEMENT, data)
+        pieces.append(data)
+    return pieces
 
 
 @dataclass(frozen=True)
 class _Template:
-    """``"<path>":{"<name>":<value>,...}`` for the objects of one schema that carry every
-    parameter, in the schema's order."""
+    """``"<path>":{"<name>":<value>,...}`` (flat: ``"<path><name>":<value>,...``) for the
+    objects of one schema that carry every parameter, in the schema's order."""
 
     names: list[str]
-    text: str  # "%s:{...}": the quoted path, then one slot per parameter
+    text: str  # the quoted path, then one slot per parameter (flat: the escaped path before each)
     columns: tuple[Column | None, ...]  # None: the value goes into its slot as it is
+    flat: bool
 
     @classmethod
-    def of(cls, schema: Object) -> _Template:
+    def of(cls, schema: Object, flat: bool) -> _Template:
         slots = []
         columns = []
         for name, parameter in schema.parameters.items():
             slot, column = _column(parameter.type)
-            slots.append(_quote(name).replace("%", "%%") + ":" + slot)
+            key = '"%s' + _quote(name)[1:].replace("%", "%%") if flat else _quote(name).replace("%", "%%")
+            slots.append(key + ":" + slot)
             columns.append(column)
-        return cls(list(schema.parameters), "%s:{" + ",".join(slots) + "}", tuple(columns))
+        text = ",".join(slots) if flat else "%s:{" + ",".join(slots) + "}"
+        return cls(list(schema.parameters), text, tuple(columns), flat)
 
     def bodies(self, paths: list[str], rows: list[Value]) -> Iterator[str]:
         """The objects at ``paths`` whose values follow one another in ``rows``."""
         width = len(self.columns)
-        columns: list[Iterable[Any]] = [map(_quote, paths)]
+        if not width and self.flat:
+            return iter([""] * len(paths))
+        quoted = list(map(_quote, paths))
+        inner = [text[1:-1] for text in quoted] if self.flat else quoted
+        columns: list[Iterable[Any]] = [] if self.flat else [quoted]
         for offset, convert in enumerate(self.columns):
             column = rows[offset::width]
+            if self.flat:
+                columns.append(inner)
             columns.append(convert(column) if convert else column)
         return map(self.text.__mod__, zip(*columns, strict=True))
 
@@ -210,14 +233,19 @@ def _datetime(value: datetime) -> str:
     return format_datetime(value)
 
 
-def _other_object(path: str, schema: Object, names: list[str], values: list[Value]) -> str:
+def _other_object(path: str, schema: Object, names: list[str], values: list[Value], flat: bool) -> str:
     types = schema.parameters
     text = {name: types[name].type.format(value) for name, value in zip(names, values, strict=True)}
+    if flat:
+        return ",".join(_quote(path + name) + ":" + _quote(value) for name, value in text.items())
     return _quote(path) + ":" + json.dumps(text, ensure_ascii=False, separators=(",", ":"))
 
 
-def _merged(objects: Snapshot) -> Snapshot:
-    """One entry per object path, at its first place, with the parameters of every entry."""
+def unique(objects: Snapshot) -> Snapshot:
+    """One entry per object path, at its first place, with the parameters of every entry
+    (two paths of one Get may name the same object)."""
+    if len(set(objects.paths)) == len(objects.paths):
+        return objects
     merged: dict[str, tuple[Object, dict[str, Value]]] = {}
     ends = accumulate(objects.sizes)
     start = 0

@@ -30,9 +30,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dsm_tr181.buses.bulk_json import BulkEncoder, Snapshot, collections_paused, snapshot
+from dsm_tr181.buses.bulk_json import BulkEncoder
 from dsm_tr181.buses.log_limit import RateLimitedLog
-from dsm_tr181.buses.memory import LARGE, release_free_memory
+from dsm_tr181.buses.memory import LARGE, LateTrim
+from dsm_tr181.buses.sliced_read import read_json
 from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.tables import DU_STATE_CHANGE, DU_TABLE, EE_TABLE, EU_TABLE, INSTALL_DU, SM
@@ -65,8 +66,6 @@ _ACCEPT_RETRY = 0.1  # seconds before accepting again when the process is out of
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 MAX_PATHS = 1024  # paths (or values) one request may name
 MAX_RESULT_VALUES = 200_000  # values one get may return
-_SLICE = 16  # paths resolved, or objects made text, before other clients get a turn
-_LARGE_GET = 1000  # values: a get of more is serialised on another thread
 
 Params = Mapping[str, Any]
 T = TypeVar("T")
@@ -168,6 +167,7 @@ class ControlServer:
         self._acceptor: asyncio.Task[None] | None = None
         self._inode = 0
         self._connections: set[asyncio.Task[Any]] = set()
+        self._trim = LateTrim()
 
     async def start(self) -> None:
         gid = _group_id(self.group) if self.group else -1
@@ -204,6 +204,7 @@ class ControlServer:
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
+        self._trim.cancel()
         self._unlink()
 
     async def _accept(self, listener: socket.socket) -> None:
@@ -280,7 +281,7 @@ class ControlServer:
                 writer.write(frames.pop(0))
                 await writer.drain()
             if large:
-                release_free_memory()
+                self._trim.after_large_reply()
         except (ClientGone, ConnectionError):
             log.debug("control client left before the reply")
         except asyncio.CancelledError:
@@ -344,6 +345,7 @@ class ControlMethods:
         # The last notifications' frames, made once for every subscriber (by id, with the
         # notification kept so that its id cannot be reused meanwhile).
         self._event_frames: dict[int, tuple[Notification, bytes]] = {}
+        self._objects_encoder, self._flat_encoder = BulkEncoder(), BulkEncoder(flat=True)
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -484,31 +486,12 @@ class ControlMethods:
 
     async def _get(self, params: Params, stream: Stream | None) -> Any:
         """``{path: text}``; with ``"objects": true`` (dsmcli) ``{object path: {name: text}}``.
-        Paths are resolved in slices of a few, letting other clients in between; the values
-        are copied on the loop, and a large answer is serialised off it
-        (:mod:`~dsm_tr181.buses.bulk_json`)."""
+        Read and encoded in slices on the loop, from one state of the tree, letting the
+        other clients in between (:mod:`~dsm_tr181.buses.sliced_read`)."""
         paths = list(dict.fromkeys(_texts(params, "paths")))  # the same path twice adds nothing
         max_depth, objects = _count(params, "max_depth"), _flag(params, "objects")
-        resolved = []
-        count = 0
-        for start in range(0, len(paths), _SLICE):
-            with collections_paused():
-                for result in self.dm.get(paths[start : start + _SLICE], max_depth):
-                    if result.fault:
-                        raise result.fault
-                    resolved += result.resolved
-                    count += sum(len(obj.params) for obj in result.resolved)
-            if count > MAX_RESULT_VALUES:
-                raise Fault(
-                    FaultCode.RESOURCES_EXCEEDED, f"the result exceeds {MAX_RESULT_VALUES} values: ask for less"
-                )
-            await asyncio.sleep(0)  # a long read lets the other clients in between slices
-        with collections_paused():
-            copy = snapshot(resolved)
-        encode = BulkEncoder().pieces if objects else _flat_pieces
-        if len(copy.values) < _LARGE_GET:
-            return RawJson(encode(copy))
-        return RawJson(await asyncio.to_thread(encode, copy))
+        encoder = self._objects_encoder if objects else self._flat_encoder
+        return RawJson(await read_json(self.dm, paths, max_depth, encoder, MAX_RESULT_VALUES))
 
     async def _set(self, params: Params, stream: Stream | None) -> Any:
         result = self.dm.set(_text_map(params, "values"), _flag(params, "allow_partial"))
@@ -827,18 +810,6 @@ class _Tracker:
 
 
 # == request parsing ================================================================================
-
-
-def _flat_pieces(copy: Snapshot) -> list[bytes]:
-    """The flat answer of ``get`` (what clients before "objects" read): ``{path: text}``."""
-    values: dict[str, str] = {}
-    end = 0
-    for path, schema, size in zip(copy.paths, copy.schemas, copy.sizes, strict=True):
-        start, end = end, end + size
-        types = schema.parameters
-        for name, value in zip(copy.names[start:end], copy.values[start:end], strict=True):
-            values[path + name] = types[name].type.format(value)
-    return [json.dumps(values, ensure_ascii=False).encode()]
 
 
 def _decode(body: bytes) -> dict[str, Any]:

@@ -181,7 +181,11 @@ class DbusProvider:
     ) -> None:
         """Gio's method handler: Gio has checked the method name and the signature."""
         try:
-            reply = self._bridge.call(self._service.call, method_name, from_arguments(parameters))
+            args = from_arguments(parameters)
+            if self._service.reads(method_name):
+                reply = self._bridge.call_async(self._service.read, method_name, args)
+            else:
+                reply = self._bridge.call(self._service.call, method_name, args)
             if callable(reply):
                 reply = reply()
         except Fault as fault:

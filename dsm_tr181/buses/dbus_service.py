@@ -3,21 +3,22 @@
 Everything here runs on the asyncio loop that owns the tree and returns finished
 ``GLib.Variant`` values: the DataModel hands out read-only views that are valid only
 until the tree next changes, so nothing of the tree may leave the loop unconverted.
-Get and GetBulk return a function instead: they copy the values on the loop and leave
-the encoding, which needs no tree, to that function, called off the loop.
+Get and GetBulk are coroutines (:meth:`DsmService.read`) that return a function instead:
+they copy the values on the loop, in slices (:mod:`~dsm_tr181.buses.sliced_read`), and
+leave the encoding, which needs no tree, to that function, called off the loop.
 Threading is the provider's business (:mod:`dsm_tr181.buses.dbus`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
+from itertools import islice
 from typing import Any, TypeAlias
 
 from gi.repository import GLib
 
-from dsm_tr181.buses.bulk_json import collections_paused
-from dsm_tr181.buses.dbus_bulk import BulkEncoder, snapshot
+from dsm_tr181.buses.dbus_bulk import BulkEncoder
 from dsm_tr181.buses.dbus_columns import DictionaryEncoder
 from dsm_tr181.buses.dbus_errors import fault_text
 from dsm_tr181.buses.dbus_supported import supported_dm_json
@@ -28,6 +29,7 @@ from dsm_tr181.buses.dbus_variants import (
     to_variant,
     typed_entries,
 )
+from dsm_tr181.buses.sliced_read import read_copy
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.schema import BBF_MODEL_URN
 from dsm_tr181.schema.model import Object, Parameter
@@ -55,9 +57,8 @@ class DsmService:
         self._encoder = ValueEncoder()
         self._bulk = BulkEncoder()
         self._columns = DictionaryEncoder()
+        self._reads: dict[str, Callable[..., Awaitable[Reply]]] = {"Get": self.get, "GetBulk": self.get_bulk}
         self._methods: dict[str, Callable[..., Reply]] = {
-            "Get": self.get,
-            "GetBulk": self.get_bulk,
             "GetNames": self.get_names,
             "GetInstances": self.get_instances,
             "GetSupportedDM": self.get_supported_dm,
@@ -85,26 +86,37 @@ class DsmService:
         function that finishes it (call that one off the loop, one call at a time)."""
         return self._methods[method](*args)
 
+    def reads(self, method: str) -> bool:
+        """Whether ``method`` is a read of many values, to run with :meth:`read`."""
+        return method in self._reads
+
+    async def read(self, method: str, args: tuple[Any, ...]) -> Reply:
+        """Run a read method: its reply, or the function that finishes it off the loop."""
+        return await self._reads[method](*args)
+
     def signal(self, note: Notification) -> tuple[str, GLib.Variant]:
         """The signal name and arguments announcing ``note``."""
         return self._signals[note.kind](note)
 
     # == methods ==============================================================================
 
-    def get(self, paths: list[str]) -> Reply:
+    async def get(self, paths: list[str]) -> Reply:
         """The reply, or, for more than a few objects, a function that serialises the
         values copied here (see :mod:`~dsm_tr181.buses.dbus_columns`)."""
-        with collections_paused():
-            objects = self._resolved(paths)
-            if len(objects) <= _FEW:  # a few values: quicker done at once than copied
-                encode = self._encoder.object_entries
-                return dictionary_reply(entry for obj in objects for entry in encode(obj.path, obj.schema, obj.params))
-            return partial(self._columns.reply, snapshot(objects))
+        copy = await read_copy(self._dm, paths, 0)
+        if len(copy.paths) <= _FEW:  # a few values: quicker done at once than copied
+            encode = self._encoder.object_entries
+            params = iter(zip(copy.names, copy.values, strict=True))
+            return dictionary_reply(
+                entry
+                for path, schema, size in zip(copy.paths, copy.schemas, copy.sizes, strict=True)
+                for entry in encode(path, schema, dict(islice(params, size)))
+            )
+        return partial(self._columns.reply, copy)
 
-    def get_bulk(self, paths: list[str], max_depth: int) -> Callable[[], GLib.Variant]:
+    async def get_bulk(self, paths: list[str], max_depth: int) -> Callable[[], GLib.Variant]:
         """Get's values as one JSON document (see :mod:`~dsm_tr181.buses.dbus_bulk`)."""
-        with collections_paused():
-            return partial(self._bulk.reply, snapshot(self._resolved(paths, max_depth)))
+        return partial(self._bulk.reply, await read_copy(self._dm, paths, max_depth))
 
     def get_names(self, path: str, next_level: bool) -> GLib.Variant:
         """Name -> writable; see integration/dbus.md for what each kind of path lists."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -28,6 +28,7 @@ class LoopBridge:
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
         self.timeout = timeout
+        self._tasks: set[asyncio.Task[Any]] = set()  # the loop holds its tasks weakly only
 
     def call(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` run on the loop; its exception is raised here.
@@ -46,6 +47,31 @@ class LoopBridge:
             except BaseException as exc:
                 future.set_exception(exc)
 
+        return self._wait(future, run)
+
+    def call_async(self, function: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """``await function(*args)`` on the loop, with :meth:`call`'s contract: work that
+        gives the loop turns while it runs (a large read in slices)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def finish(task: asyncio.Task[T]) -> None:
+            if task.cancelled():
+                future.set_exception(Fault(FaultCode.INTERNAL_ERROR, "the daemon is shutting down"))
+            elif (exc := task.exception()) is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(task.result())
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                task = self.loop.create_task(function(*args))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(finish)
+
+        return self._wait(future, run)
+
+    def _wait(self, future: concurrent.futures.Future[T], run: Callable[[], None]) -> T:
         try:
             self.loop.call_soon_threadsafe(run)
         except RuntimeError:  # the loop is closed

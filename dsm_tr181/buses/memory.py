@@ -4,11 +4,13 @@ A whole-tree read builds tens of megabytes of short-lived buffers (the copied va
 encoded document). glibc keeps freed heap memory for reuse: in one process, a reply of
 1000 DUs left ~15 MiB of it behind. ``malloc_trim(0)`` returns the free pages of every
 arena to the system (a few ms); other C libraries (musl) lack it and this does nothing
-there. The daemon trims once after start-up and the control socket after each large reply.
+there. The daemon trims once after start-up and the control socket after large replies
+(:class:`LateTrim`: once they pause, since a trim holds the loop up to several ms).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 from collections.abc import Callable
 
@@ -32,3 +34,21 @@ def release_free_memory() -> bool:
         return False
     _trim(0)
     return True
+
+
+class LateTrim:
+    """Trims once no large reply was sent for ``delay`` seconds: clients reading the whole
+    tree in a loop do not pay a trim each (call it on the loop)."""
+
+    def __init__(self, delay: float = 0.2) -> None:
+        self.delay = delay
+        self._pending: asyncio.TimerHandle | None = None
+
+    def after_large_reply(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = asyncio.get_running_loop().call_later(self.delay, release_free_memory)
+
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
@@ -57,7 +57,9 @@ from dsm_tr181.packagers.httpget import (
     status_fault,
 )
 from dsm_tr181.packagers.worker import Cancel, disk_fault
-from dsm_tr181.signing.verify import Pending
+
+if TYPE_CHECKING:
+    from dsm_tr181.signing.verify import Pending
 
 log = logging.getLogger(__name__)
 

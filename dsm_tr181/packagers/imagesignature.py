@@ -35,9 +35,7 @@ from dsm_tr181.packagers import signature
 from dsm_tr181.packagers.fetch import FetchOptions
 from dsm_tr181.packagers.imagemanifest import descriptor, load_json
 from dsm_tr181.packagers.imagesources import DockerArchiveSource, ImageSource, RegistrySource
-from dsm_tr181.signing.cms import bad
-from dsm_tr181.signing.images import signature_tag, verify_prepared
-from dsm_tr181.signing.verify import prepare
+from dsm_tr181.packagers.signature import bad
 
 log = logging.getLogger(__name__)
 COSIGN_LAYER = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -46,6 +44,10 @@ COSIGN = b"cosign"  # what _stored returns for a cosign-format tag (compared by 
 
 def check(source: PackageSource, image: ImageSource, top_hex: str, manifest_hex: str, options: FetchOptions) -> str:
     """Verify the image's signature; the signer's Subject, or "" for an unsigned image the policy allows."""
+    # cryptography and asn1crypto (~15 MiB of RSS) load with the first image install, not at start-up.
+    from dsm_tr181.signing.images import signature_tag, verify_prepared
+    from dsm_tr181.signing.verify import prepare
+
     if source.signature:
         if isinstance(image, DockerArchiveSource):
             raise bad(f"{image.label}: a docker save archive has no manifest digest to sign; sign an OCI layout")

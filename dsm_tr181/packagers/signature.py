@@ -22,6 +22,7 @@ import base64
 import binascii
 import http.client
 import logging
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -29,10 +30,15 @@ from dsm_tr181.lcm.ports import PackageSource
 from dsm_tr181.lcm.urls import display_url
 from dsm_tr181.packagers.fetch import FetchOptions, local_path, open_local
 from dsm_tr181.packagers.httpget import BasicAuth, open_url, split_url, status_fault
-from dsm_tr181.signing.cms import bad
-from dsm_tr181.signing.verify import Pending, prepare
+
+if TYPE_CHECKING:
+    from dsm_tr181.signing.verify import Pending
 
 log = logging.getLogger(__name__)
+
+
+def bad(message: str) -> Fault:
+    return Fault(FaultCode.BAD_SIGNATURE, message)
 
 
 def load(source: PackageSource, options: FetchOptions) -> Pending | None:
@@ -40,6 +46,9 @@ def load(source: PackageSource, options: FetchOptions) -> Pending | None:
     if not source.signature:
         return None
     blob = read(source, options)
+    # cryptography and asn1crypto (~15 MiB of RSS) load with the first signed install.
+    from dsm_tr181.signing.verify import prepare
+
     return prepare(blob, source.signers)
 
 

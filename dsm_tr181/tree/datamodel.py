@@ -18,7 +18,7 @@ import copy
 import inspect
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
@@ -84,6 +84,10 @@ class DataModel:
         self.references = References(self)
         self._resolver = Resolver(self)
         self._index: dict[str, Node] = {}  # instantiated object path (with dot) -> node
+        # Moves with every change a get could see (values, rows): a read made in slices is
+        # consistent when it is the same at its end as at its start. One counter for the
+        # tree and its views (view() copies this object, not the counter).
+        self._changes = _Changes()
         self._defaults: dict[str, dict[str, Value]] = {}
         self._getters: dict[str, Getter] = {}  # schema parameter path -> getter
         self._special: dict[str, list[tuple[str, Getter]]] = {}
@@ -100,6 +104,11 @@ class DataModel:
         # schema object path (both empty for the whole model).
         self.unserved: frozenset[str] = frozenset()
         self._unserved_params: dict[str, frozenset[str]] = {}
+
+    @property
+    def generation(self) -> int:
+        """Moves with every change a get could see (see ``_changes``)."""
+        return self._changes.count
 
     def view(self, flavour: Flavour) -> DataModel:
         """This tree as a front end serving ``flavour`` sees it (see schema/flavours.py): the
@@ -246,6 +255,7 @@ class DataModel:
                 node.parent.tables[node.schema.name].unindex(node)  # type: ignore[union-attr]
         table.unindex(row)
         del table.rows[row.number]
+        self._changes.count += 1
         for node in reversed(gone):
             if node.schema.multi_instance:
                 self.notifications.publish(Notification(Kind.OBJECT_DELETION, node.path))
@@ -311,6 +321,24 @@ class DataModel:
                 result.fault = fault.at(requested)
             results.append(result)
         return results
+
+    def iter_get(self, paths: Sequence[str], max_depth: int = 0) -> Iterator[ResolvedObject]:
+        """Get's objects one at a time, path after path; a failing path raises its fault
+        (as :meth:`get` reports it) when the walk reaches it. The walk reads the live tree:
+        resume it only while ``generation`` has not moved."""
+        for requested in paths:
+            try:
+                path = parse_path(requested)
+                if path.kind is PathKind.OBJECT:
+                    nodes, _ = self._resolver.objects(path)
+                    walks: Iterable[ResolvedObject] = (o for start in nodes for o in self._walk(start, max_depth))
+                else:
+                    walks = self._get_one(path, max_depth)
+            except Fault as fault:
+                if fault.code is FaultCode.OBJECT_NOT_FOUND:  # R-GET.0
+                    fault = Fault(FaultCode.INVALID_PATH, fault.message, fault.path or requested)
+                raise fault.at(requested) from None
+            yield from walks
 
     def get_values(self, paths: Sequence[str], max_depth: int = 0) -> dict[str, Value]:
         """Get flattened to full parameter path -> value; the first failing path raises."""
@@ -537,6 +565,7 @@ class DataModel:
             shown = ", ".join(f"{n}={row.values[n]!r}" for n in key.parameters)
             raise Fault(FaultCode.DUPLICATE_KEY, f"a row with {shown} exists", row.path)
         table.rows[row.number] = row
+        self._changes.count += 1
         table.index(row)
         for node in row.walk():
             self._index[node.path] = node
@@ -599,6 +628,8 @@ class DataModel:
                 changed.append(name)
         if table is not None and attached:
             table.index(node)
+        if changed and attached:
+            self._changes.count += 1
         if notify and changed and attached:
             for name in changed:
                 self._announce_change(node, name)
@@ -699,22 +730,22 @@ class DataModel:
         if path.kind is not PathKind.OBJECT:
             raise Fault(FaultCode.INVALID_PATH, "Get takes object or parameter paths", str(path))
         nodes, _ = self._resolver.objects(path)
-        resolved: list[ResolvedObject] = []
-        for start in nodes:
-            self._collect(start, max_depth, resolved)
-        return resolved
+        return [obj for start in nodes for obj in self._walk(start, max_depth)]
 
-    def _collect(self, start: Node, depth: int, out: list[ResolvedObject]) -> None:
-        """``start`` and its descendants (down to ``depth`` levels, 0 = all), in tree order.
+    def _walk(self, start: Node, depth: int) -> Iterator[ResolvedObject]:
+        """``start`` and its descendants (down to ``depth`` levels, 0 = all), in tree order,
+        one at a time.
 
         Parameters are read-only views of the stored values, not copies: a front end
         serialises them on the loop thread before the tree can change. (The hottest path
-        of a partial get: locals and a closure instead of attribute and method lookups.)
+        of a partial get: locals instead of attribute and method lookups.)
         """
-        cache, compute, append, view = self._special, self._special_params, out.append, MappingProxyType
+        cache, compute, view = self._special, self._special_params, MappingProxyType
         unserved = self._unserved_params
-
-        def visit(node: Node, level: int) -> None:
+        stack = [(start, depth)]
+        pop, extend = stack.pop, stack.extend
+        while stack:
+            node, level = pop()
             special = cache.get(node.schema.path)
             if special is None:
                 special = compute(node.schema)
@@ -725,19 +756,16 @@ class DataModel:
                     values[name] = getter(node)
                 for name in gone or ():
                     del values[name]
-                append(ResolvedObject(node.path, node.schema, view(values)))
+                yield ResolvedObject(node.path, node.schema, view(values))
             else:
-                append(ResolvedObject(node.path, node.schema, view(node.values)))
+                yield ResolvedObject(node.path, node.schema, view(node.values))
             if level == 1:
-                return
+                continue
             below = level - 1 if level else 0
-            for child in node.singles.values():
-                visit(child, below)
+            children = [*node.singles.values()]
             for table in node.tables.values():
-                for row in table.rows.values():
-                    visit(row, below)
-
-        visit(start, depth)
+                children += table.rows.values()
+            extend((child, below) for child in reversed(children))
 
     def _special_params(self, schema: Object) -> list[tuple[str, Getter]]:
         """Parameters of ``schema`` whose shown value is not the stored one (cached)."""
@@ -821,6 +849,15 @@ class DataModel:
                 fault=fault,
             )
         )
+
+
+class _Changes:
+    """The change counter a tree shares with its views."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
 def _served_only(unserved: frozenset[str], callback: Callable[[Notification], None], note: Notification) -> None:

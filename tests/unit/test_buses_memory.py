@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 
 import pytest
 
+from dsm_tr181.buses import memory
 from dsm_tr181.buses.memory import release_free_memory
 
 pytestmark = pytest.mark.unit
@@ -26,3 +29,20 @@ def test_freed_heap_memory_is_returned() -> None:
     assert release_free_memory()
     assert rss_mib() < held - 30
     del last
+
+
+def test_large_replies_in_a_row_are_followed_by_one_trim(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[float] = []
+    monkeypatch.setattr(memory, "release_free_memory", lambda: trims.append(time.monotonic()) or True)
+
+    async def replies() -> float:
+        late = memory.LateTrim(delay=0.05)
+        for _ in range(5):
+            late.after_large_reply()
+            await asyncio.sleep(0.01)
+        last = time.monotonic()
+        await asyncio.sleep(0.2)
+        return last
+
+    last = asyncio.run(replies())
+    assert len(trims) == 1 and trims[0] >= last

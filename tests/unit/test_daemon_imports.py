@@ -1,0 +1,33 @@
+"""The daemon imports what a default start needs: the heavy optional parts load when used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsm_tr181.signing import truststore
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_daemon_starts_without_pyroute2_or_cryptography() -> None:
+    """pyroute2 (~20 MiB of RSS) loads with the first bridged network, cryptography's x509
+    (~14 MiB) with the first certificate of the trust store, and with asn1crypto the first
+    signed install: not with the daemon or its packagers."""
+    heavy = ["pyroute2", "cryptography", "asn1crypto"]
+    modules = "dsm_tr181.daemon, dsm_tr181.packagers.tar, dsm_tr181.packagers.image"
+    probe = f"import sys, {modules}; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_empty_trust_store_needs_no_certificate_library(tmp_path: Path) -> None:
+    probe = "import pathlib, sys; from dsm_tr181.signing import truststore; "
+    probe += "truststore.load(pathlib.Path(sys.argv[1])); print('cryptography' in sys.modules)"
+    command = [sys.executable, "-c", probe, str(tmp_path)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
+    assert truststore.load(tmp_path) == []
