@@ -34,6 +34,7 @@ import asyncio
 import gc
 import inspect
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,11 @@ class Section:
     # a function, the rest of the work, which the provider runs off the loop.
     # The work is a coroutine (a read in slices, giving the loop turns) or a plain call.
     loop_work: Callable[[DataModel], dict[str, Callable[[list[str]], object]]] | None = None
+    # The bus machinery's own cost for the partial read's reply, in ms p50 by step,
+    # measured in one process (what no provider work can remove), given the loop's work.
+    floor: Callable[[LoopThread, Callable[[list[str]], object]], dict[str, float]] | None = None
+    # The broker process (dbus-daemon) from the client's arguments: its CPU per read is shown.
+    broker_pid: Callable[[list[str]], int] | None = None
 
 
 @contextmanager
@@ -89,7 +95,7 @@ def serve_dbus(dm: DataModel, loop: asyncio.AbstractEventLoop) -> Iterator[list[
         provider = DbusProvider.create(dm, {"bus": bus.address}, loop)
         asyncio.run_coroutine_threadsafe(provider.start(), loop).result(60)
         try:
-            yield [bus.address]
+            yield [bus.address, str(bus.pid)]
         finally:
             asyncio.run_coroutine_threadsafe(provider.close(), loop).result(60)
 
@@ -100,7 +106,7 @@ def dbus_client(args: list[str], method: str, path: str, count: int) -> Timings:
     from dsm_tr181.buses.dbus import DbusConfig
     from dsm_tr181.buses.dbus_interface import INTERFACE
 
-    [address] = args
+    address = args[0]
     config = DbusConfig()
     flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
     connection = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
@@ -136,6 +142,34 @@ def dbus_loop_work(dm: DataModel) -> dict[str, Callable[[list[str]], object]]:
     return {"Get": service.get, "GetBulk": lambda paths: service.get_bulk(paths, 0)}
 
 
+def dbus_floor(loop: LoopThread, get: Callable[[list[str]], object]) -> dict[str, float]:
+    """GLib's own steps for Get's reply: the daemon's GDBus turning it into a message, the
+    client's parsing the message and opening its body (as call_sync does)."""
+    from gi.repository import Gio, GLib
+
+    reply = provider_reply(loop, get)
+    assert isinstance(reply, GLib.Variant)
+    serialise, parse = [], []
+    for _ in range(5):
+        message = Gio.DBusMessage.new()
+        message.set_message_type(Gio.DBusMessageType.METHOD_RETURN)
+        message.set_reply_serial(1)
+        message.set_body(reply)
+        started = time.perf_counter()
+        blob = message.to_blob(Gio.DBusCapabilityFlags.NONE)
+        serialise.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        Gio.DBusMessage.new_from_blob(blob, Gio.DBusCapabilityFlags.NONE).get_body().get_child_value(0)
+        parse.append(time.perf_counter() - started)
+    return {"GDBus serialises the reply": pct(serialise, 50), "GDBus parses it in the client": pct(parse, 50)}
+
+
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU ``pid`` has used (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def serve_socket(dm: DataModel, loop: asyncio.AbstractEventLoop) -> Iterator[list[str]]:
     import tempfile
@@ -168,7 +202,7 @@ def socket_client(args: list[str], method: str, path: str, count: int) -> Timing
 
 
 SECTIONS: dict[str, Section] = {
-    "dbus": Section(serve_dbus, dbus_client, ("Get", "GetBulk"), dbus_loop_work),
+    "dbus": Section(serve_dbus, dbus_client, ("Get", "GetBulk"), dbus_loop_work, dbus_floor, lambda args: int(args[1])),
     "socket": Section(serve_socket, socket_client, ("get", "get-objects")),
 }
 PARTIAL_READS.update({"get": 20, "get-objects": 20})
@@ -229,6 +263,14 @@ def report(label: str, remote: list[float], local: list[float]) -> None:
     )
 
 
+def provider_reply(loop: LoopThread, work: Callable[[list[str]], object]) -> object:
+    """The reply of one partial read as the provider builds it."""
+    rest = loop.call(work, [SM], timeout=600)
+    if inspect.iscoroutine(rest):
+        rest = loop.wait(rest, timeout=600)
+    return rest() if callable(rest) else rest
+
+
 def provider_work(loop: LoopThread, work: Callable[[list[str]], object]) -> tuple[list[float], list[float]]:
     """Seconds on the loop and off it (the function returned, if any) per partial read."""
     on_loop, off_loop = [], []
@@ -253,12 +295,17 @@ def bench(bus: str, n: int) -> None:
         one: dict[str, Timings] = {}
         partial: dict[str, Timings] = {}
         stalled: dict[str, list[float]] = {}
+        broker_ms: dict[str, float] = {}
         with section.serve(dm, loop.loop) as args:
             for method in section.methods:
                 one[method] = run_client(bus, args, method, ONE, GETS)
+                broker = section.broker_pid(args) if section.broker_pid else None
+                broker_cpu = process_cpu(broker) if broker else 0.0
                 with stalls(loop.loop) as lateness:
                     partial[method] = run_client(bus, args, method, SM, PARTIAL_READS[method])
                 stalled[method] = lateness
+                if broker:
+                    broker_ms[method] = 1000 * (process_cpu(broker) - broker_cpu) / PARTIAL_READS[method]
         one_local = loop.call(timed, lambda: dm.get([ONE]), GETS, timeout=600)
         partial_local = loop.call(timed, lambda: dm.get([SM]), PARTIAL_READS["Get"], timeout=600)
 
@@ -282,6 +329,14 @@ def bench(bus: str, n: int) -> None:
                 off = f" + {pct(off_loop, 50):.1f} ms off it" if off_loop else ""
                 print(f"    {method:<8} {pct(on_loop, 50):6.1f} ms on the loop{off}; "
                       f"longest stall {1000 * max(stalled[method]):.1f} ms")  # fmt: skip
+            for method, cpu in broker_ms.items():
+                print(f"  the broker's CPU per partial {method}: {cpu:.1f} ms")
+            if section.floor is not None:
+                steps = section.floor(loop, section.loop_work(dm)[section.methods[0]])
+                print(f"  the bus library's own work for the partial {section.methods[0]}'s reply (p50, one process),"
+                      f" which no provider change removes: "
+                      + ", ".join(f"{step} {ms:.1f} ms" for step, ms in steps.items())
+                      + f"; {sum(steps.values()):.1f} ms in all")  # fmt: skip
         medians = {method: pct(partial[method]["received"], 50) for method in section.methods}
         first, *others = section.methods
         for method in others:
