@@ -113,7 +113,7 @@ class LcmSettings:
             raise Invalid("default_execenv", f"{self.default_execenv!r} is not a configured execution environment")
         if self.max_parallel_operations < 1:
             raise Invalid("max_parallel_operations", "must be >= 1")
-        # A zero or negative interval would make the usage sampler spin the daemon's loop.
+        # Intervals are how long a sample is reused or between disk sweeps: zero makes no sense.
         for name in (
             "usage_interval",
             "disk_usage_interval",

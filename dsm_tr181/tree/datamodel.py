@@ -756,7 +756,10 @@ class DataModel:
                     values[name] = getter(node)
                 for name in gone or ():
                     del values[name]
-                yield ResolvedObject(node.path, node.schema, view(values))
+                # the view's own object, whose parameters are what it serves: encoders match
+                # their per-object templates against it (buses/bulk_json.py, dbus_columns.py)
+                served = self.schema.objects[node.schema.path] if gone else node.schema
+                yield ResolvedObject(node.path, served, view(values))
             else:
                 yield ResolvedObject(node.path, node.schema, view(node.values))
             if level == 1:
