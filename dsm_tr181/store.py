@@ -2,6 +2,13 @@
 
 ``synchronous=FULL`` makes every commit durable before the action it journals starts,
 so a kill -9 (or a power cut) at any point leaves a journal recovery can trust.
+
+A commit made with ``durable=False`` (an EU's RequestedState: the intent of a start or
+stop, on the path to ``runc run``) is written to the WAL without waiting for the disk
+(``synchronous=NORMAL``): atomic, and kept by a kill -9 of the daemon since the bytes are
+in the kernel's hands. A thread of the store then flushes the WAL at once, while the
+caller goes on; only a power cut in those few milliseconds can lose that commit, and the
+database stays consistent either way (SQLite's WAL guarantee).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import errno
 import json
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 from dsm_tr181.errors import Fault, FaultCode
@@ -34,6 +42,7 @@ class SqliteStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA cache_size=-256")  # KiB: the store is read once at start
         self._migrate()
+        self._flusher = _WalFlusher(Path(f"{path}-wal"))
 
     def _migrate(self) -> None:
         (version,) = self.db.execute("PRAGMA user_version").fetchone()
@@ -62,11 +71,25 @@ class SqliteStore:
         put: list[Record] | None = None,
         delete: list[Record] | None = None,
         counters: dict[str, int] | None = None,
+        *,
+        durable: bool = True,
     ) -> None:
         try:
-            self._commit(put, delete, counters)
+            if durable:
+                self._commit(put, delete, counters)
+                return
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._commit(put, delete, counters)
+            finally:
+                self.db.execute("PRAGMA synchronous=FULL")
+            self._flusher.request()
         except sqlite3.Error as exc:
             raise _store_fault(exc) from exc
+
+    def flushed(self, timeout: float) -> bool:
+        """Whether every ``durable=False`` commit is on disk, waiting up to ``timeout`` s."""
+        return self._flusher.wait(timeout)
 
     def _commit(self, put: list[Record] | None, delete: list[Record] | None, counters: dict[str, int] | None) -> None:
         self.db.execute("BEGIN IMMEDIATE")
@@ -89,7 +112,64 @@ class SqliteStore:
             raise
 
     def close(self) -> None:
-        self.db.close()
+        self._flusher.stop()
+        self.db.close()  # the last connection checkpoints the WAL into the database file, synced
+
+
+class _WalFlusher:
+    """A thread that fsyncs the WAL file whenever asked: the second half of a ``durable=False``
+    commit, off the committing thread. Requests made while it flushes are served by one more
+    flush (each covers every frame written before it)."""
+
+    def __init__(self, wal: Path) -> None:
+        self._wal = wal
+        self._changed = threading.Condition()
+        self._asked = self._done = 0  # requests made / requests whose bytes are flushed
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        with self._changed:
+            self._asked += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dsm-store-flush", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._done >= self._asked, timeout)
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._stopping or self._done < self._asked)
+                if self._done >= self._asked:  # stopping, and nothing left to flush
+                    return
+                target = self._asked
+            self._flush()
+            with self._changed:
+                self._done = target
+                self._changed.notify_all()
+
+    def _flush(self) -> None:
+        try:
+            fd = os.open(self._wal, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # checkpointed and removed: its frames are in the synced database file
+            return
+        try:
+            os.fsync(fd)
+        except OSError:  # the disk failed: the next durable commit reports it
+            pass
+        finally:
+            os.close(fd)
 
 
 def _store_fault(exc: sqlite3.Error) -> Fault:

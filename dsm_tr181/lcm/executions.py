@@ -262,7 +262,8 @@ class Executions:
         """Record RequestedState (store and tree) without acting on it."""
         if eu.record.requested_state != state:
             eu.record.requested_state = state
-            self.lcm.commit(put=[eu.record])
+            # Not waiting for the disk before the runtime acts: the flush runs beside ``runc run``.
+            self.lcm.commit(put=[eu.record], durable=False)
             self.lcm.dm.update(self.node(eu), {"RequestedState": state})
 
     async def wait(self, eu: Eu) -> None:

@@ -151,17 +151,23 @@ class Lcm:
     # -- shared helpers ---------------------------------------------------------------------
 
     def commit(
-        self, put: Sequence[Record] | None = None, delete: Sequence[Record] | None = None, *, keep_changes: bool = False
+        self,
+        put: Sequence[Record] | None = None,
+        delete: Sequence[Record] | None = None,
+        *,
+        keep_changes: bool = False,
+        durable: bool = True,
     ) -> None:
         """Persist records together with the instance counters of every table.
 
         When the store refuses (a Fault: full disk), the records in ``put`` get back what
         the store holds, so that the caller's change is undone everywhere, unless
         ``keep_changes`` (an operation ending in failure still ends: recovery at the next
-        start finishes what the journal then says)."""
+        start finishes what the journal then says). ``durable``: see the Store protocol."""
         tables = (EE_TABLE, DU_TABLE, EU_TABLE, LOG_TABLE, CERT_TABLE)
         try:
-            self.store.commit(list(put or ()), list(delete or ()), {t: self.dm.table(t).next_instance for t in tables})
+            counters = {t: self.dm.table(t).next_instance for t in tables}
+            self.store.commit(list(put or ()), list(delete or ()), counters, durable=durable)
         except Fault:
             if put and not keep_changes:
                 self._restore(put)

@@ -231,9 +231,12 @@ class Store(Protocol):
         put: list[Record] | None = None,
         delete: list[Record] | None = None,
         counters: dict[str, int] | None = None,
+        *,
+        durable: bool = True,
     ) -> None:
         """Apply all changes in one durable transaction (or none of them); a Fault if it cannot
-        (RESOURCES_EXCEEDED when its file system is full)."""
+        (RESOURCES_EXCEEDED when its file system is full). ``durable=False``: as atomic and
+        kept if the daemon dies, but flushed to disk just after returning instead of before."""
         ...
 
     def close(self) -> None: ...

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -315,6 +318,50 @@ def test_store_put_replaces_and_delete_removes(tmp_path: Path) -> None:
     assert [r.status for r in store.load().of(DeploymentUnitRecord)] == ["Updating"]
     store.commit(delete=[du])
     assert store.load().of(DeploymentUnitRecord) == []
+
+
+def test_store_commit_without_waiting_for_the_disk_is_flushed_by_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """durable=False: committed (another connection sees it) and back to synchronous=FULL
+    on return; the store's thread then fsyncs the WAL file itself."""
+    path = tmp_path / "dsm.db"
+    store = SqliteStore(path)
+    store.commit(put=[sample_records()[0]])  # the WAL exists from here on
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr("dsm_tr181.store.os.fsync", spy)
+    eu = sample_records()[2]
+    store.commit(put=[eu], durable=False)
+
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT count(*) FROM record WHERE kind = 'executionunit'").fetchone() == (1,)
+    assert store.db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL again for the next commit
+    assert store.flushed(10)
+    assert os.stat(f"{path}-wal").st_ino in synced
+    store.close()
+    assert SqliteStore(path).load().of(ExecutionUnitRecord) == [eu]
+
+
+def test_store_commit_without_waiting_survives_a_kill_9(tmp_path: Path) -> None:
+    """The bytes are the kernel's once commit() returns: a process killed at once keeps them."""
+    path = tmp_path / "dsm.db"
+    writer = (
+        "import os, signal, sys\n"
+        "from dsm_tr181.lcm.records import ExecEnvRecord\n"
+        "from dsm_tr181.store import SqliteStore\n"
+        "store = SqliteStore(__import__('pathlib').Path(sys.argv[1]))\n"
+        "store.commit(put=[ExecEnvRecord(name='default', instance=1)], durable=False)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", writer, str(path)], check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert [r.name for r in SqliteStore(path).load().of(ExecEnvRecord)] == ["default"]
 
 
 class Unserialisable:
