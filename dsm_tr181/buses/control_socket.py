@@ -705,6 +705,9 @@ class ControlMethods:
 
     def _find(self, table: str, key: str, ident: str, missing: FaultCode, what: str) -> str:
         """The row whose ``key`` (UUID, EUID, Name), instance number or Alias is ``ident``."""
+        indexed = self._indexed(table, key, ident)
+        if indexed is not None:
+            return indexed
         rows = self.dm.get_instances([table], first_level_only=True)
         if ident.isdigit():
             matches = [r.path for r in rows if r.path == f"{table}{ident}."]
@@ -720,6 +723,19 @@ class ControlMethods:
                 table,
             )
         return matches[0]
+
+    def _indexed(self, table: str, key: str, ident: str) -> str | None:
+        """The row found through the table's index of ``key`` when ``key`` alone is a unique
+        key that binds every row (EUID): a lookup instead of a scan of every row."""
+        rows = self.dm.table(table)
+        if ident.isdigit():
+            row = rows.rows.get(int(ident))
+            return row.path if row is not None else None
+        for unique in rows.schema.unique_keys:
+            if unique.parameters == (key,) and not (unique.functional and rows.schema.enable_parameter):
+                row = rows.keys.get(unique, {}).get((ident,))
+                return row.path if row is not None else None
+        return None
 
     def _rows(self, table: str) -> list[str]:
         return [r.path for r in self.dm.get_instances([table], first_level_only=True)]

@@ -558,6 +558,23 @@ def test_uninstall_stops_the_eu_and_removes_rows_and_files(dsm: DsmDaemon, archi
     assert tree_files(dsm.state / "logs") == []
 
 
+def test_active_execution_units_lists_the_active_eus_in_instance_order(dsm: DsmDaemon, archives: Path) -> None:
+    """ExecEnv.ActiveExecutionUnits follows each EU's Status: started in reverse order it
+    still lists them by instance; a stopped or uninstalled EU leaves the list."""
+    dus = [installed(install(dsm, str(build_du(archives, name)))) for name in ("first", "second", "third")]
+    eus = [eu_of(dsm, du) for du in dus]
+    for eu in reversed(eus):
+        start(dsm, eu)
+    assert value(dsm, EE1 + ".ActiveExecutionUnits") == ",".join(eu.rstrip(".") for eu in eus)
+
+    assert operate(dsm, eus[1] + "SetRequestedState()", {"RequestedState": "Idle"}).ok
+    wait_status(dsm, eus[1], "Idle")
+    assert value(dsm, EE1 + ".ActiveExecutionUnits") == f"{eus[0].rstrip('.')},{eus[2].rstrip('.')}"
+
+    assert operate(dsm, dus[0] + "Uninstall()").ok
+    assert value(dsm, EE1 + ".ActiveExecutionUnits") == eus[2].rstrip(".")
+
+
 # == failed installs ==========================================================================
 
 
