@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.as_installed import compiled
 from dsm_tr181.lcm.identity import annex_c_uuid, duid, euid
 from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecEnvRecord, ExecutionUnitRecord
 from dsm_tr181.lcm.tables import DU_TABLE, EE_TABLE, EU_TABLE, LOG_TABLE, stamp
@@ -144,6 +145,7 @@ def verdict(met: bool) -> str:
 
 
 def main() -> None:
+    compiled()
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     mib = 1024
     print(f"{'bus':>5} {'DUs':>5} {'start s':>8} {'idle MiB':>9} {'peak MiB':>9} {'read peak':>10} {'settled':>8}")
