@@ -39,6 +39,7 @@ from dsm_tr181.buses.dbus_interface import INTERFACE, INTROSPECTION
 from dsm_tr181.buses.dbus_service import DsmService
 from dsm_tr181.buses.dbus_variants import from_arguments
 from dsm_tr181.buses.loop_bridge import LoopBridge
+from dsm_tr181.buses.memory import LARGE, LateTrim
 from dsm_tr181.errors import Fault
 from dsm_tr181.glib_thread import GLibThread
 from dsm_tr181.schema.flavours import Flavour
@@ -91,6 +92,8 @@ class DbusProvider:
         dm = dm.view(Flavour.USP)  # a USP front end: no CWMP-only parameters
         self._dm = dm
         self._bridge = LoopBridge(loop, config.call_timeout)
+        self._loop = loop
+        self._trim = LateTrim()  # on the loop: after large replies, their memory back to the system
         self._service = DsmService(dm)
         self._interface = Gio.DBusNodeInfo.new_for_xml(INTROSPECTION).lookup_interface(INTERFACE)
         self._glib: GLibThread | None = None
@@ -133,6 +136,7 @@ class DbusProvider:
         if self._subscription is not None:
             self._subscription.cancel()
             self._subscription = None
+        self._trim.cancel()
         try:
             await glib.call(self._disconnect)
         finally:
@@ -195,6 +199,8 @@ class DbusProvider:
             invocation.return_dbus_error(INTERNAL_ERROR, internal_error_text())
         else:
             invocation.return_value(reply)
+            if reply.get_size() >= LARGE:
+                self._loop.call_soon_threadsafe(self._trim.after_large_reply)
 
     def _emit(self, signal: str, arguments: GLib.Variant) -> None:
         if self._bus is not None:

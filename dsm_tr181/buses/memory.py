@@ -4,7 +4,7 @@ A whole-tree read builds tens of megabytes of short-lived buffers (the copied va
 encoded document). glibc keeps freed heap memory for reuse: in one process, a reply of
 1000 DUs left ~15 MiB of it behind. ``malloc_trim(0)`` returns the free pages of every
 arena to the system (a few ms); other C libraries (musl) lack it and this does nothing
-there. The daemon trims once after start-up and the control socket after large replies
+there. The daemon trims once after start-up, and the control socket and D-Bus after large replies
 (:class:`LateTrim`: once they pause, since a trim holds the loop up to several ms).
 """
 

@@ -38,6 +38,7 @@ pytest.importorskip("pydbus", reason="pydbus is not installed")
 
 from gi.repository import Gio, GLib
 
+from dsm_tr181.buses import memory
 from dsm_tr181.buses.dbus import DbusConfig, DbusProvider
 from dsm_tr181.buses.dbus_interface import INTERFACE, INTROSPECTION
 from dsm_tr181.buses.dbus_variants import dictionary, from_variant, typed_entries
@@ -526,13 +527,26 @@ def many_dus(n: int) -> DataModel:
     return dm
 
 
-def test_get_bulk_of_1000_dus_decodes(bus_address: str, loop: LoopThread) -> None:
+def test_get_bulk_of_1000_dus_decodes_and_its_memory_is_trimmed_after(
+    bus_address: str, loop: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply over 1 MiB is followed by one malloc_trim once replies pause; a small one by none."""
+    trims: list[float] = []
+    monkeypatch.setattr(memory, "release_free_memory", lambda: trims.append(time.monotonic()) or True)
     dm = loop.call(lambda: many_dus(1000))
     with serving(dm, loop, {"bus": bus_address, "name": NAME + ".Large"}):
+        call(bus_address, NAME + ".Large", "Get", f"['{SM}ExecEnv.1.Name']")
+        time.sleep(0.5)
+        assert trims == []
         text = call(bus_address, NAME + ".Large", "GetBulk", f"['{SM}']", "0")[0]
+        sent = time.monotonic()
+        deadline = sent + 5
+        while not trims and time.monotonic() < deadline:
+            time.sleep(0.05)
     document = json.loads(text)
     assert document == loop.call(lambda: {o.path: o.text() for o in dm.view(Flavour.USP).get([SM])[0].resolved})
     assert len(document) > 13_000 and sum(map(len, document.values())) > 150_000
+    assert len(trims) == 1 and trims[0] >= sent
 
 
 # == Set ============================================================================================
