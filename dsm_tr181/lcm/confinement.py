@@ -105,6 +105,13 @@ class Confinement:
         self.persist(eu, bundle, spec)
         return spec
 
+    @staticmethod
+    def persisted_root(eu: ExecutionUnitRecord, du: DeploymentUnitRecord) -> Path:
+        """The root filesystem the persisted spec of ``eu`` runs (OSError or ValueError when
+        that file is missing or unreadable); reads a file only, so any thread may call it."""
+        spec = json.loads((Path(du.bundle) / SPEC_DIR / f"{eu.container_id}.json").read_text())
+        return Path(str((spec.get("root") or {}).get("path", "")))
+
     def prepare(self, eu: ExecutionUnitRecord, bundle: Path, leaving: frozenset[str] = frozenset()) -> dict[str, Any]:
         """At install/update: check and persist the spec (see :meth:`derive`); shift the files
         into the EU's UID range."""

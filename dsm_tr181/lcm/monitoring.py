@@ -24,10 +24,11 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dsm_tr181.errors import Fault
 from dsm_tr181.lcm.ports import SharedStorage
+from dsm_tr181.lcm.records import DeploymentUnitRecord, ExecutionUnitRecord
 from dsm_tr181.schema.types import Value
 
 if TYPE_CHECKING:
@@ -56,10 +57,6 @@ def tree_kib(root: Path, *, unshared: bool = False) -> int:
     return blocks // 2  # st_blocks counts 512-byte units
 
 
-def rootfs_of(spec: dict[str, Any]) -> Path:
-    return Path(str((spec.get("root") or {}).get("path", "")))
-
-
 def processes(pids: tuple[int, ...]) -> list[dict[str, Value]]:
     """PID and command line of each process (those gone meanwhile are left out)."""
     found: list[dict[str, Value]] = []
@@ -84,21 +81,38 @@ async def sample_shared(lcm: Lcm) -> None:
 
 
 async def sample_disk(lcm: Lcm, *, shared_only: bool = False) -> None:
-    """DiskSpaceInUse of every EU whose DU is installed."""
-    packager = lcm.packager if isinstance(lcm.packager, SharedStorage) else None
+    """DiskSpaceInUse of every EU whose DU is installed: the rows picked on the loop, every
+    figure taken in one thread hop (one hop and one spec read per EU on the loop cost
+    ~0.5 ms each: half a second of the loop per sweep at 1000 EUs), the rows set on the loop."""
+    installed = []
     for eu in list(lcm.executions.units.values()):
         du = lcm.deployments.records.get(eu.record.du)
-        if du is None or du.status != "Installed" or not du.bundle:
-            continue
-        try:
-            shared = None if packager is None else await asyncio.to_thread(packager.shared_kib, Path(du.bundle))
-            if shared is None and shared_only:
-                continue
-            spec = lcm.confinement.spec(eu.record, du)
-        except (Fault, OSError) as exc:  # what cannot be read leaves the figure as it was
-            log.debug("disk usage of %s: %s", eu.record.euid, exc)
-            continue
-        kib = await asyncio.to_thread(tree_kib, rootfs_of(spec), unshared=shared is not None)
-        kib += (shared or 0) + await asyncio.to_thread(lcm.appdata.used_kib, du)
-        if eu.record.instance in lcm.executions.units:
+        if du is not None and du.status == "Installed" and du.bundle:
+            installed.append((eu, du))
+    figures = await asyncio.to_thread(_disk_figures, lcm, [(eu.record, du) for eu, du in installed], shared_only)
+    for (eu, _), kib in zip(installed, figures, strict=True):
+        if kib is not None and eu.record.instance in lcm.executions.units:
             lcm.dm.update(lcm.executions.node(eu), {"DiskSpaceInUse": kib}, quiet=True)
+
+
+def _disk_figures(
+    lcm: Lcm, units: list[tuple[ExecutionUnitRecord, DeploymentUnitRecord]], shared_only: bool
+) -> list[int | None]:
+    """Each EU's DiskSpaceInUse in KiB; None where it is left as it is (nothing shared when
+    ``shared_only``, or unreadable). Runs in a thread: reads files only."""
+    packager = lcm.packager if isinstance(lcm.packager, SharedStorage) else None
+    figures: list[int | None] = []
+    for record, du in units:
+        try:
+            shared = None if packager is None else packager.shared_kib(Path(du.bundle))
+            if shared is None and shared_only:
+                figures.append(None)
+                continue
+            root = lcm.confinement.persisted_root(record, du)
+            kib = tree_kib(root, unshared=shared is not None) + (shared or 0) + lcm.appdata.used_kib(du)
+        except (Fault, OSError, ValueError) as exc:  # what cannot be read leaves the figure as it was
+            log.debug("disk usage of %s: %s", record.euid, exc)
+            figures.append(None)
+            continue
+        figures.append(kib)
+    return figures
