@@ -299,7 +299,8 @@ class Deployments:
         self.lcm.executions.add(eu, du.disk_kib)
         self.add_row(du)
         log.info("installed DU %s %s %s in %s", du.instance, du.name, du.version, du.ee)
-        await monitoring.sample_shared(self.lcm)  # the new DU may share layers with others
+        if await monitoring.shares_parts(self.lcm, target):  # the new DU may share layers with others
+            await monitoring.sample_shared(self.lcm)
         self.lcm.outcomes.deliver(event, committed=True)
         return {"UUID": du.uuid, "Version": du.version, "ExecEnvRef": self.lcm.execenvs.ref(du.ee)}
 
@@ -660,8 +661,10 @@ class Deployments:
             if refusal is not None:
                 raise refusal
             crashpoint("uninstall.journaled")
+            shared = await monitoring.shares_parts(self.lcm, Path(du.bundle))
             await self.finish_uninstall(du, op)
-        await monitoring.sample_shared(self.lcm)  # its layers now fall to fewer DUs
+        if shared:  # its layers now fall to fewer DUs
+            await monitoring.sample_shared(self.lcm)
         self.lcm.du_state_change(du, Operation.UNINSTALL, DuOutcome.UNINSTALLED, started)
         return {}
 
