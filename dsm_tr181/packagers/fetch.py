@@ -58,7 +58,7 @@ from dsm_tr181.packagers.httpget import (
     split_url,
     status_fault,
 )
-from dsm_tr181.packagers.worker import Cancel, disk_fault
+from dsm_tr181.packagers.worker import Cancel, disk_fault, scratch
 
 if TYPE_CHECKING:
     from dsm_tr181.signing.verify import Pending
@@ -72,7 +72,7 @@ _MAX_CHECKSUM_FILE = 4096
 
 
 class _Readable(Protocol):
-    def readinto1(self, buffer: bytearray, /) -> int: ...  # what is there, not waiting to fill the buffer
+    def readinto1(self, buffer: memoryview, /) -> int: ...  # what is there, not waiting to fill the buffer
 
 
 class _Hasher(Protocol):
@@ -371,14 +371,13 @@ def copy_hashed(
     """Read ``source`` to its end in chunks, hashing (sha256, and ``extra`` if given) and (if ``out``)
     writing; return the hex sha256."""
     hasher = hashlib.sha256()
-    buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
+    view = scratch(_CHUNK)
     done = 0
     progress(0, total)
     while True:
         cancel.check(label)
         try:
-            count = source.readinto1(buffer)
+            count = source.readinto1(view)
         except TimeoutError:
             raise Fault(FaultCode.DOWNLOAD_INCOMPLETE, f"{label}: stalled after {done} bytes") from None
         except (OSError, http.client.HTTPException) as exc:
@@ -532,7 +531,7 @@ class _HashingReader(io.RawIOBase):
             if self._buffers == _AHEAD:
                 return self._free.get()
         self._buffers += 1
-        return memoryview(bytearray(_AHEAD_CHUNK))
+        return scratch(_AHEAD_CHUNK)
 
     def _read_ahead(self) -> None:
         hasher = hashlib.sha256()
