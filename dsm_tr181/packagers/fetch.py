@@ -473,8 +473,8 @@ class _HashingReader(io.RawIOBase):
         self._rest = memoryview(b"")  # what is left of it
         self._ended = False
         self._closing = False
-        progress(0, size)
         self._thread = threading.Thread(target=self._read_ahead, name="dsm-read-ahead", daemon=True)
+        progress(0, size)
         self._thread.start()
 
     def readable(self) -> bool:
@@ -502,7 +502,8 @@ class _HashingReader(io.RawIOBase):
     def close(self) -> None:
         self._closing = True
         self._free.put(None)
-        self._thread.join()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
         super().close()
 
     def _next(self) -> bool:
