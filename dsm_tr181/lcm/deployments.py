@@ -75,7 +75,7 @@ DIGEST_FRAGMENT = "sha256="  # InstallDU(URL="https://host/app.tar#sha256=<hex>"
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 # A progress notification every 0.25 s at most (and at the start and the end): each wakes the
 # event loop, which then competes with the packager's threads for the GIL; finer steps (one
-# every 4 MiB besides) cost a fast local install of 10 MB a third of its time, for no visible gain.
+# every 4 MiB besides) took a third of a 10 MB local install's unpacking time, for no visible gain.
 PROGRESS_INTERVAL = 0.25
 
 
