@@ -21,7 +21,7 @@ bytecode is compiled first, as an installed wheel has it (``bench/as_installed.p
 row also prints the same request over the socket from this process (no start-up), so that
 the two parts show.
 
-Run as root: python bench/cli_bench.py [--dus 1000] [--runs 5] [--install-mb 50]
+Run as root: python bench/cli_bench.py [--dus 1000] [--runs 5] [--install-mb 50] [--rows startup get start install]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from bench.install_bench import build_archive
 from tests.support.daemon import DsmDaemon
 
 SM = "Device.SoftwareModules."
+ROWS = ("startup", "get", "start", "install")
 
 
 def dsmcli_command() -> list[str]:
@@ -107,6 +108,9 @@ def main() -> int:
     parser.add_argument("--dus", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--install-mb", type=int, default=50)
+    parser.add_argument(
+        "--rows", nargs="+", choices=ROWS, default=list(ROWS), help="the rows to measure (default: all)"
+    )
     options = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("runc") is None:
         print("needs root and runc", file=sys.stderr)
@@ -130,20 +134,23 @@ def main() -> int:
         euid = daemon.get(eu_ref + ".EUID")[eu_ref + ".EUID"]
         rows: list[tuple[str, float, float, str, bool]] = []  # label, ours, baseline, target, met
 
-        pass_s, import_s, one_s = alternate(
-            options.runs,
-            lambda: timed([sys.executable, "-c", "pass"], env),
-            lambda: timed([sys.executable, "-c", "import dsm_tr181.cli"], env),
-            lambda: timed([*cli, "get", SM + "ExecEnvNumberOfEntries"], env),
-        )
-        own = one_s - pass_s
-        rows.append(("dsmcli get <one parameter>", one_s, pass_s, "client start-up < 40 ms", own < 0.040))
-        print(f"python -c pass {pass_s * 1000:.1f} ms; import dsm_tr181.cli {import_s * 1000:.1f} ms; "
-              f"dsmcli get of one parameter {one_s * 1000:.1f} ms: "
-              f"{own * 1000:.1f} ms more than Python's own start")  # fmt: skip
+        if "startup" in options.rows or "get" in options.rows:
+            pass_s, import_s, one_s = alternate(
+                options.runs,
+                lambda: timed([sys.executable, "-c", "pass"], env),
+                lambda: timed([sys.executable, "-c", "import dsm_tr181.cli"], env),
+                lambda: timed([*cli, "get", SM + "ExecEnvNumberOfEntries"], env),
+            )
+        if "startup" in options.rows:
+            own = one_s - pass_s
+            rows.append(("dsmcli get <one parameter>", one_s, pass_s, "client start-up < 40 ms", own < 0.040))
+            print(f"python -c pass {pass_s * 1000:.1f} ms; import dsm_tr181.cli {import_s * 1000:.1f} ms; "
+                  f"dsmcli get of one parameter {one_s * 1000:.1f} ms: "
+                  f"{own * 1000:.1f} ms more than Python's own start")  # fmt: skip
 
-        (whole_s,) = alternate(options.runs, lambda: timed([*cli, "get", SM], env))
-        rows.append((f"dsmcli get {SM} ({options.dus} DUs)", whole_s, pass_s, "< 150 ms", whole_s < 0.150))
+        if "get" in options.rows:
+            (whole_s,) = alternate(options.runs, lambda: timed([*cli, "get", SM], env))
+            rows.append((f"dsmcli get {SM} ({options.dus} DUs)", whole_s, pass_s, "< 150 ms", whole_s < 0.150))
 
         def start_wait() -> float:
             elapsed = timed([*cli, "eu.start", "--wait", euid], env)
@@ -158,32 +165,13 @@ def main() -> int:
             client.follow("eu.stop", {"uid": euid}, lambda progress: None)
             return elapsed
 
-        ours, socket_s, bare = alternate(options.runs, start_wait, socket_start_wait, RuncRun(bundle, work))
-        rows.append(("dsmcli eu.start --wait (Active)", ours, bare, "<= 1.5x runc run -d", ours <= 1.5 * bare))
-        rows.append(("  the same eu.start over the socket, no start-up", socket_s, bare, "(for scale)", True))
+        if "start" in options.rows:
+            ours, socket_s, bare = alternate(options.runs, start_wait, socket_start_wait, RuncRun(bundle, work))
+            rows.append(("dsmcli eu.start --wait (Active)", ours, bare, "<= 1.5x runc run -d", ours <= 1.5 * bare))
+            rows.append(("  the same eu.start over the socket, no start-up", socket_s, bare, "(for scale)", True))
 
-        archive = build_archive(work, options.install_mb)
-        extract = work / "extract"
-
-        def tar_x() -> float:
-            shutil.rmtree(extract, ignore_errors=True)
-            extract.mkdir()
-            return timed(["tar", "-xf", str(archive), "-C", str(extract)], env)
-
-        def install() -> float:
-            began = time.perf_counter()
-            done = subprocess.run(
-                [*cli, "--json", "du.install", "--wait", "default", f"file://{archive}"],
-                env=env, capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            elapsed = time.perf_counter() - began
-            uuid = json.loads(done.stdout)["UUID"]
-            timed([*cli, "du.uninstall", "--wait", uuid], env)
-            return elapsed
-
-        ours, tar_s = alternate(options.runs, install, tar_x)
-        label = f"dsmcli du.install --wait ({options.install_mb} MB file://)"
-        rows.append((label, ours, tar_s, "<= 1.3x tar -xf", ours <= 1.3 * tar_s))
+        if "install" in options.rows:
+            rows.append(install_row(options, work, env, cli))
 
         print(f"\n{options.runs} alternated runs, medians:")
         print(f"{'':<46} {'ms':>9} {'baseline ms':>12} {'ratio':>7}  target")
@@ -194,6 +182,34 @@ def main() -> int:
     finally:
         daemon.cleanup()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def install_row(
+    options: argparse.Namespace, work: Path, env: dict[str, str], cli: list[str]
+) -> tuple[str, float, float, str, bool]:
+    """``dsmcli du.install --wait`` of a file:// bundle against ``tar -xf`` of it."""
+    archive = build_archive(work, options.install_mb)
+    extract = work / "extract"
+
+    def tar_x() -> float:
+        shutil.rmtree(extract, ignore_errors=True)
+        extract.mkdir()
+        return timed(["tar", "-xf", str(archive), "-C", str(extract)], env)
+
+    def install() -> float:
+        began = time.perf_counter()
+        done = subprocess.run(
+            [*cli, "--json", "du.install", "--wait", "default", f"file://{archive}"],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - began
+        uuid = json.loads(done.stdout)["UUID"]
+        timed([*cli, "du.uninstall", "--wait", uuid], env)
+        return elapsed
+
+    ours, tar_s = alternate(options.runs, install, tar_x)
+    label = f"dsmcli du.install --wait ({options.install_mb} MB file://)"
+    return (label, ours, tar_s, "<= 1.3x tar -xf", ours <= 1.3 * tar_s)
 
 
 if __name__ == "__main__":

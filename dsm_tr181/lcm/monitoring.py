@@ -80,6 +80,18 @@ async def sample_shared(lcm: Lcm) -> None:
     await sample_disk(lcm, shared_only=True)
 
 
+async def shares_parts(lcm: Lcm, bundle: Path) -> bool:
+    """Whether ``bundle`` shares stored parts: only then does its install or uninstall move other
+    DUs' shares (:func:`sample_shared`); a tar DU's does not."""
+    packager = lcm.packager if isinstance(lcm.packager, SharedStorage) else None
+    if packager is None:
+        return False
+    try:
+        return await asyncio.to_thread(packager.shared_kib, bundle) is not None
+    except (Fault, OSError):  # unreadable: sample the shares again, to be safe
+        return True
+
+
 async def sample_disk(lcm: Lcm, *, shared_only: bool = False) -> None:
     """DiskSpaceInUse of every EU whose DU is installed: the rows picked on the loop, every
     figure taken in one thread hop (one hop and one spec read per EU on the loop cost

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, Self, cast
 
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.packagers.worker import Cancel, disk_fault
+from dsm_tr181.packagers.worker import Cancel, disk_fault, scratch
 
 try:  # optional: the "zstd" extra
     import zstandard
@@ -235,7 +235,7 @@ class _Source:
     def __init__(self, inner: ArchiveStream, label: str) -> None:
         self._inner = inner
         self._label = label
-        self._scratch = memoryview(bytearray(_CHUNK))
+        self._scratch = scratch(_CHUNK)
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
@@ -318,7 +318,7 @@ class _Writer:
     def __init__(self, root: Path, limits: ExtractLimits, label: str, cancel: Cancel, source: _Source) -> None:
         self._root = str(root)
         self._source = source
-        self._buffer = memoryview(bytearray(_CHUNK))
+        self._buffer = scratch(_CHUNK)
         self._limits = limits
         self._label = label
         self._cancel = cancel

@@ -150,14 +150,106 @@ def archive_kind(names: set[str]) -> str:
 
 
 def tar_top_names(file: BinaryIO) -> set[str]:
-    """Top-level names in an uncompressed tar (headers only); empty when it is no such tar."""
+    """Top-level names of regular files in an uncompressed tar (headers only); empty when it is no such tar."""
     try:
+        names = _plain_top_names(file.fileno())
+        if names is not None:
+            return names
         with tarfile.open(fileobj=file, mode="r:") as tar:
             return {_normal(m.name) for m in tar.getmembers() if m.isreg() and "/" not in _normal(m.name)}
     except tarfile.TarError:
         return set()
     finally:
         file.seek(0)
+
+
+_BLOCK = tarfile.BLOCKSIZE
+_ZERO_BLOCK = bytes(_BLOCK)
+_PLAIN_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+_PLAIN_OTHER = (tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.DIRTYPE, tarfile.FIFOTYPE)
+_MAX_EXTENDED = 1 << 20
+
+
+def _plain_top_names(fd: int) -> set[str] | None:
+    """What :func:`tar_top_names` finds, for the archives DUs come in, reading each header once with
+    ``pread`` and parsing only its name, size and type: tarfile parses every field of every
+    header, pax records included (2.5 ms of a 10 MB install, before anything is unpacked). None for
+    anything but ustar/GNU headers of plain member types, each alone or after one pax header
+    (``path`` and ``size`` records) or one GNU long name, ending in a zero block: tarfile decides
+    those, and any header it would refuse or read otherwise."""
+    names: set[str] = set()
+    offset = 0
+    extended: dict[bytes, bytes] | None = None  # the pax records or GNU long name for the next member
+    while True:
+        block = os.pread(fd, _BLOCK, offset)
+        if len(block) < _BLOCK or block == _ZERO_BLOCK:
+            return names if block == _ZERO_BLOCK and offset and extended is None else None
+        size = _octal(block[124:136])
+        checksum = _octal(block[148:156])
+        if size is None or checksum is None or checksum != 256 + sum(block[:148]) + sum(block[156:]):
+            return None
+        kind = block[156:157]
+        offset += _BLOCK
+        if kind in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME):
+            if extended is not None or size > _MAX_EXTENDED:
+                return None
+            data = os.pread(fd, size, offset)
+            extended = _pax_records(data) if kind == tarfile.XHDTYPE else {b"path": data.split(b"\0", 1)[0]}
+            if extended is None or len(data) < size:
+                return None
+            offset += -(-size // _BLOCK) * _BLOCK
+            continue
+        if kind not in _PLAIN_REGULAR and kind not in _PLAIN_OTHER:
+            return None
+        name = block[:100].split(b"\0", 1)[0]
+        prefix = block[345:500].split(b"\0", 1)[0]
+        regular = kind in _PLAIN_REGULAR and not (kind == tarfile.AREGTYPE and name.endswith(b"/"))
+        if prefix:
+            name = prefix + b"/" + name
+        if extended is not None:
+            name = extended.get(b"path", name)
+            if b"size" in extended:
+                size = _octal(extended[b"size"], base=10)
+                if size is None:
+                    return None
+            extended = None
+        if regular:
+            top = _normal(name.decode("utf-8", "surrogateescape"))
+            if "/" not in top:
+                names.add(top)
+            offset += -(-size // _BLOCK) * _BLOCK
+
+
+def _octal(field: bytes, base: int = 8) -> int | None:
+    """A header's number, or a pax record's (``base`` 10); None for base-256 and anything else
+    that tarfile reads its own way."""
+    text = field.split(b"\0", 1)[0].strip()
+    if not text and base == 8:
+        return 0
+    if not text.isdigit() or (base == 8 and not set(text) <= set(b"01234567")):
+        return None
+    return int(text, base)
+
+
+def _pax_records(data: bytes) -> dict[bytes, bytes] | None:
+    """A pax header's ``path`` and ``size``; None when it holds what changes how names are read."""
+    records: dict[bytes, bytes] = {}
+    position = 0
+    while position < len(data) and data[position]:
+        space = data.find(b" ", position)
+        length = data[position:space]
+        if space < 0 or not length.isdigit() or int(length) <= space - position:
+            return None
+        record = data[space + 1 : position + int(length)]
+        keyword, equals, value = record.partition(b"=")
+        if not equals or not record.endswith(b"\n") or keyword == b"hdrcharset" or keyword.startswith(b"GNU.sparse"):
+            return None
+        if keyword in (b"path", b"size"):
+            records[keyword] = value[:-1]
+        position += int(length)
+    if b"path" in records:
+        records[b"path"] = records[b"path"].rstrip(b"/")
+    return records
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from dsm_tr181.packagers.image import ImagePackager, ImagePackagerConfig
 from dsm_tr181.packagers.imageconfig import runtime_config
 from dsm_tr181.packagers.imagemanifest import select
 from dsm_tr181.packagers.imageref import ImageRef, Platform, parse_ref
-from dsm_tr181.packagers.imagesources import PEEK_BYTES, looks_like_image_tar
+from dsm_tr181.packagers.imagesources import PEEK_BYTES, _plain_top_names, looks_like_image_tar, tar_top_names
 from dsm_tr181.packagers.layers import apply_layer
 from dsm_tr181.packagers.layerstore import LayerStore
 from dsm_tr181.packagers.worker import Cancel
@@ -276,6 +276,53 @@ def tar_start(names: list[str], fmt: int = tarfile.PAX_FORMAT) -> bytes:
 def test_the_start_of_a_remote_tar_tells_an_image(names: list[str], image: bool) -> None:
     assert looks_like_image_tar(tar_start(names)) is image
     assert looks_like_image_tar(b"\x1f\x8b" + bytes(600)) is False  # compressed: a DU archive
+
+
+def _reference_top_names(path: Path) -> set[str]:
+    """What tarfile itself finds: top-level regular files, or none when it cannot read the archive."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            members = [m.name for m in tar.getmembers() if m.isreg()]
+    except tarfile.TarError:
+        return set()
+    names = {"/".join(part for part in name.split("/") if part not in ("", ".")) for name in members}
+    return {name for name in names if "/" not in name}
+
+
+def _sample_tar(path: Path, tar_format: int, names: list[str], fractional_mtime: bool) -> Path:
+    with tarfile.open(path, "w", format=tar_format) as tar:
+        for index, name in enumerate(names):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE if name.endswith("/") else tarfile.REGTYPE
+            data = b"" if info.isdir() else os.urandom(300 * index)
+            info.size = len(data)
+            info.mtime = 1_700_000_000.5 if fractional_mtime else 1_700_000_000  # pax headers for every member
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("tar_format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("fractional_mtime", [False, True])
+def test_top_names_of_a_local_tar_read_from_its_headers_alone_match_tarfile(
+    tmp_path: Path, tar_format: int, fractional_mtime: bool
+) -> None:
+    names = ["./", "./manifest.json", "oci-layout", "rootfs/", "rootfs/bin", "config.json", "d" * 80 + "/" + "e" * 80]
+    expected = {"manifest.json", "oci-layout", "config.json"}
+    if tar_format != tarfile.USTAR_FORMAT:
+        names.append("m" * 120 + ".json")  # a pax header or a GNU long name
+        expected.add("m" * 120 + ".json")
+    path = _sample_tar(tmp_path / "a.tar", tar_format, names, fractional_mtime)
+    with path.open("rb") as file:
+        assert _plain_top_names(file.fileno()) == expected == _reference_top_names(path)
+    data = path.read_bytes()
+    # Truncated or corrupt anywhere: the same answer as tarfile's, by the fast reading or through tarfile.
+    variants = [data[:cut] for cut in (0, 100, 512, 1024, 1536, len(data) // 2, len(data) - 1024)]
+    variants += [data[:at] + bytes([data[at] ^ 0x41]) + data[at + 1 :] for at in (0, 124, 150, 156, 600, 1100, 1700)]
+    for index, variant in enumerate(variants):
+        damaged = tmp_path / f"damaged{index}.tar"
+        damaged.write_bytes(variant)
+        with damaged.open("rb") as file:
+            assert tar_top_names(file) == _reference_top_names(damaged), index
 
 
 # == zstd layers ====================================================================================

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from dsm_tr181.lcm.ports import BundleInfo, PackageSource
 from dsm_tr181.packagers.httpget import display_url
 from dsm_tr181.packagers.integrity import parse_checksum_file
 from dsm_tr181.packagers.tar import TarPackager
+from dsm_tr181.packagers.worker import Cancel
 
 pytestmark = pytest.mark.unit
 
@@ -130,6 +132,29 @@ def test_a_local_archive_is_read_once_and_hashed(tmp_path: Path) -> None:
     assert _bytes_read() - before < 1.5 * size  # once, not hashed first and unpacked then
     assert info.digest == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     assert (tmp_path / "out" / "rootfs" / "blob").read_bytes() == payload
+
+
+def test_a_cancelled_local_unpack_stops_its_read_ahead_and_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "big.tar"
+    with tarfile.open(path, "w") as tar:
+        data = json.dumps(oci_config(["/bin/true"])).encode()
+        for name, content in (("config.json", data), ("rootfs/blob", os.urandom(8 << 20))):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    out = tmp_path / "bundles" / "out"
+    out.parent.mkdir()
+    cancel = Cancel()
+
+    def progress(done: int, total: int | None) -> None:
+        if done >= 4 << 20:  # read ahead past the first buffers: extraction is under way
+            cancel.set()
+
+    with pytest.raises(Fault) as caught:
+        TarPackager()._unpack(PackageSource(str(path)), out, progress, cancel)
+    assert caught.value.code is FaultCode.COMMAND_CANCELED
+    assert list(out.parent.iterdir()) == []
+    assert not [thread for thread in threading.enumerate() if thread.name == "dsm-read-ahead"]
 
 
 def test_a_local_archive_that_does_not_match_its_digest_leaves_nothing(archive: Path, tmp_path: Path) -> None:
