@@ -331,19 +331,13 @@ def run_get(client: Caller, args: argparse.Namespace) -> int:
 
 
 def _lines(values: Mapping[str, Any]) -> Iterator[str]:
-    """``path = text`` lines of either answer of ``get``, an object's at once: a format
-    template per parameter-name list makes them without Python code per value."""
-    templates: dict[tuple[str, ...], Callable[..., str]] = {}
+    """``path = text`` lines of either answer of ``get``, an object's at once (one f-string
+    per value in a list comprehension: the cheapest way Python has to make them)."""
     for path, value in values.items():
-        if not isinstance(value, dict):
+        if isinstance(value, dict):
+            yield "".join([f"{path}{name} = {text}\n" for name, text in value.items()])
+        else:
             yield f"{path} = {show(value)}\n"
-            continue
-        names = tuple(value)
-        template = templates.get(names)
-        if template is None:
-            escaped = (name.replace("{", "{{").replace("}", "}}") for name in names)
-            template = templates[names] = "".join(f"{{0}}{n} = {{{i}}}\n" for i, n in enumerate(escaped, 1)).format
-        yield template(path, *value.values())
 
 
 def _flat(values: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
