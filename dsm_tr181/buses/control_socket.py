@@ -725,17 +725,11 @@ class ControlMethods:
         return matches[0]
 
     def _indexed(self, table: str, key: str, ident: str) -> str | None:
-        """The row found through the table's index of ``key`` when ``key`` alone is a unique
-        key that binds every row (EUID): a lookup instead of a scan of every row."""
-        rows = self.dm.table(table)
-        if ident.isdigit():
-            row = rows.rows.get(int(ident))
-            return row.path if row is not None else None
-        for unique in rows.schema.unique_keys:
-            if unique.parameters == (key,) and not (unique.functional and rows.schema.enable_parameter):
-                row = rows.keys.get(unique, {}).get((ident,))
-                return row.path if row is not None else None
-        return None
+        """The row of ``ident`` found by a lookup (instance number, or ``key``'s index where it
+        holds every row): no scan of every row. None: not found that way."""
+        by_number = ident.isdigit()
+        node = self.dm.find_node(f"{table}{ident}.") if by_number else self.dm.table(table).find_key(key, ident)
+        return node.path if node is not None else None
 
     def _rows(self, table: str) -> list[str]:
         return [r.path for r in self.dm.get_instances([table], first_level_only=True)]

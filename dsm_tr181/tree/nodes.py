@@ -94,6 +94,15 @@ class Table:
             if index.get(value) is row:
                 del index[value]
 
+    def find_key(self, name: str, value: Value) -> Node | None:
+        """The row whose one-parameter unique key ``name`` is ``value``, through the key's
+        index; None when no row has it, or when the index does not hold every row (no such
+        key, or a functional key of a table with an Enable parameter: see key_applies)."""
+        for key in self.schema.unique_keys:
+            if key.parameters == (name,) and not (key.functional and self.schema.enable_parameter):
+                return self.keys.get(key, {}).get((value,))
+        return None
+
     def find_alias(self, alias: str) -> Node | None:
         for key, index in self.keys.items():
             if key.parameters == ("Alias",):

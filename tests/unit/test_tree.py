@@ -218,6 +218,18 @@ def test_functional_keys_bind_enabled_rows_only(dm: DataModel) -> None:
     assert code(lambda: dm.set({f"{T}Item.2.Enable": "true"})) is FaultCode.DUPLICATE_KEY
 
 
+def test_find_key_looks_rows_up_only_where_the_index_holds_every_row(dm: DataModel) -> None:
+    """Alias binds every row: found. Name is a functional key of a table with Enable, so a
+    disabled row is not in its index: no answer from the index (a caller scans instead)."""
+    items(dm, "on")
+    items(dm, "off", enable=False)
+    table = dm.table(f"{T}Item.")
+    assert (row := table.find_key("Alias", "cpe-2")) is not None and row.path == f"{T}Item.2."
+    assert table.find_key("Alias", "nobody") is None
+    assert table.find_key("Name", "on") is None and table.find_key("Name", "off") is None
+    assert table.find_key("Weight", 7) is None  # not a unique key
+
+
 def test_max_entries(dm: DataModel) -> None:
     items(dm, "a", "b", "c", "d")
     assert code(lambda: items(dm, "e")) is FaultCode.RESOURCES_EXCEEDED
