@@ -87,10 +87,6 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _store_fault(exc) from exc
 
-    def flushed(self, timeout: float) -> bool:
-        """Whether every ``durable=False`` commit is on disk, waiting up to ``timeout`` s."""
-        return self._flusher.wait(timeout)
-
     def _commit(self, put: list[Record] | None, delete: list[Record] | None, counters: dict[str, int] | None) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -112,7 +108,7 @@ class SqliteStore:
             raise
 
     def close(self) -> None:
-        self._flusher.stop()
+        self._flusher.stop()  # after the flushes still asked for
         self.db.close()  # the last connection checkpoints the WAL into the database file, synced
 
 
@@ -135,10 +131,6 @@ class _WalFlusher:
                 self._thread = threading.Thread(target=self._run, name="dsm-store-flush", daemon=True)
                 self._thread.start()
             self._changed.notify_all()
-
-    def wait(self, timeout: float) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self._done >= self._asked, timeout)
 
     def stop(self) -> None:
         with self._changed:
