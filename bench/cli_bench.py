@@ -118,7 +118,8 @@ def main() -> int:
     compiled()
     work = Path(tempfile.mkdtemp(prefix="dsm-cli-bench-"))
     (work / "dsm").mkdir()
-    daemon = DsmDaemon(work / "dsm", lcm={"usage_interval": 60.0})
+    # shared_read_seconds 0: each `dsmcli get` is read anew, not given the answer kept from the last run
+    daemon = DsmDaemon(work / "dsm", lcm={"usage_interval": 60.0}, extra={"daemon": {"shared_read_seconds": 0}})
     try:
         daemon.state.mkdir(parents=True)
         populate(daemon.state, options.dus)

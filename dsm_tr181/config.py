@@ -6,7 +6,8 @@ no file at all the daemon runs with the defaults: one ExecEnv ``default`` on run
 
 TOML layout::
 
-    [daemon]      state_dir, socket, socket_mode, socket_group, buses, log_level, datamodel_dir
+    [daemon]      state_dir, socket, socket_mode, socket_group, shared_read_seconds, buses, log_level,
+                  datamodel_dir
     [lcm]         bundle_dir, log_dir, default_execenv, allow_downgrade, max_parallel_operations,
                   operation_timeout, update_settle_time, shutdown_timeout, eu_log_max_bytes, eu_log_backups,
                   usage_interval, disk_usage_interval,
@@ -56,6 +57,7 @@ class DaemonConfig:
     socket: Path = Path("/run/dsm/dsm.sock")
     socket_mode: int = 0o660
     socket_group: str = ""
+    shared_read_seconds: float = 0.5  # a large get's answer given to the same get meanwhile (buses/shared_reads.py)
     buses: tuple[str, ...] = ("auto",)  # auto: rbus when it answers, else D-Bus
     log_level: str = "info"
     datamodel_dir: str = ""  # "" = the installed datamodel/
@@ -145,6 +147,13 @@ def _daemon_text(daemon: Mapping[str, Any], key: str, default: str) -> str:
     return str(value)
 
 
+def _seconds(value: Any) -> float:
+    seconds: float = check_value("daemon", "shared_read_seconds", float, value)
+    if not 0 <= seconds <= 60:
+        raise SectionError("daemon", "shared_read_seconds", f"must be between 0 and 60 seconds, not {value!r}")
+    return seconds
+
+
 def _socket_mode(value: Any) -> int:
     """An octal text ("0660") or a number (0o660 in TOML)."""
     mode = -1
@@ -199,6 +208,7 @@ def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str
         socket=Path(_daemon_text(daemon, "socket", str(DaemonConfig.socket))),
         socket_mode=_socket_mode(daemon.get("socket_mode", 0o660)),
         socket_group=_daemon_text(daemon, "socket_group", ""),
+        shared_read_seconds=_seconds(daemon.get("shared_read_seconds", DaemonConfig.shared_read_seconds)),
         buses=chosen,
         log_level=log_level,
         datamodel_dir=_daemon_text(daemon, "datamodel_dir", ""),

@@ -162,6 +162,7 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
         eu_confinement=lcm.eu_confinement,
         eu_log=lcm.eu_log,
         eu_processes=lcm.eu_processes,
+        shared_read_seconds=config.shared_read_seconds,
     )
     await control.start()
     buses = await start_buses(config, dm)

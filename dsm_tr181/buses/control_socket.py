@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from dsm_tr181.buses.bulk_json import BulkEncoder
 from dsm_tr181.buses.log_limit import RateLimitedLog
 from dsm_tr181.buses.memory import LARGE, LateTrim
+from dsm_tr181.buses.shared_reads import SharedReads
 from dsm_tr181.buses.sliced_read import read_json
 from dsm_tr181.control_client import HEADER, RawJson, encode_frame, reply_frame
 from dsm_tr181.errors import Fault, FaultCode
@@ -151,11 +152,16 @@ class ControlServer:
         max_connections: int = MAX_CONNECTIONS,
         max_subscribers: int = MAX_SUBSCRIBERS,
         event_backlog: int = EVENT_BACKLOG,
+        shared_read_seconds: float = 0.0,
     ) -> None:
         """``eu_confinement``: the effective confinement of an EU instance, for eu.detail;
         ``eu_log``: an EU instance's log file and how many backups it keeps, for eu.logs;
-        ``eu_processes``: an EU instance's processes (pid, command), for eu.detail."""
+        ``eu_processes``: an EU instance's processes (pid, command), for eu.detail;
+        ``shared_read_seconds``: how long a large answer is given to the same get (see
+        :mod:`~dsm_tr181.buses.shared_reads`)."""
+        self._trim = LateTrim()
         self.methods = ControlMethods(dm, max_subscribers, event_backlog, eu_confinement, eu_log, eu_processes)
+        self.methods.shared_reads = SharedReads(self.methods.dm, shared_read_seconds, self._trim.after_large_reply)
         self.max_connections = min(max_connections, _descriptor_budget())
         self._errors = RateLimitedLog(log)
         self.path = Path(path)
@@ -167,7 +173,6 @@ class ControlServer:
         self._acceptor: asyncio.Task[None] | None = None
         self._inode = 0
         self._connections: set[asyncio.Task[Any]] = set()
-        self._trim = LateTrim()
 
     async def start(self) -> None:
         gid = _group_id(self.group) if self.group else -1
@@ -204,6 +209,7 @@ class ControlServer:
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
+        self.methods.shared_reads.clear()
         self._trim.cancel()
         self._unlink()
 
@@ -346,6 +352,7 @@ class ControlMethods:
         # notification kept so that its id cannot be reused meanwhile).
         self._event_frames: dict[int, tuple[Notification, bytes]] = {}
         self._objects_encoder, self._flat_encoder = BulkEncoder(), BulkEncoder(flat=True)
+        self.shared_reads = SharedReads(self.dm, 0.0)  # identical gets at once share one answer
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -491,7 +498,11 @@ class ControlMethods:
         paths = list(dict.fromkeys(_texts(params, "paths")))  # the same path twice adds nothing
         max_depth, objects = _count(params, "max_depth"), _flag(params, "objects")
         encoder = self._objects_encoder if objects else self._flat_encoder
-        return RawJson(await read_json(self.dm, paths, max_depth, encoder, MAX_RESULT_VALUES))
+        return RawJson(
+            await self.shared_reads.read(
+                paths, max_depth, encoder, lambda: read_json(self.dm, paths, max_depth, encoder, MAX_RESULT_VALUES)
+            )
+        )
 
     async def _set(self, params: Params, stream: Stream | None) -> Any:
         result = self.dm.set(_text_map(params, "values"), _flag(params, "allow_partial"))

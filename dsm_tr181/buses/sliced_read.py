@@ -27,10 +27,12 @@ ATTEMPTS = 3  # copies tried in slices before one in a single piece
 
 async def read_json(
     dm: DataModel, paths: Sequence[str], max_depth: int, encoder: BulkEncoder, limit: int | None = None
-) -> list[bytes]:
-    """The JSON document of a get of ``paths`` (see :class:`BulkEncoder`), in pieces; a
-    failing path raises its fault, a result over ``limit`` values RESOURCES_EXCEEDED."""
+) -> tuple[list[bytes], int]:
+    """The JSON document of a get of ``paths`` (see :class:`BulkEncoder`), in pieces, and the
+    tree's generation its values were copied at; a failing path raises its fault, a result
+    over ``limit`` values RESOURCES_EXCEEDED."""
     copy = unique(await read_copy(dm, paths, max_depth, limit))
+    generation = dm.generation  # read_copy came back without a turn of the loop: as copied
     members: list[bytes] = []
     for part in _parts(copy):
         if members and part.paths:
@@ -40,7 +42,7 @@ async def read_json(
         if members and encoded:
             members[-1] += b","
         members += encoded
-    return [b"{", *members, b"}"] if members else [b"{}"]
+    return ([b"{", *members, b"}"] if members else [b"{}"]), generation
 
 
 async def read_copy(dm: DataModel, paths: Sequence[str], max_depth: int, limit: int | None = None) -> Snapshot:

@@ -65,10 +65,10 @@ class DsmDaemon:
         self.log_path = work / "daemon.log"
         self.runc_root = self.runc_root_of("default")
         sections: dict[str, Mapping[str, Any]] = {
-            "daemon": {"state_dir": str(self.state), "socket": str(self.socket), "buses": list(buses),
-                       "log_level": "debug"},
-            "lcm": {"usage_interval": 1.0, **(lcm or {})},
             **(extra or {}),
+            "daemon": {"state_dir": str(self.state), "socket": str(self.socket), "buses": list(buses),
+                       "log_level": "debug", **(extra or {}).get("daemon", {})},
+            "lcm": {"usage_interval": 1.0, **(lcm or {})},
         }  # fmt: skip
         self.config = write_config(work / "dsm.toml", sections, execenvs or [{"name": "default"}])
         self.process: subprocess.Popen[bytes] | None = None

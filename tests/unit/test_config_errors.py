@@ -61,6 +61,7 @@ POSITIVE_IMAGE = ("max_image_bytes", "max_unpacked_bytes", "max_entries", "conne
 # section that make it matter).
 OUT_OF_RANGE: dict[str, list[tuple[Any, dict[str, Any]]]] = {
     "daemon.socket_mode": [("rw", {}), (0o10000, {}), (True, {})],
+    "daemon.shared_read_seconds": [(-1.0, {}), (61, {})],
     "daemon.buses": [(["carrier-pigeon"], {}), ([], {})],
     "daemon.log_level": [("loud", {})],
     "lcm.default_execenv": [("nowhere", {})],

@@ -37,7 +37,7 @@ def dm() -> DataModel:
 
 
 def read(dm: DataModel, paths: list[str], flat: bool, limit: int = 10**6) -> Any:
-    pieces = asyncio.run(read_json(dm, paths, 0, BulkEncoder(flat=flat), limit))
+    pieces, _ = asyncio.run(read_json(dm, paths, 0, BulkEncoder(flat=flat), limit))
     return json.loads(b"".join(pieces))
 
 
@@ -81,7 +81,7 @@ def alongside(dm: DataModel, work: Callable[[], Awaitable[None]]) -> tuple[Any, 
                 turns += 1
 
         task = asyncio.ensure_future(other())
-        pieces = await read_json(dm, ["Device."], 0, BulkEncoder(), 10**6)
+        pieces, _ = await read_json(dm, ["Device."], 0, BulkEncoder(), 10**6)
         task.cancel()
         return json.loads(b"".join(pieces)), turns
 
