@@ -16,6 +16,7 @@ Everything runs on the daemon's asyncio loop, the one that owns the DataModel.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import grp
@@ -104,6 +105,28 @@ class Stream:
             await self._writer.drain()
         except ConnectionError:
             raise ClientGone from None
+
+    def write(self, frame: bytes) -> None:
+        """Hand ``frame`` to the socket without waiting (see :meth:`keeps_up`)."""
+        self._writer.write(frame)
+
+    def keeps_up(self) -> bool:
+        """The client reads what it is sent: the socket is open and not backed up."""
+        transport = self._writer.transport
+        _, high = transport.get_write_buffer_limits()
+        return not transport.is_closing() and transport.get_write_buffer_size() <= high
+
+    async def until(self, event: asyncio.Event) -> None:
+        """Wait for ``event``; ClientGone if the client hangs up first."""
+        if self._hangup is None:
+            self._hangup = asyncio.ensure_future(self._until_eof())
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            done, _ = await asyncio.wait({waiter, self._hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if waiter not in done:
+            raise ClientGone
 
     async def progress(self, info: Mapping[str, Any]) -> None:
         await self.send({"id": self.request_id, "progress": info})
@@ -347,7 +370,7 @@ class ControlMethods:
         self._eu_processes = eu_processes
         self.max_subscribers = max_subscribers
         self.event_backlog = event_backlog
-        self._event_queues: set[asyncio.Queue[Notification]] = set()
+        self._backlogs: dict[Stream, collections.deque[Notification]] = {}  # per `events` client
         # The last notifications' frames, made once for every subscriber (by id, with the
         # notification kept so that its id cannot be reused meanwhile).
         self._event_frames: dict[int, tuple[Notification, bytes]] = {}
@@ -549,30 +572,41 @@ class ControlMethods:
     async def _events(self, params: Params, stream: Stream | None) -> Any:
         stream = _need(stream, "events")
         prefix = _text(params, "prefix", "")
-        if len(self._event_queues) >= self.max_subscribers:
+        if len(self._backlogs) >= self.max_subscribers:
             raise Fault(FaultCode.RESOURCES_EXCEEDED, f"too many events clients (at most {self.max_subscribers})")
-        # Notifications themselves are queued (shared by every subscriber), made text only when sent.
-        queue: asyncio.Queue[Notification] = asyncio.Queue()
+        # A notification goes straight into the socket of a client that keeps up: a task switch
+        # per notification and subscriber made a set cost ~2 ms more with 50 subscribers. It
+        # waits in the backlog (shared notifications, made text when sent) while the client's
+        # socket is backed up, or earlier ones wait.
+        backlog: collections.deque[Notification] = collections.deque()
+        waiting = asyncio.Event()
+        live = False  # the reply is sent: notifications may follow it
 
         def deliver(note: Notification) -> None:
-            if queue.qsize() < self.event_backlog:
-                queue.put_nowait(note)
-                return
-            subscription.cancel()
-            log.warning("dropping an events client: it left %d notifications unread", self.event_backlog)
-            while not queue.empty():  # give the backlog back now
-                queue.get_nowait()
-            stream.abort()  # and what the socket still holds for it
+            if live and not backlog and stream.keeps_up():
+                stream.write(self._event_frame(note))
+            elif len(backlog) < self.event_backlog:
+                backlog.append(note)
+                waiting.set()
+            else:
+                subscription.cancel()
+                log.warning("dropping an events client: it left %d notifications unread", self.event_backlog)
+                backlog.clear()  # give the backlog back now
+                stream.abort()  # and what the socket still holds for it
 
         subscription = self.dm.subscribe(deliver, set(Kind), prefix, durable=True)
-        self._event_queues.add(queue)
+        self._backlogs[stream] = backlog
         try:
             await stream.send({"id": stream.request_id, "result": {"subscribed": prefix}})
             while True:
-                await stream.send(self._event_frame(await stream.receive(queue)))
+                while backlog:
+                    await stream.send(self._event_frame(backlog.popleft()))
+                live = True
+                waiting.clear()
+                await stream.until(waiting)
         finally:
             subscription.cancel()
-            self._event_queues.discard(queue)
+            del self._backlogs[stream]
 
     def _event_frame(self, note: Notification) -> bytes:
         cached = self._event_frames.get(id(note))
@@ -585,12 +619,12 @@ class ControlMethods:
 
     @property
     def subscribers(self) -> int:
-        return len(self._event_queues)
+        return len(self._backlogs)
 
     async def flush_events(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) until every `events` client has been sent what is queued for it."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while any(not queue.empty() for queue in self._event_queues):
+        while any(self._backlogs.values()):
             if asyncio.get_running_loop().time() > deadline:
                 return
             await asyncio.sleep(0.01)

@@ -161,6 +161,39 @@ def test_subscribers_that_never_read_are_dropped_and_their_backlog_given_back(
     assert control_errors(caplog) == []
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("served", [{"event_backlog": 5000}], indirect=True)
+def test_a_subscriber_that_falls_behind_and_catches_up_gets_every_notification_in_order(served: Served) -> None:
+    """Notifications go straight into the socket of a client that keeps up and wait in its
+    backlog while it does not: one that stops reading for a while, then reads again, still
+    gets each one once, in order, and later ones straight away again."""
+    request = json.dumps({"id": 1, "method": "events", "params": {"prefix": EE}}).encode()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # backed up after a few notifications
+    sock.settimeout(10)
+    sock.connect(str(served.socket))
+    sock.sendall(HEADER.pack(len(request)) + request)
+    assert strict_json(read_frame(sock) or b"")["result"] == {"subscribed": EE}
+    for n in range(3000):  # not read meanwhile: more than the socket's buffers hold
+        served.loop.call(served.dm.update, EE + "1.", {"Vendor": f"v{n}"})
+    assert served.loop.call(lambda: len(next(iter(served.server.methods._backlogs.values())))) > 0
+
+    def vendors(count: int) -> list[str]:
+        seen = []
+        while len(seen) < count:
+            event = strict_json(read_frame(sock) or b"")["event"]
+            if event.get("path") == EE + "1.Vendor":
+                seen.append(event["value"])
+        return seen
+
+    assert vendors(3000) == [f"v{n}" for n in range(3000)]
+    for n in range(3000, 3010):  # caught up: straight into the socket again
+        served.loop.call(served.dm.update, EE + "1.", {"Vendor": f"v{n}"})
+    assert vendors(10) == [f"v{n}" for n in range(3000, 3010)]
+    assert served.loop.call(lambda: len(next(iter(served.server.methods._backlogs.values())))) == 0
+    sock.close()
+
+
 # == item 9: expected disconnects are quiet, errors rate-limited, connections capped ==============
 
 
