@@ -6,12 +6,20 @@ them), then measures the p99 latency of a one-parameter get from another process
     DiskSpaceInUse sweep of N DUs is work, and a baseline taken during it flatters every ratio,
   (a) while a DU archive of E entries installs (100k by default),
   (b) while two clients read the whole tree in a loop,
-  (a+b) the install of (a) again, with the two readers of (b), whose time is also compared
-      to the install's alone (issue 11 item 7: neither starves the other; target <= 2x),
+  (a+b) the install of (a) again, with the two readers of (b),
   (c) while 50 ``events`` clients that never read exist and 2000 sets publish notifications,
 each as a ratio to the idle p99 (target <= 3x), and the daemon's RSS before and after each
-phase, the phase's clients gone (target: back within 5 MiB). Then (d) C install/uninstall
-cycles of a small DU: RSS after the first 10% of them and at the end, as KiB per cycle.
+phase, the phase's clients gone (target: back within 5 MiB).
+
+The floor: every get to the daemon is followed by the same get to a bare asyncio server in a
+process of its own (a fixed answer, nothing else to do), under the same load. On 2 cores
+two CPU-bound clients delay any process's turn on the CPU; the floor shows how much of a
+phase's p99 is that, not the daemon.
+
+Issue 11 item 7 (neither an install nor whole-tree reads starve the other; target <= 2x):
+the install timed with no client at all, then with the two readers of (b) and no prober.
+Then (d) C install/uninstall cycles of a small DU: RSS after the first 10% of them and at
+the end, as KiB per cycle.
 
 Run as root: python bench/stress_bench.py [--entries 100000] [--dus 1000] [--cycles 2000] [--dir /dev/shm] [--settle 10]
 """
@@ -19,6 +27,7 @@ Run as root: python bench/stress_bench.py [--entries 100000] [--dus 1000] [--cyc
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import multiprocessing
@@ -40,14 +49,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_bench import memory_kib, populate  # the same store the restart bench uses
 from dsm_tools.sample_bundle import oci_config
 
-from dsm_tr181.control_client import HEADER, ControlClient
+from dsm_tr181.control_client import HEADER, ControlClient, encode_frame
 from tests.support.daemon import DsmDaemon
 
 SMALL = {"paths": ["Device.SoftwareModules.ExecEnv.1.Name"]}
 SAMPLES = 400
 SUBSCRIBERS = 50
 SETS = 2000
-INSTALL_SECONDS: dict[int, float] = {}  # readers running -> seconds the many-entry install took
 
 
 def many_entries(path: Path, entries: int) -> Path:
@@ -71,18 +79,40 @@ def many_entries(path: Path, entries: int) -> Path:
     return path
 
 
-def p99(dsm: DsmDaemon, samples: int = SAMPLES, until: Callable[[], bool] | None = None) -> float:
-    """p99 (ms) of small gets, one after another, ``samples`` of them (or until ``until()``)."""
-    client = dsm.client()
-    latencies: list[float] = []
-    while len(latencies) < samples or (until is not None and not until()):
-        started = time.perf_counter()
-        client.call("get", SMALL)
-        latencies.append(time.perf_counter() - started)
-        if until is not None and until() and len(latencies) >= 20:
+def bare_server(socket_path: str, started: Any, stop: Any) -> None:
+    """The floor's server: the daemon's framing, one fixed small answer, nothing else to do."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        (length,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+        request = json.loads(await reader.readexactly(length))
+        writer.write(encode_frame({"id": request.get("id"), "result": {SMALL["paths"][0]: "default"}}))
+        await writer.drain()
+        writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_unix_server(answer, socket_path)
+        started.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        server.close()
+
+    asyncio.run(serve())
+
+
+def p99(dsm: DsmDaemon, floor: str, until: Callable[[], bool] | None = None) -> tuple[float, float]:
+    """p99 (ms) of small gets one after another, ``SAMPLES`` of them (or until ``until()``),
+    to the daemon and, each followed by one, to the bare server at ``floor``."""
+    clients = (dsm.client(), ControlClient(floor))
+    latencies: tuple[list[float], list[float]] = ([], [])
+    while len(latencies[0]) < SAMPLES or (until is not None and not until()):
+        for client, measured in zip(clients, latencies, strict=True):
+            started = time.perf_counter()
+            client.call("get", SMALL)
+            measured.append(time.perf_counter() - started)
+        if until is not None and until() and len(latencies[0]) >= 20:
             break
-    latencies.sort()
-    return latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    ours, bare = (sorted(measured)[min(len(measured) - 1, int(len(measured) * 0.99))] * 1000 for measured in latencies)
+    return ours, bare
 
 
 def rss_mib(dsm: DsmDaemon) -> float:
@@ -104,29 +134,45 @@ def background(work: Callable[[threading.Event], None], threads: int = 1) -> Ite
             thread.join(600)
 
 
-def phase_install(dsm: DsmDaemon, archive: Path, readers: int = 0) -> float:
-    """p99 during an install of ``archive`` (``readers`` whole-tree readers running too);
-    the install's seconds go to INSTALL_SECONDS."""
+def install(dsm: DsmDaemon, archive: Path) -> str:
+    """Installs ``archive``; its DeploymentUnit path."""
+    client = dsm.client(timeout=None)
+    args = {"URL": f"file://{archive}", "ExecutionEnvRef": "Device.SoftwareModules.ExecEnv.1"}
+    result = client.follow("operate", {"command": "Device.SoftwareModules.InstallDU()", "args": args},
+                           lambda progress: None)  # fmt: skip
+    return str(result.get("DUStateChange", {}).get("DeploymentUnitRef", ""))
+
+
+def uninstall(dsm: DsmDaemon, du: str) -> None:
+    dsm.client(timeout=None).follow("operate", {"command": du + ".Uninstall()", "args": {}}, lambda progress: None)
+
+
+def timed_install(dsm: DsmDaemon, archive: Path, readers: int = 0) -> float:
+    """Seconds an install of ``archive`` takes, ``readers`` whole-tree readers running."""
+    with in_processes(read_whole_tree, (str(dsm.socket),), count=readers) if readers else nullcontext():
+        started = time.perf_counter()
+        du = install(dsm, archive)
+        elapsed = time.perf_counter() - started
+    uninstall(dsm, du)
+    return elapsed
+
+
+def phase_install(dsm: DsmDaemon, floor: str, archive: Path, readers: int = 0) -> tuple[float, float]:
+    """p99s during an install of ``archive`` (``readers`` whole-tree readers running too)."""
     done = threading.Event()
     outcome: list[str] = []
 
-    def install(stop: threading.Event) -> None:
+    def installing(stop: threading.Event) -> None:
         try:
-            client = dsm.client(timeout=None)
-            args = {"URL": f"file://{archive}", "ExecutionEnvRef": "Device.SoftwareModules.ExecEnv.1"}
-            result = client.follow("operate", {"command": "Device.SoftwareModules.InstallDU()", "args": args},
-                                   lambda progress: None)  # fmt: skip
-            outcome.append(str(result.get("DUStateChange", {}).get("DeploymentUnitRef", "")))
+            outcome.append(install(dsm, archive))
         finally:
             done.set()
 
-    with in_processes(read_whole_tree, (str(dsm.socket),), count=readers) if readers else nullcontext():
-        started = time.perf_counter()
-        with background(install):
-            latency = p99(dsm, until=done.is_set)
-        INSTALL_SECONDS[readers] = time.perf_counter() - started
+    readers_running = in_processes(read_whole_tree, (str(dsm.socket),), count=readers) if readers else nullcontext()
+    with readers_running, background(installing):
+        latency = p99(dsm, floor, until=done.is_set)
     (du,) = outcome
-    dsm.client(timeout=None).follow("operate", {"command": du + ".Uninstall()", "args": {}}, lambda progress: None)
+    uninstall(dsm, du)
     return latency
 
 
@@ -157,9 +203,9 @@ def read_whole_tree(socket_path: str, started: Any, stop: Any) -> None:
         started.set()
 
 
-def phase_whole_tree(dsm: DsmDaemon) -> float:
+def phase_whole_tree(dsm: DsmDaemon, floor: str) -> tuple[float, float]:
     with in_processes(read_whole_tree, (str(dsm.socket),), count=2):
-        return p99(dsm)
+        return p99(dsm, floor)
 
 
 def set_values(socket_path: str, started: Any, stop: Any) -> None:
@@ -172,7 +218,7 @@ def set_values(socket_path: str, started: Any, stop: Any) -> None:
         started.set()
 
 
-def phase_subscribers(dsm: DsmDaemon) -> float:
+def phase_subscribers(dsm: DsmDaemon, floor: str) -> tuple[float, float]:
     request = json.dumps({"id": 1, "method": "events", "params": {}}).encode()
     sleepers = []
     for _ in range(SUBSCRIBERS):
@@ -182,7 +228,7 @@ def phase_subscribers(dsm: DsmDaemon) -> float:
         sleepers.append(sock)  # never read
     try:
         with in_processes(set_values, (str(dsm.socket),)):
-            return p99(dsm)
+            return p99(dsm, floor)
     finally:
         for sock in sleepers:
             sock.close()
@@ -190,14 +236,9 @@ def phase_subscribers(dsm: DsmDaemon) -> float:
 
 def cycles(dsm: DsmDaemon, archive: Path, count: int) -> tuple[float, float]:
     """RSS (MiB) after the first tenth of ``count`` install/uninstall cycles and after all of them."""
-    client = dsm.client(timeout=None)
-    args = {"URL": f"file://{archive}", "ExecutionEnvRef": "Device.SoftwareModules.ExecEnv.1"}
     warm = 0.0
     for n in range(count):
-        done = client.follow("operate", {"command": "Device.SoftwareModules.InstallDU()", "args": args},
-                             lambda progress: None)  # fmt: skip
-        du = done["DUStateChange"]["DeploymentUnitRef"]
-        client.follow("operate", {"command": du + ".Uninstall()", "args": {}}, lambda progress: None)
+        uninstall(dsm, install(dsm, archive))
         if n + 1 == max(1, count // 10):
             warm = rss_mib(dsm)
     return warm, rss_mib(dsm)
@@ -212,6 +253,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds from start to idle p99")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsm-stress-", dir=options.dir))
+    floor = str(work / "bare.sock")
     try:
         archive = many_entries(work / "many.tar", options.entries)
         small = many_entries(work / "small.tar", 10)
@@ -221,32 +263,35 @@ def main() -> None:
         populate(dsm.state, options.dus)
         dsm.start()
         try:
-            time.sleep(options.settle)  # past the start-up's work (its first DiskSpaceInUse sweep)
-            idle = p99(dsm)
-            rows = []
-            for name, phase in (
-                (f"(a) install of {options.entries} entries", lambda: phase_install(dsm, archive)),
-                ("(b) 2 whole-tree readers", lambda: phase_whole_tree(dsm)),
-                ("(a+b) the install with 2 readers", lambda: phase_install(dsm, archive, readers=2)),
-                (f"(c) {SUBSCRIBERS} non-reading subscribers", lambda: phase_subscribers(dsm)),
-            ):
-                before = rss_mib(dsm)
-                latency = phase()
-                time.sleep(1.0)  # the phase's clients are gone: let the daemon settle
-                rows.append((name, latency, before, rss_mib(dsm)))
+            with in_processes(bare_server, (floor,)):
+                time.sleep(options.settle)  # past the start-up's work (its first DiskSpaceInUse sweep)
+                idle = p99(dsm, floor)
+                rows = []
+                for name, phase in (
+                    (f"(a) install of {options.entries} entries", lambda: phase_install(dsm, floor, archive)),
+                    ("(b) 2 whole-tree readers", lambda: phase_whole_tree(dsm, floor)),
+                    ("(a+b) the install with 2 readers", lambda: phase_install(dsm, floor, archive, readers=2)),
+                    (f"(c) {SUBSCRIBERS} non-reading subscribers", lambda: phase_subscribers(dsm, floor)),
+                ):
+                    before = rss_mib(dsm)
+                    latency = phase()
+                    time.sleep(1.0)  # the phase's clients are gone: let the daemon settle
+                    rows.append((name, latency, before, rss_mib(dsm)))
+            alone, loaded = timed_install(dsm, archive), timed_install(dsm, archive, readers=2)
             warm, end = cycles(dsm, small, options.cycles) if options.cycles else (0.0, 0.0)
         finally:
             dsm.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{options.dus} persisted DUs; idle p99 of a small get: {idle:.2f} ms")
-    print(f"{'phase':<38} {'p99 ms':>8} {'x idle':>7} {'RSS before':>11} {'after':>7} {'delta':>7}")
-    for name, latency, before, after in rows:
-        print(f"{name:<38} {latency:>8.2f} {latency / idle:>7.1f} {before:>10.1f}M {after:>6.1f}M "
-              f"{after - before:>+6.1f}M")  # fmt: skip
-    met = all(latency / idle <= 3 for _, latency, _, _ in rows)
+    print(f"{options.dus} persisted DUs; idle p99 of a small get: {idle[0]:.2f} ms "
+          f"(the bare server's: {idle[1]:.2f} ms)")  # fmt: skip
+    print(f"{'phase':<38} {'p99 ms':>8} {'x idle':>7} {'floor ms':>9} {'x idle':>7} {'RSS before':>11} {'after':>7} "
+          f"{'delta':>7}")  # fmt: skip
+    for name, (ours, bare), before, after in rows:
+        print(f"{name:<38} {ours:>8.2f} {ours / idle[0]:>7.1f} {bare:>9.2f} {bare / idle[1]:>7.1f} {before:>10.1f}M "
+              f"{after:>6.1f}M {after - before:>+6.1f}M")  # fmt: skip
+    met = all(ours / idle[0] <= 3 for _, (ours, _), _, _ in rows)
     back = all(after - before <= 5 for _, _, before, after in rows)
-    alone, loaded = INSTALL_SECONDS[0], INSTALL_SECONDS[2]
     print(f"install of {options.entries} entries: {alone:.1f} s alone, {loaded:.1f} s with 2 whole-tree readers: "
           f"{loaded / alone:.2f}x (target <= 2x: {'met' if loaded <= 2 * alone else 'MISSED'})")  # fmt: skip
     if options.cycles:
