@@ -22,7 +22,7 @@ from typing import Any
 from dsm_tr181 import __version__, adapters, fleet
 from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.buses.control_socket import ControlServer
-from dsm_tr181.buses.memory import release_free_memory
+from dsm_tr181.buses.memory import LateTrim, one_heap, release_free_memory, trim_after_operations
 from dsm_tr181.buses.provider import BusProvider
 from dsm_tr181.config import ConfigError, DaemonConfig, SectionError, load_config, overrides_from_args
 from dsm_tr181.errors import AdapterUnavailable
@@ -154,6 +154,8 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     # SIGHUP (systemctl reload dsm): read the trust store again
     loop.add_signal_handler(signal.SIGHUP, lambda: lcm.certificates.reload(truststore.load(config.lcm.trust_dir)))
     settle_memory()
+    operations_trim = LateTrim(delay=1.0)
+    operations_ended = trim_after_operations(dm, operations_trim)
     control = ControlServer(
         dm,
         config.socket,
@@ -175,12 +177,15 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
     for provider in reversed(buses):
         await provider.close()
     await control.close()
+    operations_ended.cancel()
+    operations_trim.cancel()
     if agent is not None:
         await agent.close()
     await lcm.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    one_heap()  # before any thread: see buses/memory.py
     overrides: dict[str, Any] = overrides_from_args(argv)
     notify_address = take_notify_socket()
     try:

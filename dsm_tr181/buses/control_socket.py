@@ -184,7 +184,7 @@ class ControlServer:
         :mod:`~dsm_tr181.buses.shared_reads`)."""
         self._trim = LateTrim()
         self.methods = ControlMethods(dm, max_subscribers, event_backlog, eu_confinement, eu_log, eu_processes)
-        self.methods.shared_reads = SharedReads(self.methods.dm, shared_read_seconds, self._trim.after_large_reply)
+        self.methods.shared_reads = SharedReads(self.methods.dm, shared_read_seconds, self._trim.after_large_work)
         self.max_connections = min(max_connections, _descriptor_budget())
         self._errors = RateLimitedLog(log)
         self.path = Path(path)
@@ -310,7 +310,7 @@ class ControlServer:
                 writer.write(frames.pop(0))
                 await writer.drain()
             if large:
-                self._trim.after_large_reply()
+                self._trim.after_large_work()
         except (ClientGone, ConnectionError):
             log.debug("control client left before the reply")
         except asyncio.CancelledError:

@@ -200,7 +200,7 @@ class DbusProvider:
         else:
             invocation.return_value(reply)
             if reply.get_size() >= LARGE:
-                self._loop.call_soon_threadsafe(self._trim.after_large_reply)
+                self._loop.call_soon_threadsafe(self._trim.after_large_work)
 
     def _emit(self, signal: str, arguments: GLib.Variant) -> None:
         if self._bus is not None:
