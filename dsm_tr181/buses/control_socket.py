@@ -151,6 +151,7 @@ class Stream:
     def close(self) -> None:
         if self._hangup is not None:
             self._hangup.cancel()
+            self._hangup = None  # its coroutine holds this stream: no cycle left for the collector
 
     async def _until_eof(self) -> None:
         with contextlib.suppress(ConnectionError):
@@ -185,6 +186,7 @@ class ControlServer:
         self._trim = LateTrim()
         self.methods = ControlMethods(dm, max_subscribers, event_backlog, eu_confinement, eu_log, eu_processes)
         self.methods.shared_reads = SharedReads(self.methods.dm, shared_read_seconds, self._trim.after_large_work)
+        self.methods.memory_freed = self._trim.after_large_work
         self.max_connections = min(max_connections, _descriptor_budget())
         self._errors = RateLimitedLog(log)
         self.path = Path(path)
@@ -376,6 +378,7 @@ class ControlMethods:
         self._event_frames: dict[int, tuple[Notification, bytes]] = {}
         self._objects_encoder, self._flat_encoder = BulkEncoder(), BulkEncoder(flat=True)
         self.shared_reads = SharedReads(self.dm, 0.0)  # identical gets at once share one answer
+        self.memory_freed: Callable[[], None] = lambda: None  # much memory was just freed
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -593,6 +596,7 @@ class ControlMethods:
                 log.warning("dropping an events client: it left %d notifications unread", self.event_backlog)
                 backlog.clear()  # give the backlog back now
                 stream.abort()  # and what the socket still holds for it
+                self.memory_freed()  # and the heap it leaves free to the system
 
         subscription = self.dm.subscribe(deliver, set(Kind), prefix, durable=True)
         self._backlogs[stream] = backlog

@@ -48,6 +48,10 @@ class Notification:
 Subscriber = Callable[[Notification], None]
 
 
+def _ignore(note: Notification) -> None:
+    pass
+
+
 class Subscription:
     def __init__(
         self, bus: Notifications, callback: Subscriber, kinds: frozenset[Kind], prefix: str, durable: bool = False
@@ -63,7 +67,10 @@ class Subscription:
         return note.kind in self.kinds and note.path.startswith(self.prefix)
 
     def cancel(self) -> None:
+        """No more notifications, not even from a publish under way; and the callback (whose
+        closure often holds this subscription) is let go, so no cycle waits for the collector."""
         self._bus.unsubscribe(self)
+        self.callback = _ignore
 
 
 class Notifications:

@@ -7,7 +7,7 @@ import pytest
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.tree.datamodel import CommandCall, DataModel
-from dsm_tr181.tree.notifications import Kind, Notification
+from dsm_tr181.tree.notifications import Kind, Notification, Notifications, Subscription
 
 pytestmark = pytest.mark.unit
 
@@ -441,3 +441,20 @@ def test_events_carry_the_request_they_conclude(dm: DataModel) -> None:
     dm.subscribe(seen.append, {Kind.EVENT})
     dm.emit_event(f"{T}Happened!", {"What": "x"}, request_id="7")
     assert seen[0].request_id == "7"
+
+
+def test_a_subscription_cancelled_during_a_publish_is_not_called_and_lets_go_of_its_callback() -> None:
+    bus = Notifications()
+    seen: list[str] = []
+    later: list[Subscription] = []
+
+    def first(note: Notification) -> None:
+        seen.append("first")
+        later[0].cancel()
+
+    bus.subscribe(first)
+    later.append(bus.subscribe(lambda note: seen.append("second")))
+    callback = later[0].callback
+    bus.publish(Notification(Kind.VALUE_CHANGE, "Device.X", value="1"))
+    assert seen == ["first"]
+    assert later[0].callback is not callback  # its closure (often holding the subscription) is let go
