@@ -71,8 +71,10 @@ class Table:
 
     def key_applies(self, key: UniqueKey, values: dict[str, Value]) -> bool:
         """TR-106: functional keys of a table with an Enable parameter bind enabled rows only."""
-        enable = self.schema.enable_parameter
-        return not (enable and key.functional and not values.get(enable, False))
+        return self._binds_every_row(key) or bool(values.get(self.schema.enable_parameter, False))
+
+    def _binds_every_row(self, key: UniqueKey) -> bool:
+        return not (key.functional and self.schema.enable_parameter)
 
     def key_conflict(self, values: dict[str, Value], ignore: Node | None = None) -> UniqueKey | None:
         for key in self.schema.unique_keys:
@@ -99,7 +101,7 @@ class Table:
         index; None when no row has it, or when the index does not hold every row (no such
         key, or a functional key of a table with an Enable parameter: see key_applies)."""
         for key in self.schema.unique_keys:
-            if key.parameters == (name,) and not (key.functional and self.schema.enable_parameter):
+            if key.parameters == (name,) and self._binds_every_row(key):
                 return self.keys.get(key, {}).get((value,))
         return None
 
