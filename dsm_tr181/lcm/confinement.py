@@ -80,14 +80,14 @@ class Confinement:
         return effective_spec(_read_config(bundle), str(bundle), inputs, policy, context)
 
     def persist(self, eu: ExecutionUnitRecord, bundle: Path, spec: dict[str, Any]) -> None:
-        directory = bundle / SPEC_DIR
-        directory.mkdir(mode=0o700, exist_ok=True)
-        staged = directory / f".{eu.container_id}.tmp"
+        target = _spec_file(eu, bundle)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        staged = target.parent / f".{eu.container_id}.tmp"
         with open(staged, "w") as out:
             json.dump(spec, out)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(staged, directory / f"{eu.container_id}.json")
+        os.replace(staged, target)
 
     def spec(self, eu: ExecutionUnitRecord, du: DeploymentUnitRecord) -> dict[str, Any]:
         """The persisted spec of ``eu`` (recomputed and persisted again when missing).
@@ -97,7 +97,7 @@ class Confinement:
             raise Fault(FaultCode.REQUEST_DENIED, f"execution environment {eu.ee!r} does not allow privileged units")
         bundle = Path(du.bundle)
         try:
-            spec: dict[str, Any] = json.loads((bundle / SPEC_DIR / f"{eu.container_id}.json").read_text())
+            spec: dict[str, Any] = json.loads(_spec_file(eu, bundle).read_text())
             return spec
         except (OSError, ValueError) as exc:
             log.warning("EU %s: recomputing its container spec (%s)", eu.euid, exc)
@@ -109,7 +109,7 @@ class Confinement:
     def persisted_root(eu: ExecutionUnitRecord, du: DeploymentUnitRecord) -> Path:
         """The root filesystem the persisted spec of ``eu`` runs (OSError or ValueError when
         that file is missing or unreadable); reads a file only, so any thread may call it."""
-        spec = json.loads((Path(du.bundle) / SPEC_DIR / f"{eu.container_id}.json").read_text())
+        spec = json.loads(_spec_file(eu, Path(du.bundle)).read_text())
         return Path(str((spec.get("root") or {}).get("path", "")))
 
     def prepare(self, eu: ExecutionUnitRecord, bundle: Path, leaving: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -220,3 +220,8 @@ def _make_traversable(bundle: Path, bundle_dir: Path) -> None:
                 FaultCode.INVALID_CONFIGURATION,
                 f"user namespaces need every parent of {bundle_dir} to be searchable by others; {directory} is not",
             )
+
+
+def _spec_file(eu: ExecutionUnitRecord, bundle: Path) -> Path:
+    """Where ``eu``'s spec is persisted in its DU's bundle."""
+    return bundle / SPEC_DIR / f"{eu.container_id}.json"
