@@ -147,7 +147,7 @@ def _daemon_text(daemon: Mapping[str, Any], key: str, default: str) -> str:
     return str(value)
 
 
-def _seconds(value: Any) -> float:
+def _shared_read_seconds(value: Any) -> float:
     seconds: float = check_value("daemon", "shared_read_seconds", float, value)
     if not 0 <= seconds <= 60:
         raise SectionError("daemon", "shared_read_seconds", f"must be between 0 and 60 seconds, not {value!r}")
@@ -208,7 +208,7 @@ def _build(daemon: Mapping[str, Any], raw: Mapping[str, Any], buses: Mapping[str
         socket=Path(_daemon_text(daemon, "socket", str(DaemonConfig.socket))),
         socket_mode=_socket_mode(daemon.get("socket_mode", 0o660)),
         socket_group=_daemon_text(daemon, "socket_group", ""),
-        shared_read_seconds=_seconds(daemon.get("shared_read_seconds", DaemonConfig.shared_read_seconds)),
+        shared_read_seconds=_shared_read_seconds(daemon.get("shared_read_seconds", DaemonConfig.shared_read_seconds)),
         buses=chosen,
         log_level=log_level,
         datamodel_dir=_daemon_text(daemon, "datamodel_dir", ""),

@@ -184,9 +184,10 @@ class ControlServer:
         ``shared_read_seconds``: how long a large answer is given to the same get (see
         :mod:`~dsm_tr181.buses.shared_reads`)."""
         self._trim = LateTrim()
-        self.methods = ControlMethods(dm, max_subscribers, event_backlog, eu_confinement, eu_log, eu_processes)
-        self.methods.shared_reads = SharedReads(self.methods.dm, shared_read_seconds, self._trim.after_large_work)
-        self.methods.memory_freed = self._trim.after_large_work
+        self.methods = ControlMethods(
+            dm, max_subscribers, event_backlog, eu_confinement, eu_log, eu_processes, shared_read_seconds,
+            self._trim.after_large_work,
+        )  # fmt: skip
         self.max_connections = min(max_connections, _descriptor_budget())
         self._errors = RateLimitedLog(log)
         self.path = Path(path)
@@ -365,7 +366,11 @@ class ControlMethods:
         eu_confinement: Callable[[int], Mapping[str, Any]] | None = None,
         eu_log: Callable[[int], tuple[Path, int]] | None = None,
         eu_processes: Callable[[int], list[dict[str, Any]]] | None = None,
+        shared_read_seconds: float = 0.0,
+        memory_freed: Callable[[], None] = lambda: None,
     ) -> None:
+        """``shared_read_seconds``: see :mod:`~dsm_tr181.buses.shared_reads`; ``memory_freed``
+        is called when much memory was just freed (a kept answer, a dropped client's backlog)."""
         self.dm = dm.view(Flavour.USP)  # its generic operations are USP's: no CWMP-only parameters
         self._eu_confinement = eu_confinement
         self._eu_log = eu_log
@@ -377,8 +382,8 @@ class ControlMethods:
         # notification kept so that its id cannot be reused meanwhile).
         self._event_frames: dict[int, tuple[Notification, bytes]] = {}
         self._objects_encoder, self._flat_encoder = BulkEncoder(), BulkEncoder(flat=True)
-        self.shared_reads = SharedReads(self.dm, 0.0)  # identical gets at once share one answer
-        self.memory_freed: Callable[[], None] = lambda: None  # much memory was just freed
+        self.shared_reads = SharedReads(self.dm, shared_read_seconds, memory_freed)
+        self._memory_freed = memory_freed
         self._methods: dict[str, Callable[[Params, Stream | None], Awaitable[Any]]] = {
             "ee.list": self._ee_list,
             "ee.detail": self._ee_detail,
@@ -596,7 +601,7 @@ class ControlMethods:
                 log.warning("dropping an events client: it left %d notifications unread", self.event_backlog)
                 backlog.clear()  # give the backlog back now
                 stream.abort()  # and what the socket still holds for it
-                self.memory_freed()  # and the heap it leaves free to the system
+                self._memory_freed()  # and the heap it leaves free to the system
 
         subscription = self.dm.subscribe(deliver, set(Kind), prefix, durable=True)
         self._backlogs[stream] = backlog
