@@ -149,7 +149,6 @@ class _WalFlusher:
             self._flush()
             with self._changed:
                 self._done = target
-                self._changed.notify_all()
 
     def _flush(self) -> None:
         try:
