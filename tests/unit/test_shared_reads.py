@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -14,8 +13,8 @@ from dsm_tr181.buses.memory import LARGE
 from dsm_tr181.buses.shared_reads import SharedReads
 from dsm_tr181.buses.sliced_read import read_json
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.schema import load_schema
 from dsm_tr181.tree.datamodel import DataModel
+from tests.support.trees import many_dus
 
 pytestmark = pytest.mark.unit
 
@@ -28,13 +27,7 @@ Produce = Callable[[], Awaitable[tuple[list[bytes], int]]]
 
 @pytest.fixture
 def dm() -> DataModel:
-    dm = DataModel(load_schema())
-    ee = dm.add_row(f"{SM}ExecEnv.", {"Name": "default", "Enable": True, "Status": "Up"})
-    for n in range(DUS):
-        eu = dm.add_row(f"{SM}ExecutionUnit.", {"EUID": f"eu{n}", "Name": f"app{n}", "ExecutionEnvRef": ee.ref})
-        du = {"UUID": str(uuid.uuid5(uuid.NAMESPACE_URL, str(n))), "Name": f"app{n}", "ExecutionUnitList": (eu.ref,)}
-        dm.add_row(f"{SM}DeploymentUnit.", du)
-    return dm
+    return many_dus(DUS)
 
 
 class Reads:

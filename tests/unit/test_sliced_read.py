@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,9 +14,9 @@ from dsm_tr181.buses.bulk_json import BulkEncoder
 from dsm_tr181.buses.loop_bridge import LoopBridge
 from dsm_tr181.buses.sliced_read import SLICE, read_copy, read_json
 from dsm_tr181.errors import Fault, FaultCode
-from dsm_tr181.schema import load_schema
 from dsm_tr181.schema.flavours import Flavour
 from dsm_tr181.tree.datamodel import DataModel
+from tests.support.trees import many_dus
 
 pytestmark = pytest.mark.unit
 
@@ -27,13 +26,7 @@ DUS = 300  # 600 rows and their sub-objects: several slices
 
 @pytest.fixture(scope="module")
 def dm() -> DataModel:
-    dm = DataModel(load_schema())
-    ee = dm.add_row(f"{SM}ExecEnv.", {"Name": "default", "Enable": True, "Status": "Up"})
-    for n in range(DUS):
-        eu = dm.add_row(f"{SM}ExecutionUnit.", {"EUID": f"eu{n}", "Name": f'app "{n}" ☃', "ExecutionEnvRef": ee.ref})
-        du = {"UUID": str(uuid.uuid5(uuid.NAMESPACE_URL, str(n))), "Name": f"app{n}", "ExecutionUnitList": (eu.ref,)}
-        dm.add_row(f"{SM}DeploymentUnit.", du)
-    return dm
+    return many_dus(DUS)
 
 
 def read(dm: DataModel, paths: list[str], flat: bool, limit: int = 10**6) -> Any:
