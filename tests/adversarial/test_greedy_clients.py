@@ -27,7 +27,8 @@ from dsm_tr181.schema import load_schema
 from dsm_tr181.tree.datamodel import DataModel
 from tests.support.loopthread import LoopThread
 
-EE = "Device.SoftwareModules.ExecEnv."
+SM = "Device.SoftwareModules."
+EE = SM + "ExecEnv."
 SMALL_GET = {"paths": [EE + "1.Name"]}
 LATENCY_BOUND = 2.0  # seconds: a sanity bound for "served meanwhile", far above the real figures
 
@@ -117,6 +118,35 @@ def test_a_result_over_the_bound_is_a_clear_fault(served: Served, monkeypatch: p
     assert served.timed_get() < LATENCY_BOUND
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("served", [{"shared_read_seconds": 0.5}], indirect=True)
+def test_whole_tree_gets_share_a_large_answer_only_while_the_tree_is_unchanged(served: Served) -> None:
+    """[daemon] shared_read_seconds over the socket: a computed parameter counts the reads that
+    really walk the tree."""
+    walks: list[float] = []
+
+    def grow() -> None:
+        ee = served.dm.node(EE + "1.")
+        for n in range(300):
+            eu = served.dm.add_row(
+                SM + "ExecutionUnit.", {"EUID": f"eu{n}", "Name": f"app{n}", "ExecutionEnvRef": ee.ref}
+            )
+            du = {"UUID": f"00000000-0000-5000-8000-{n:012d}", "Name": f"app{n}", "ExecutionUnitList": (eu.ref,)}
+            served.dm.add_row(SM + "DeploymentUnit.", du)
+        served.dm.on_get(EE + "{i}.AvailableMemory", lambda node: walks.append(time.monotonic()) or 0)
+
+    served.loop.call(grow)
+    client = served.client()
+    first = client.call("get", {"paths": ["Device."]})
+    assert len(json.dumps(first)) >= memory.LARGE and len(walks) == 1
+    assert client.call("get", {"paths": ["Device."]}) == first and len(walks) == 1  # kept
+    served.loop.call(served.dm.update, EE + "1.", {"Vendor": "changed"})
+    assert client.call("get", {"paths": ["Device."]})[EE + "1.Vendor"] == "changed" and len(walks) == 2
+    time.sleep(0.6)
+    client.call("get", {"paths": ["Device."]})
+    assert len(walks) == 3  # its time was up: read again
+
+
 # == item 5: subscribers that never read ==========================================================
 
 
@@ -193,10 +223,15 @@ def test_a_subscriber_that_falls_behind_and_catches_up_gets_every_notification_i
         return seen
 
     assert vendors(3000) == [f"v{n}" for n in range(3000)]
-    for n in range(3000, 3010):  # caught up: straight into the socket again
-        served.loop.call(served.dm.update, EE + "1.", {"Vendor": f"v{n}"})
+    backlog = served.loop.call(lambda: next(iter(served.server.methods._backlogs.values())))
+
+    def published_and_waiting(n: int) -> int:
+        served.dm.update(EE + "1.", {"Vendor": f"v{n}"})
+        return len(backlog)  # on the loop, before any other task ran
+
+    # Caught up: each later one is in the socket as it is published, never in the backlog.
+    assert [served.loop.call(published_and_waiting, n) for n in range(3000, 3010)] == [0] * 10
     assert vendors(10) == [f"v{n}" for n in range(3000, 3010)]
-    assert served.loop.call(lambda: len(next(iter(served.server.methods._backlogs.values())))) == 0
     sock.close()
 
 

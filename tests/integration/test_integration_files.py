@@ -60,9 +60,10 @@ def test_default_config_documents_the_defaults() -> None:
     documented = load_config({"config": str(INTEGRATION / "dsm.toml")}, env={})
     built_in = load_config({}, env={"DSM_CONFIG_FILE": ""})
     assert documented.lcm == built_in.lcm
-    assert (documented.state_dir, documented.socket, documented.buses) == (
-        built_in.state_dir, built_in.socket, built_in.buses,
-    )  # fmt: skip
+    daemon_keys = ("state_dir", "socket", "socket_mode", "socket_group", "shared_read_seconds", "buses", "log_level",
+                   "datamodel_dir")  # fmt: skip
+    for key in daemon_keys:
+        assert getattr(documented, key) == getattr(built_in, key), key
 
 
 def test_default_config_lists_every_adapter_key_with_its_default() -> None:
