@@ -119,7 +119,7 @@ def test_a_result_over_the_bound_is_a_clear_fault(served: Served, monkeypatch: p
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("served", [{"shared_read_seconds": 0.5}], indirect=True)
+@pytest.mark.parametrize("served", [{"shared_read_seconds": 1.5}], indirect=True)  # ample on a loaded machine
 def test_whole_tree_gets_share_a_large_answer_only_while_the_tree_is_unchanged(served: Served) -> None:
     """[daemon] shared_read_seconds over the socket: a computed parameter counts the reads that
     really walk the tree."""
@@ -138,11 +138,11 @@ def test_whole_tree_gets_share_a_large_answer_only_while_the_tree_is_unchanged(s
     served.loop.call(grow)
     client = served.client()
     first = client.call("get", {"paths": ["Device."]})
-    assert len(json.dumps(first)) >= memory.LARGE and len(walks) == 1
     assert client.call("get", {"paths": ["Device."]}) == first and len(walks) == 1  # kept
+    assert len(json.dumps(first)) >= memory.LARGE
     served.loop.call(served.dm.update, EE + "1.", {"Vendor": "changed"})
     assert client.call("get", {"paths": ["Device."]})[EE + "1.Vendor"] == "changed" and len(walks) == 2
-    time.sleep(0.6)
+    time.sleep(1.6)
     client.call("get", {"paths": ["Device."]})
     assert len(walks) == 3  # its time was up: read again
 
