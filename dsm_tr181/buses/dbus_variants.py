@@ -217,7 +217,11 @@ def _offset_size(body: int, count: int) -> int:
 def _offsets(ends: list[int], body: int) -> bytes:
     if not ends:
         return b""
-    size = _offset_size(body, len(ends))
+    return _pack_offsets(ends, _offset_size(body, len(ends)))
+
+
+def _pack_offsets(ends: list[int], size: int) -> bytes:
+    """Framing offsets of ``size`` bytes each."""
     return struct.pack(f"<{len(ends)}{_OFFSET_FORMATS[size]}", *ends)
 
 

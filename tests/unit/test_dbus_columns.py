@@ -112,3 +112,13 @@ def test_many_rows_with_paths_of_every_length() -> None:
 def test_nothing_is_an_empty_dictionary() -> None:
     assert DictionaryEncoder().encode(snapshot([])) == b""
     assert_glibs([row("Device.Row.1.", {})])
+
+
+@pytest.mark.parametrize("block", [1, 5, 12, 13])
+def test_arrays_made_in_blocks(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """The array is made a block of entries at a time (the GIL is free between blocks):
+    blocks ending inside, at and past the last entry, with 1-, 2- and 4-byte offsets."""
+    monkeypatch.setattr("dsm_tr181.buses.dbus_columns._BLOCK", block)
+    assert_glibs([row("Device.Row.1.", {"Text": "a", "Int": 1})])
+    assert_glibs([row(f"Device.Row.{i}.", VALUES | {"Int": i}) for i in range(1, 40)])
+    assert_glibs([row(f"Device.Row.{i}.", VALUES | {"Text": "é" * 30_000}) for i in range(1, 4)])
