@@ -48,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.tree_bench import SM, build
+from dsm_tr181.switch_interval import hand_over_promptly
 from dsm_tr181.tree.datamodel import DataModel
 from tests.support.loopthread import LoopThread
 
@@ -286,6 +287,7 @@ def provider_work(loop: LoopThread, work: Callable[[list[str]], object]) -> tupl
 
 
 def bench(bus: str, n: int) -> None:
+    hand_over_promptly()  # the provider is served in this process, as in the daemon
     section = SECTIONS[bus]
     loop = LoopThread()
     try:

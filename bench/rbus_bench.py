@@ -42,6 +42,7 @@ from bench.tree_bench import SM, build
 from dsm_tr181.buses import rbus_ffi
 from dsm_tr181.buses.rbus import RbusProvider
 from dsm_tr181.buses.rbus_values import carried_type, to_rbus
+from dsm_tr181.switch_interval import hand_over_promptly
 from dsm_tr181.tree.datamodel import DataModel
 from tests.support.loopthread import LoopThread
 from tests.support.rtrouted import RbusTools, find_tools, running_broker
@@ -89,6 +90,7 @@ class Served:
     """A DataModel of N DUs served on rbus from a loop thread."""
 
     def __init__(self, tools: RbusTools, n: int) -> None:
+        hand_over_promptly()  # served in this process, as in the daemon
         self.dm = build(n)
         self.loop = LoopThread()
         self.provider = RbusProvider.create(self.dm, {"library": str(tools.library)}, self.loop.loop)

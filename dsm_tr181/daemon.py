@@ -34,6 +34,7 @@ from dsm_tr181.schema import load_schema
 from dsm_tr181.secretbox import FernetSealer
 from dsm_tr181.signing import truststore
 from dsm_tr181.store import SqliteStore
+from dsm_tr181.switch_interval import hand_over_promptly
 from dsm_tr181.tree.datamodel import DataModel
 from dsm_tr181.volumes.loopfs import LoopVolumes
 
@@ -186,6 +187,7 @@ async def serve(config: DaemonConfig, notify_address: str | None = None) -> None
 
 def main(argv: Sequence[str] | None = None) -> int:
     one_heap()  # before any thread: see buses/memory.py
+    hand_over_promptly()  # the loop waits less for the GIL: see switch_interval.py
     overrides: dict[str, Any] = overrides_from_args(argv)
     notify_address = take_notify_socket()
     try:
