@@ -62,7 +62,7 @@ def test_with_one_heap_what_a_worker_thread_freed_goes_back_to_the_system() -> N
         run = subprocess.run([sys.executable, "-c", _THREAD_HEAP, heaps], capture_output=True, text=True, check=True)
         return float(run.stdout)
 
-    assert kept("many") > 5  # glibc's default: the thread's heap keeps it
+    assert kept("many") > 2  # glibc's default: the thread's heap keeps it (4.9 to 7 MiB measured here)
     assert kept("one") < 1
 
 
