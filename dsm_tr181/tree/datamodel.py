@@ -260,7 +260,7 @@ class DataModel:
             if node.schema.multi_instance:
                 self.notifications.publish(Notification(Kind.OBJECT_DELETION, node.path))
         self._count(table)
-        self.references.drop_targets([node.ref for node in gone])
+        self.references.drop_targets(gone)
 
     def update(self, target: Node | str, values: Mapping[str, Value], quiet: bool = False) -> None:
         """Write parameters as the product's own code (read-only ones included), atomically.

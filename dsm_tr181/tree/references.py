@@ -24,6 +24,7 @@ class References:
     def __init__(self, dm: DataModel) -> None:
         self.dm = dm
         self._strong: dict[str, list[Parameter]] = {}  # schema object path -> its strong references
+        self._naming: dict[frozenset[str], dict[str, list[Parameter]]] = {}  # see drop_targets
 
     def validate(self, node: Node, parameter: Parameter, value: Value) -> Value:
         """Check a new value of a reference parameter; return it in canonical form
@@ -35,20 +36,32 @@ class References:
         canonical = tuple(self._canonical(ref, str(item)) for item in items)
         return canonical if isinstance(value, tuple) else canonical[0]
 
-    def drop_targets(self, targets: list[str]) -> None:
-        """The objects at ``targets`` were deleted: clear strong references to them.
+    def drop_targets(self, gone: list[Node]) -> None:
+        """The objects ``gone`` were deleted: clear strong references to them.
 
         Deletions are rare, so the referring rows are found by a scan rather than kept in
-        an index (which would cost memory and start-up time for every row)."""
-        gone = set(targets)
+        an index (which would cost memory and start-up time for every row). The scan reads
+        only the parameters that can name such objects (a stored reference fits its
+        targetParent and targetType): at 1000 DUs it took 16 ms per deleted row reading
+        every strong reference of every row."""
+        refs = {node.ref for node in gone}
+        kinds = frozenset(node.schema.path for node in gone)
+        naming = self._naming.setdefault(kinds, {})  # schema object path -> its parameters that may name them
         for node in self.dm.nodes():
-            for parameter in self._strong_parameters(node):
+            parameters = naming.get(node.schema.path)
+            if parameters is None:
+                parameters = naming[node.schema.path] = [
+                    p for p in self._strong_parameters(node) if _may_name(p, kinds)
+                ]
+            for parameter in parameters:
                 current = node.values[parameter.name]
+                if not current:
+                    continue
                 if isinstance(current, tuple):
-                    remaining = tuple(item for item in current if item not in gone)
+                    remaining = tuple(item for item in current if item not in refs)
                     if remaining != current:
                         self.dm.update(node, {parameter.name: remaining})
-                elif current in gone:
+                elif current in refs:
                     self.dm.update(node, {parameter.name: ""})
 
     def _strong_parameters(self, node: Node) -> list[Parameter]:
@@ -83,6 +96,12 @@ class References:
                 raise Fault(FaultCode.INVALID_VALUE, f"{text!r} does not reference an existing object")
             return path_text[:-1]
         return node.ref
+
+
+def _may_name(parameter: Parameter, schema_paths: frozenset[str]) -> bool:
+    """May reference parameter ``parameter`` name an object at one of ``schema_paths``?"""
+    ref = parameter.type.path_ref
+    return ref is not None and any(_fits(schema_path, ref) for schema_path in schema_paths)
 
 
 def _schema_path(path: Path) -> str:

@@ -266,14 +266,19 @@ def test_strong_references_must_exist_and_are_cleared_on_delete(dm: DataModel) -
     assert code(lambda: dm.set({f"{T}Owner": f"{T}Group.5"})) is FaultCode.INVALID_VALUE
     assert code(lambda: dm.set({f"{T}Owner": f"{T}Item.1"})) is FaultCode.INVALID_VALUE  # wrong table
     dm.set({f"{T}Owner": f"{T}Group.[cpe-1].", f"{T}Members": f"{a},{b}", f"{T}LastSeen": f"{T}Item.2"})
+    dm.set({f"{T}Related": f"{group.ref},{a},{b}"})  # rows of any table
     assert dm.value(f"{T}Owner") == group.ref  # canonical: instance numbers, no dot
     changes: list[Notification] = []
     dm.subscribe(changes.append, {Kind.VALUE_CHANGE, Kind.OBJECT_DELETION})
     dm.delete([b])
     assert dm.value(f"{T}Members") == (a[:-1],)  # list item removed
+    assert dm.value(f"{T}Related") == (group.ref, a[:-1])
     assert dm.value(f"{T}LastSeen") == f"{T}Item.2"  # weak reference untouched
+    assert dm.value(f"{T}Owner") == group.ref  # names a row of another table
     dm.delete_row(group)
     assert dm.value(f"{T}Owner") == ""
+    assert dm.value(f"{T}Related") == (a[:-1],)
+    assert dm.value(f"{T}Members") == (a[:-1],)
     kinds = [(n.kind, n.path) for n in changes]
     assert (Kind.OBJECT_DELETION, b) in kinds and (Kind.VALUE_CHANGE, f"{T}Members") in kinds
 
