@@ -70,10 +70,7 @@ _MAX_ID = (1 << 32) - 2  # uid/gid chown() accepts ((uid_t)-1 means "unchanged")
 _EXTENDED_HEADERS = frozenset(
     {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
 )
-_DIRECTORY = "directory"
-_FILE = "regular file"
-_SYMLINK = "symlink"
-_SPECIAL = "special file"
+_KINDS = {stat.S_IFDIR: "directory", stat.S_IFREG: "regular file", stat.S_IFLNK: "symlink"}
 
 
 class ArchiveStream(Protocol):
@@ -313,7 +310,13 @@ def _components(name: str, label: str, what: str) -> tuple[str, ...]:
 
 
 class _Writer:
-    """Creates members below ``root`` and remembers what it made there."""
+    """Creates members below ``root`` and remembers the directories it made there.
+
+    Other names are not kept: every system call that creates one fails if the name is
+    taken (O_EXCL, symlink, link, mknod), which is how a duplicate is found, and what a
+    name is (a hardlink's target) is read with lstat, below directories this writer made,
+    so no symlink is followed. A dict of every name held ~10 MiB for 100k members until
+    the end, in small blocks that then kept the daemon's memory fragmented."""
 
     def __init__(self, root: Path, limits: ExtractLimits, label: str, cancel: Cancel, source: _Source) -> None:
         self._root = str(root)
@@ -323,8 +326,7 @@ class _Writer:
         self._label = label
         self._cancel = cancel
         self._as_root = os.geteuid() == 0
-        self._kinds: dict[str, str] = {}
-        # Directory metadata is applied last, once nothing more is written into them.
+        # Every directory made, and its metadata, applied last (nothing more is written into them).
         self._directories: dict[str, tarfile.TarInfo | None] = {"": None}
         self._symlinks: list[tuple[tuple[str, ...], str]] = []
         self._bytes = 0
@@ -348,27 +350,26 @@ class _Writer:
             self._directories[""] = member
             return
         name = "/".join(parts)
-        if len(parts) > 1 and self._kinds.get(name.rpartition("/")[0]) != _DIRECTORY:
+        if len(parts) > 1 and name.rpartition("/")[0] not in self._directories:
             self._make_parents(parts, member)
-        existing = self._kinds.get(name)
-        if existing is not None and not (existing == _DIRECTORY and member.isdir()):
-            self._refuse(member, f"duplicate member (a {existing} of that name came before)")
         path = f"{self._root}/{name}"
-        if member.isreg():
-            self._add_file(member, path, name)
-        elif member.isdir():
-            if existing is None:
-                os.mkdir(path, 0o700)
-                self._kinds[name] = _DIRECTORY
-            self._directories[name] = member
-        elif member.issym():
-            self._add_symlink(member, path, name, parts)
-        elif member.islnk():
-            self._add_hardlink(member, path, name)
-        elif member.ischr() or member.isblk() or member.isfifo():
-            self._add_special(member, path, name)
-        else:
-            self._refuse(member, f"unsupported member type {member.type!r}")
+        try:
+            if member.isreg():
+                self._add_file(member, path)
+            elif member.isdir():
+                if name not in self._directories:
+                    os.mkdir(path, 0o700)
+                self._directories[name] = member
+            elif member.issym():
+                self._add_symlink(member, path, parts)
+            elif member.islnk():
+                self._add_hardlink(member, path)
+            elif member.ischr() or member.isblk() or member.isfifo():
+                self._add_special(member, path)
+            else:
+                self._refuse(member, f"unsupported member type {member.type!r}")
+        except FileExistsError:
+            self._refuse(member, f"duplicate member (a {self._kind(name)} of that name came before)")
 
     def finish(self) -> None:
         """Give directories their own mode, owner and time."""
@@ -395,19 +396,26 @@ class _Writer:
     def _refuse(self, member: tarfile.TarInfo, reason: str) -> None:
         raise Fault(FaultCode.CORRUPT_DATA, f"{self._label}: member {member.name!r}: {reason}")
 
+    def _kind(self, name: str) -> str | None:
+        """What was made at ``name`` (whose parent is a directory made here), None if nothing."""
+        try:
+            mode = os.lstat(f"{self._root}/{name}").st_mode
+        except FileNotFoundError:
+            return None
+        return _KINDS.get(stat.S_IFMT(mode), "special file")
+
     def _make_parents(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
         for depth in range(1, len(parts)):
             prefix = "/".join(parts[:depth])
-            kind = self._kinds.get(prefix)
-            if kind == _DIRECTORY:
+            if prefix in self._directories:
                 continue
-            if kind is not None:
-                self._refuse(member, f"its parent {prefix!r} is a {kind}, not a directory")
-            os.mkdir(f"{self._root}/{prefix}", 0o700)
-            self._kinds[prefix] = _DIRECTORY
+            try:
+                os.mkdir(f"{self._root}/{prefix}", 0o700)
+            except FileExistsError:
+                self._refuse(member, f"its parent {prefix!r} is a {self._kind(prefix)}, not a directory")
             self._directories[prefix] = None
 
-    def _add_file(self, member: tarfile.TarInfo, path: str, name: str) -> None:
+    def _add_file(self, member: tarfile.TarInfo, path: str) -> None:
         pieces = _pieces(member, self._label)
         self._bytes += sum(size for _, size in pieces)  # a sparse file counts the data it holds, not its holes
         if self._bytes > self._limits.max_unpacked_bytes:
@@ -416,7 +424,6 @@ class _Writer:
                 f"{self._label}: unpacked files exceed {self._limits.max_unpacked_bytes} bytes at {member.name!r}",
             )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        self._kinds[name] = _FILE
         try:
             if member.sparse is None:
                 self._copy(fd, member.size, member)
@@ -444,24 +451,23 @@ class _Writer:
                 chunk = chunk[os.write(fd, chunk) :]
             remaining -= count
 
-    def _add_symlink(self, member: tarfile.TarInfo, path: str, name: str, parts: tuple[str, ...]) -> None:
+    def _add_symlink(self, member: tarfile.TarInfo, path: str, parts: tuple[str, ...]) -> None:
         if not member.linkname:
             self._refuse(member, "symlink with an empty target")
         os.symlink(member.linkname, path)
-        self._kinds[name] = _SYMLINK
         self._symlinks.append((parts, member.linkname))
         if self._as_root:
             os.chown(path, member.uid, member.gid, follow_symlinks=False)
         os.utime(path, _times(member), follow_symlinks=False)
 
-    def _add_hardlink(self, member: tarfile.TarInfo, path: str, name: str) -> None:
+    def _add_hardlink(self, member: tarfile.TarInfo, path: str) -> None:
         target = "/".join(_components(member.linkname, self._label, f"hardlink {member.name!r} to"))
-        if self._kinds.get(target) != _FILE:
+        # lstat of the target is safe only below directories made here: none is a symlink
+        if target.rpartition("/")[0] not in self._directories or self._kind(target) != _KINDS[stat.S_IFREG]:
             self._refuse(member, f"hardlink to {member.linkname!r}, which is not a regular file extracted before it")
         os.link(f"{self._root}/{target}", path, follow_symlinks=False)
-        self._kinds[name] = _FILE
 
-    def _add_special(self, member: tarfile.TarInfo, path: str, name: str) -> None:
+    def _add_special(self, member: tarfile.TarInfo, path: str) -> None:
         kind = "FIFO" if member.isfifo() else "device node"
         if not self._limits.allow_special_files:
             self._refuse(member, f"{kind} not allowed (allow_special_files is off)")
@@ -470,7 +476,6 @@ class _Writer:
         else:
             file_type = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
             os.mknod(path, 0o600 | file_type, os.makedev(member.devmajor, member.devminor))
-        self._kinds[name] = _SPECIAL
         if self._as_root:
             os.chown(path, member.uid, member.gid, follow_symlinks=False)
         os.chmod(path, member.mode & 0o777)

@@ -17,6 +17,7 @@ import stat
 import struct
 import subprocess
 import tarfile
+import tracemalloc
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from dsm_tools.sample_bundle import BUSYBOX, make_archive, make_bundle, oci_conf
 
 from dsm_tr181.errors import Fault, FaultCode
 from dsm_tr181.lcm.ports import BundleInfo, PackageSource
+from dsm_tr181.packagers.extract import ExtractLimits, extract_archive
 from dsm_tr181.packagers.tar import TarPackager, TarPackagerConfig
+from dsm_tr181.packagers.worker import Cancel
 
 pytestmark = pytest.mark.unit
 
@@ -321,6 +324,67 @@ UNSAFE: dict[str, list[Member]] = {
 def test_unsafe_archives_are_refused(ws: Workspace, members: list[Member]) -> None:
     fault = ws.refused(FaultCode.CORRUPT_DATA, write_archive(ws.archives / "evil.tar", members))
     assert "evil.tar" in fault.message
+
+
+# A name taken before, or a parent or hardlink target that is not what it must be: the
+# reason names what is there (read from the file system, not from a list of every name).
+TAKEN = {
+    "file over a file": (file("app/rootfs/etc/passwd", b"x"), "duplicate member (a regular file"),
+    "directory over a file": (directory("app/rootfs/etc/passwd/"), "duplicate member (a regular file"),
+    "file over a directory": (file("app/rootfs/etc", b"x"), "duplicate member (a directory"),
+    "symlink over a symlink": (symlink("app/rootfs/bin/sh", "ls"), "duplicate member (a symlink"),
+    "hardlink over a file": (
+        hardlink("app/rootfs/etc/passwd", "app/rootfs/bin/busybox"),
+        "duplicate member (a regular file",
+    ),
+    "FIFO over a hardlink": (special("app/rootfs/bin/busybox.hard", tarfile.FIFOTYPE), "duplicate member"),
+    "file under a symlink": (file("app/rootfs/bin/sh/x", b"x"), "its parent 'app/rootfs/bin/sh' is a symlink"),
+    "hardlink to a directory": (hardlink("app/rootfs/x", "app/rootfs/etc"), "not a regular file extracted before"),
+    "hardlink through a symlinked directory": (
+        hardlink("app/rootfs/x", "app/rootfs/lnk/busybox"),
+        "not a regular file extracted before",
+    ),
+}
+
+
+@pytest.mark.parametrize(("member", "reason"), TAKEN.values(), ids=TAKEN.keys())
+def test_taken_names_are_refused_with_what_is_there(ws: Workspace, member: Member, reason: str) -> None:
+    members = [*bundle_members(), symlink("app/rootfs/lnk", "bin"), member]
+    archive = write_archive(ws.archives / "taken.tar", members)
+    fault = ws.refused(FaultCode.CORRUPT_DATA, archive, allow_special_files=True)  # the FIFO gets as far as mkfifo
+    assert reason in fault.message, fault.message
+
+
+def test_a_directory_named_again_is_not_a_duplicate(ws: Workspace) -> None:
+    members = [*bundle_members(), directory("app/rootfs/etc/", mode=0o700), file("app/rootfs/etc/hosts", b"x")]
+    info = ws.unpack(write_archive(ws.archives / "again.tar", members))
+    etc = info.path / "rootfs" / "etc"
+    assert (etc / "hosts").read_bytes() == b"x" and (etc / "passwd").is_file()
+    assert etc.stat().st_mode & 0o777 == 0o700  # the later header's metadata
+
+
+def extraction_peak(tmp_path: Path, members: int) -> int:
+    """Bytes of Python memory at the peak of unpacking ``members`` one-byte files."""
+    archive = tmp_path / f"many{members}.tar"
+    with tarfile.open(archive, "w") as tar:
+        for n in range(members):
+            info = tarfile.TarInfo(f"d{n // 1000}/file-{n:06d}")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    (staging := tmp_path / f"out{members}").mkdir()
+    tracemalloc.start()
+    try:
+        with archive.open("rb") as stream:
+            extract_archive(stream, staging, ExtractLimits(1 << 30, members, False), archive.name, Cancel())
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_of_an_unpack_does_not_grow_with_its_members(tmp_path: Path) -> None:
+    """Names are not remembered (the file system knows them): 8000 members peak as 2000 do
+    (a dict of every name took ~100 bytes per member, ~10 MiB at 100k)."""
+    assert extraction_peak(tmp_path, 8000) - extraction_peak(tmp_path, 2000) < 100_000
 
 
 def test_absolute_member_path_is_refused(ws: Workspace, tmp_path: Path) -> None:
