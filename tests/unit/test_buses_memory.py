@@ -42,6 +42,9 @@ _THREAD_HEAP = """
 import sys, threading
 from dsm_tr181.buses import memory
 if sys.argv[1] == "one": assert memory.one_heap()
+if sys.argv[1] == "daemon":  # what dsm's main() does first, even when its configuration is refused
+    from dsm_tr181.daemon import main
+    assert main(["--config", "/nonexistent/dsm.toml"]) == 2
 def rss(): return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 big = bytearray(30 << 20); del big
 base = rss()
@@ -64,6 +67,7 @@ def test_with_one_heap_what_a_worker_thread_freed_goes_back_to_the_system() -> N
 
     assert kept("many") > 2  # glibc's default: the thread's heap keeps it (4.9 to 7 MiB measured here)
     assert kept("one") < 1
+    assert kept("daemon") < 1
 
 
 def test_an_operations_end_is_followed_by_a_trim(monkeypatch: pytest.MonkeyPatch) -> None:
