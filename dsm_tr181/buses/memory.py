@@ -5,9 +5,9 @@ encoded document). glibc keeps freed heap memory for reuse: in one process, a re
 1000 DUs left ~15 MiB of it behind. ``malloc_trim(0)`` returns the free pages of every
 arena to the system (a few ms); other C libraries (musl) lack it and this does nothing
 there. The daemon trims once after start-up, the control socket and D-Bus after large replies,
-and the daemon after Install, Update and Uninstall (:func:`trim_after_operations`): unpacking
-100k members left ~9 MiB freed but kept in the heaps, more with each such install. Each is a
-:class:`LateTrim`: once they pause, since a trim holds the loop up to several ms.
+and the daemon after Install, Update and Uninstall (:func:`trim_after_operations`): an
+install frees its read-ahead and unpacking buffers at its end. Each is a :class:`LateTrim`:
+once they pause, since a trim holds the loop up to several ms.
 
 One heap (:func:`one_heap`, at start): glibc gives each thread that allocates its own heap,
 and ``malloc_trim`` never shrinks the top of those. After one large buffer was freed glibc
