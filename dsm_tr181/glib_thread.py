@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from gi.repository import GLib
+from dsm_tr181.gi_repository import GLib
 
 _log = logging.getLogger(__name__)
 _SOURCE_REMOVE: bool = GLib.SOURCE_REMOVE  # a source callback's "run no more" (gi is untyped)

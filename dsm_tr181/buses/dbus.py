@@ -30,8 +30,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dsm_tr181.gi_repository import Gio, GLib  # before pydbus loads gi (see gi_repository.py)
+
+# isort: split
 import pydbus
-from gi.repository import Gio, GLib
 
 from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.buses.dbus_errors import INTERNAL_ERROR, error_name, fault_text, internal_error_text

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from gi.repository import GLib
-
 from dsm_tr181.buses import bulk_json
 from dsm_tr181.buses.bulk_json import Snapshot, snapshot
 from dsm_tr181.buses.dbus_variants import string_reply
+from dsm_tr181.gi_repository import GLib
 
 __all__ = ["BulkEncoder", "Snapshot", "snapshot"]
 

@@ -22,8 +22,6 @@ from itertools import accumulate, repeat
 from operator import add, and_, methodcaller, neg
 from typing import Any
 
-from gi.repository import GLib
-
 from dsm_tr181.buses.bulk_json import Snapshot
 from dsm_tr181.buses.dbus_variants import (
     _PAD,
@@ -34,6 +32,7 @@ from dsm_tr181.buses.dbus_variants import (
     signature,
     variant_encoder,
 )
+from dsm_tr181.gi_repository import GLib
 from dsm_tr181.schema.model import Object
 from dsm_tr181.schema.types import BaseType, DataType, Value, format_datetime
 

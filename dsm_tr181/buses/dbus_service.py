@@ -16,8 +16,6 @@ from functools import partial
 from itertools import islice
 from typing import Any, TypeAlias
 
-from gi.repository import GLib
-
 from dsm_tr181.buses.dbus_bulk import BulkEncoder
 from dsm_tr181.buses.dbus_columns import DictionaryEncoder
 from dsm_tr181.buses.dbus_errors import fault_text
@@ -31,6 +29,7 @@ from dsm_tr181.buses.dbus_variants import (
 )
 from dsm_tr181.buses.sliced_read import read_copy
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.gi_repository import GLib
 from dsm_tr181.schema import BBF_MODEL_URN
 from dsm_tr181.schema.model import Object, Parameter
 from dsm_tr181.schema.types import Value

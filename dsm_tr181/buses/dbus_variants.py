@@ -33,8 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from gi.repository import GLib
-
+from dsm_tr181.gi_repository import GLib
 from dsm_tr181.schema.model import Object
 from dsm_tr181.schema.types import BaseType, DataType, Scalar, Value, format_datetime
 

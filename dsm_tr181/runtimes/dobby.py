@@ -41,10 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gi.repository import Gio, GLib
-
 from dsm_tr181.adapters import AdapterContext
 from dsm_tr181.errors import Fault, FaultCode
+from dsm_tr181.gi_repository import Gio, GLib
 from dsm_tr181.glib_thread import Completion, GLibThread
 from dsm_tr181.lcm.ports import (
     AvailabilityCallback,

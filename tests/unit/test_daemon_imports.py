@@ -31,3 +31,30 @@ def test_an_empty_trust_store_needs_no_certificate_library(tmp_path: Path) -> No
     out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
     assert truststore.load(tmp_path) == []
+
+
+@pytest.mark.parametrize("module", ["dsm_tr181.buses.dbus", "dsm_tr181.runtimes.dobby", "dsm_tr181.buses.dbus_columns"])
+def test_gi_loads_without_cairo(module: str) -> None:
+    """pip's PyGObject pulls in pycairo, and ``import gi`` then maps cairo, pixman, freetype
+    and libX11 (2.6 MiB of RSS): the D-Bus bus and the Dobby runtime load gi without it."""
+    installed = subprocess.run([sys.executable, "-c", "import cairo"], capture_output=True, timeout=60)
+    if installed.returncode != 0:
+        pytest.skip("pycairo is not installed here: gi could not load cairo anyway")
+    probe = (
+        f"import sys, {module}; from dsm_tr181.gi_repository import GLib; "
+        "assert GLib.Variant('s', 'x').unpack() == 'x'; "
+        "print('cairo' in sys.modules, any('libcairo' in line for line in open('/proc/self/maps')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_product_takes_gi_from_one_module() -> None:
+    """Only gi_repository imports gi itself, so cairo is kept out whichever module loads first."""
+    package = Path(__file__).resolve().parents[2] / "dsm_tr181"
+    importers = [
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if any(line.startswith(("from gi", "import gi")) for line in path.read_text().splitlines())
+    ]
+    assert importers == ["gi_repository.py"]
