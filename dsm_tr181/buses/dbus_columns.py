@@ -64,7 +64,13 @@ class DictionaryEncoder:
         """The method reply ``(a{sv})`` (a one-member tuple serialises as its member)."""
         return _from_bytes("(a{sv})", self.encode(objects))
 
-    def encode(self, objects: Snapshot) -> bytes:
+    def encode(self, objects: Snapshot) -> bytearray:
+        # The tables' lists are gone once _entries returns: the entries list holds the only
+        # references, so _array frees each block's entries as it copies them out.
+        return _array(self._entries(objects))
+
+    def _entries(self, objects: Snapshot) -> list[bytes]:
+        """Every entry of the array, in the snapshot's order."""
         names, values = objects.names, objects.values
         count = len(objects.paths)
         # Object i's entries are spans[i][starts[i]:ends[i]]: parallel lists, not a tuple per
@@ -94,7 +100,7 @@ class DictionaryEncoder:
         entries: list[bytes] = []
         for span, start, stop in zip(spans, starts, ends, strict=True):
             entries += span[start:stop]
-        return _array(entries)
+        return entries
 
     def _table(self, schema: Object) -> _Table:
         table = self._tables.get(schema.path)
@@ -207,31 +213,42 @@ def _other_object(path: str, schema: Object, names: list[str], values: list[Valu
     return tuple(entries)
 
 
-def _array(entries: list[bytes]) -> bytes:
+def _array(entries: list[bytes]) -> bytearray:
     """``a{sv}`` from its entries: each 8-aligned, then the entries' end offsets.
 
     Made ``_BLOCK`` entries at a time: each step is one C call holding the GIL, and over
     the ~1.6·10^5 entries of a whole tree one call took up to 25 ms, stalling the loop
-    (which waits for the GIL) that long; between blocks the interpreter can hand it over."""
+    (which waits for the GIL) that long; between blocks the interpreter can hand it over.
+    The array is written into one buffer of its final size and ``entries`` is emptied block
+    by block as they are copied in, so the entries and the array are not held whole at the
+    same time, nor the array twice, nor every offset as a Python int."""
     if not entries:
-        return b""
-    bodies: list[bytes] = []
-    ends: list[int] = []
+        return bytearray()
+    padded = 0  # the entries' lengths with their padding
+    for first in range(0, len(entries), _BLOCK):
+        lengths = list(map(len, entries[first : first + _BLOCK]))
+        padded += sum(lengths) + sum(map(len, _pads(lengths)))
+    body = padded - len(_PAD[-len(entries[-1]) & 7])  # the offsets follow the last entry unpadded
+    size = _offset_size(body, len(entries))
+    array = bytearray(body + size * len(entries))
     start = 0  # where the block begins in the array
     for first in range(0, len(entries), _BLOCK):
-        block = entries[first : first + _BLOCK]
+        stop = min(first + _BLOCK, len(entries))
+        block = entries[first:stop]
+        entries[first:stop] = repeat(b"", stop - first)  # the block's entries are freed with it
         lengths = list(map(len, block))
         pads = list(_pads(lengths))
-        block_ends = list(map(add, accumulate(map(len, pads), add, initial=start), accumulate(lengths)))
-        ends += block_ends
-        start = block_ends[-1] + len(pads[-1])
-        if first + _BLOCK >= len(entries):
-            pads[-1] = b""  # the offsets follow the last entry unpadded
+        ends = list(map(add, accumulate(map(len, pads), add, initial=start), accumulate(lengths)))
+        if stop == len(entries):
+            pads[-1] = b""
         pieces: list[bytes] = [b""] * (2 * len(block))
         pieces[::2] = block
         pieces[1::2] = pads
-        bodies.append(b"".join(pieces))
-    size = _offset_size(ends[-1], len(ends))
-    for first in range(0, len(ends), _BLOCK):
-        bodies.append(_pack_offsets(ends[first : first + _BLOCK], size))
-    return b"".join(bodies)
+        del block
+        joined = b"".join(pieces)
+        del pieces
+        array[start : start + len(joined)] = joined
+        start += len(joined)
+        offsets = _pack_offsets(ends, size)
+        array[body + first * size : body + first * size + len(offsets)] = offsets
+    return array
