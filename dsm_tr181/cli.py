@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,7 +30,7 @@ from dsm_tr181.control_client import (
 
 TYPE_CHECKING = False  # not even typing is imported at start-up
 if TYPE_CHECKING:
-    from typing import IO, Any, Protocol
+    from typing import IO, Any, NoReturn, Protocol
 else:
     Protocol = object  # Caller is only a type
 
@@ -620,5 +621,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> NoReturn:
+    """The ``dsmcli`` program: :func:`main`, then an exit without the interpreter's teardown.
+
+    Freeing every module and object at exit costs a short command a sixth of its time
+    (6-20 ms here) and frees nothing the kernel would not; dsmcli registers no exit
+    handlers, so flushing the two streams is all a normal exit would still do.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe: what Python's own exit reports for an unflushable stdout
+        code = 120
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

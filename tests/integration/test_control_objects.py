@@ -101,6 +101,25 @@ def test_dsmcli_get_prints_every_value(served: Path) -> None:
     assert out.splitlines() == [f"{k} = {v.replace(chr(0), chr(0xFFFD))}" for k, v in flat.items()]
 
 
+def test_dsmcli_exits_with_its_output_flushed_and_no_interpreter_teardown(served: Path, tmp_path: Path) -> None:
+    # An exit handler stands for the teardown: dsmcli's exit must not reach it, yet lose no output.
+    probe = (
+        "import atexit, sys, dsm_tr181.cli as cli; atexit.register(print, 'torn down', file=sys.stderr); "
+        "sys.argv[1:] = {argv!r}; cli.run()"
+    )
+    env = {**os.environ, "DSM_SOCKET": str(served)}
+    done = subprocess.run([sys.executable, "-c", probe.format(argv=["get", SM])], env=env, capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    flat = ControlClient(str(served)).call("get", {"paths": [SM]})
+    assert (done.returncode, done.stderr) == (0, "")
+    assert len(done.stdout.splitlines()) == len(flat) > 100
+    env["DSM_SOCKET"] = str(tmp_path / "nobody.sock")
+    done = subprocess.run([sys.executable, "-c", probe.format(argv=["ee.list"])], env=env, capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 3 and done.stderr.startswith("dsmcli: cannot reach the dsm daemon")
+    assert "torn down" not in done.stderr
+
+
 def test_dsmcli_imports_only_what_a_socket_client_needs() -> None:
     heavy = ["asyncio", "typing", "lxml", "cryptography", "dsm_tr181.schema", "dsm_tr181.tree", "logging", "gi"]
     probe = f"import sys, dsm_tr181.cli; print([m for m in {heavy!r} if m in sys.modules])"
