@@ -2,7 +2,8 @@
 
 The original DSM verbs (``ee.list``, ``du.install``, ``eu.start`` ...) and the generic
 TR-181 ones (``get``, ``set``, ``operate`` ...). Exit codes: 0 success, 1 the daemon
-returned an error, 2 usage error, 3 the daemon cannot be reached.
+returned an error (or the output could not be written), 2 usage error, 3 the daemon
+cannot be reached, 141 the reader of the output left.
 
 Start-up is part of every command's time: only what a socket client needs is imported
 at the top (no asyncio, no data model, schema, lxml or cryptography: ``--local`` and
@@ -35,6 +36,7 @@ else:
     Protocol = object  # Caller is only a type
 
 EXIT_OK, EXIT_FAULT, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_READER_GONE = 128 + 13  # a shell's status for SIGPIPE
 LOCAL_VERBS = ("get", "instances", "supported")
 # Table verbs: help, what an empty table says, (column header, key of the detailed row).
 LISTS: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
@@ -626,14 +628,19 @@ def run() -> NoReturn:
 
     Freeing every module and object at exit costs a short command a sixth of its time
     (6-20 ms here) and frees nothing the kernel would not; dsmcli registers no exit
-    handlers, so flushing the two streams is all a normal exit would still do.
+    handlers, so flushing the two streams is all a normal exit would still do. A reader
+    that leaves early (``dsmcli get Device. | head``) ends it quietly with the status of a
+    program killed by SIGPIPE, as it ends other tools.
     """
-    code = main()
     try:
+        code = main()
         sys.stdout.flush()
         sys.stderr.flush()
-    except OSError:  # a closed pipe: what Python's own exit reports for an unflushable stdout
-        code = 120
+    except BrokenPipeError:
+        code = EXIT_READER_GONE
+    except OSError as error:  # stdout on a full disk, say: one line, not a traceback
+        print(f"dsmcli: {error}", file=sys.stderr)
+        code = EXIT_FAULT
     os._exit(code)
 
 

@@ -120,6 +120,26 @@ def test_dsmcli_exits_with_its_output_flushed_and_no_interpreter_teardown(served
     assert "torn down" not in done.stderr
 
 
+def test_dsmcli_ends_quietly_when_its_reader_has_left(served: Path) -> None:
+    # As after `dsmcli get ... | head -1` once head has exited: the next write finds no reader.
+    env = {**os.environ, "DSM_SOCKET": str(served)}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    command = [sys.executable, "-m", "dsm_tr181.cli", "get", SM]
+    with subprocess.Popen(command, env=env, stdout=write_end, stderr=subprocess.PIPE) as cli:
+        os.close(write_end)
+        assert cli.wait(timeout=30) == 128 + 13
+        assert cli.stderr is not None and cli.stderr.read() == b""
+
+
+def test_dsmcli_says_when_its_output_cannot_be_written(served: Path) -> None:
+    env = {**os.environ, "DSM_SOCKET": str(served)}
+    with open("/dev/full", "wb") as full:  # every write: ENOSPC
+        done = subprocess.run([sys.executable, "-m", "dsm_tr181.cli", "get", SM], env=env, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=30)  # fmt: skip
+    assert (done.returncode, done.stderr) == (1, "dsmcli: [Errno 28] No space left on device\n")
+
+
 def test_dsmcli_imports_only_what_a_socket_client_needs() -> None:
     heavy = ["asyncio", "typing", "lxml", "cryptography", "dsm_tr181.schema", "dsm_tr181.tree", "logging", "gi"]
     probe = f"import sys, dsm_tr181.cli; print([m for m in {heavy!r} if m in sys.modules])"
