@@ -126,10 +126,10 @@ def test_arrays_made_in_blocks(monkeypatch: pytest.MonkeyPatch, block: int) -> N
 
 
 def test_a_large_reply_is_not_held_twice() -> None:
-    """The encoder's peak is its entries and one array: the entries are freed block by block
-    as they are copied into an array of the final size, which is copied once more into the
-    bytes GLib takes (5.3x the array when every entry, every offset and the array's blocks
-    were kept until one last join)."""
+    """The encoder never holds more than about two arrays' worth: the entries and the array
+    while they are copied in (each block's entries freed once copied), then the array and
+    the bytes GLib takes (5.3x the array when every entry, every offset and the array's
+    blocks were kept until one last join)."""
     rows = [row(f"Device.Row.{i}.", VALUES | {"Int": i, "Text": f"text {i}"}) for i in range(1, 5001)]
     objects, encoder = snapshot(rows), DictionaryEncoder()
     encoder.encode(snapshot(rows[:1]))  # its column tables, made once
